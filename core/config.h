@@ -1,0 +1,80 @@
+/*
+ * config.h - mxring.conf: key = value lines, # comments, -o overrides.
+ *
+ * The file follows the habit of Postfix main.cf: one "key = value" per line,
+ * blank lines and lines starting with '#' ignored, a line starting with
+ * whitespace continues the previous value. Unknown keys and bad values are
+ * errors that name the file, the line and the key. Lists take commas and/or
+ * whitespace as separators; repeating a list key appends (listen).
+ *
+ * Sizes accept a plain number of bytes or a k/m/g suffix (powers of 1024);
+ * times accept a number of seconds or an s/m/h suffix.
+ */
+#ifndef MXRING_CONFIG_H
+#define MXRING_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "limits.h"
+
+enum spool_format { SPOOL_SEGMENT = 0, SPOOL_MAILDIR = 1 };
+enum bare_newline { BARE_NEWLINE_NORMALIZE = 0, BARE_NEWLINE_REJECT = 1 };
+
+struct listen_addr {
+	char host[64];	/* as written: "127.0.0.1", "::1", "0.0.0.0", "::" */
+	uint16_t port;
+};
+
+struct config {
+	struct listen_addr listen[LISTEN_MAX];
+	unsigned nlisten;		 /* default: 127.0.0.1:2525 */
+	char myhostname[DOMAIN_MAX + 1]; /* default: gethostname() */
+	char **accept_domains;		 /* owned, lower case; ".example.com" = subdomains */
+	unsigned naccept_domains;	 /* default: one entry, "localhost" */
+	char spool_dir[4096];		 /* default: "spool" */
+	enum spool_format spool_format;	 /* default: segment */
+	uint64_t segment_size;		 /* default: 64m; rotate into ready/ past this */
+	unsigned shards;		 /* 0 = auto (online CPUs) */
+	unsigned writers;		 /* default 1 */
+	uint64_t message_size_limit;	 /* default 10240000 (Postfix's default) */
+	unsigned recipient_limit;	 /* default 100 */
+	unsigned command_line_limit;	 /* default 512 */
+	unsigned error_limit;		 /* default 20: then 421 and close */
+	unsigned max_connections;	 /* default 20000, split across shards */
+	unsigned command_timeout;	 /* seconds, default 300 (RFC 5321 4.5.3.2.7) */
+	unsigned data_timeout;		 /* seconds, default 180 (RFC 5321 4.5.3.2.5) */
+	unsigned shutdown_timeout;	 /* seconds, default 30: SIGTERM grace */
+	enum bare_newline bare_newline;	 /* default normalize */
+	unsigned recv_buffer_size;	 /* default 16k */
+	unsigned recv_buffers;		 /* per shard, power of two, default 1024 */
+	unsigned ring_size;		 /* shard->writer ring entries, power of two, 1024 */
+	uint64_t body_flush_bytes;	 /* default 256k: body held before a part is written */
+	bool pin_shards;		 /* default yes */
+};
+
+/* Fills cfg with the defaults. Never fails; accept_domains gets "localhost". */
+void config_defaults(struct config *cfg);
+
+/*
+ * Reads path into cfg (which holds defaults or earlier settings). Returns 0,
+ * or -1 after writing "mxring: FILE:LINE: key 'K': what is wrong" to err.
+ */
+int config_load(struct config *cfg, const char *path, FILE *err)
+	__attribute__((warn_unused_result));
+
+/* Applies one "key=value" override (-o). Returns 0, or -1 with a message to err. */
+int config_set(struct config *cfg, const char *kv, FILE *err) __attribute__((warn_unused_result));
+
+/* Checks relations between keys (e.g. limits vs buffer sizes). 0 or -1 + message. */
+int config_check(const struct config *cfg, FILE *err) __attribute__((warn_unused_result));
+
+/* Writes the effective configuration as "key = value" lines, every key. */
+void config_print(const struct config *cfg, FILE *out);
+
+/* Frees what config_load/config_set allocated. */
+void config_free(struct config *cfg);
+
+#endif
