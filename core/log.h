@@ -1,0 +1,31 @@
+/*
+ * log.h - key=value log lines on standard error.
+ *
+ * One line per session end and one per accepted message (STYLE.md). Text
+ * that came from a client is escaped (bytes outside printable ASCII, space,
+ * '"' and '\\' as \xHH or \" \\) and cut to LOG_CLIENT_TEXT_MAX characters.
+ * A line is written with one write(2) so lines from shards never interleave.
+ */
+#ifndef MXRING_LOG_H
+#define MXRING_LOG_H
+
+#include <stddef.h>
+
+#define LOG_CLIENT_TEXT_MAX 100
+#define LOG_LINE_MAX	    2048
+
+/*
+ * Writes src (len bytes) escaped into dst (cap bytes, NUL-terminated), at
+ * most max source bytes; a cut is marked by a trailing "...". Returns the
+ * length written (without the NUL).
+ */
+size_t log_escape(char *dst, size_t cap, const char *src, size_t len, size_t max);
+
+/* Formats one line (printf-style, no newline needed), prefixed with an ISO
+ * 8601 UTC time and "mxring:", and writes it to stderr in one write. */
+void log_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Sets whether log_line writes at all (tests silence it). Default on. */
+void log_enable(int on);
+
+#endif
