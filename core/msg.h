@@ -60,6 +60,7 @@ struct envelope {
 enum msg_kind {
 	MSG_PART = 1,  /* more of the body follows */
 	MSG_FINAL = 2, /* last slices; sync, then report */
+	MSG_ABORT = 3, /* the transaction whose parts were sent is abandoned; no slices */
 };
 
 struct msg {
