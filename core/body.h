@@ -32,9 +32,9 @@ static inline bool body_is_static(const uint8_t *p)
 typedef int (*body_emit_fn)(void *ctx, const uint8_t *p, size_t len);
 
 struct body_dec {
-	uint8_t state;	     /* private */
-	uint8_t last_cr;     /* the last byte scanned was CR */
-	uint32_t bare_lf;    /* bare LFs seen (each reported as CRLF) */
+	uint8_t state;	  /* private */
+	uint8_t last_cr;  /* the last byte scanned was CR */
+	uint32_t bare_lf; /* bare LFs seen (each reported as CRLF) */
 };
 
 /* Resets d for a new message; DATA starts at the beginning of a line. */

@@ -36,11 +36,11 @@
 
 /* What a hook answers. */
 enum smtp_verdict {
-	SMTP_V_OK = 0,	     /* go on */
-	SMTP_V_DEFER,	     /* data_end only: outcome comes later through smtp_resume */
-	SMTP_V_TEMPFAIL,     /* 451 4.3.0 local error */
-	SMTP_V_NOSPACE,	     /* 452 4.3.1 insufficient system storage */
-	SMTP_V_BUSY,	     /* 451 4.3.0 queue busy (handoff ring full) */
+	SMTP_V_OK = 0,	 /* go on */
+	SMTP_V_DEFER,	 /* data_end only: outcome comes later through smtp_resume */
+	SMTP_V_TEMPFAIL, /* 451 4.3.0 local error */
+	SMTP_V_NOSPACE,	 /* 452 4.3.1 insufficient system storage */
+	SMTP_V_BUSY,	 /* 451 4.3.0 queue busy (handoff ring full) */
 };
 
 struct smtp_hooks {
@@ -50,7 +50,8 @@ struct smtp_hooks {
 	enum smtp_verdict (*mail)(void *ctx, const struct addr *from, uint32_t env_flags);
 	/* RCPT accepted by syntax, relay control and the recipient limit. */
 	enum smtp_verdict (*rcpt)(void *ctx, const struct addr *to);
-	/* DATA (before 354) or the first BDAT chunk. */
+	/* DATA (before 354) or the first BDAT chunk. On a refusal the host has
+	 * dropped the transaction itself (no abort call follows). */
 	enum smtp_verdict (*data_start)(void *ctx);
 	/* Content run: p is inside the input of the current feed, or in body_static. */
 	int (*body)(void *ctx, const uint8_t *p, size_t len);
@@ -63,9 +64,9 @@ struct smtp_hooks {
 /* Read-only, shared by every session of a process. */
 struct smtp_conf {
 	const struct config *cfg;
-	bool starttls;		 /* advertise and accept STARTTLS */
+	bool starttls;		  /* advertise and accept STARTTLS */
 	char greeting[REPLY_MAX]; /* "220 host ESMTP mxring\r\n" */
-	char ehlo[REPLY_MAX];	 /* "250-host\r\n250-PIPELINING\r\n...250 SMTPUTF8\r\n" */
+	char ehlo[REPLY_MAX];	  /* "250-host\r\n250-PIPELINING\r\n...250 SMTPUTF8\r\n" */
 	char ehlo_tls[REPLY_MAX]; /* the same without STARTTLS (inside TLS) */
 	size_t greeting_len, ehlo_len, ehlo_tls_len;
 };
@@ -74,33 +75,37 @@ struct smtp_conf {
 void smtp_conf_init(struct smtp_conf *conf, const struct config *cfg, bool starttls);
 
 enum smtp_state {
-	SMTP_S_INIT = 0,  /* before smtp_greet */
-	SMTP_S_CMD,	  /* reading commands */
-	SMTP_S_DATA,	  /* reading DATA content */
-	SMTP_S_BDAT,	  /* reading a BDAT chunk */
-	SMTP_S_WAIT,	  /* end of content handed to the host; waiting for smtp_resume */
-	SMTP_S_STARTTLS,  /* 220 Ready to start TLS queued; waiting for smtp_tls_started */
-	SMTP_S_CLOSED,	  /* QUIT or 421: nothing more is read */
+	SMTP_S_INIT = 0, /* before smtp_greet */
+	SMTP_S_CMD,	 /* reading commands */
+	SMTP_S_DATA,	 /* reading DATA content */
+	SMTP_S_BDAT,	 /* reading a BDAT chunk */
+	SMTP_S_WAIT,	 /* end of content handed to the host; waiting for smtp_resume */
+	SMTP_S_STARTTLS, /* 220 Ready to start TLS queued; waiting for smtp_tls_started */
+	SMTP_S_CLOSED,	 /* QUIT or 421: nothing more is read */
 };
 
 struct smtp_session {
-	const struct smtp_conf *conf; /* borrowed */
+	const struct smtp_conf *conf;	/* borrowed */
 	const struct smtp_hooks *hooks; /* borrowed */
-	void *ctx;		      /* borrowed: the host's connection */
-	uint8_t state;		      /* enum smtp_state */
-	uint8_t flags;		      /* private: SMTP_F_* in smtp.c */
-	uint16_t errors;	      /* protocol errors so far */
-	uint32_t nrcpt;		      /* accepted recipients in this transaction */
-	uint32_t env_flags;	      /* ENV_* of this transaction */
-	uint32_t discard;	      /* private: bytes of an overlong line being dropped */
-	uint64_t body_bytes;	      /* content reported (or counted) in this transaction */
-	uint64_t bdat_left;	      /* bytes left in the current BDAT chunk */
-	uint64_t bdat_chunk;	      /* size of the current BDAT chunk */
+	void *ctx;			/* borrowed: the host's connection */
+	uint8_t state;			/* enum smtp_state */
+	uint8_t bdat_reply;		/* private: why the current BDAT chunk is dropped */
+	uint16_t flags;			/* private: SMTP_F_* in smtp.c */
+	uint16_t errors;		/* protocol errors so far */
+	uint32_t nrcpt;			/* accepted recipients in this transaction */
+	uint32_t env_flags;		/* ENV_* of this transaction */
+	uint32_t discard;		/* private: bytes of an overlong line being dropped */
+	uint64_t body_bytes;		/* content reported (or counted) in this transaction */
+	uint64_t bdat_left;		/* bytes left in the current BDAT chunk */
+	uint64_t bdat_chunk;		/* size of the current BDAT chunk */
 	struct body_dec dec;
 };
 
 /* Reply bytes are appended to buf[len..cap). The engine does not start a
- * command unless REPLY_MAX bytes are free; it returns SMTP_BLOCKED instead. */
+ * command unless SMTP_OUT_RESERVE bytes are free (it returns SMTP_BLOCKED
+ * instead), so that a later smtp_resume always finds room for its reply. */
+#define SMTP_OUT_RESERVE (2 * REPLY_MAX)
+
 struct smtp_out {
 	uint8_t *buf; /* borrowed */
 	size_t len;
@@ -108,10 +113,10 @@ struct smtp_out {
 };
 
 enum smtp_result {
-	SMTP_MORE = 0,	/* needs more input: *used may be < len (a partial command line) */
-	SMTP_BLOCKED,	/* stopped: waiting for smtp_resume, or out is full; send, then feed again */
-	SMTP_CLOSE,	/* send out, then close the connection */
-	SMTP_STARTTLS,	/* send out, discard all later input, then run the TLS handshake */
+	SMTP_MORE = 0, /* needs more input: *used may be < len (a partial command line) */
+	SMTP_BLOCKED,  /* stopped: waiting for smtp_resume, or out is full; send, then feed again */
+	SMTP_CLOSE,    /* send out, then close the connection */
+	SMTP_STARTTLS, /* send out, discard all later input, then run the TLS handshake */
 };
 
 void smtp_init(struct smtp_session *s, const struct smtp_conf *conf, const struct smtp_hooks *hooks,
