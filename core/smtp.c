@@ -721,3 +721,9 @@ void smtp_close(struct smtp_session *s)
 		txn_reset(s, true);
 	s->state = SMTP_S_CLOSED;
 }
+
+bool smtp_in_transaction(const struct smtp_session *s)
+{
+	return (s->flags & F_MAIL) || s->state == SMTP_S_WAIT || s->state == SMTP_S_DATA ||
+	       s->state == SMTP_S_BDAT;
+}

@@ -149,6 +149,9 @@ static inline bool smtp_in_content(const struct smtp_session *s)
 	return s->state == SMTP_S_DATA || s->state == SMTP_S_BDAT;
 }
 
+/* Whether a mail transaction is open (MAIL accepted, content, or waiting for the host). */
+bool smtp_in_transaction(const struct smtp_session *s);
+
 /* The longest partial command line smtp_feed may leave unused: the caller's
  * stash must hold this many bytes. */
 static inline size_t smtp_line_max(const struct smtp_conf *conf)

@@ -1,0 +1,218 @@
+/*
+ * main.c - process start: configuration, writers, shards, signals.
+ *
+ * mxring runs in the foreground and logs to standard error. Start-up order:
+ * configuration (file, then -o overrides, then checks), the spool (writers
+ * recover their segments before anything listens), one shard per CPU, then
+ * the "ready" line. Signals are blocked in every thread and taken here with
+ * sigwaitinfo: SIGTERM/SIGINT stop (stop accepting, let transactions end or
+ * answer 421, drain the writers, exit 0); SIGHUP is logged (nothing to reload
+ * without TLS).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "shard.h"
+#include "smtp.h"
+#include "writer.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: mxring [-c FILE] [-o key=value]... [-n]\n"
+		   "  -c FILE        read the configuration (key = value lines)\n"
+		   "  -o key=value   override one key (repeatable)\n"
+		   "  -n             print the effective configuration and exit\n"
+		   "  -h             this help\n");
+}
+
+/* mkdir -p for the spool directory. 0 or -errno. */
+static int make_dirs(const char *path)
+{
+	char p[sizeof(((struct config *)0)->spool_dir)];
+	snprintf(p, sizeof(p), "%s", path);
+	for (char *s = p + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = 0;
+		if (mkdir(p, 0750) != 0 && errno != EEXIST)
+			return -errno;
+		*s = '/';
+	}
+	if (mkdir(p, 0750) != 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static void log_stats(struct shard **shards, unsigned n, struct writer_set *ws)
+{
+	struct shard_stats sum = {0}, one;
+	for (unsigned i = 0; i < n; i++) {
+		shard_stats_get(shards[i], &one);
+		uint64_t *d = (uint64_t *)&sum, *s = (uint64_t *)&one;
+		for (size_t k = 0; k < sizeof(sum) / sizeof(uint64_t); k++)
+			d[k] += s[k];
+	}
+	struct writer_stats w;
+	writers_stats(ws, &w);
+	log_line("stats conns_accepted=%llu conns_refused=%llu conns_closed=%llu msgs_queued=%llu "
+		 "msgs_failed=%llu body_bytes=%llu body_copied=%llu parts=%llu enobufs=%llu "
+		 "recv_paused=%llu ring_full=%llu writer_batches=%llu writer_finals=%llu "
+		 "writer_errors=%llu",
+		 (unsigned long long)sum.conns_accepted, (unsigned long long)sum.conns_refused,
+		 (unsigned long long)sum.conns_closed, (unsigned long long)sum.msgs_queued,
+		 (unsigned long long)sum.msgs_failed, (unsigned long long)sum.body_bytes,
+		 (unsigned long long)sum.body_copied, (unsigned long long)sum.parts,
+		 (unsigned long long)sum.enobufs, (unsigned long long)sum.recv_paused,
+		 (unsigned long long)sum.ring_full, (unsigned long long)w.batches,
+		 (unsigned long long)w.finals, (unsigned long long)w.errors);
+}
+
+static int run(struct config *cfg)
+{
+	struct smtp_conf sconf;
+	struct writer_set *ws = NULL;
+	struct shard *shards[SHARDS_MAX];
+	unsigned nshards = 0;
+	int rc;
+
+	rc = make_dirs(cfg->spool_dir);
+	if (rc) {
+		fprintf(stderr, "mxring: spool_dir %s: %s\n", cfg->spool_dir, strerror(-rc));
+		return 1;
+	}
+	smtp_conf_init(&sconf, cfg, false);
+	rc = writers_start(cfg, cfg->shards, &ws);
+	if (rc)
+		return 1;
+	for (; nshards < cfg->shards; nshards++) {
+		rc = shard_create(nshards, cfg, &sconf, ws, &shards[nshards]);
+		if (rc)
+			goto fail;
+	}
+	for (unsigned i = 0; i < nshards; i++) {
+		rc = shard_start(shards[i]);
+		if (rc) {
+			fprintf(stderr, "mxring: shard %u: %s\n", i, strerror(-rc));
+			for (unsigned k = 0; k < i; k++)
+				shard_stop(shards[k]);
+			for (unsigned k = 0; k < i; k++)
+				shard_join(shards[k]);
+			for (unsigned k = 0; k < nshards; k++)
+				shard_free(shards[k]);
+			writers_stop(ws);
+			return 1;
+		}
+	}
+	char where[LISTEN_MAX * 72] = "";
+	size_t off = 0;
+	for (unsigned i = 0; i < cfg->nlisten && off < sizeof(where); i++)
+		off += (size_t)snprintf(
+		    where + off, sizeof(where) - off, "%s%s%s%s:%u", i ? "," : "",
+		    strchr(cfg->listen[i].host, ':') ? "[" : "", cfg->listen[i].host,
+		    strchr(cfg->listen[i].host, ':') ? "]" : "", cfg->listen[i].port);
+	log_line("ready listen=%s shards=%u writers=%u spool=%s format=%s pid=%d", where,
+		 cfg->shards, cfg->writers, cfg->spool_dir,
+		 cfg->spool_format == SPOOL_MAILDIR ? "maildir" : "segment", (int)getpid());
+
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	for (;;) {
+		int sig = sigwaitinfo(&set, NULL);
+		if (sig == SIGHUP) {
+			log_line("sighup: nothing to reload");
+			continue;
+		}
+		if (sig == SIGTERM || sig == SIGINT)
+			break;
+	}
+	log_line("stopping: no new connections, transactions may finish (up to %us)",
+		 cfg->shutdown_timeout);
+	for (unsigned i = 0; i < nshards; i++)
+		shard_stop(shards[i]);
+	for (unsigned i = 0; i < nshards; i++)
+		shard_join(shards[i]);
+	log_stats(shards, nshards, ws);
+	for (unsigned i = 0; i < nshards; i++)
+		shard_free(shards[i]);
+	writers_stop(ws);
+	log_line("stopped");
+	return 0;
+fail:
+	for (unsigned i = 0; i < nshards; i++)
+		shard_free(shards[i]);
+	writers_stop(ws);
+	return 1;
+}
+
+int main(int argc, char **argv)
+{
+	struct config cfg;
+	int print = 0;
+	int opt;
+
+	config_defaults(&cfg);
+	/* The file first, then the overrides, whatever their order on the line. */
+	const char *file = NULL;
+	while ((opt = getopt(argc, argv, "c:o:nh")) != -1) {
+		switch (opt) {
+		case 'c':
+			file = optarg;
+			break;
+		case 'o':
+		case 'n':
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	if (file && config_load(&cfg, file, stderr) != 0)
+		return 1;
+	optind = 1;
+	while ((opt = getopt(argc, argv, "c:o:nh")) != -1) {
+		if (opt == 'o' && config_set(&cfg, optarg, stderr) != 0)
+			return 1;
+		if (opt == 'n')
+			print = 1;
+	}
+	if (cfg.shards == 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		cfg.shards = n < 1 ? 1 : n > SHARDS_MAX ? SHARDS_MAX : (unsigned)n;
+	}
+	if (config_check(&cfg, stderr) != 0)
+		return 1;
+	if (print) {
+		config_print(&cfg, stdout);
+		return 0;
+	}
+
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+	int rc = run(&cfg);
+	config_free(&cfg);
+	return rc;
+}

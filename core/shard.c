@@ -1,0 +1,1420 @@
+/*
+ * shard.c - the per-CPU event loop: accept, receive, run the SMTP engine,
+ * hand messages to writers, send replies, expire timers.
+ *
+ * io_uring use (DESIGN.md, Shards):
+ *  - one multishot accept per listening socket (SO_REUSEPORT, one per shard);
+ *  - one multishot recv per connection on the shard's provided-buffer ring:
+ *    a connection owns no receive buffer while idle. A buffer lent by the
+ *    kernel is referenced by the connection's input queue and by every body
+ *    slice pointing into it (refs[]); it goes back to the ring when the last
+ *    reference drops, and only this thread ever re-adds it;
+ *  - at most one send per connection in flight; replies produced while it
+ *    is out are batched into the next one (RFC 2920);
+ *  - one 1-second timeout drives the timer wheel (timer.h);
+ *  - a read on the eventfd the writers signal when they return msgs.
+ * user_data holds op, slot and generation, so a completion for a slot that
+ * was closed and reused is recognised and dropped.
+ *
+ * Backpressure: when the buffer ring runs dry a multishot recv ends with
+ * -ENOBUFS; the connection is queued as starved and re-armed once buffers come
+ * back. A connection with more than IN_PAUSE_BUFS buffers of unread input
+ * (a client that pipelines while its message is being stored) has its recv
+ * cancelled until the input is consumed. Bodies larger than body_flush_bytes
+ * go to the writer in parts, so no message pins more buffers than that.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "msg.h"
+#include "shard.h"
+#include "timer.h"
+#include "uring_compat.h"
+
+#define ASSERT(x)                                                                                  \
+	do {                                                                                       \
+		if (!(x)) {                                                                        \
+			fprintf(stderr, "mxring: %s:%d: assertion failed: %s\n", __FILE__,         \
+				__LINE__, #x);                                                     \
+			abort();                                                                   \
+		}                                                                                  \
+	} while (0)
+
+enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_TICK, OP_WAKE, OP_CANCEL };
+
+#define BUF_NONE	0xffffu
+#define OUT_CAP		4096u /* reply buffer: >= SMTP_OUT_RESERVE + the longest reply */
+#define IN_PAUSE_BUFS	8u    /* unread input buffers before recv is paused */
+#define REAP_MAX	256u
+#define EXPIRE_MAX	256u
+#define NONE32		UINT32_MAX
+#define PART_SLICES_MAX 64u /* slices (about buffers) a message gathers before a part */
+
+static_assert(OUT_CAP >= 2 * SMTP_OUT_RESERVE, "reply buffer holds a reserve and a reply");
+
+/* Connection flags. */
+#define C_RECV	   0x01u /* multishot recv armed */
+#define C_SEND	   0x02u /* a send is in flight */
+#define C_PAUSED   0x04u /* recv cancelled: too much unread input */
+#define C_CLOSE	   0x08u /* close once the replies are sent */
+#define C_SHUT	   0x10u /* socket shut down; slot freed when no op is in flight */
+#define C_DIRTY	   0x20u /* on the dirty list */
+#define C_STARVED  0x40u /* on the starved list (waits for buffers) */
+#define C_PEER_EOF 0x80u /* the client closed its side */
+
+/* An envelope with the count of its holders: the connection while the
+ * transaction is open, and every msg of it at a writer. */
+struct env_box {
+	struct envelope env;
+	uint32_t refs;
+};
+
+struct conn {
+	uint32_t gen;
+	uint8_t open;
+	uint8_t flags;
+	uint16_t nops; /* io_uring requests in flight for this slot */
+	int fd;
+	uint16_t in_head; /* first buffer of unread input, BUF_NONE if none */
+	uint16_t in_tail;
+	uint16_t in_bufs;  /* buffers in the input queue */
+	uint16_t feed_buf; /* buffer being fed to the engine, BUF_NONE for the stash */
+	uint32_t in_off;   /* bytes of in_head already consumed */
+	uint16_t line_len;
+	uint16_t writer; /* writer of the current transaction */
+	uint8_t *line;	 /* owned, lazily: a partial command line */
+	uint8_t *out;	 /* owned, lazily: replies not yet sent */
+	uint8_t *snd;	 /* owned: the send in flight */
+	uint32_t out_len, snd_len, snd_off;
+	struct smtp_session smtp;
+	struct env_box *env; /* owned reference: the open transaction */
+	struct msg *msg;     /* owned: body slices being gathered */
+	uint32_t next_dirty;
+	uint32_t next_starved;
+	char *helo; /* owned, lazily */
+	char addr[CLIENT_ADDR_MAX];
+	uint16_t port;
+	uint32_t nmsgs;
+	uint64_t start_ms;
+	uint64_t mail_ms;
+	const char *reason; /* why the session ended, for the log */
+};
+
+struct shard {
+	unsigned id;
+	const struct config *cfg;
+	const struct smtp_conf *sconf;
+	struct writer_set *ws;
+	unsigned nwriters;
+	unsigned next_writer;
+	pthread_t thread;
+	struct io_uring ring;
+	int listen_fd[LISTEN_MAX];
+	unsigned nlisten;
+	/* Provided buffers. */
+	struct io_uring_buf_ring *br;
+	uint8_t *bufs; /* owned: nbufs * buf_size bytes */
+	uint32_t buf_size;
+	uint32_t nbufs;
+	uint16_t *refs;	   /* per buffer: holders (input queue + slices) */
+	uint16_t *next;	   /* per buffer: next in a connection's input queue */
+	uint32_t *len;	   /* per buffer: bytes the kernel put in it */
+	uint32_t returned; /* buffers added to the ring since the last advance */
+	/* Connections. */
+	struct conn *conns; /* owned: cap entries */
+	uint32_t cap;
+	uint32_t free_head; /* free slots, linked through next_dirty */
+	uint32_t nopen;
+	uint32_t dirty_head;
+	uint32_t starved_head;
+	struct timer_wheel wheel;
+	uint64_t now_s;
+	struct __kernel_timespec tick;
+	/* Writers' wake-up. */
+	int wake_fd;
+	uint64_t wake_val;
+	uint32_t msgs_out; /* msgs with the writers: the shard ends only at 0 */
+	uint32_t held;	   /* buffers not in the kernel's ring */
+	/* Stop. */
+	_Atomic int stop_req;
+	int stopping;
+	uint64_t stop_deadline;
+	_Alignas(64) struct shard_stats stats;
+};
+
+static inline uint64_t ud(unsigned op, uint32_t slot, uint32_t gen)
+{
+	return (uint64_t)op << 56 | (uint64_t)(slot & 0xffffffu) << 32 | gen;
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t real_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static void stat_add(uint64_t *c, uint64_t n)
+{
+	atomic_store_explicit((_Atomic uint64_t *)c,
+			      atomic_load_explicit((_Atomic uint64_t *)c, memory_order_relaxed) + n,
+			      memory_order_relaxed);
+}
+
+static struct io_uring_sqe *sqe_get(struct shard *sh)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&sh->ring);
+	for (int tries = 0; !sqe && tries < 16; tries++) {
+		io_uring_submit(&sh->ring);
+		sqe = io_uring_get_sqe(&sh->ring);
+	}
+	ASSERT(sqe); /* the SQ drains on submit */
+	return sqe;
+}
+
+/* ---- buffers ---------------------------------------------------------- */
+
+static uint8_t *buf_addr(struct shard *sh, uint16_t bid)
+{
+	return sh->bufs + (size_t)bid * sh->buf_size;
+}
+
+static void buf_put(struct shard *sh, uint16_t bid)
+{
+	ASSERT(bid < sh->nbufs && sh->refs[bid] > 0);
+	if (--sh->refs[bid] > 0)
+		return;
+	sh->held--;
+	io_uring_buf_ring_add(sh->br, buf_addr(sh, bid), sh->buf_size, bid,
+			      io_uring_buf_ring_mask(sh->nbufs), (int)sh->returned);
+	sh->returned++;
+}
+
+static void bufs_publish(struct shard *sh)
+{
+	if (sh->returned) {
+		io_uring_buf_ring_advance(sh->br, (int)sh->returned);
+		sh->returned = 0;
+	}
+}
+
+/* ---- envelope and msgs ------------------------------------------------- */
+
+static void env_put(struct env_box *b)
+{
+	if (b && --b->refs == 0) {
+		free(b->env.rcpts);
+		free(b);
+	}
+}
+
+static void msg_free(struct shard *sh, struct msg *m)
+{
+	for (uint32_t i = 0; i < m->nslices; i++)
+		if (m->slices[i].buf != SLICE_STATIC)
+			buf_put(sh, m->slices[i].buf);
+	if (m->env)
+		env_put((struct env_box *)(void *)m->env);
+	free(m->slices);
+	free(m);
+}
+
+static struct msg *msg_new(struct shard *sh, struct conn *c, uint32_t part, uint64_t offset)
+{
+	struct msg *m = calloc(1, sizeof(*m));
+	if (!m)
+		return NULL;
+	m->kind = MSG_PART;
+	m->shard = (uint16_t)sh->id;
+	m->writer = c->writer;
+	m->conn_slot = (uint32_t)(c - sh->conns);
+	m->conn_gen = c->gen;
+	m->part = part;
+	m->body_offset = offset;
+	m->env = &c->env->env;
+	c->env->refs++;
+	return m;
+}
+
+/* Hands m to its writer. 0, or -EAGAIN when the ring is full (m untouched). */
+static int submit(struct shard *sh, struct msg *m)
+{
+	int rc = writer_submit(sh->ws, sh->id, m);
+	if (rc == 0) {
+		sh->msgs_out++;
+		if (m->kind == MSG_PART)
+			stat_add(&sh->stats.parts, 1);
+	}
+	return rc;
+}
+
+/*
+ * Drops the transaction's body. If parts already went to the writer it is
+ * told (MSG_ABORT); if its ring is full the abort is simply not sent: the
+ * parts then stay orphans in the spool, which readers ignore (no FINAL).
+ */
+static void body_drop(struct shard *sh, struct conn *c)
+{
+	struct msg *m = c->msg;
+	if (!m)
+		return;
+	c->msg = NULL;
+	if (m->part == 0) {
+		msg_free(sh, m);
+		return;
+	}
+	for (uint32_t i = 0; i < m->nslices; i++)
+		if (m->slices[i].buf != SLICE_STATIC)
+			buf_put(sh, m->slices[i].buf);
+	m->nslices = 0;
+	m->part_bytes = 0;
+	m->kind = MSG_ABORT;
+	if (submit(sh, m) != 0)
+		msg_free(sh, m);
+}
+
+static void txn_end(struct shard *sh, struct conn *c)
+{
+	body_drop(sh, c);
+	env_put(c->env);
+	c->env = NULL;
+}
+
+/* ---- SMTP hooks -------------------------------------------------------- */
+
+static enum smtp_verdict hook_helo(void *ctx, const char *name, size_t len, bool esmtp)
+{
+	struct conn *c = ctx;
+	(void)esmtp;
+	char *h = realloc(c->helo, len + 1);
+	if (!h)
+		return SMTP_V_TEMPFAIL;
+	memcpy(h, name, len);
+	h[len] = 0;
+	c->helo = h;
+	return SMTP_V_OK;
+}
+
+static struct shard *conn_shard(struct conn *c);
+
+static void make_qid(struct shard *sh, char *qid)
+{
+	/* time in µs (base 62, 10 chars) + shard (2) + counter (4): unique per process
+	 * and across restarts unless the clock goes back. */
+	static const char digits[] =
+	    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+	static _Thread_local uint32_t counter;
+	uint64_t t = real_us();
+	char *p = qid + QID_LEN;
+	*p = 0;
+	uint32_t n = counter++;
+	for (int i = 0; i < 4; i++, n /= 62)
+		*--p = digits[n % 62];
+	uint32_t s = sh->id;
+	for (int i = 0; i < 2; i++, s /= 62)
+		*--p = digits[s % 62];
+	for (int i = 0; i < 10; i++, t /= 62)
+		*--p = digits[t % 62];
+}
+
+static enum smtp_verdict hook_mail(void *ctx, const struct addr *from, uint32_t env_flags)
+{
+	struct conn *c = ctx;
+	struct shard *sh = conn_shard(c);
+	ASSERT(!c->env && !c->msg);
+	struct env_box *b = calloc(1, sizeof(*b));
+	if (!b)
+		return SMTP_V_TEMPFAIL;
+	b->refs = 1;
+	struct envelope *e = &b->env;
+	make_qid(sh, e->qid);
+	e->time_us = real_us();
+	memcpy(e->client_addr, c->addr, sizeof(e->client_addr));
+	e->client_port = c->port;
+	snprintf(e->helo, sizeof(e->helo), "%s", c->helo ? c->helo : "");
+	snprintf(e->myhostname, sizeof(e->myhostname), "%s", sh->cfg->myhostname);
+	e->flags = env_flags;
+	memcpy(e->from, from->mailbox, from->len + 1);
+	c->env = b;
+	c->writer = (uint16_t)(sh->next_writer++ % sh->nwriters);
+	c->mail_ms = mono_ms();
+	return SMTP_V_OK;
+}
+
+static enum smtp_verdict hook_rcpt(void *ctx, const struct addr *to)
+{
+	struct conn *c = ctx;
+	struct envelope *e = &c->env->env;
+	size_t need = e->rcpts_len + to->len + 1;
+	if (need > e->rcpts_cap) {
+		size_t cap = e->rcpts_cap ? e->rcpts_cap * 2 : 256;
+		while (cap < need)
+			cap *= 2;
+		char *p = realloc(e->rcpts, cap);
+		if (!p)
+			return SMTP_V_TEMPFAIL;
+		e->rcpts = p;
+		e->rcpts_cap = (uint32_t)cap;
+	}
+	memcpy(e->rcpts + e->rcpts_len, to->mailbox, to->len + 1);
+	e->rcpts_len += (uint32_t)to->len + 1;
+	e->nrcpt++;
+	return SMTP_V_OK;
+}
+
+static enum smtp_verdict hook_data_start(void *ctx)
+{
+	struct conn *c = ctx;
+	struct shard *sh = conn_shard(c);
+	c->msg = msg_new(sh, c, 0, 0);
+	if (!c->msg) {
+		txn_end(sh, c);
+		return SMTP_V_TEMPFAIL;
+	}
+	return SMTP_V_OK;
+}
+
+/* Sends the gathered slices as a part; the next part starts empty. */
+static int flush_part(struct shard *sh, struct conn *c)
+{
+	struct msg *m = c->msg;
+	struct msg *next = msg_new(sh, c, m->part + 1, msg_total_bytes(m));
+	if (!next)
+		return -ENOMEM;
+	if (submit(sh, m) != 0) {
+		msg_free(sh, next);
+		return -EAGAIN;
+	}
+	c->msg = next;
+	return 0;
+}
+
+static int hook_body(void *ctx, const uint8_t *p, size_t len)
+{
+	struct conn *c = ctx;
+	struct shard *sh = conn_shard(c);
+	struct msg *m = c->msg;
+	uint16_t buf = SLICE_STATIC;
+
+	if (!body_is_static(p)) {
+		/* Content always comes straight from a receive buffer: the stash only
+		 * ever holds one command line. */
+		ASSERT(c->feed_buf != BUF_NONE);
+		buf = c->feed_buf;
+		ASSERT(p >= buf_addr(sh, buf) && p + len <= buf_addr(sh, buf) + sh->buf_size);
+	}
+	struct slice *last = m->nslices ? &m->slices[m->nslices - 1] : NULL;
+	if (last && buf != SLICE_STATIC && last->buf == buf && last->base + last->len == p &&
+	    (uint64_t)last->len + len <= UINT32_MAX) {
+		last->len += (uint32_t)len;
+	} else {
+		if (m->nslices == m->slices_cap) {
+			uint32_t cap = m->slices_cap ? m->slices_cap * 2 : 16;
+			struct slice *s = realloc(m->slices, cap * sizeof(*s));
+			if (!s)
+				return -ENOMEM;
+			m->slices = s;
+			m->slices_cap = cap;
+		}
+		m->slices[m->nslices++] =
+		    (struct slice){.base = p, .len = (uint32_t)len, .buf = buf};
+		if (buf != SLICE_STATIC)
+			sh->refs[buf]++;
+	}
+	m->part_bytes += len;
+	/* Bound both the bytes and the buffers a message pins (slow clients fill
+	 * a buffer a few bytes at a time). */
+	if (m->part_bytes >= sh->cfg->body_flush_bytes || m->nslices >= PART_SLICES_MAX) {
+		int rc = flush_part(sh, c);
+		/* A full ring: keep gathering, but not without bound. */
+		if (rc == -EAGAIN && m->part_bytes < 4 * sh->cfg->body_flush_bytes &&
+		    m->nslices < 4 * PART_SLICES_MAX)
+			rc = 0;
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
+static enum smtp_verdict hook_data_end(void *ctx)
+{
+	struct conn *c = ctx;
+	struct shard *sh = conn_shard(c);
+	struct msg *m = c->msg;
+	m->kind = MSG_FINAL;
+	if (submit(sh, m) != 0) {
+		m->kind = MSG_PART;
+		stat_add(&sh->stats.ring_full, 1);
+		txn_end(sh, c);
+		return SMTP_V_BUSY;
+	}
+	c->msg = NULL; /* with the writer now; comes back through reap */
+	return SMTP_V_DEFER;
+}
+
+static void hook_abort(void *ctx)
+{
+	struct conn *c = ctx;
+	txn_end(conn_shard(c), c);
+}
+
+static const struct smtp_hooks hooks = {
+    .helo = hook_helo,
+    .mail = hook_mail,
+    .rcpt = hook_rcpt,
+    .data_start = hook_data_start,
+    .body = hook_body,
+    .data_end = hook_data_end,
+    .abort = hook_abort,
+};
+
+/* ---- connections ------------------------------------------------------- */
+
+/* The shard of a connection: conns live in their shard's table. Each shard
+ * thread handles only its own, so a thread-local pointer is enough. */
+static _Thread_local struct shard *current;
+
+static struct shard *conn_shard(struct conn *c)
+{
+	(void)c;
+	return current;
+}
+
+static void mark_dirty(struct shard *sh, struct conn *c)
+{
+	if (c->flags & C_DIRTY)
+		return;
+	c->flags |= C_DIRTY;
+	c->next_dirty = sh->dirty_head;
+	sh->dirty_head = (uint32_t)(c - sh->conns);
+}
+
+static void arm_recv(struct shard *sh, struct conn *c)
+{
+	uint32_t slot = (uint32_t)(c - sh->conns);
+	struct io_uring_sqe *sqe = sqe_get(sh);
+	io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = 0;
+	io_uring_sqe_set_data64(sqe, ud(OP_RECV, slot, c->gen));
+	c->flags |= C_RECV;
+	c->nops++;
+}
+
+static void cancel_recv(struct shard *sh, struct conn *c)
+{
+	uint32_t slot = (uint32_t)(c - sh->conns);
+	struct io_uring_sqe *sqe = sqe_get(sh);
+	io_uring_prep_cancel64(sqe, ud(OP_RECV, slot, c->gen), 0);
+	io_uring_sqe_set_data64(sqe, ud(OP_CANCEL, slot, c->gen));
+	c->nops++;
+}
+
+static uint8_t *out_block(void)
+{
+	return malloc(OUT_CAP);
+}
+
+static void set_deadline(struct shard *sh, struct conn *c)
+{
+	unsigned t = smtp_in_content(&c->smtp) ? sh->cfg->data_timeout : sh->cfg->command_timeout;
+	timer_set(&sh->wheel, (uint32_t)(c - sh->conns), sh->now_s + t);
+}
+
+/* Drops the unread input. */
+static void input_drop(struct shard *sh, struct conn *c)
+{
+	for (uint32_t n = 0; c->in_head != BUF_NONE && n <= sh->nbufs; n++) {
+		uint16_t b = c->in_head;
+		c->in_head = sh->next[b];
+		buf_put(sh, b);
+	}
+	c->in_head = c->in_tail = BUF_NONE;
+	c->in_bufs = 0;
+	c->in_off = 0;
+	c->line_len = 0;
+}
+
+static void conn_log_end(struct shard *sh, struct conn *c)
+{
+	char helo[LOG_CLIENT_TEXT_MAX * 4 + 8];
+	log_escape(helo, sizeof(helo), c->helo ? c->helo : "", c->helo ? strlen(c->helo) : 0,
+		   LOG_CLIENT_TEXT_MAX);
+	log_line("session end shard=%u client=%s port=%u helo=\"%s\" msgs=%u errors=%u "
+		 "duration_ms=%llu reason=%s",
+		 sh->id, c->addr, c->port, helo, c->nmsgs, c->smtp.errors,
+		 (unsigned long long)(mono_ms() - c->start_ms), c->reason ? c->reason : "close");
+}
+
+/* Frees the slot once nothing is in flight for it. */
+static void conn_release(struct shard *sh, struct conn *c)
+{
+	if (c->nops > 0 || !c->open)
+		return;
+	uint32_t slot = (uint32_t)(c - sh->conns);
+	close(c->fd);
+	free(c->line);
+	free(c->out);
+	free(c->snd);
+	free(c->helo);
+	c->line = c->out = c->snd = NULL;
+	c->helo = NULL;
+	c->open = 0;
+	c->gen++;
+	c->next_dirty = sh->free_head;
+	sh->free_head = slot;
+	sh->nopen--;
+	stat_add(&sh->stats.conns_closed, 1);
+}
+
+/* Shuts the connection down now; the slot is freed when its ops complete. */
+static void conn_close(struct shard *sh, struct conn *c, const char *reason)
+{
+	if (c->flags & C_SHUT)
+		return;
+	if (!c->reason)
+		c->reason = reason;
+	c->flags |= C_SHUT;
+	/* A message with the writer keeps its envelope (refs) and its buffers;
+	 * its completion finds the slot gone and only logs. */
+	if (c->smtp.state != SMTP_S_WAIT)
+		smtp_close(&c->smtp);
+	txn_end(sh, c);
+	input_drop(sh, c);
+	timer_cancel(&sh->wheel, (uint32_t)(c - sh->conns));
+	conn_log_end(sh, c);
+	shutdown(c->fd, SHUT_RDWR); /* ends the multishot recv and any send */
+	conn_release(sh, c);
+}
+
+/* Queues the send of what is in out, if nothing is in flight. */
+static void conn_flush(struct shard *sh, struct conn *c)
+{
+	if ((c->flags & (C_SEND | C_SHUT)) || c->out_len == 0) {
+		if (!(c->flags & (C_SEND | C_SHUT)) && (c->flags & C_CLOSE))
+			conn_close(sh, c, NULL);
+		return;
+	}
+	uint8_t *t = c->snd;
+	c->snd = c->out;
+	c->snd_len = c->out_len;
+	c->snd_off = 0;
+	c->out = t;
+	c->out_len = 0;
+	struct io_uring_sqe *sqe = sqe_get(sh);
+	io_uring_prep_send(sqe, c->fd, c->snd, c->snd_len, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, ud(OP_SEND, (uint32_t)(c - sh->conns), c->gen));
+	c->flags |= C_SEND;
+	c->nops++;
+}
+
+/* Feeds buffered input to the engine until it is used up or the engine waits. */
+static void conn_process(struct shard *sh, struct conn *c);
+
+static int ensure_out(struct conn *c)
+{
+	if (!c->out) {
+		c->out = out_block();
+		if (!c->out)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Appends the bytes of in up to the first LF (or until full) to the line stash. */
+static size_t stash_take(struct shard *sh, struct conn *c, const uint8_t *in, size_t len)
+{
+	size_t cap = smtp_line_max(sh->sconf);
+	size_t room = cap - c->line_len;
+	size_t n = len < room ? len : room;
+	const uint8_t *lf = memchr(in, '\n', n);
+	if (lf)
+		n = (size_t)(lf - in) + 1;
+	memcpy(c->line + c->line_len, in, n);
+	c->line_len = (uint16_t)(c->line_len + n);
+	return n;
+}
+
+static bool stash_ready(struct shard *sh, const struct conn *c)
+{
+	return c->line_len == smtp_line_max(sh->sconf) ||
+	       (c->line_len && c->line[c->line_len - 1] == '\n');
+}
+
+static enum smtp_result feed(struct shard *sh, struct conn *c, const uint8_t *p, size_t len,
+			     size_t *used)
+{
+	struct smtp_out out = {.buf = c->out, .len = c->out_len, .cap = OUT_CAP};
+	enum smtp_result r = smtp_feed(&c->smtp, p, len, used, &out);
+	c->out_len = (uint32_t)out.len;
+	(void)sh;
+	return r;
+}
+
+/* Handles what a feed returned. true = go on feeding. */
+static bool after_feed(struct shard *sh, struct conn *c, enum smtp_result r)
+{
+	switch (r) {
+	case SMTP_MORE:
+		return true;
+	case SMTP_BLOCKED:
+		return false; /* end of data with the writer, or out is full */
+	case SMTP_STARTTLS:
+		/* Not offered without TLS (smtp_conf.starttls is false). */
+		c->reason = "starttls";
+		c->flags |= C_CLOSE;
+		return false;
+	case SMTP_CLOSE:
+		if (!c->reason)
+			c->reason = "quit";
+		c->flags |= C_CLOSE;
+		input_drop(sh, c);
+		return false;
+	}
+	return false;
+}
+
+static void conn_process(struct shard *sh, struct conn *c)
+{
+	if (c->flags & C_SHUT)
+		return;
+	mark_dirty(sh, c);
+	if (c->flags & C_CLOSE)
+		return;
+	if (ensure_out(c) != 0) {
+		conn_close(sh, c, "nomem");
+		return;
+	}
+	/* Bounded: each pass consumes input or stops. */
+	for (uint32_t guard = 0; guard < 4u * sh->nbufs + 8; guard++) {
+		if (c->smtp.state == SMTP_S_WAIT || (c->flags & (C_CLOSE | C_SHUT)))
+			break;
+		if (OUT_CAP - c->out_len < SMTP_OUT_RESERVE)
+			break; /* resumes when the send completes */
+		size_t used;
+		if (c->line_len && stash_ready(sh, c)) {
+			c->feed_buf = BUF_NONE;
+			enum smtp_result r = feed(sh, c, c->line, c->line_len, &used);
+			ASSERT(used == c->line_len || used == 0);
+			if (used)
+				c->line_len = 0;
+			if (!after_feed(sh, c, r) || !used)
+				break;
+			continue;
+		}
+		if (c->in_head == BUF_NONE)
+			break;
+		uint16_t b = c->in_head;
+		const uint8_t *p = buf_addr(sh, b) + c->in_off;
+		size_t len = sh->len[b] - c->in_off;
+		if (c->line_len) {
+			/* A command line began in an earlier buffer: complete it in the stash. */
+			c->in_off += (uint32_t)stash_take(sh, c, p, len);
+		} else {
+			c->feed_buf = b;
+			enum smtp_result r = feed(sh, c, p, len, &used);
+			c->feed_buf = BUF_NONE;
+			c->in_off += (uint32_t)used;
+			bool go = after_feed(sh, c, r);
+			if (c->in_head == BUF_NONE)
+				break; /* input dropped on close */
+			if (go && used < len && c->smtp.state == SMTP_S_CMD) {
+				/* A partial command line: keep it, free the buffer. */
+				if (!c->line && !(c->line = malloc(smtp_line_max(sh->sconf)))) {
+					conn_close(sh, c, "nomem");
+					return;
+				}
+				c->in_off += (uint32_t)stash_take(sh, c, p + used, len - used);
+			}
+			if (!go && c->in_off < sh->len[b])
+				break;
+		}
+		if (c->in_off == sh->len[b]) {
+			c->in_head = sh->next[b];
+			if (c->in_head == BUF_NONE)
+				c->in_tail = BUF_NONE;
+			c->in_bufs--;
+			c->in_off = 0;
+			buf_put(sh, b);
+		}
+	}
+	if (c->flags & C_PAUSED && c->in_bufs < IN_PAUSE_BUFS / 2 && !(c->flags & C_RECV) &&
+	    !(c->flags & C_PEER_EOF)) {
+		c->flags &= ~C_PAUSED;
+		arm_recv(sh, c);
+	}
+	if (c->flags & C_PEER_EOF && c->in_head == BUF_NONE && c->smtp.state != SMTP_S_WAIT &&
+	    !(c->flags & C_CLOSE)) {
+		/* Nothing more will come: what is unanswered is answered, then close. */
+		c->reason = c->reason ? c->reason : "peer-closed";
+		c->flags |= C_CLOSE;
+	}
+	if (sh->stopping && !smtp_in_transaction(&c->smtp) && c->smtp.state == SMTP_S_CMD &&
+	    !(c->flags & C_CLOSE)) {
+		struct smtp_out out = {.buf = c->out, .len = c->out_len, .cap = OUT_CAP};
+		smtp_shutdown(&c->smtp, &out);
+		c->out_len = (uint32_t)out.len;
+		c->reason = "shutdown";
+		c->flags |= C_CLOSE;
+	}
+	set_deadline(sh, c);
+}
+
+/* ---- completions ------------------------------------------------------- */
+
+static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, unsigned li)
+{
+	if (!(cqe->flags & IORING_CQE_F_MORE) && !sh->stopping) {
+		struct io_uring_sqe *sqe = sqe_get(sh);
+		io_uring_prep_multishot_accept(sqe, sh->listen_fd[li], NULL, NULL,
+					       SOCK_NONBLOCK | SOCK_CLOEXEC);
+		io_uring_sqe_set_data64(sqe, ud(OP_ACCEPT, li, 0));
+	}
+	if (cqe->res < 0) {
+		if (cqe->res != -ECANCELED)
+			log_line("accept error shard=%u error=%s", sh->id, strerror(-cqe->res));
+		return;
+	}
+	int fd = cqe->res;
+	if (sh->stopping || sh->free_head == NONE32) {
+		char msg[REPLY_MAX];
+		int n = snprintf(msg, sizeof(msg), "421 4.7.0 %s Error: too many connections\r\n",
+				 sh->cfg->myhostname);
+		ssize_t w = send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		(void)w;
+		close(fd);
+		stat_add(&sh->stats.conns_refused, 1);
+		return;
+	}
+	uint32_t slot = sh->free_head;
+	struct conn *c = &sh->conns[slot];
+	sh->free_head = c->next_dirty;
+	sh->nopen++;
+	uint32_t gen = c->gen;
+	memset(c, 0, sizeof(*c));
+	c->gen = gen;
+	c->open = 1;
+	c->fd = fd;
+	c->in_head = c->in_tail = c->feed_buf = BUF_NONE;
+	c->start_ms = mono_ms();
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	snprintf(c->addr, sizeof(c->addr), "unknown");
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+		if (ss.ss_family == AF_INET) {
+			struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+			inet_ntop(AF_INET, &s4->sin_addr, c->addr, sizeof(c->addr));
+			c->port = ntohs(s4->sin_port);
+		} else if (ss.ss_family == AF_INET6) {
+			struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+			inet_ntop(AF_INET6, &s6->sin6_addr, c->addr, sizeof(c->addr));
+			c->port = ntohs(s6->sin6_port);
+		}
+	}
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	stat_add(&sh->stats.conns_accepted, 1);
+	current = sh;
+	smtp_init(&c->smtp, sh->sconf, &hooks, c);
+	if (ensure_out(c) != 0) {
+		conn_close(sh, c, "nomem");
+		return;
+	}
+	struct smtp_out out = {.buf = c->out, .len = 0, .cap = OUT_CAP};
+	smtp_greet(&c->smtp, &out);
+	c->out_len = (uint32_t)out.len;
+	arm_recv(sh, c);
+	set_deadline(sh, c);
+	mark_dirty(sh, c);
+}
+
+static void starve(struct shard *sh, struct conn *c)
+{
+	if (c->flags & C_STARVED)
+		return;
+	c->flags |= C_STARVED;
+	c->next_starved = sh->starved_head;
+	sh->starved_head = (uint32_t)(c - sh->conns);
+}
+
+static void on_recv(struct shard *sh, struct io_uring_cqe *cqe, struct conn *c)
+{
+	bool more = cqe->flags & IORING_CQE_F_MORE;
+	if (!more) {
+		c->flags &= ~C_RECV;
+		c->nops--;
+	}
+	if (cqe->res > 0) {
+		ASSERT(cqe->flags & IORING_CQE_F_BUFFER);
+		uint16_t b = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+		ASSERT(b < sh->nbufs && sh->refs[b] == 0);
+		sh->refs[b] = 1;
+		sh->held++;
+		if (c->flags & C_SHUT) {
+			buf_put(sh, b);
+			conn_release(sh, c);
+			return;
+		}
+		sh->len[b] = (uint32_t)cqe->res;
+		sh->next[b] = BUF_NONE;
+		if (c->in_tail != BUF_NONE)
+			sh->next[c->in_tail] = b;
+		else
+			c->in_head = b;
+		c->in_tail = b;
+		c->in_bufs++;
+		if (c->in_bufs > IN_PAUSE_BUFS && (c->flags & C_RECV) && !(c->flags & C_PAUSED)) {
+			c->flags |= C_PAUSED;
+			stat_add(&sh->stats.recv_paused, 1);
+			cancel_recv(sh, c);
+		}
+		conn_process(sh, c);
+		if (!more && !(c->flags & (C_SHUT | C_PAUSED)))
+			arm_recv(sh, c);
+		return;
+	}
+	if (c->flags & C_SHUT) {
+		conn_release(sh, c);
+		return;
+	}
+	if (cqe->res == -ENOBUFS) {
+		stat_add(&sh->stats.enobufs, 1);
+		starve(sh, c);
+		return;
+	}
+	if (cqe->res == -ECANCELED && (c->flags & C_PAUSED))
+		return;
+	if (cqe->res == 0) {
+		/* Answer what came before the EOF, then close (conn_flush). */
+		c->flags |= C_PEER_EOF;
+		conn_process(sh, c);
+		return;
+	}
+	conn_close(sh, c, "recv-error");
+}
+
+static void on_send(struct shard *sh, struct io_uring_cqe *cqe, struct conn *c)
+{
+	c->nops--;
+	c->flags &= ~C_SEND;
+	if (c->flags & C_SHUT) {
+		conn_release(sh, c);
+		return;
+	}
+	if (cqe->res < 0) {
+		conn_close(sh, c, "send-error");
+		return;
+	}
+	c->snd_off += (uint32_t)cqe->res;
+	if (c->snd_off < c->snd_len) {
+		struct io_uring_sqe *sqe = sqe_get(sh);
+		io_uring_prep_send(sqe, c->fd, c->snd + c->snd_off, c->snd_len - c->snd_off,
+				   MSG_NOSIGNAL);
+		io_uring_sqe_set_data64(sqe, ud(OP_SEND, (uint32_t)(c - sh->conns), c->gen));
+		c->flags |= C_SEND;
+		c->nops++;
+		return;
+	}
+	conn_process(sh, c); /* the engine may have stopped for a full out; closes if due */
+}
+
+static enum smtp_verdict result_verdict(int result)
+{
+	if (result == 0)
+		return SMTP_V_OK;
+	if (result == -ENOSPC || result == -EDQUOT || result == -EFBIG)
+		return SMTP_V_NOSPACE;
+	return SMTP_V_TEMPFAIL;
+}
+
+static void log_msg(struct shard *sh, struct conn *c, const struct msg *m)
+{
+	const struct envelope *e = m->env;
+	char from[LOG_CLIENT_TEXT_MAX * 4 + 8];
+	log_escape(from, sizeof(from), e->from, strlen(e->from), LOG_CLIENT_TEXT_MAX);
+	uint64_t dur = c ? mono_ms() - c->mail_ms : 0;
+	if (m->result == 0)
+		log_line("queued qid=%s shard=%u writer=%u client=%s port=%u from=<%s> rcpts=%u "
+			 "size=%llu duration_ms=%llu%s",
+			 e->qid, sh->id, m->writer, e->client_addr, e->client_port, from, e->nrcpt,
+			 (unsigned long long)msg_total_bytes(m), (unsigned long long)dur,
+			 c ? "" : " client_gone=yes");
+	else
+		log_line("store-failed qid=%s shard=%u writer=%u client=%s error=%s", e->qid,
+			 sh->id, m->writer, e->client_addr, strerror(-m->result));
+}
+
+static void on_returned(struct shard *sh, struct msg *m)
+{
+	struct conn *c = &sh->conns[m->conn_slot];
+	bool alive = c->open && c->gen == m->conn_gen && !(c->flags & C_SHUT);
+	if (m->kind == MSG_FINAL) {
+		log_msg(sh, alive ? c : NULL, m);
+		if (m->result == 0) {
+			stat_add(&sh->stats.msgs_queued, 1);
+			stat_add(&sh->stats.body_bytes, msg_total_bytes(m));
+		} else {
+			stat_add(&sh->stats.msgs_failed, 1);
+		}
+		if (alive && c->smtp.state == SMTP_S_WAIT) {
+			struct smtp_out out = {.buf = c->out, .len = c->out_len, .cap = OUT_CAP};
+			smtp_resume(&c->smtp, result_verdict(m->result), m->env->qid, &out);
+			c->out_len = (uint32_t)out.len;
+			if (m->result == 0)
+				c->nmsgs++;
+			env_put(c->env);
+			c->env = NULL;
+			conn_process(sh, c);
+		}
+	} else if (m->kind == MSG_PART && m->result != 0 && alive && c->msg && c->env &&
+		   &c->env->env == m->env) {
+		/* A part could not be written: the message cannot be stored whole. */
+		log_line("store-failed qid=%s part=%u error=%s", m->env->qid, m->part,
+			 strerror(-m->result));
+	}
+	msg_free(sh, m);
+}
+
+static void reap(struct shard *sh)
+{
+	struct msg *ms[REAP_MAX];
+	unsigned n;
+	unsigned rounds = 0;
+	do {
+		n = writer_reap(sh->ws, sh->id, ms, REAP_MAX);
+		for (unsigned i = 0; i < n; i++) {
+			sh->msgs_out--;
+			on_returned(sh, ms[i]);
+		}
+	} while (n == REAP_MAX && ++rounds < 64);
+}
+
+static void arm_tick(struct shard *sh)
+{
+	struct io_uring_sqe *sqe = sqe_get(sh);
+	sh->tick.tv_sec = 1;
+	sh->tick.tv_nsec = 0;
+	io_uring_prep_timeout(sqe, &sh->tick, 0, 0);
+	io_uring_sqe_set_data64(sqe, ud(OP_TICK, 0, 0));
+}
+
+static void arm_wake(struct shard *sh)
+{
+	struct io_uring_sqe *sqe = sqe_get(sh);
+	io_uring_prep_read(sqe, sh->wake_fd, &sh->wake_val, sizeof(sh->wake_val), 0);
+	io_uring_sqe_set_data64(sqe, ud(OP_WAKE, 0, 0));
+}
+
+static void begin_stop(struct shard *sh);
+
+static void on_tick(struct shard *sh)
+{
+	uint32_t idx[EXPIRE_MAX];
+	unsigned n;
+	unsigned rounds = 0;
+	sh->now_s = mono_ms() / 1000;
+	do {
+		n = timer_expire(&sh->wheel, sh->now_s, idx, EXPIRE_MAX);
+		for (unsigned i = 0; i < n; i++) {
+			struct conn *c = &sh->conns[idx[i]];
+			if (!c->open || (c->flags & C_SHUT))
+				continue;
+			if (c->smtp.state == SMTP_S_WAIT) {
+				set_deadline(sh, c); /* the writer has it: not the client's fault */
+				continue;
+			}
+			if (c->flags & C_CLOSE) {
+				conn_close(sh, c,
+					   NULL); /* a client that does not read its replies */
+				continue;
+			}
+			if (ensure_out(c) != 0) {
+				conn_close(sh, c, "nomem");
+				continue;
+			}
+			struct smtp_out out = {.buf = c->out, .len = c->out_len, .cap = OUT_CAP};
+			smtp_timeout(&c->smtp, &out);
+			c->out_len = (uint32_t)out.len;
+			c->reason = "timeout";
+			c->flags |= C_CLOSE;
+			input_drop(sh, c);
+			timer_set(&sh->wheel, idx[i], sh->now_s + 10); /* for the 421 to go out */
+			mark_dirty(sh, c);
+		}
+	} while (n == EXPIRE_MAX && ++rounds < 1024);
+	if (sh->stopping && sh->now_s >= sh->stop_deadline) {
+		/* Grace is over: every session not waiting for a writer gets 421. */
+		for (uint32_t i = 0; i < sh->cap; i++) {
+			struct conn *c = &sh->conns[i];
+			if (!c->open || (c->flags & (C_SHUT | C_CLOSE)) ||
+			    c->smtp.state == SMTP_S_WAIT)
+				continue;
+			if (ensure_out(c) != 0) {
+				conn_close(sh, c, "shutdown");
+				continue;
+			}
+			struct smtp_out out = {.buf = c->out, .len = c->out_len, .cap = OUT_CAP};
+			smtp_shutdown(&c->smtp, &out);
+			c->out_len = (uint32_t)out.len;
+			c->reason = "shutdown";
+			c->flags |= C_CLOSE;
+			input_drop(sh, c);
+			mark_dirty(sh, c);
+		}
+	}
+	if (atomic_load(&sh->stop_req) && !sh->stopping)
+		begin_stop(sh);
+	arm_tick(sh);
+}
+
+static void begin_stop(struct shard *sh)
+{
+	sh->stopping = 1;
+	sh->stop_deadline = sh->now_s + sh->cfg->shutdown_timeout;
+	for (unsigned i = 0; i < sh->nlisten; i++) {
+		if (sh->listen_fd[i] >= 0) {
+			struct io_uring_sqe *sqe = sqe_get(sh);
+			io_uring_prep_cancel64(sqe, ud(OP_ACCEPT, i, 0), 0);
+			io_uring_sqe_set_data64(sqe, ud(OP_CANCEL, NONE32, 0));
+		}
+	}
+	/* Sessions outside a transaction get 421 now; the others when they end one. */
+	for (uint32_t i = 0; i < sh->cap; i++) {
+		struct conn *c = &sh->conns[i];
+		if (c->open && !(c->flags & C_SHUT))
+			conn_process(sh, c);
+	}
+}
+
+static void dispatch(struct shard *sh, struct io_uring_cqe *cqe)
+{
+	uint64_t u = io_uring_cqe_get_data64(cqe);
+	unsigned op = (unsigned)(u >> 56);
+	uint32_t slot = (uint32_t)(u >> 32) & 0xffffffu;
+	uint32_t gen = (uint32_t)u;
+	if (op == OP_ACCEPT)
+		return on_accept(sh, cqe, slot);
+	if (op == OP_TICK)
+		return on_tick(sh);
+	if (op == OP_WAKE) {
+		if (atomic_load(&sh->stop_req) && !sh->stopping)
+			begin_stop(sh);
+		arm_wake(sh);
+		return;
+	}
+	if (slot == (NONE32 & 0xffffffu))
+		return; /* a cancel of an accept */
+	ASSERT(slot < sh->cap);
+	struct conn *c = &sh->conns[slot];
+	ASSERT(c->gen == gen && c->open); /* ops in flight keep the slot */
+	switch (op) {
+	case OP_RECV:
+		on_recv(sh, cqe, c);
+		break;
+	case OP_SEND:
+		on_send(sh, cqe, c);
+		break;
+	case OP_CANCEL:
+		c->nops--;
+		if (c->flags & C_SHUT)
+			conn_release(sh, c);
+		break;
+	default:
+		ASSERT(0);
+	}
+}
+
+/*
+ * Few buffers left: the bodies being gathered hold them. Send every
+ * non-empty partial body to its writer as a part, so that buffers come back
+ * even when each message is still below body_flush_bytes (many slow
+ * clients each holding a little would otherwise pin the whole ring).
+ */
+static void relieve_pressure(struct shard *sh)
+{
+	for (uint32_t i = 0; i < sh->cap; i++) {
+		struct conn *c = &sh->conns[i];
+		if (c->open && !(c->flags & C_SHUT) && c->msg && c->msg->nslices > 0 &&
+		    smtp_in_content(&c->smtp) && flush_part(sh, c) == -EAGAIN)
+			break; /* that writer's ring is full: try on a later pass */
+	}
+}
+
+/* End of a loop pass: give buffers back, wake starved receivers, send replies. */
+static void pass_end(struct shard *sh)
+{
+	bufs_publish(sh);
+	if (sh->held + sh->nbufs / 8 >= sh->nbufs)
+		relieve_pressure(sh);
+	/* Re-arm starved receivers once a useful share of buffers is back. */
+	uint32_t i = sh->starved_head;
+	if (sh->held + sh->nbufs / 16 > sh->nbufs)
+		i = NONE32; /* stay starved: the list is kept */
+	else
+		sh->starved_head = NONE32;
+	for (uint32_t n = 0; i != NONE32 && n < sh->cap; n++) {
+		struct conn *c = &sh->conns[i];
+		uint32_t next = c->next_starved;
+		c->flags &= ~C_STARVED;
+		if (c->open && !(c->flags & (C_SHUT | C_RECV | C_PAUSED)))
+			arm_recv(sh, c);
+		i = next;
+	}
+	i = sh->dirty_head;
+	sh->dirty_head = NONE32;
+	for (uint32_t n = 0; i != NONE32 && n <= sh->cap; n++) {
+		struct conn *c = &sh->conns[i];
+		uint32_t next = c->next_dirty;
+		c->flags &= ~C_DIRTY;
+		if (c->open && !(c->flags & C_SHUT))
+			conn_flush(sh, c);
+		i = next;
+	}
+	writer_kick(sh->ws, sh->id);
+}
+
+static void *shard_main(void *arg)
+{
+	struct shard *sh = arg;
+	current = sh;
+	if (sh->cfg->pin_shards) {
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		CPU_SET((int)(sh->id % (unsigned)CPU_SETSIZE), &set);
+		if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0)
+			log_line("shard=%u pin to cpu %u failed", sh->id, sh->id);
+	}
+	sh->now_s = mono_ms() / 1000;
+	for (unsigned i = 0; i < sh->nlisten; i++) {
+		struct io_uring_sqe *sqe = sqe_get(sh);
+		io_uring_prep_multishot_accept(sqe, sh->listen_fd[i], NULL, NULL,
+					       SOCK_NONBLOCK | SOCK_CLOEXEC);
+		io_uring_sqe_set_data64(sqe, ud(OP_ACCEPT, i, 0));
+	}
+	arm_tick(sh);
+	arm_wake(sh);
+	for (;;) {
+		int rc = io_uring_submit_and_wait(&sh->ring, 1);
+		if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+			log_line("shard=%u io_uring_submit_and_wait error=%s", sh->id,
+				 strerror(-rc));
+			break;
+		}
+		sh->now_s = mono_ms() / 1000;
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0;
+		io_uring_for_each_cqe(&sh->ring, head, cqe)
+		{
+			dispatch(sh, cqe);
+			n++;
+		}
+		io_uring_cq_advance(&sh->ring, n);
+		reap(sh);
+		pass_end(sh);
+		if (sh->stopping && sh->nopen == 0 && sh->msgs_out == 0)
+			break;
+	}
+	return NULL;
+}
+
+/* ---- set-up ------------------------------------------------------------ */
+
+static int listen_socket(const struct listen_addr *la)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	memset(&ss, 0, sizeof(ss));
+	struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+	if (inet_pton(AF_INET, la->host, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons(la->port);
+		sl = sizeof(*s4);
+	} else if (inet_pton(AF_INET6, la->host, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons(la->port);
+		sl = sizeof(*s6);
+	} else {
+		return -EINVAL;
+	}
+	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	if (ss.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 4096) != 0) {
+		int e = -errno;
+		close(fd);
+		return e;
+	}
+	return fd;
+}
+
+static int ring_setup(struct shard *sh)
+{
+	struct io_uring_params p;
+	static const unsigned flag_sets[] = {
+	    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE,
+	    IORING_SETUP_COOP_TASKRUN | IORING_SETUP_CQSIZE,
+	    IORING_SETUP_CQSIZE,
+	};
+	int rc = -EINVAL;
+	for (unsigned i = 0; i < sizeof(flag_sets) / sizeof(flag_sets[0]); i++) {
+		memset(&p, 0, sizeof(p));
+		p.flags = flag_sets[i];
+		p.cq_entries = 16384;
+		rc = io_uring_queue_init_params(1024, &sh->ring, &p);
+		if (rc == 0)
+			return 0;
+	}
+	return rc;
+}
+
+int shard_create(unsigned id, const struct config *cfg, const struct smtp_conf *sconf,
+		 struct writer_set *ws, struct shard **out)
+{
+	struct shard *sh = calloc(1, sizeof(*sh));
+	if (!sh)
+		return -ENOMEM;
+	int rc;
+	sh->id = id;
+	sh->cfg = cfg;
+	sh->sconf = sconf;
+	sh->ws = ws;
+	sh->nwriters = cfg->writers;
+	sh->buf_size = cfg->recv_buffer_size;
+	sh->nbufs = cfg->recv_buffers;
+	unsigned nshards = cfg->shards;
+	sh->cap = (cfg->max_connections + nshards - 1) / nshards;
+	sh->dirty_head = sh->starved_head = NONE32;
+	for (unsigned i = 0; i < LISTEN_MAX; i++)
+		sh->listen_fd[i] = -1;
+	rc = ring_setup(sh);
+	if (rc) {
+		fprintf(stderr, "mxring: shard %u: io_uring setup: %s\n", id, strerror(-rc));
+		free(sh);
+		return rc;
+	}
+	sh->bufs = mmap(NULL, (size_t)sh->nbufs * sh->buf_size, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	sh->refs = calloc(sh->nbufs, sizeof(*sh->refs));
+	sh->next = calloc(sh->nbufs, sizeof(*sh->next));
+	sh->len = calloc(sh->nbufs, sizeof(*sh->len));
+	sh->conns = calloc(sh->cap, sizeof(*sh->conns));
+	if (sh->bufs == MAP_FAILED || !sh->refs || !sh->next || !sh->len || !sh->conns) {
+		rc = -ENOMEM;
+		fprintf(stderr, "mxring: shard %u: out of memory\n", id);
+		goto fail;
+	}
+	sh->br = io_uring_setup_buf_ring(&sh->ring, sh->nbufs, 0, 0, &rc);
+	if (!sh->br) {
+		fprintf(stderr, "mxring: shard %u: buffer ring: %s\n", id, strerror(-rc));
+		goto fail;
+	}
+	for (uint32_t b = 0; b < sh->nbufs; b++)
+		io_uring_buf_ring_add(sh->br, buf_addr(sh, (uint16_t)b), sh->buf_size,
+				      (unsigned short)b, io_uring_buf_ring_mask(sh->nbufs), (int)b);
+	io_uring_buf_ring_advance(sh->br, (int)sh->nbufs);
+	sh->free_head = NONE32;
+	for (uint32_t i = sh->cap; i-- > 0;) {
+		sh->conns[i].next_dirty = sh->free_head;
+		sh->free_head = i;
+	}
+	rc = timer_init(&sh->wheel, sh->cap, mono_ms() / 1000);
+	if (rc) {
+		fprintf(stderr, "mxring: shard %u: out of memory\n", id);
+		goto fail;
+	}
+	sh->wake_fd = writer_shard_eventfd(ws, id);
+	for (unsigned i = 0; i < cfg->nlisten; i++) {
+		int fd = listen_socket(&cfg->listen[i]);
+		if (fd < 0) {
+			rc = fd;
+			fprintf(stderr, "mxring: listen %s port %u: %s\n", cfg->listen[i].host,
+				cfg->listen[i].port, strerror(-rc));
+			goto fail;
+		}
+		sh->listen_fd[i] = fd;
+		sh->nlisten = i + 1;
+	}
+	*out = sh;
+	return 0;
+fail:
+	for (unsigned i = 0; i < sh->nlisten; i++)
+		close(sh->listen_fd[i]);
+	io_uring_queue_exit(&sh->ring);
+	if (sh->bufs != MAP_FAILED && sh->bufs)
+		munmap(sh->bufs, (size_t)sh->nbufs * sh->buf_size);
+	free(sh->refs);
+	free(sh->next);
+	free(sh->len);
+	free(sh->conns);
+	timer_free(&sh->wheel);
+	free(sh);
+	return rc;
+}
+
+int shard_start(struct shard *sh)
+{
+	int rc = pthread_create(&sh->thread, NULL, shard_main, sh);
+	return -rc;
+}
+
+void shard_stop(struct shard *sh)
+{
+	atomic_store(&sh->stop_req, 1);
+	uint64_t one = 1;
+	ssize_t w = write(sh->wake_fd, &one, sizeof(one));
+	(void)w;
+}
+
+void shard_join(struct shard *sh)
+{
+	pthread_join(sh->thread, NULL);
+}
+
+void shard_free(struct shard *sh)
+{
+	for (unsigned i = 0; i < sh->nlisten; i++)
+		close(sh->listen_fd[i]);
+	io_uring_free_buf_ring(&sh->ring, sh->br, sh->nbufs, 0);
+	io_uring_queue_exit(&sh->ring);
+	munmap(sh->bufs, (size_t)sh->nbufs * sh->buf_size);
+	free(sh->refs);
+	free(sh->next);
+	free(sh->len);
+	free(sh->conns);
+	timer_free(&sh->wheel);
+	free(sh);
+}
+
+void shard_stats_get(struct shard *sh, struct shard_stats *out)
+{
+	uint64_t *dst = (uint64_t *)out;
+	uint64_t *src = (uint64_t *)&sh->stats;
+	for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
+		dst[i] = atomic_load_explicit((_Atomic uint64_t *)&src[i], memory_order_relaxed);
+}

@@ -1,0 +1,57 @@
+/*
+ * shard.h - one shard: a thread pinned to a CPU with its own io_uring,
+ * listening sockets (SO_REUSEPORT), provided-buffer ring, connection table,
+ * timer wheel and counters. Nothing here is shared with other shards; the
+ * only cross-thread traffic is msgs to and from the writers (writer.h) and
+ * the stop request.
+ */
+#ifndef MXRING_SHARD_H
+#define MXRING_SHARD_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "smtp.h"
+#include "writer.h"
+
+struct shard;
+
+/* Counters of one shard; read by other threads without locks (relaxed). */
+struct shard_stats {
+	uint64_t conns_accepted;
+	uint64_t conns_refused; /* past max_connections: 421 at accept */
+	uint64_t conns_closed;
+	uint64_t msgs_queued; /* 250 sent after the writer stored it */
+	uint64_t msgs_failed; /* 4xx/5xx at end of data */
+	uint64_t body_bytes;  /* content bytes handed to writers */
+	uint64_t body_copied; /* content bytes copied in user space */
+	uint64_t parts;	      /* MSG_PART handoffs */
+	uint64_t enobufs;     /* recv stopped because the buffer ring ran dry */
+	uint64_t recv_paused; /* recv paused for a connection with too much unread input */
+	uint64_t ring_full;   /* handoff ring full at end of data (451) */
+};
+
+/*
+ * Creates shard id: its ring, buffer ring, connection table and listening
+ * sockets for every cfg->listen address. 0 or -errno with a message on stderr.
+ */
+int shard_create(unsigned id, const struct config *cfg, const struct smtp_conf *sconf,
+		 struct writer_set *ws, struct shard **out) __attribute__((warn_unused_result));
+
+/* Starts the shard's thread (pinned to CPU id when cfg->pin_shards). */
+int shard_start(struct shard *sh) __attribute__((warn_unused_result));
+
+/* From any thread: stop accepting, let transactions finish (at most
+ * cfg->shutdown_timeout seconds), answer 421 to the rest, then end the thread. */
+void shard_stop(struct shard *sh);
+
+/* Waits for the thread to end. */
+void shard_join(struct shard *sh);
+
+/* Frees a shard that was joined or never started. */
+void shard_free(struct shard *sh);
+
+/* Snapshot of the shard's counters (any thread). */
+void shard_stats_get(struct shard *sh, struct shard_stats *out);
+
+#endif
