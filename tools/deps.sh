@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# deps.sh - installs the Debian 12 packages mxring needs that are missing.
+#
+#   tools/deps.sh          what building and running needs
+#   tools/deps.sh --test   that, plus the test tools and real clients
+#
+# Uses apt-get (through sudo when not root). Postfix is preseeded with
+# "No configuration" so that installing it (for smtp-source and smtp-sink)
+# asks nothing and starts no daemon.
+set -euo pipefail
+
+pkgs=(gcc pkg-config meson ninja-build liburing-dev libjemalloc-dev)
+if [ "${1:-}" = "--test" ]; then
+	pkgs+=(libcmocka-dev python3 swaks postfix)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+		missing+=("$p")
+	fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "deps: installing ${missing[*]}" >&2
+$sudo apt-get update -qq
+if printf '%s\n' "${missing[@]}" | grep -qx postfix; then
+	echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
+fi
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
