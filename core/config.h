@@ -53,6 +53,7 @@ struct config {
 	unsigned ring_size;		 /* shard->writer ring entries, power of two, 1024 */
 	uint64_t body_flush_bytes;	 /* default 256k: body held before a part is written */
 	bool pin_shards;		 /* default yes */
+	bool listen_from_o;		 /* private to config.c: an -o listen replaced the list */
 };
 
 /* Fills cfg with the defaults. Never fails; accept_domains gets "localhost". */

@@ -1,0 +1,976 @@
+/*
+ * config.c - mxring.conf and -o overrides, in the manner of Postfix main.cf.
+ *
+ * Syntax: a logical line is "key = value"; it starts at a line that begins
+ * with a non-blank character and goes on over the lines that begin with
+ * whitespace (joined with one space). Empty lines and lines whose first
+ * non-blank character is '#' are ignored anywhere, also between a line and
+ * its continuation; a '#' inside a value is part of it. Keys are the field
+ * names of struct config. The last setting of a key wins, except listen: the
+ * first listen of a file (and the first -o listen) replaces the list it
+ * finds, and later ones append to it.
+ *
+ * Every key is described by one row of config_keys: its type, its field and
+ * the range it must fall in. Parsing, config_check and config_print all walk
+ * that table, so a key cannot be parsed and then forgotten by print.
+ *
+ * Errors: "mxring: FILE:LINE: key 'K': what" or "mxring: -o K=V: key 'K':
+ * what"; text from the file is escaped and cut (quote()). A failed
+ * config_load may leave cfg partly updated, but always consistent: it can
+ * be freed with config_free.
+ *
+ * Ownership: accept_domains is one allocation holding the pointer array and
+ * the strings (config_free frees it), except for the defaults, which point
+ * at static storage. Nothing else is allocated beyond the file buffer read
+ * by config_load, which is freed before it returns.
+ */
+#include "config.h"
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CONFIG_FILE_MAX	 (1u << 20)		       /* bytes of mxring.conf */
+#define CONFIG_QUOTE_MAX (LOG_CLIENT_TEXT_MAX * 4 + 4) /* quote(): 4 per byte, "...", NUL */
+#define LABEL_MAX	 63
+#define NUMBER_MAX	 (1ull << 62) /* any number past this is a typo */
+#define SIZE_HUGE	 (1ull << 40) /* 1 TiB: sizes are capped here */
+#define TIMEOUT_MAX	 86400u	      /* one day */
+#define ERROR_LIMIT_MAX	 10000u
+#define CONNECTIONS_MAX	 (1u << 20)
+#define SEGMENT_SIZE_MIN 4096u
+#define RECV_POOL_MAX	 (1ull << 30) /* recv_buffers * recv_buffer_size, per shard */
+#define HOSTNAME_BUF	 256
+
+enum key_type {
+	K_LISTEN,
+	K_HOSTNAME,
+	K_DOMAINS,
+	K_PATH,
+	K_ENUM,
+	K_SIZE,
+	K_COUNT,
+	K_POW2,
+	K_SHARDS,
+	K_TIME,
+	K_BOOL,
+};
+
+struct key {
+	const char *name;
+	enum key_type type;
+	size_t off;		  /* offsetof the field */
+	size_t size;		  /* sizeof the field */
+	uint64_t min, max;	  /* numbers: inclusive range */
+	const char *const *names; /* K_ENUM, K_BOOL: value names by enum value */
+};
+
+/* Where a setting came from, for messages. */
+struct where {
+	FILE *err;
+	const char *path; /* the file, or NULL for -o */
+	unsigned line;
+	const char *kv; /* the -o argument */
+};
+
+static const char *const spool_names[] = {"segment", "maildir", NULL};
+static const char *const newline_names[] = {"normalize", "reject", NULL};
+static const char *const bool_names[] = {"no", "yes", NULL};
+
+#define FIELD(f) offsetof(struct config, f), sizeof(((struct config *)0)->f)
+
+static const struct key config_keys[] = {
+    {"listen", K_LISTEN, FIELD(listen), 0, 0, NULL},
+    {"myhostname", K_HOSTNAME, FIELD(myhostname), 0, 0, NULL},
+    {"accept_domains", K_DOMAINS, FIELD(accept_domains), 0, 0, NULL},
+    {"spool_dir", K_PATH, FIELD(spool_dir), 0, 0, NULL},
+    {"spool_format", K_ENUM, FIELD(spool_format), 0, 1, spool_names},
+    {"segment_size", K_SIZE, FIELD(segment_size), SEGMENT_SIZE_MIN, SIZE_HUGE, NULL},
+    {"shards", K_SHARDS, FIELD(shards), 1, SHARDS_MAX, NULL},
+    {"writers", K_COUNT, FIELD(writers), 1, WRITERS_MAX, NULL},
+    {"message_size_limit", K_SIZE, FIELD(message_size_limit), 1, SIZE_HUGE, NULL},
+    {"recipient_limit", K_COUNT, FIELD(recipient_limit), 1, RCPT_LIMIT_MAX, NULL},
+    {"command_line_limit", K_SIZE, FIELD(command_line_limit), CMD_LINE_LIMIT_MIN,
+     CMD_LINE_LIMIT_MAX, NULL},
+    {"error_limit", K_COUNT, FIELD(error_limit), 1, ERROR_LIMIT_MAX, NULL},
+    {"max_connections", K_COUNT, FIELD(max_connections), 1, CONNECTIONS_MAX, NULL},
+    {"command_timeout", K_TIME, FIELD(command_timeout), 1, TIMEOUT_MAX, NULL},
+    {"data_timeout", K_TIME, FIELD(data_timeout), 1, TIMEOUT_MAX, NULL},
+    {"shutdown_timeout", K_TIME, FIELD(shutdown_timeout), 0, TIMEOUT_MAX, NULL},
+    {"bare_newline", K_ENUM, FIELD(bare_newline), 0, 1, newline_names},
+    {"recv_buffer_size", K_SIZE, FIELD(recv_buffer_size), RECV_BUF_SIZE_MIN, RECV_BUF_SIZE_MAX,
+     NULL},
+    {"recv_buffers", K_POW2, FIELD(recv_buffers), 1, RECV_BUFS_MAX, NULL},
+    {"ring_size", K_POW2, FIELD(ring_size), 1, RING_SIZE_MAX, NULL},
+    {"body_flush_bytes", K_SIZE, FIELD(body_flush_bytes), RECV_BUF_SIZE_MIN, 1u << 30, NULL},
+    {"pin_shards", K_BOOL, FIELD(pin_shards), 0, 1, bool_names},
+};
+
+#define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
+
+static_assert(sizeof(((struct config *)0)->spool_format) == sizeof(unsigned), "enum as unsigned");
+static_assert(sizeof(((struct config *)0)->bare_newline) == sizeof(unsigned), "enum as unsigned");
+
+static char default_domain[] = "localhost";
+static char *default_domains[] = {default_domain};
+
+/* --- messages ------------------------------------------------------------ */
+
+/*
+ * Operator text for a message: printable ASCII (space included) as it is,
+ * other bytes as \xHH, cut to LOG_CLIENT_TEXT_MAX bytes with "...".
+ */
+static const char *quote(char buf[CONFIG_QUOTE_MAX], const char *p, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t i, o = 0, max = n < LOG_CLIENT_TEXT_MAX ? n : LOG_CLIENT_TEXT_MAX;
+
+	for (i = 0; i < max; i++) {
+		unsigned char ch = (unsigned char)p[i];
+
+		if (ch >= 0x20 && ch < 0x7f) {
+			buf[o++] = (char)ch;
+		} else {
+			buf[o++] = '\\';
+			buf[o++] = 'x';
+			buf[o++] = hex[ch >> 4];
+			buf[o++] = hex[ch & 0xf];
+		}
+	}
+	if (n > max) {
+		memcpy(buf + o, "...", 3);
+		o += 3;
+	}
+	buf[o] = '\0';
+	return buf;
+}
+
+/* "mxring: WHERE: [key 'K': ]message\n" */
+static void say(const struct where *w, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void say(const struct where *w, const char *key, const char *fmt, ...)
+{
+	char q[CONFIG_QUOTE_MAX];
+	va_list ap;
+
+	if (w->err == NULL)
+		return;
+	if (w->path)
+		fprintf(w->err, "mxring: %s:%u: ", w->path, w->line);
+	else if (w->kv)
+		fprintf(w->err, "mxring: -o %s: ", quote(q, w->kv, strlen(w->kv)));
+	else
+		fprintf(w->err, "mxring: ");
+	if (key)
+		fprintf(w->err, "key '%s': ", key);
+	va_start(ap, fmt);
+	vfprintf(w->err, fmt, ap);
+	va_end(ap);
+	fputc('\n', w->err);
+}
+
+/* --- values -------------------------------------------------------------- */
+
+static bool is_space(char ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n' || ch == '\f' || ch == '\v';
+}
+
+static bool is_sep(char ch)
+{
+	return ch == ',' || is_space(ch);
+}
+
+static bool is_alnum(char ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+}
+
+static char lower(char ch)
+{
+	return ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : ch;
+}
+
+static bool word_ieq(const char *p, size_t n, const char *word)
+{
+	size_t k;
+
+	for (k = 0; k < n; k++)
+		if (word[k] == '\0' || lower(p[k]) != word[k])
+			return false;
+	return word[n] == '\0';
+}
+
+/*
+ * Next token of a list at *pos: skips separators, returns its length (0 at
+ * the end) and sets *tok.
+ */
+static size_t next_token(const char *v, size_t n, size_t *pos, const char **tok)
+{
+	size_t i = *pos, start;
+
+	while (i < n && is_sep(v[i]))
+		i++;
+	start = i;
+	while (i < n && !is_sep(v[i]))
+		i++;
+	*pos = i;
+	*tok = v + start;
+	return i - start;
+}
+
+/*
+ * A domain name: labels of letters, digits and hyphens (not first or last),
+ * 1..63 octets, joined by single dots, no trailing dot, at most DOMAIN_MAX
+ * octets. lead_dot allows one leading '.' (accept_domains: subdomains).
+ */
+static bool domain_ok(const char *p, size_t n, bool lead_dot)
+{
+	size_t i = 0, label = 0;
+
+	if (n > DOMAIN_MAX)
+		return false;
+	if (lead_dot && n > 0 && p[0] == '.')
+		i = 1;
+	if (i == n)
+		return false;
+	for (; i < n; i++) {
+		if (p[i] == '.') {
+			if (label == 0 || p[i - 1] == '-')
+				return false;
+			label = 0;
+		} else if (is_alnum(p[i]) || (p[i] == '-' && label > 0)) {
+			if (++label > LABEL_MAX)
+				return false;
+		} else {
+			return false;
+		}
+	}
+	return label > 0 && p[n - 1] != '-';
+}
+
+/*
+ * Decimal number with an optional unit suffix: units lists the letters and
+ * mult their factors. Returns 0, or -EINVAL / -ERANGE.
+ */
+static int parse_number(const char *v, size_t n, const char *units, const uint64_t *mult,
+			uint64_t *out)
+{
+	uint64_t x = 0, m = 1;
+	size_t i = 0;
+
+	while (i < n && v[i] >= '0' && v[i] <= '9') {
+		x = x * 10 + (uint64_t)(v[i] - '0');
+		if (x > NUMBER_MAX)
+			return -ERANGE;
+		i++;
+	}
+	if (i == 0)
+		return -EINVAL;
+	if (i < n) {
+		const char *u = units ? strchr(units, lower(v[i])) : NULL;
+
+		if (u == NULL || v[i] == '\0' || i + 1 != n)
+			return -EINVAL;
+		m = mult[u - units];
+	}
+	if (x > NUMBER_MAX / m)
+		return -ERANGE;
+	*out = x * m;
+	return 0;
+}
+
+static uint64_t field_get(const struct config *cfg, const struct key *k)
+{
+	const char *f = (const char *)cfg + k->off;
+
+	if (k->size == sizeof(uint64_t)) {
+		uint64_t v;
+
+		memcpy(&v, f, sizeof(v));
+		return v;
+	}
+	if (k->size == sizeof(unsigned)) {
+		unsigned v;
+
+		memcpy(&v, f, sizeof(v));
+		return v;
+	}
+	return *(const bool *)f;
+}
+
+static void field_set(struct config *cfg, const struct key *k, uint64_t v)
+{
+	char *f = (char *)cfg + k->off;
+
+	if (k->size == sizeof(uint64_t)) {
+		memcpy(f, &v, sizeof(v));
+	} else if (k->size == sizeof(unsigned)) {
+		unsigned u = (unsigned)v;
+
+		memcpy(f, &u, sizeof(u));
+	} else {
+		*(bool *)f = v != 0;
+	}
+}
+
+static bool is_pow2(uint64_t v)
+{
+	return v != 0 && (v & (v - 1)) == 0;
+}
+
+/* Numbers of every kind: sizes, counts, powers of two, shards, times. */
+static int set_number(struct config *cfg, const struct key *k, const char *v, size_t n,
+		      const struct where *w)
+{
+	static const uint64_t size_mult[] = {1024, 1024 * 1024, 1024 * 1024 * 1024};
+	static const uint64_t time_mult[] = {1, 60, 3600};
+	const char *units = NULL, *what = "number";
+	const uint64_t *mult = NULL;
+	char q[CONFIG_QUOTE_MAX];
+	uint64_t x;
+	int rc;
+
+	if (k->type == K_SHARDS && word_ieq(v, n, "auto")) {
+		field_set(cfg, k, 0);
+		return 0;
+	}
+	if (k->type == K_SIZE) {
+		units = "kmg";
+		mult = size_mult;
+		what = "size";
+	} else if (k->type == K_TIME) {
+		units = "smh";
+		mult = time_mult;
+		what = "time";
+	}
+	rc = parse_number(v, n, units, mult, &x);
+	if (rc == -EINVAL) {
+		say(w, k->name, "bad %s '%s'%s", what, quote(q, v, n),
+		    k->type == K_SHARDS ? " (expected auto or a number)" : "");
+		return -1;
+	}
+	if (rc < 0 || x < k->min || x > k->max) {
+		say(w, k->name, "'%s' is out of range %llu..%llu", quote(q, v, n),
+		    (unsigned long long)k->min, (unsigned long long)k->max);
+		return -1;
+	}
+	if (k->type == K_POW2 && !is_pow2(x)) {
+		say(w, k->name, "'%s' is not a power of two", quote(q, v, n));
+		return -1;
+	}
+	field_set(cfg, k, x);
+	return 0;
+}
+
+static int set_enum(struct config *cfg, const struct key *k, const char *v, size_t n,
+		    const struct where *w)
+{
+	char q[CONFIG_QUOTE_MAX];
+	unsigned i;
+
+	for (i = 0; k->names[i]; i++) {
+		if (word_ieq(v, n, k->names[i])) {
+			field_set(cfg, k, i);
+			return 0;
+		}
+	}
+	say(w, k->name, "bad value '%s' (expected %s|%s)", quote(q, v, n), k->names[0],
+	    k->names[1]);
+	return -1;
+}
+
+static int set_hostname(struct config *cfg, const struct key *k, const char *v, size_t n,
+			const struct where *w)
+{
+	char q[CONFIG_QUOTE_MAX];
+
+	if (!domain_ok(v, n, false)) {
+		say(w, k->name, "bad domain '%s'", quote(q, v, n));
+		return -1;
+	}
+	memcpy(cfg->myhostname, v, n);
+	cfg->myhostname[n] = '\0';
+	return 0;
+}
+
+static int set_path(struct config *cfg, const struct key *k, const char *v, size_t n,
+		    const struct where *w)
+{
+	char q[CONFIG_QUOTE_MAX];
+	size_t i;
+
+	if (n >= sizeof(cfg->spool_dir)) {
+		say(w, k->name, "path longer than %zu bytes", sizeof(cfg->spool_dir) - 1);
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f) {
+			say(w, k->name, "control character in '%s'", quote(q, v, n));
+			return -1;
+		}
+	}
+	memcpy(cfg->spool_dir, v, n);
+	cfg->spool_dir[n] = '\0';
+	return 0;
+}
+
+/* --- listen -------------------------------------------------------------- */
+
+/* "host:port" or "[v6]:port" into a; 0 or -1 with a message. */
+static int parse_listen(struct listen_addr *a, const char *t, size_t n, const struct where *w)
+{
+	char q[CONFIG_QUOTE_MAX];
+	unsigned char bin[sizeof(struct in6_addr)];
+	const char *host = t, *colon;
+	size_t hlen, plen;
+	uint64_t port;
+	int af = AF_INET;
+
+	colon = memrchr(t, ':', n);
+	if (colon == NULL)
+		goto bad;
+	hlen = (size_t)(colon - t);
+	plen = n - hlen - 1;
+	if (t[0] == '[') {
+		if (hlen < 2 || t[hlen - 1] != ']')
+			goto bad;
+		host++;
+		hlen -= 2;
+		af = AF_INET6;
+	} else if (memchr(t, ':', hlen)) {
+		say(w, "listen", "IPv6 address needs brackets: '%s'", quote(q, t, n));
+		return -1;
+	}
+	if (hlen == 0 || hlen >= sizeof(a->host))
+		goto bad;
+	memcpy(a->host, host, hlen);
+	a->host[hlen] = '\0';
+	if (inet_pton(af, a->host, bin) != 1)
+		goto bad;
+	if (parse_number(colon + 1, plen, NULL, NULL, &port) != 0 || port == 0 || port > 65535) {
+		say(w, "listen", "bad port in '%s' (1..65535)", quote(q, t, n));
+		return -1;
+	}
+	a->port = (uint16_t)port;
+	return 0;
+bad:
+	say(w, "listen", "bad address '%s' (expected IPv4:port or [IPv6]:port)", quote(q, t, n));
+	return -1;
+}
+
+/* Appends the listed addresses (replace: the list is emptied first). */
+static int set_listen(struct config *cfg, const char *v, size_t n, bool replace,
+		      const struct where *w)
+{
+	struct listen_addr tmp[LISTEN_MAX];
+	unsigned cnt = replace ? 0 : cfg->nlisten, i;
+	char q[CONFIG_QUOTE_MAX];
+	size_t pos = 0, tlen;
+	const char *t;
+
+	memcpy(tmp, cfg->listen, sizeof(tmp));
+	while ((tlen = next_token(v, n, &pos, &t)) > 0) {
+		if (cnt == LISTEN_MAX) {
+			say(w, "listen", "more than %d addresses", LISTEN_MAX);
+			return -1;
+		}
+		if (parse_listen(&tmp[cnt], t, tlen, w) != 0)
+			return -1;
+		for (i = 0; i < cnt; i++) {
+			if (tmp[i].port == tmp[cnt].port &&
+			    strcmp(tmp[i].host, tmp[cnt].host) == 0) {
+				say(w, "listen", "address '%s' given twice", quote(q, t, tlen));
+				return -1;
+			}
+		}
+		cnt++;
+	}
+	if (cnt == 0) {
+		say(w, "listen", "no address");
+		return -1;
+	}
+	memcpy(cfg->listen, tmp, sizeof(tmp));
+	cfg->nlisten = cnt;
+	return 0;
+}
+
+/* --- accept_domains ------------------------------------------------------ */
+
+static void domains_free(struct config *cfg)
+{
+	if (cfg->accept_domains != default_domains)
+		free(cfg->accept_domains);
+	cfg->accept_domains = NULL;
+	cfg->naccept_domains = 0;
+}
+
+/* Replaces the list; one allocation holds the pointers and the strings. */
+static int set_domains(struct config *cfg, const char *v, size_t n, const struct where *w)
+{
+	char q[CONFIG_QUOTE_MAX];
+	size_t pos = 0, tlen, bytes = 0, k;
+	unsigned cnt = 0, i;
+	const char *t;
+	char **list, *s;
+
+	while ((tlen = next_token(v, n, &pos, &t)) > 0) {
+		if (!domain_ok(t, tlen, true)) {
+			say(w, "accept_domains", "bad domain '%s'", quote(q, t, tlen));
+			return -1;
+		}
+		if (++cnt > ACCEPT_DOMAINS_MAX) {
+			say(w, "accept_domains", "more than %d domains", ACCEPT_DOMAINS_MAX);
+			return -1;
+		}
+		bytes += tlen + 1;
+	}
+	list = malloc(cnt * sizeof(char *) + bytes + 1);
+	if (list == NULL) {
+		say(w, "accept_domains", "out of memory");
+		return -1;
+	}
+	s = (char *)(list + cnt);
+	pos = 0;
+	for (i = 0; i < cnt; i++) {
+		tlen = next_token(v, n, &pos, &t);
+		list[i] = s;
+		for (k = 0; k < tlen; k++)
+			*s++ = lower(t[k]);
+		*s++ = '\0';
+	}
+	domains_free(cfg);
+	cfg->accept_domains = list;
+	cfg->naccept_domains = cnt;
+	return 0;
+}
+
+/* --- one setting --------------------------------------------------------- */
+
+static const struct key *key_find(const char *name, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < NKEYS; i++)
+		if (strlen(config_keys[i].name) == n && memcmp(config_keys[i].name, name, n) == 0)
+			return &config_keys[i];
+	return NULL;
+}
+
+/* Applies "value" (v, n: trimmed) to key k. */
+static int set_value(struct config *cfg, const struct key *k, const char *v, size_t n,
+		     bool listen_replace, const struct where *w)
+{
+	if (n == 0 && k->type != K_DOMAINS) {
+		say(w, k->name, "empty value");
+		return -1;
+	}
+	if (memchr(v, '\0', n)) {
+		say(w, k->name, "NUL byte in value");
+		return -1;
+	}
+	switch (k->type) {
+	case K_LISTEN:
+		return set_listen(cfg, v, n, listen_replace, w);
+	case K_HOSTNAME:
+		return set_hostname(cfg, k, v, n, w);
+	case K_DOMAINS:
+		return set_domains(cfg, v, n, w);
+	case K_PATH:
+		return set_path(cfg, k, v, n, w);
+	case K_ENUM:
+	case K_BOOL:
+		return set_enum(cfg, k, v, n, w);
+	case K_SIZE:
+	case K_COUNT:
+	case K_POW2:
+	case K_SHARDS:
+	case K_TIME:
+		return set_number(cfg, k, v, n, w);
+	}
+	return -1;
+}
+
+/*
+ * "key = value" (line, n bytes; no newline inside). *listen_first says
+ * whether a listen setting replaces the list; it is cleared once one has.
+ * 0 or -1 with a message.
+ */
+static int set_line(struct config *cfg, const char *line, size_t n, bool *listen_first,
+		    const struct where *w)
+{
+	char q[CONFIG_QUOTE_MAX];
+	const struct key *k;
+	size_t i = 0, klen;
+	bool replace;
+	int rc;
+
+	while (i < n && !is_space(line[i]) && line[i] != '=')
+		i++;
+	klen = i;
+	while (i < n && is_space(line[i]))
+		i++;
+	if (klen == 0 || i == n || line[i] != '=') {
+		say(w, NULL, "expected 'key = value', got '%s'", quote(q, line, n));
+		return -1;
+	}
+	i++;
+	while (i < n && is_space(line[i]))
+		i++;
+	while (n > i && is_space(line[n - 1]))
+		n--;
+	k = key_find(line, klen);
+	if (k == NULL) {
+		say(w, NULL, "unknown key '%s'", quote(q, line, klen));
+		return -1;
+	}
+	replace = k->type == K_LISTEN && *listen_first;
+	rc = set_value(cfg, k, line + i, n - i, replace, w);
+	if (rc == 0 && k->type == K_LISTEN)
+		*listen_first = false;
+	return rc;
+}
+
+/* --- public -------------------------------------------------------------- */
+
+void config_defaults(struct config *cfg)
+{
+	char host[HOSTNAME_BUF];
+
+	memset(cfg, 0, sizeof(*cfg));
+	strcpy(cfg->listen[0].host, "127.0.0.1");
+	cfg->listen[0].port = 2525;
+	cfg->nlisten = 1;
+	if (gethostname(host, sizeof(host)) == 0) {
+		host[sizeof(host) - 1] = '\0';
+		if (domain_ok(host, strlen(host), false))
+			strcpy(cfg->myhostname, host);
+	}
+	if (cfg->myhostname[0] == '\0')
+		strcpy(cfg->myhostname, "localhost");
+	cfg->accept_domains = default_domains;
+	cfg->naccept_domains = 1;
+	strcpy(cfg->spool_dir, "spool");
+	cfg->spool_format = SPOOL_SEGMENT;
+	cfg->segment_size = 64ull << 20;
+	cfg->shards = 0;
+	cfg->writers = 1;
+	cfg->message_size_limit = 10240000;
+	cfg->recipient_limit = 100;
+	cfg->command_line_limit = 512;
+	cfg->error_limit = 20;
+	cfg->max_connections = 20000;
+	cfg->command_timeout = 300;
+	cfg->data_timeout = 180;
+	cfg->shutdown_timeout = 30;
+	cfg->bare_newline = BARE_NEWLINE_NORMALIZE;
+	cfg->recv_buffer_size = 16u << 10;
+	cfg->recv_buffers = 1024;
+	cfg->ring_size = 1024;
+	cfg->body_flush_bytes = 256u << 10;
+	cfg->pin_shards = true;
+	cfg->listen_from_o = false;
+}
+
+/* Reads the whole file (at most CONFIG_FILE_MAX bytes) into *buf, NUL-terminated. */
+static int read_file(const char *path, char **buf, size_t *len, FILE *err)
+{
+	struct where w = {.err = err};
+	size_t cap = CONFIG_FILE_MAX, n;
+	struct stat st;
+	FILE *f;
+	char *b;
+
+	f = fopen(path, "r");
+	if (f == NULL) {
+		say(&w, NULL, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) &&
+	    (uint64_t)st.st_size < (uint64_t)cap)
+		cap = (size_t)st.st_size;
+	b = malloc(cap + 2);
+	if (b == NULL) {
+		say(&w, NULL, "%s: out of memory", path);
+		fclose(f);
+		return -1;
+	}
+	n = fread(b, 1, cap + 1, f);
+	if (ferror(f) || n > CONFIG_FILE_MAX) {
+		say(&w, NULL, "%s: %s", path, ferror(f) ? "read error" : "file larger than 1 MiB");
+		fclose(f);
+		free(b);
+		return -1;
+	}
+	fclose(f);
+	b[n] = '\0';
+	*buf = b;
+	*len = n;
+	return 0;
+}
+
+/*
+ * Walks the physical lines of buf, joining continuations in place (the
+ * joined text is never longer than what it was made from), and applies
+ * each logical line.
+ */
+static int apply_lines(struct config *cfg, char *buf, size_t len, const char *path, FILE *err)
+{
+	struct where w = {.err = err, .path = path};
+	char *acc = NULL; /* the logical line being joined */
+	size_t acc_len = 0, pos = 0;
+	unsigned lineno = 0, acc_line = 0;
+	bool listen_first = true;
+	int rc = 0;
+
+	while (pos <= len) {
+		char *line = buf + pos, *nl = memchr(line, '\n', len - pos);
+		size_t n = nl ? (size_t)(nl - line) : len - pos, b = 0, e = n;
+
+		lineno++;
+		pos += n + 1;
+		while (b < n && is_space(line[b]))
+			b++;
+		while (e > b && is_space(line[e - 1]))
+			e--;
+		if (b == e || line[b] == '#')
+			continue;
+		if (memchr(line, '\0', n)) {
+			w.line = lineno;
+			say(&w, NULL, "NUL byte in line");
+			return -1;
+		}
+		if (b > 0) {
+			if (acc == NULL) {
+				w.line = lineno;
+				say(&w, NULL, "continuation line without a key before it");
+				return -1;
+			}
+			acc[acc_len++] = ' ';
+			memmove(acc + acc_len, line + b, e - b);
+			acc_len += e - b;
+			continue;
+		}
+		if (acc) {
+			w.line = acc_line;
+			if (set_line(cfg, acc, acc_len, &listen_first, &w) != 0)
+				rc = -1;
+		}
+		acc = line;
+		acc_len = e;
+		acc_line = lineno;
+	}
+	if (acc) {
+		w.line = acc_line;
+		if (set_line(cfg, acc, acc_len, &listen_first, &w) != 0)
+			rc = -1;
+	}
+	return rc;
+}
+
+int config_load(struct config *cfg, const char *path, FILE *err)
+{
+	size_t len;
+	char *buf;
+	int rc;
+
+	if (read_file(path, &buf, &len, err) != 0)
+		return -1;
+	rc = apply_lines(cfg, buf, len, path, err);
+	free(buf);
+	return rc;
+}
+
+int config_set(struct config *cfg, const char *kv, FILE *err)
+{
+	struct where w = {.err = err, .kv = kv};
+	bool first = !cfg->listen_from_o;
+	size_t n = strlen(kv);
+	char q[CONFIG_QUOTE_MAX];
+
+	if (memchr(kv, '\n', n)) {
+		say(&w, NULL, "newline in '%s'", quote(q, kv, n));
+		return -1;
+	}
+	if (set_line(cfg, kv, n, &first, &w) != 0)
+		return -1;
+	if (!first)
+		cfg->listen_from_o = true;
+	return 0;
+}
+
+/* Ranges of the numeric keys and validity of the others, as set_value checks them. */
+static int check_key(const struct config *cfg, const struct key *k, const struct where *w)
+{
+	uint64_t v;
+	unsigned i;
+
+	switch (k->type) {
+	case K_LISTEN:
+		if (cfg->nlisten == 0 || cfg->nlisten > LISTEN_MAX) {
+			say(w, k->name, "%u addresses (1..%d)", cfg->nlisten, LISTEN_MAX);
+			return -1;
+		}
+		for (i = 0; i < cfg->nlisten; i++) {
+			if (cfg->listen[i].port == 0 || cfg->listen[i].host[0] == '\0') {
+				say(w, k->name, "address %u has no host or port", i + 1);
+				return -1;
+			}
+		}
+		return 0;
+	case K_HOSTNAME:
+		if (!domain_ok(cfg->myhostname, strnlen(cfg->myhostname, DOMAIN_MAX + 1), false)) {
+			say(w, k->name, "not a domain name");
+			return -1;
+		}
+		return 0;
+	case K_DOMAINS:
+		if (cfg->naccept_domains == 0 || cfg->accept_domains == NULL) {
+			say(w, k->name, "empty: every recipient would be refused");
+			return -1;
+		}
+		if (cfg->naccept_domains > ACCEPT_DOMAINS_MAX) {
+			say(w, k->name, "more than %d domains", ACCEPT_DOMAINS_MAX);
+			return -1;
+		}
+		return 0;
+	case K_PATH:
+		if (cfg->spool_dir[0] == '\0') {
+			say(w, k->name, "empty value");
+			return -1;
+		}
+		return 0;
+	case K_SHARDS:
+		if (field_get(cfg, k) == 0)
+			return 0;
+		break;
+	case K_ENUM:
+	case K_BOOL:
+	case K_SIZE:
+	case K_COUNT:
+	case K_POW2:
+	case K_TIME:
+		break;
+	}
+	v = field_get(cfg, k);
+	if (v < k->min || v > k->max) {
+		say(w, k->name, "%llu is out of range %llu..%llu", (unsigned long long)v,
+		    (unsigned long long)k->min, (unsigned long long)k->max);
+		return -1;
+	}
+	if (k->type == K_POW2 && !is_pow2(v)) {
+		say(w, k->name, "%llu is not a power of two", (unsigned long long)v);
+		return -1;
+	}
+	return 0;
+}
+
+int config_check(const struct config *cfg, FILE *err)
+{
+	struct where w = {.err = err};
+	uint64_t pool = (uint64_t)cfg->recv_buffers * cfg->recv_buffer_size;
+	int rc = 0;
+	size_t i;
+
+	for (i = 0; i < NKEYS; i++)
+		if (check_key(cfg, &config_keys[i], &w) != 0)
+			rc = -1;
+	if (rc != 0)
+		return rc;
+	/* A command line of the maximum length and its CRLF fit one receive buffer. */
+	if (cfg->recv_buffer_size < cfg->command_line_limit + 2u) {
+		say(&w, "recv_buffer_size", "%u is less than command_line_limit + 2 (%u)",
+		    cfg->recv_buffer_size, cfg->command_line_limit + 2u);
+		rc = -1;
+	}
+	/* A body part is flushed only once it holds at least one full buffer. */
+	if (cfg->body_flush_bytes < cfg->recv_buffer_size) {
+		say(&w, "body_flush_bytes", "%llu is less than recv_buffer_size (%u)",
+		    (unsigned long long)cfg->body_flush_bytes, cfg->recv_buffer_size);
+		rc = -1;
+	}
+	/* max_connections is split across shards: each needs at least one. */
+	if (cfg->shards != 0 && cfg->max_connections < cfg->shards) {
+		say(&w, "max_connections", "%u is less than shards (%u)", cfg->max_connections,
+		    cfg->shards);
+		rc = -1;
+	}
+	if (pool > RECV_POOL_MAX) {
+		say(&w, "recv_buffers",
+		    "recv_buffers * recv_buffer_size is %llu bytes per shard "
+		    "(at most %llu)",
+		    (unsigned long long)pool, (unsigned long long)RECV_POOL_MAX);
+		rc = -1;
+	}
+	return rc;
+}
+
+static void print_key(const struct config *cfg, const struct key *k, FILE *out)
+{
+	uint64_t v;
+	unsigned i;
+
+	fprintf(out, "%s =", k->name);
+	switch (k->type) {
+	case K_LISTEN:
+		for (i = 0; i < cfg->nlisten && i < LISTEN_MAX; i++) {
+			const struct listen_addr *a = &cfg->listen[i];
+			bool v6 = strchr(a->host, ':') != NULL;
+
+			fprintf(out, "%s %s%s%s:%u", i ? "," : "", v6 ? "[" : "", a->host,
+				v6 ? "]" : "", a->port);
+		}
+		break;
+	case K_HOSTNAME:
+		fprintf(out, " %s", cfg->myhostname);
+		break;
+	case K_DOMAINS:
+		for (i = 0; i < cfg->naccept_domains && cfg->accept_domains; i++)
+			fprintf(out, "%s %s", i ? "," : "", cfg->accept_domains[i]);
+		break;
+	case K_PATH:
+		fprintf(out, " %s", cfg->spool_dir);
+		break;
+	case K_ENUM:
+	case K_BOOL:
+		v = field_get(cfg, k);
+		fprintf(out, " %s", v <= k->max ? k->names[v] : "?");
+		break;
+	case K_SHARDS:
+		v = field_get(cfg, k);
+		if (v == 0)
+			fprintf(out, " auto");
+		else
+			fprintf(out, " %llu", (unsigned long long)v);
+		break;
+	case K_TIME:
+		fprintf(out, " %llus", (unsigned long long)field_get(cfg, k));
+		break;
+	case K_SIZE:
+	case K_COUNT:
+	case K_POW2:
+		fprintf(out, " %llu", (unsigned long long)field_get(cfg, k));
+		break;
+	}
+	fputc('\n', out);
+}
+
+void config_print(const struct config *cfg, FILE *out)
+{
+	size_t i;
+
+	for (i = 0; i < NKEYS; i++)
+		print_key(cfg, &config_keys[i], out);
+}
+
+void config_free(struct config *cfg)
+{
+	domains_free(cfg);
+}

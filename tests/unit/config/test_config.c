@@ -1,0 +1,828 @@
+/*
+ * test_config.c - mxring.conf parsing (every key and value type, comments,
+ * continuations, repeats), the exact form of each error message (file:line,
+ * key, -o), -o overrides, config_check relations, defaults, and a
+ * config_print -> config_load round trip.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+
+/* A temporary mxring.conf holding text; its path goes in path. */
+static void write_conf(char path[64], const char *text)
+{
+	FILE *f;
+	int fd;
+
+	strcpy(path, "/tmp/mxring-test-conf-XXXXXX");
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	f = fdopen(fd, "w");
+	assert_non_null(f);
+	assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
+	assert_int_equal(fclose(f), 0);
+}
+
+/* Messages written to err, for exact comparison. */
+struct errbuf {
+	FILE *f;
+	char *text;
+	size_t len;
+};
+
+static void err_open(struct errbuf *e)
+{
+	e->text = NULL;
+	e->len = 0;
+	e->f = open_memstream(&e->text, &e->len);
+	assert_non_null(e->f);
+}
+
+static const char *err_text(struct errbuf *e)
+{
+	fflush(e->f);
+	return e->text;
+}
+
+static void err_close(struct errbuf *e)
+{
+	fclose(e->f);
+	free(e->text);
+}
+
+/* Loads text over the defaults into cfg; returns config_load's result, messages in e. */
+static int load_text(struct config *cfg, const char *text, struct errbuf *e, char path[64])
+{
+	int rc;
+
+	write_conf(path, text);
+	config_defaults(cfg);
+	rc = config_load(cfg, path, e->f);
+	unlink(path);
+	return rc;
+}
+
+static void test_defaults(void **state)
+{
+	struct config cfg;
+	struct errbuf e;
+
+	(void)state;
+	config_defaults(&cfg);
+	assert_int_equal(cfg.nlisten, 1);
+	assert_string_equal(cfg.listen[0].host, "127.0.0.1");
+	assert_int_equal(cfg.listen[0].port, 2525);
+	assert_true(cfg.myhostname[0] != '\0');
+	assert_int_equal(cfg.naccept_domains, 1);
+	assert_string_equal(cfg.accept_domains[0], "localhost");
+	assert_string_equal(cfg.spool_dir, "spool");
+	assert_int_equal(cfg.spool_format, SPOOL_SEGMENT);
+	assert_int_equal(cfg.segment_size, 64 << 20);
+	assert_int_equal(cfg.shards, 0);
+	assert_int_equal(cfg.writers, 1);
+	assert_int_equal(cfg.message_size_limit, 10240000);
+	assert_int_equal(cfg.recipient_limit, 100);
+	assert_int_equal(cfg.command_line_limit, 512);
+	assert_int_equal(cfg.error_limit, 20);
+	assert_int_equal(cfg.max_connections, 20000);
+	assert_int_equal(cfg.command_timeout, 300);
+	assert_int_equal(cfg.data_timeout, 180);
+	assert_int_equal(cfg.shutdown_timeout, 30);
+	assert_int_equal(cfg.bare_newline, BARE_NEWLINE_NORMALIZE);
+	assert_int_equal(cfg.recv_buffer_size, 16384);
+	assert_int_equal(cfg.recv_buffers, 1024);
+	assert_int_equal(cfg.ring_size, 1024);
+	assert_int_equal(cfg.body_flush_bytes, 262144);
+	assert_true(cfg.pin_shards);
+	err_open(&e);
+	assert_int_equal(config_check(&cfg, e.f), 0);
+	assert_string_equal(err_text(&e), "");
+	err_close(&e);
+	config_free(&cfg);
+	config_free(&cfg); /* twice is harmless */
+}
+
+static const char every_key[] = "# every key, none at its default\n"
+				"listen = 0.0.0.0:25, [::]:25\n"
+				"myhostname = mx1.example.com\n"
+				"accept_domains = Example.COM .Sub.Example.NET\n"
+				"spool_dir = /var/spool/mxring\n"
+				"spool_format = maildir\n"
+				"segment_size = 128m\n"
+				"shards = 4\n"
+				"writers = 2\n"
+				"message_size_limit = 50m\n"
+				"recipient_limit = 500\n"
+				"command_line_limit = 1024\n"
+				"error_limit = 5\n"
+				"max_connections = 1000\n"
+				"command_timeout = 5m\n"
+				"data_timeout = 2m\n"
+				"shutdown_timeout = 0\n"
+				"bare_newline = reject\n"
+				"recv_buffer_size = 32k\n"
+				"recv_buffers = 2048\n"
+				"ring_size = 4096\n"
+				"body_flush_bytes = 1m\n"
+				"pin_shards = no\n";
+
+static void check_every_key(const struct config *cfg)
+{
+	assert_int_equal(cfg->nlisten, 2);
+	assert_string_equal(cfg->listen[0].host, "0.0.0.0");
+	assert_int_equal(cfg->listen[0].port, 25);
+	assert_string_equal(cfg->listen[1].host, "::");
+	assert_int_equal(cfg->listen[1].port, 25);
+	assert_string_equal(cfg->myhostname, "mx1.example.com");
+	assert_int_equal(cfg->naccept_domains, 2);
+	assert_string_equal(cfg->accept_domains[0], "example.com");
+	assert_string_equal(cfg->accept_domains[1], ".sub.example.net");
+	assert_string_equal(cfg->spool_dir, "/var/spool/mxring");
+	assert_int_equal(cfg->spool_format, SPOOL_MAILDIR);
+	assert_int_equal(cfg->segment_size, 128ull << 20);
+	assert_int_equal(cfg->shards, 4);
+	assert_int_equal(cfg->writers, 2);
+	assert_int_equal(cfg->message_size_limit, 50ull << 20);
+	assert_int_equal(cfg->recipient_limit, 500);
+	assert_int_equal(cfg->command_line_limit, 1024);
+	assert_int_equal(cfg->error_limit, 5);
+	assert_int_equal(cfg->max_connections, 1000);
+	assert_int_equal(cfg->command_timeout, 300);
+	assert_int_equal(cfg->data_timeout, 120);
+	assert_int_equal(cfg->shutdown_timeout, 0);
+	assert_int_equal(cfg->bare_newline, BARE_NEWLINE_REJECT);
+	assert_int_equal(cfg->recv_buffer_size, 32768);
+	assert_int_equal(cfg->recv_buffers, 2048);
+	assert_int_equal(cfg->ring_size, 4096);
+	assert_int_equal(cfg->body_flush_bytes, 1 << 20);
+	assert_false(cfg->pin_shards);
+}
+
+static void test_every_key(void **state)
+{
+	struct config cfg;
+	struct errbuf e;
+	char path[64];
+
+	(void)state;
+	err_open(&e);
+	assert_int_equal(load_text(&cfg, every_key, &e, path), 0);
+	assert_string_equal(err_text(&e), "");
+	check_every_key(&cfg);
+	assert_int_equal(config_check(&cfg, e.f), 0);
+	config_free(&cfg);
+	err_close(&e);
+}
+
+/* One "key = value" and what the field must then hold (read by get). */
+struct value_case {
+	const char *line;
+	int ok;
+	uint64_t want;
+};
+
+static uint64_t get_field(const struct config *cfg, const char *line)
+{
+	if (strncmp(line, "segment_size", 12) == 0)
+		return cfg->segment_size;
+	if (strncmp(line, "message_size_limit", 18) == 0)
+		return cfg->message_size_limit;
+	if (strncmp(line, "command_line_limit", 18) == 0)
+		return cfg->command_line_limit;
+	if (strncmp(line, "recv_buffer_size", 16) == 0)
+		return cfg->recv_buffer_size;
+	if (strncmp(line, "recv_buffers", 12) == 0)
+		return cfg->recv_buffers;
+	if (strncmp(line, "ring_size", 9) == 0)
+		return cfg->ring_size;
+	if (strncmp(line, "body_flush_bytes", 16) == 0)
+		return cfg->body_flush_bytes;
+	if (strncmp(line, "command_timeout", 15) == 0)
+		return cfg->command_timeout;
+	if (strncmp(line, "data_timeout", 12) == 0)
+		return cfg->data_timeout;
+	if (strncmp(line, "shutdown_timeout", 16) == 0)
+		return cfg->shutdown_timeout;
+	if (strncmp(line, "shards", 6) == 0)
+		return cfg->shards;
+	if (strncmp(line, "writers", 7) == 0)
+		return cfg->writers;
+	if (strncmp(line, "recipient_limit", 15) == 0)
+		return cfg->recipient_limit;
+	if (strncmp(line, "error_limit", 11) == 0)
+		return cfg->error_limit;
+	if (strncmp(line, "max_connections", 15) == 0)
+		return cfg->max_connections;
+	if (strncmp(line, "spool_format", 12) == 0)
+		return cfg->spool_format;
+	if (strncmp(line, "bare_newline", 12) == 0)
+		return cfg->bare_newline;
+	if (strncmp(line, "pin_shards", 10) == 0)
+		return cfg->pin_shards;
+	fail_msg("no field for '%s'", line);
+	return 0;
+}
+
+static const struct value_case value_cases[] = {
+    /* sizes */
+    {"message_size_limit = 123", 1, 123},
+    {"message_size_limit = 1k", 1, 1024},
+    {"message_size_limit = 1K", 1, 1024},
+    {"message_size_limit = 10m", 1, 10 << 20},
+    {"message_size_limit = 2g", 1, 2ull << 30},
+    {"message_size_limit = 0", 0, 0},
+    {"message_size_limit = abc", 0, 0},
+    {"message_size_limit = 1x", 0, 0},
+    {"message_size_limit = 1kb", 0, 0},
+    {"message_size_limit = k", 0, 0},
+    {"message_size_limit = -1", 0, 0},
+    {"message_size_limit = 1 k", 0, 0},
+    {"message_size_limit = 99999999999999999999999", 0, 0},
+    {"message_size_limit = 2000g", 0, 0},
+    {"segment_size = 1m", 1, 1 << 20},
+    {"segment_size = 100", 0, 0},
+    {"recv_buffer_size = 1k", 1, 1024},
+    {"recv_buffer_size = 1m", 1, 1 << 20},
+    {"recv_buffer_size = 1023", 0, 0},
+    {"recv_buffer_size = 2m", 0, 0},
+    {"body_flush_bytes = 64k", 1, 65536},
+    {"command_line_limit = 512", 1, 512},
+    {"command_line_limit = 4k", 1, 4096},
+    {"command_line_limit = 511", 0, 0},
+    {"command_line_limit = 4097", 0, 0},
+    /* times */
+    {"command_timeout = 45", 1, 45},
+    {"command_timeout = 45s", 1, 45},
+    {"command_timeout = 10m", 1, 600},
+    {"command_timeout = 1h", 1, 3600},
+    {"command_timeout = 0", 0, 0},
+    {"command_timeout = 1d", 0, 0},
+    {"command_timeout = 25h", 0, 0},
+    {"data_timeout = 3M", 1, 180},
+    {"shutdown_timeout = 0s", 1, 0},
+    /* counts */
+    {"recipient_limit = 1", 1, 1},
+    {"recipient_limit = 10000", 1, 10000},
+    {"recipient_limit = 0", 0, 0},
+    {"recipient_limit = 10001", 0, 0},
+    {"recipient_limit = 1k", 0, 0},
+    {"writers = 64", 1, 64},
+    {"writers = 0", 0, 0},
+    {"writers = 65", 0, 0},
+    {"error_limit = 1", 1, 1},
+    {"error_limit = 0", 0, 0},
+    {"max_connections = 1", 1, 1},
+    {"max_connections = 0", 0, 0},
+    /* shards */
+    {"shards = auto", 1, 0},
+    {"shards = AUTO", 1, 0},
+    {"shards = 1", 1, 1},
+    {"shards = 256", 1, 256},
+    {"shards = 0", 0, 0},
+    {"shards = 257", 0, 0},
+    {"shards = many", 0, 0},
+    /* powers of two */
+    {"recv_buffers = 1", 1, 1},
+    {"recv_buffers = 32768", 1, 32768},
+    {"recv_buffers = 65536", 0, 0},
+    {"recv_buffers = 1000", 0, 0},
+    {"recv_buffers = 0", 0, 0},
+    {"ring_size = 65536", 1, 65536},
+    {"ring_size = 3", 0, 0},
+    {"ring_size = 131072", 0, 0},
+    /* enums and booleans */
+    {"spool_format = segment", 1, SPOOL_SEGMENT},
+    {"spool_format = maildir", 1, SPOOL_MAILDIR},
+    {"spool_format = mbox", 0, 0},
+    {"bare_newline = normalize", 1, BARE_NEWLINE_NORMALIZE},
+    {"bare_newline = reject", 1, BARE_NEWLINE_REJECT},
+    {"bare_newline = strip", 0, 0},
+    {"pin_shards = yes", 1, 1},
+    {"pin_shards = no", 1, 0},
+    {"pin_shards = Yes", 1, 1},
+    {"pin_shards = true", 0, 0},
+    /* spacing around '=' */
+    {"writers=3", 1, 3},
+    {"writers   =\t3   ", 1, 3},
+    {"writers =", 0, 0},
+};
+
+/* Each value through a file and through -o. */
+static void test_values(void **state)
+{
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(value_cases) / sizeof(value_cases[0]); i++) {
+		const struct value_case *c = &value_cases[i];
+		struct config cfg;
+		struct errbuf e;
+		char path[64], text[256];
+		int rc;
+
+		snprintf(text, sizeof(text), "%s\n", c->line);
+		err_open(&e);
+		rc = load_text(&cfg, text, &e, path);
+		if ((rc == 0) != c->ok)
+			fail_msg("case %zu '%s': load %d: %s", i, c->line, rc, err_text(&e));
+		if (c->ok) {
+			assert_string_equal(err_text(&e), "");
+			if (get_field(&cfg, c->line) != c->want)
+				fail_msg("case %zu '%s': got %llu", i, c->line,
+					 (unsigned long long)get_field(&cfg, c->line));
+		} else {
+			assert_non_null(strstr(err_text(&e), path));
+		}
+		config_free(&cfg);
+		err_close(&e);
+
+		err_open(&e);
+		config_defaults(&cfg);
+		rc = config_set(&cfg, c->line, e.f);
+		if ((rc == 0) != c->ok)
+			fail_msg("case %zu '%s': set %d", i, c->line, rc);
+		if (c->ok)
+			assert_int_equal(get_field(&cfg, c->line), c->want);
+		else
+			assert_true(strncmp(err_text(&e), "mxring: -o ", 11) == 0);
+		config_free(&cfg);
+		err_close(&e);
+	}
+}
+
+/* The exact messages: file:line, key, what. */
+struct msg_case {
+	const char *text;
+	const char *want; /* "%s" stands for the path */
+};
+
+static const struct msg_case msg_cases[] = {
+    {"# size\n\nmessage_size_limit = abc\n",
+     "mxring: %s:3: key 'message_size_limit': bad size 'abc'\n"},
+    {"foo = bar\n", "mxring: %s:1: unknown key 'foo'\n"},
+    {"writers = 1\nMyHostname = x\n", "mxring: %s:2: unknown key 'MyHostname'\n"},
+    {"writers 2\n", "mxring: %s:1: expected 'key = value', got 'writers 2'\n"},
+    {"= 2\n", "mxring: %s:1: expected 'key = value', got '= 2'\n"},
+    {"  writers = 2\n", "mxring: %s:1: continuation line without a key before it\n"},
+    {"writers = two\n", "mxring: %s:1: key 'writers': bad number 'two'\n"},
+    {"writers = 100\n", "mxring: %s:1: key 'writers': '100' is out of range 1..64\n"},
+    {"command_timeout = 5x\n", "mxring: %s:1: key 'command_timeout': bad time '5x'\n"},
+    {"shards = x\n", "mxring: %s:1: key 'shards': bad number 'x' (expected auto or a number)\n"},
+    {"recv_buffers = 1000\n", "mxring: %s:1: key 'recv_buffers': '1000' is not a power of two\n"},
+    {"spool_format = mbox\n",
+     "mxring: %s:1: key 'spool_format': bad value 'mbox' (expected segment|maildir)\n"},
+    {"pin_shards = on\n", "mxring: %s:1: key 'pin_shards': bad value 'on' (expected no|yes)\n"},
+    {"myhostname = bad_name\n", "mxring: %s:1: key 'myhostname': bad domain 'bad_name'\n"},
+    {"myhostname =\n", "mxring: %s:1: key 'myhostname': empty value\n"},
+    {"accept_domains = a.example,\n  b..example\n",
+     "mxring: %s:1: key 'accept_domains': bad domain 'b..example'\n"},
+    {"listen = 1.2.3.4\n", "mxring: %s:1: key 'listen': bad address '1.2.3.4' (expected "
+			   "IPv4:port or [IPv6]:port)\n"},
+    {"listen = ::1:25\n", "mxring: %s:1: key 'listen': IPv6 address needs brackets: '::1:25'\n"},
+    {"listen = 1.2.3.4:0\n", "mxring: %s:1: key 'listen': bad port in '1.2.3.4:0' (1..65535)\n"},
+    {"listen = 1.2.3.4:25 1.2.3.4:25\n",
+     "mxring: %s:1: key 'listen': address '1.2.3.4:25' given twice\n"},
+    {"spool_dir = a\tb\n", "mxring: %s:1: key 'spool_dir': control character in 'a\\x09b'\n"},
+    /* every error is reported, each with its own line */
+    {"writers = 0\nerror_limit = x\nbar = 1\n",
+     "mxring: %s:1: key 'writers': '0' is out of range 1..64\n"
+     "mxring: %s:2: key 'error_limit': bad number 'x'\n"
+     "mxring: %s:3: unknown key 'bar'\n"},
+    /* a logical line is reported at the line where it starts */
+    {"accept_domains = a.example\n  b.example\n# note\n  c_d.example\nwriters = 0\n",
+     "mxring: %s:1: key 'accept_domains': bad domain 'c_d.example'\n"
+     "mxring: %s:5: key 'writers': '0' is out of range 1..64\n"},
+    /* client-looking text is escaped and cut */
+    {"message_size_limit = \x01\x02\n",
+     "mxring: %s:1: key 'message_size_limit': bad size '\\x01\\x02'\n"},
+};
+
+/* tmpl with every "%s" replaced by path. */
+static void subst(char *out, size_t cap, const char *tmpl, const char *path)
+{
+	size_t o = 0, plen = strlen(path);
+
+	while (*tmpl && o + plen + 1 < cap) {
+		if (tmpl[0] == '%' && tmpl[1] == 's') {
+			memcpy(out + o, path, plen);
+			o += plen;
+			tmpl += 2;
+		} else {
+			out[o++] = *tmpl++;
+		}
+	}
+	out[o] = '\0';
+}
+
+static void test_messages(void **state)
+{
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(msg_cases) / sizeof(msg_cases[0]); i++) {
+		struct config cfg;
+		struct errbuf e;
+		char path[64], want[1024];
+
+		err_open(&e);
+		assert_int_equal(load_text(&cfg, msg_cases[i].text, &e, path), -1);
+		subst(want, sizeof(want), msg_cases[i].want, path);
+		if (strcmp(err_text(&e), want) != 0)
+			fail_msg("case %zu: got\n%s\nwant\n%s", i, err_text(&e), want);
+		config_free(&cfg);
+		err_close(&e);
+	}
+}
+
+static void test_missing_file(void **state)
+{
+	struct config cfg;
+	struct errbuf e;
+
+	(void)state;
+	config_defaults(&cfg);
+	err_open(&e);
+	assert_int_equal(config_load(&cfg, "/nonexistent/mxring.conf", e.f), -1);
+	assert_string_equal(err_text(&e),
+			    "mxring: /nonexistent/mxring.conf: No such file or directory\n");
+	err_close(&e);
+	config_free(&cfg);
+}
+
+static void test_set_messages(void **state)
+{
+	struct config cfg;
+	struct errbuf e;
+
+	(void)state;
+	config_defaults(&cfg);
+	err_open(&e);
+	assert_int_equal(config_set(&cfg, "message_size_limit=abc", e.f), -1);
+	assert_int_equal(config_set(&cfg, "foo=1", e.f), -1);
+	assert_int_equal(config_set(&cfg, "writers", e.f), -1);
+	assert_int_equal(config_set(&cfg, "writers=1\nfoo=2", e.f), -1);
+	assert_string_equal(err_text(&e),
+			    "mxring: -o message_size_limit=abc: key 'message_size_limit': "
+			    "bad size 'abc'\n"
+			    "mxring: -o foo=1: unknown key 'foo'\n"
+			    "mxring: -o writers: expected 'key = value', got 'writers'\n"
+			    "mxring: -o writers=1\\x0afoo=2: newline in 'writers=1\\x0afoo=2'\n");
+	assert_int_equal(cfg.message_size_limit, 10240000);
+	err_close(&e);
+	config_free(&cfg);
+}
+
+static void test_comments_continuations(void **state)
+{
+	static const char text[] = "# comment\n"
+				   "\n"
+				   "   \n"
+				   "accept_domains = a.example,\n"
+				   "\tb.example\n"
+				   "   # an indented comment does not end the value\n"
+				   "\n"
+				   "    c.example , .d.example\n"
+				   "spool_dir = /var/spool/mx#1\r\n"
+				   "writers = 2\r\n"
+				   "writers = 3\n" /* the last wins */
+				   "myhostname = mx.example\n"
+				   "myhostname = MX2.Example"; /* no final newline */
+	struct config cfg;
+	struct errbuf e;
+	char path[64];
+
+	(void)state;
+	err_open(&e);
+	assert_int_equal(load_text(&cfg, text, &e, path), 0);
+	assert_string_equal(err_text(&e), "");
+	assert_int_equal(cfg.naccept_domains, 4);
+	assert_string_equal(cfg.accept_domains[0], "a.example");
+	assert_string_equal(cfg.accept_domains[1], "b.example");
+	assert_string_equal(cfg.accept_domains[2], "c.example");
+	assert_string_equal(cfg.accept_domains[3], ".d.example");
+	assert_string_equal(cfg.spool_dir, "/var/spool/mx#1");
+	assert_int_equal(cfg.writers, 3);
+	assert_string_equal(cfg.myhostname, "MX2.Example");
+	config_free(&cfg);
+	err_close(&e);
+}
+
+static void test_domains(void **state)
+{
+	static const char *const good[] = {
+	    "example.com", ".example.com", "a", "a-b.c-d", "1.2.3.4", "xn--bcher-kva.example",
+	};
+	static const char *const bad[] = {
+	    "a..b", "-a.com", "a-.com", "a.com.", "..a", "a_b.com", ".", "a.-b", "a@b",
+	};
+	struct config cfg;
+	char kv[600];
+	size_t i;
+
+	(void)state;
+	config_defaults(&cfg);
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		snprintf(kv, sizeof(kv), "accept_domains=%s", good[i]);
+		if (config_set(&cfg, kv, NULL) != 0)
+			fail_msg("'%s' refused", good[i]);
+		assert_int_equal(cfg.naccept_domains, 1);
+		assert_string_equal(cfg.accept_domains[0], good[i]);
+	}
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(kv, sizeof(kv), "accept_domains=%s", bad[i]);
+		if (config_set(&cfg, kv, NULL) == 0)
+			fail_msg("'%s' accepted", bad[i]);
+		/* a failed setting leaves the list as it was */
+		assert_string_equal(cfg.accept_domains[0], good[5]);
+	}
+	/* labels of 63, total of 255 */
+	strcpy(kv, "accept_domains=");
+	for (i = 0; i < 4; i++) {
+		memset(kv + strlen(kv), 'a', 63);
+		kv[15 + (i + 1) * 64 - 1] = '\0';
+		if (i < 3)
+			strcat(kv, ".");
+	}
+	assert_int_equal(strlen(kv + 15), 255);
+	assert_int_equal(config_set(&cfg, kv, NULL), 0);
+	strcat(kv, "a");
+	assert_int_equal(config_set(&cfg, kv, NULL), -1);
+	assert_int_equal(config_set(&cfg, "myhostname=.example.com", NULL), -1);
+	/* empty: parses, but config_check refuses a receiver that accepts nothing */
+	assert_int_equal(config_set(&cfg, "accept_domains =", NULL), 0);
+	assert_int_equal(cfg.naccept_domains, 0);
+	assert_int_equal(config_check(&cfg, NULL), -1);
+	config_free(&cfg);
+}
+
+static void test_domains_max(void **state)
+{
+	size_t cap = (ACCEPT_DOMAINS_MAX + 1) * 8 + 64, i;
+	char *kv = malloc(cap), *p;
+	struct config cfg;
+
+	(void)state;
+	assert_non_null(kv);
+	p = kv + sprintf(kv, "accept_domains=");
+	for (i = 0; i < ACCEPT_DOMAINS_MAX; i++)
+		p += sprintf(p, "d%u.x ", (unsigned)i);
+	config_defaults(&cfg);
+	assert_int_equal(config_set(&cfg, kv, NULL), 0);
+	assert_int_equal(cfg.naccept_domains, ACCEPT_DOMAINS_MAX);
+	assert_string_equal(cfg.accept_domains[ACCEPT_DOMAINS_MAX - 1], "d4095.x");
+	sprintf(p, "one.more");
+	assert_int_equal(config_set(&cfg, kv, NULL), -1);
+	assert_int_equal(cfg.naccept_domains, ACCEPT_DOMAINS_MAX);
+	config_free(&cfg);
+	free(kv);
+}
+
+static void test_listen(void **state)
+{
+	static const char text[] = "listen = 192.0.2.1:25, [2001:db8::1]:587\n"
+				   "listen = 127.0.0.1:2526\n"
+				   "listen = [::1]:25 10.0.0.1:65535\n";
+	struct config cfg;
+	struct errbuf e;
+	char path[64], kv[64];
+	unsigned i;
+
+	(void)state;
+	err_open(&e);
+	/* the first listen of the file replaces the default, later ones append */
+	assert_int_equal(load_text(&cfg, text, &e, path), 0);
+	assert_int_equal(cfg.nlisten, 5);
+	assert_string_equal(cfg.listen[0].host, "192.0.2.1");
+	assert_int_equal(cfg.listen[0].port, 25);
+	assert_string_equal(cfg.listen[1].host, "2001:db8::1");
+	assert_int_equal(cfg.listen[1].port, 587);
+	assert_string_equal(cfg.listen[2].host, "127.0.0.1");
+	assert_string_equal(cfg.listen[3].host, "::1");
+	assert_string_equal(cfg.listen[4].host, "10.0.0.1");
+	assert_int_equal(cfg.listen[4].port, 65535);
+	/* so does the first -o listen; later -o listen append */
+	assert_int_equal(config_set(&cfg, "listen=127.0.0.1:10025", e.f), 0);
+	assert_int_equal(cfg.nlisten, 1);
+	assert_int_equal(cfg.listen[0].port, 10025);
+	assert_int_equal(config_set(&cfg, "listen=[::1]:10025", e.f), 0);
+	assert_int_equal(cfg.nlisten, 2);
+	assert_string_equal(err_text(&e), "");
+	config_free(&cfg);
+	err_close(&e);
+
+	/* bad ones */
+	static const char *const bad[] = {
+	    "1.2.3.4", "1.2.3.4:", "1.2.3.4:65536", "1.2.3.4:x",    "localhost:25",
+	    "::1:25",  "[::1]",	   "[1.2.3.4]:25",  "1.2.3.256:25", "[::1:25",
+	    ":25",     "[]:25",	   "1.2.3.4:-1",    "1.2.3.4:25x",  "[fe80::1%lo]:25",
+	};
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(kv, sizeof(kv), "listen=%s", bad[i]);
+		config_defaults(&cfg);
+		if (config_set(&cfg, kv, NULL) == 0)
+			fail_msg("'%s' accepted", bad[i]);
+		assert_int_equal(cfg.nlisten, 1);
+		assert_int_equal(cfg.listen[0].port, 2525);
+		config_free(&cfg);
+	}
+	/* LISTEN_MAX addresses fit, one more does not */
+	config_defaults(&cfg);
+	for (i = 0; i < LISTEN_MAX; i++) {
+		snprintf(kv, sizeof(kv), "listen=127.0.0.1:%u", 1000 + i);
+		assert_int_equal(config_set(&cfg, kv, NULL), 0);
+	}
+	assert_int_equal(cfg.nlisten, LISTEN_MAX);
+	assert_int_equal(config_set(&cfg, "listen=127.0.0.1:999", NULL), -1);
+	assert_int_equal(cfg.nlisten, LISTEN_MAX);
+	config_free(&cfg);
+}
+
+struct check_case {
+	const char *kv[3];
+	const char *want;
+};
+
+static const struct check_case check_cases[] = {
+    {{"command_line_limit=4096", NULL}, ""},
+    {{"command_line_limit=4096", "recv_buffer_size=4k", NULL},
+     "mxring: key 'recv_buffer_size': 4096 is less than command_line_limit + 2 (4098)\n"},
+    {{"command_line_limit=4096", "recv_buffer_size=4098", NULL}, ""},
+    {{"recv_buffer_size=512k", NULL},
+     "mxring: key 'body_flush_bytes': 262144 is less than recv_buffer_size (524288)\n"},
+    {{"shards=8", "max_connections=4", NULL},
+     "mxring: key 'max_connections': 4 is less than shards (8)\n"},
+    {{"recv_buffers=32768", "recv_buffer_size=64k", "body_flush_bytes=64k"},
+     "mxring: key 'recv_buffers': recv_buffers * recv_buffer_size is 2147483648 bytes per "
+     "shard (at most 1073741824)\n"},
+    {{"recv_buffers=32768", "recv_buffer_size=32k", "body_flush_bytes=32k"}, ""},
+};
+
+static void test_check(void **state)
+{
+	size_t i, k;
+
+	(void)state;
+	for (i = 0; i < sizeof(check_cases) / sizeof(check_cases[0]); i++) {
+		const struct check_case *c = &check_cases[i];
+		struct config cfg;
+		struct errbuf e;
+		int rc;
+
+		config_defaults(&cfg);
+		for (k = 0; k < 3 && c->kv[k]; k++)
+			assert_int_equal(config_set(&cfg, c->kv[k], NULL), 0);
+		err_open(&e);
+		rc = config_check(&cfg, e.f);
+		if (c->want[0] == '\0') {
+			assert_int_equal(rc, 0);
+			assert_string_equal(err_text(&e), "");
+		} else {
+			assert_int_equal(rc, -1);
+			assert_string_equal(err_text(&e), c->want);
+		}
+		err_close(&e);
+		config_free(&cfg);
+	}
+}
+
+/* Fields set by hand are checked against the same ranges as parsed ones. */
+static void test_check_by_hand(void **state)
+{
+	struct config cfg;
+	struct errbuf e;
+
+	(void)state;
+	config_defaults(&cfg);
+	cfg.message_size_limit = 0;
+	cfg.recv_buffers = 1000;
+	cfg.writers = WRITERS_MAX + 1;
+	cfg.nlisten = 0;
+	cfg.myhostname[0] = '\0';
+	err_open(&e);
+	assert_int_equal(config_check(&cfg, e.f), -1);
+	assert_string_equal(err_text(&e),
+			    "mxring: key 'listen': 0 addresses (1..16)\n"
+			    "mxring: key 'myhostname': not a domain name\n"
+			    "mxring: key 'writers': 65 is out of range 1..64\n"
+			    "mxring: key 'message_size_limit': 0 is out of range "
+			    "1..1099511627776\n"
+			    "mxring: key 'recv_buffers': 1000 is not a power of two\n");
+	err_close(&e);
+	config_free(&cfg);
+}
+
+static char *print_to_string(const struct config *cfg)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	assert_non_null(f);
+	config_print(cfg, f);
+	fclose(f);
+	return text;
+}
+
+static void test_round_trip(void **state)
+{
+	struct config a, b;
+	struct errbuf e;
+	char path[64], *t1, *t2;
+
+	(void)state;
+	err_open(&e);
+	assert_int_equal(load_text(&a, every_key, &e, path), 0);
+	t1 = print_to_string(&a);
+	/* every key is printed */
+	assert_non_null(strstr(t1, "listen = 0.0.0.0:25, [::]:25\n"));
+	assert_non_null(strstr(t1, "accept_domains = example.com, .sub.example.net\n"));
+	assert_non_null(strstr(t1, "shards = 4\n"));
+	assert_non_null(strstr(t1, "command_timeout = 300s\n"));
+	assert_non_null(strstr(t1, "pin_shards = no\n"));
+	assert_non_null(strstr(t1, "spool_format = maildir\n"));
+	assert_int_equal(load_text(&b, t1, &e, path), 0);
+	assert_string_equal(err_text(&e), "");
+	check_every_key(&b);
+	t2 = print_to_string(&b);
+	assert_string_equal(t1, t2);
+	free(t1);
+	free(t2);
+	config_free(&a);
+	config_free(&b);
+
+	/* the defaults too, and the "auto" and empty forms */
+	config_defaults(&a);
+	t1 = print_to_string(&a);
+	assert_non_null(strstr(t1, "shards = auto\n"));
+	assert_non_null(strstr(t1, "listen = 127.0.0.1:2525\n"));
+	assert_int_equal(load_text(&b, t1, &e, path), 0);
+	t2 = print_to_string(&b);
+	assert_string_equal(t1, t2);
+	free(t1);
+	free(t2);
+	config_free(&b);
+	assert_int_equal(config_set(&a, "accept_domains=", e.f), 0);
+	t1 = print_to_string(&a);
+	assert_non_null(strstr(t1, "\naccept_domains =\n"));
+	assert_int_equal(load_text(&b, t1, &e, path), 0);
+	assert_int_equal(b.naccept_domains, 0);
+	free(t1);
+	config_free(&a);
+	config_free(&b);
+	assert_string_equal(err_text(&e), "");
+	err_close(&e);
+}
+
+/* -o after the file: each -o wins over the file, the last -o over earlier ones. */
+static void test_override(void **state)
+{
+	struct config cfg;
+	struct errbuf e;
+	char path[64];
+
+	(void)state;
+	err_open(&e);
+	assert_int_equal(load_text(&cfg, every_key, &e, path), 0);
+	assert_int_equal(config_set(&cfg, "writers=7", e.f), 0);
+	assert_int_equal(config_set(&cfg, "writers = 8", e.f), 0);
+	assert_int_equal(config_set(&cfg, "accept_domains=Other.Example", e.f), 0);
+	assert_int_equal(config_set(&cfg, "pin_shards=yes", e.f), 0);
+	assert_int_equal(cfg.writers, 8);
+	assert_int_equal(cfg.naccept_domains, 1);
+	assert_string_equal(cfg.accept_domains[0], "other.example");
+	assert_true(cfg.pin_shards);
+	assert_string_equal(err_text(&e), "");
+	config_free(&cfg);
+	err_close(&e);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_defaults),
+	    cmocka_unit_test(test_every_key),
+	    cmocka_unit_test(test_values),
+	    cmocka_unit_test(test_messages),
+	    cmocka_unit_test(test_missing_file),
+	    cmocka_unit_test(test_set_messages),
+	    cmocka_unit_test(test_comments_continuations),
+	    cmocka_unit_test(test_domains),
+	    cmocka_unit_test(test_domains_max),
+	    cmocka_unit_test(test_listen),
+	    cmocka_unit_test(test_check),
+	    cmocka_unit_test(test_check_by_hand),
+	    cmocka_unit_test(test_round_trip),
+	    cmocka_unit_test(test_override),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
