@@ -376,9 +376,17 @@ class Server:
             if any(b in line for b in bad):
                 raise Fail("mxring log shows a crash/sanitizer report:\n%s" % self.log_tail())
 
-    def queue_ids_logged(self):
-        """Distinct qid=... values in the log (one line per accepted message)."""
-        return set(re.findall(r"\bqid=([0-9A-Za-z]{16})\b", self.log()))
+    def queue_ids_logged(self, known):
+        """
+        Distinct queue ids in the per-message log lines. The key is learned
+        from the line naming the known id (e.g. qid=ID); empty set when the
+        log names it under no key.
+        """
+        log = self.log()
+        m = re.search(r"\b([A-Za-z_]+)=<?%s\b" % re.escape(known), log)
+        if not m:
+            return set()
+        return set(re.findall(r"\b%s=<?([0-9A-Za-z]{16})\b" % m.group(1), log))
 
     # -- clients
 
@@ -807,3 +815,120 @@ def parallel(fns, timeout):
     if errors:
         raise errors[0]
     return results
+
+
+# ---------------------------------------------------------------- capture peer
+
+
+class CaptureServer:
+    """
+    A tiny SMTP server on 127.0.0.1 that records the raw DATA bytes of each
+    message (as sent on the wire, dot-stuffed, without the final
+    '.<CR><LF>'). Used to learn exactly what an outside client sends, so the
+    spool can be compared with it. Every wait is bounded; stop() ends it.
+    """
+
+    def __init__(self):
+        self.messages = []      # list of dicts: helo, mail, rcpts, wire
+        self.lock = threading.Lock()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.running = True
+        self.threads = []
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+        self.threads.append(t)
+
+    def _accept(self):
+        while self.running:
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            t = threading.Thread(target=self._session, args=(conn,), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _session(self, conn):
+        conn.settimeout(30)
+        buf = b""
+        env = {"helo": None, "mail": None, "rcpts": []}
+
+        def out(s):
+            conn.sendall(s.encode() + b"\r\n")
+
+        try:
+            out("220 capture ESMTP")
+            while self.running:
+                while b"\r\n" not in buf:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                line, _, buf = buf.partition(b"\r\n")
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    env["helo"] = line[5:]
+                    conn.sendall(b"250-capture\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
+                                 b"250-SIZE 1000000000\r\n250 ENHANCEDSTATUSCODES\r\n")
+                elif verb == b"HELO":
+                    env["helo"] = line[5:]
+                    out("250 capture")
+                elif verb == b"MAIL":
+                    env["mail"], env["rcpts"] = line, []
+                    out("250 2.1.0 Ok")
+                elif verb == b"RCPT":
+                    env["rcpts"].append(line)
+                    out("250 2.1.5 Ok")
+                elif verb == b"DATA":
+                    out("354 End data with <CR><LF>.<CR><LF>")
+                    data = b"\r\n" + buf
+                    while b"\r\n.\r\n" not in data:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            return
+                        data += chunk
+                    wire, _, buf = data.partition(b"\r\n.\r\n")
+                    wire = wire[2:] + b"\r\n" if wire != b"" else b""
+                    with self.lock:
+                        self.messages.append(dict(env, wire=wire))
+                    out("250 2.0.0 Ok: queued as CAPTURE%09d" % len(self.messages))
+                elif verb == b"QUIT":
+                    out("221 2.0.0 Bye")
+                    return
+                else:
+                    out("250 2.0.0 Ok")
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+    def stop(self):
+        self.running = False
+        self.sock.close()
+        for t in self.threads:
+            t.join(5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.stop()
+        return False
+
+
+def mask_lines(body, prefixes=(b"Date:", b"Message-Id:", b"Message-ID:")):
+    """body with the value of each header line starting with a prefix blanked."""
+    out = []
+    for line in body.split(b"\r\n"):
+        for p in prefixes:
+            if line.startswith(p):
+                line = p + b" *"
+        out.append(line)
+    return b"\r\n".join(out)

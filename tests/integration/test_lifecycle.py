@@ -1,0 +1,394 @@
+#!/usr/bin/env python3
+"""
+test_lifecycle.py - the receiver as a process: SIGTERM with sessions open,
+every acknowledged message in the spool after exit (also after SIGKILL and a
+restart), restarts on the same spool, a torn tail cut off at start-up,
+segment rotation, several writers, the maildir format, export, and the
+per-message log lines.
+
+The rule checked throughout: a message whose 250 the client saw is in the
+spool, intact (`mxring-spool verify` exits 0, `cat --body` equals what was
+sent). A stored message the client never saw acknowledged is allowed (the
+connection may drop between fsync and the reply) and only reported.
+"""
+
+import os
+import re
+import signal
+import socket
+import threading
+import time
+
+import harness as h
+from harness import check, check_eq
+
+suite = h.Suite("lifecycle")
+
+
+def body_for(tag, n, size=600):
+    head = b"Subject: %s %d\r\nX-Tag: %s-%d\r\n\r\n" % (tag.encode(), n, tag.encode(), n)
+    line = b"%s line of message %d\r\n" % (tag.encode(), n)
+    return head + line * max(1, size // len(line))
+
+
+def send_some(srv, tag, count, size=600):
+    """count messages over one session; returns {qid: body}."""
+    c = srv.client()
+    c.ehlo()
+    sent = {}
+    for i in range(count):
+        b = body_for(tag, i, size)
+        sent[c.send_message(b)] = b
+    c.quit()
+    return sent
+
+
+def check_stored(spool, sent, exact_count=True, sample=None):
+    ids = [e["qid"] for e in h.spool_list(spool)]
+    check_eq(len(ids), len(set(ids)), "queue ids in the spool are distinct")
+    missing = set(sent) - set(ids)
+    check(not missing, "%d acknowledged messages missing from the spool, e.g. %r"
+          % (len(missing), sorted(missing)[:5]))
+    if exact_count:
+        check_eq(len(ids), len(sent), "messages in the spool")
+    keys = sorted(sent)
+    if sample is not None and len(keys) > sample:
+        keys = keys[::max(1, len(keys) // sample)]
+    for q in keys:
+        h.check_body(spool, q, sent[q])
+    return ids
+
+
+class Load:
+    """Clients sending messages in a loop until the server stops answering."""
+
+    def __init__(self, srv, clients=6, size=2000, max_s=30):
+        self.srv, self.size, self.max_s = srv, size, max_s
+        self.acked = {}
+        self.lock = threading.Lock()
+        self.errors = []
+        self.stop = False
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
+                        for i in range(clients)]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def _run(self, k):
+        end = time.monotonic() + self.max_s
+        n = 0
+        try:
+            c = h.Client("127.0.0.1", self.srv.port, timeout=10)
+            c.expect(h.R_GREETING)
+            c.ehlo()
+            while not self.stop and time.monotonic() < end:
+                b = body_for("load%d" % k, n, self.size)
+                q = c.send_message(b)
+                with self.lock:
+                    self.acked[q] = b
+                n += 1
+            c.close()
+        except (h.Fail, OSError) as e:
+            with self.lock:
+                self.errors.append("%d: %s" % (k, str(e).splitlines()[0]))
+
+    def join(self, timeout=30):
+        self.stop = True
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0, deadline - time.monotonic()))
+        check(not any(t.is_alive() for t in self.threads), "load threads still running")
+
+    def wait_for(self, n, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.acked) >= n:
+                    return
+            time.sleep(0.02)
+        raise h.Fail("only %d messages acknowledged in %d s (errors %r)"
+                     % (len(self.acked), timeout, self.errors[:3]))
+
+
+def read_until_closed(c, timeout=10):
+    """Lines the server sends before closing (bounded)."""
+    lines = []
+    try:
+        while True:
+            lines.append(c.reply1(timeout))
+    except h.Closed:
+        return lines
+
+
+# ---------------------------------------------------------------- SIGTERM
+
+
+@suite.case
+def sigterm_with_idle_sessions():
+    srv = h.Server().start()
+    idle = srv.client()
+    after_ehlo = srv.client()
+    after_ehlo.ehlo()
+    in_txn = srv.client()
+    in_txn.ehlo()
+    in_txn.cmd("MAIL FROM:<a@example.com>", h.R_MAIL_OK)
+    in_txn.cmd("RCPT TO:<b@example.com>", h.R_RCPT_OK)
+    sent = send_some(srv, "before", 3)
+    srv.signal(signal.SIGTERM)
+    for c in (idle, after_ehlo, in_txn):
+        lines = read_until_closed(c)
+        check(lines in ([], [h.R_SHUTDOWN]),
+              "an idle session got %r, want '%s' then close, or a close" % (lines, h.R_SHUTDOWN))
+    # No new sessions once stopping.
+    time.sleep(0.3)
+    greeted = False
+    try:
+        c = h.Client("127.0.0.1", srv.port, timeout=3)
+        try:
+            greeted = c.reply1(3).startswith("220")
+        except h.Fail:
+            pass
+    except OSError:
+        pass
+    rc = srv.wait_exit(15)
+    if rc is None:
+        srv.kill()
+        raise h.Fail("mxring did not exit within 15 s of SIGTERM")
+    check_eq(rc, 0, "exit status after SIGTERM")
+    srv.check_log_clean()
+    check(not greeted, "a new session was greeted with 220 after SIGTERM")
+    check_eq(h.spool_verify(srv.spool), 3, "verify count")
+    check_stored(srv.spool, sent)
+
+
+@suite.case
+def sigterm_mid_data():
+    srv = h.Server().start()
+    c = srv.client()
+    c.ehlo()
+    c.cmd("MAIL FROM:<a@example.com>", h.R_MAIL_OK)
+    c.cmd("RCPT TO:<b@example.com>", h.R_RCPT_OK)
+    c.cmd("DATA", h.R_DATA)
+    body = body_for("middata", 0, 5000)
+    c.send(body[:1000])
+    srv.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    sent = {}
+    try:
+        c.send(body[1000:] + b".\r\n")
+        r = c.reply1()
+        m = h.QUEUED_RE.match(r)
+        if m:
+            sent[m.group(1)] = body
+        else:
+            check(r.startswith("421 4."), "reply to a message finished after SIGTERM: %r" % r)
+    except h.Closed:
+        pass
+    rc = srv.wait_exit(15)
+    if rc is None:
+        srv.kill()
+        raise h.Fail("mxring did not exit within 15 s of SIGTERM")
+    check_eq(rc, 0, "exit status")
+    check_eq(h.spool_verify(srv.spool), len(sent), "verify count")
+    check_stored(srv.spool, sent)
+
+
+@suite.case
+def sigterm_under_load_keeps_acknowledged():
+    srv = h.Server().start()
+    load = Load(srv, clients=8).start()
+    load.wait_for(200)
+    srv.signal(signal.SIGTERM)
+    rc = srv.wait_exit(20)
+    load.join()
+    if rc is None:
+        srv.kill()
+        raise h.Fail("mxring did not exit within 20 s of SIGTERM under load")
+    check_eq(rc, 0, "exit status after SIGTERM under load")
+    srv.check_log_clean()
+    n = h.spool_verify(srv.spool)
+    check(n >= len(load.acked), "verify counts %d, clients saw %d acknowledged"
+          % (n, len(load.acked)))
+    check_stored(srv.spool, load.acked, exact_count=False, sample=50)
+    print("# acknowledged %d, stored %d" % (len(load.acked), n))
+
+
+# ---------------------------------------------------------------- restarts
+
+
+@suite.case
+def restart_same_spool():
+    first = h.Server(tag="first")
+    with first:
+        sent = send_some(first, "first", 5)
+    second = h.Server(spool_dir=first.spool, tag="second")
+    with second:
+        check_eq(h.spool_verify(first.spool), 5, "verify while the second server runs")
+        sent.update(send_some(second, "second", 7))
+    check_eq(h.spool_verify(first.spool), 12, "verify after the restart")
+    check_stored(first.spool, sent)
+    # A third start with nothing sent changes nothing.
+    third = h.Server(spool_dir=first.spool, tag="third")
+    with third:
+        pass
+    check_eq(h.spool_verify(first.spool), 12, "verify after an empty run")
+
+
+@suite.case
+def sigkill_then_restart_keeps_acknowledged():
+    srv = h.Server().start()
+    load = Load(srv, clients=8).start()
+    load.wait_for(300)
+    srv.signal(signal.SIGKILL)
+    srv.wait_exit(10)
+    load.join()
+    srv.proc = None
+    rc, out, err = h.spool_tool("verify", srv.spool, check_rc=False)
+    print("# after SIGKILL, before restart: verify exit %d: %s" % (
+        rc, out.decode("utf-8", "replace").strip().replace("\n", " | ")[:300]))
+    again = h.Server(spool_dir=srv.spool, tag="again")
+    with again:
+        more = send_some(again, "after", 3)
+    n = h.spool_verify(srv.spool)
+    acked = dict(load.acked)
+    acked.update(more)
+    check(n >= len(acked), "verify counts %d, clients saw %d acknowledged" % (n, len(acked)))
+    check_stored(srv.spool, acked, exact_count=False, sample=50)
+    print("# acknowledged %d, stored %d" % (len(acked), n))
+
+
+def _active_segment(spool):
+    """The most recently written file outside ready/ (the writer's open segment)."""
+    best = None
+    for root, dirs, files in os.walk(spool):
+        if os.path.relpath(root, spool).split(os.sep)[0] == "ready":
+            continue
+        for f in files:
+            p = os.path.join(root, f)
+            st = os.stat(p)
+            if st.st_size > 0 and (best is None or st.st_mtime_ns > best[0]):
+                best = (st.st_mtime_ns, p)
+    return best and best[1]
+
+
+@suite.case
+def torn_tail_cut_at_start():
+    srv = h.Server(tag="torn")
+    with srv:
+        sent = send_some(srv, "torn", 10)
+    seg = _active_segment(srv.spool)
+    check(seg is not None, "no segment file found under %s" % srv.spool)
+    size = os.path.getsize(seg)
+    with open(seg, "rb") as f:
+        data = f.read()
+    # Half of a copy of the last 2000 bytes: looks like the start of a record.
+    with open(seg, "ab") as f:
+        f.write(data[-2000:][:1000])
+    rc, out, _ = h.spool_tool("verify", srv.spool, check_rc=False)
+    check(rc != 0 or b"10 messages" in out,
+          "verify of a torn tail: exit %d, %r" % (rc, out))
+    again = h.Server(spool_dir=srv.spool, tag="torn2")
+    with again:
+        sent.update(send_some(again, "after", 2))
+    check_eq(h.spool_verify(srv.spool), 12, "verify after the restart cut the tail (%s, %d "
+             "bytes before)" % (seg, size))
+    check_stored(srv.spool, sent)
+
+
+# ---------------------------------------------------------------- layouts
+
+
+@suite.case
+def segment_rotation_and_writers():
+    with h.Server({"segment_size": "64k", "writers": 2, "shards": 2}) as srv:
+        results = h.parallel([lambda i=i: send_some(srv, "rot%d" % i, 40, 4000)
+                              for i in range(4)], timeout=120)
+    sent = {}
+    for r in results:
+        sent.update(r)
+    check_eq(len(sent), 160, "acknowledged")
+    check_eq(h.spool_verify(srv.spool), 160, "verify count")
+    check_stored(srv.spool, sent, sample=40)
+    ready = os.path.join(srv.spool, "ready")
+    check(os.path.isdir(ready) and os.listdir(ready),
+          "no rotated segments in %s (640 KB written with segment_size 64k)" % ready)
+
+
+@suite.case
+def maildir_format():
+    srv = h.Server({"spool_format": "maildir"}, tag="maildir")
+    with srv:
+        sent = send_some(srv, "md", 10)
+        check_eq(h.spool_verify(srv.spool), 10, "verify while running")
+    again = h.Server({"spool_format": "maildir"}, spool_dir=srv.spool, tag="maildir2")
+    with again:
+        sent.update(send_some(again, "md2", 5))
+    check_eq(h.spool_verify(srv.spool), 15, "verify count")
+    check_stored(srv.spool, sent)
+    _check_exports(srv.spool, sent)
+
+
+@suite.case
+def export_segment_spool():
+    with h.Server() as srv:
+        sent = send_some(srv, "exp", 8)
+    _check_exports(srv.spool, sent)
+
+
+def _check_exports(spool, sent):
+    d = h.new_tmpdir("export")
+    md = os.path.join(d, "Maildir")
+    h.spool_tool("export", spool, "--maildir", md)
+    files = []
+    for sub in ("new", "cur"):
+        p = os.path.join(md, sub)
+        if os.path.isdir(p):
+            files += [os.path.join(p, f) for f in os.listdir(p)]
+    check_eq(len(files), len(sent), "files exported to %s/new and cur" % md)
+    tags = set()
+    for f in files:
+        with open(f, "rb") as fh:
+            m = re.search(rb"X-Tag: (\S+)", fh.read())
+        check(m is not None, "exported file %s lacks its X-Tag header" % f)
+        tags.add(m.group(1))
+    want_tags = {re.search(rb"X-Tag: (\S+)", b).group(1) for b in sent.values()}
+    check_eq(tags, want_tags, "messages exported to Maildir")
+    mbox = os.path.join(d, "mbox")
+    h.spool_tool("export", spool, "--mbox", mbox)
+    with open(mbox, "rb") as fh:
+        data = fh.read()
+    check_eq(len(re.findall(rb"(?m)^From \S+", data)), len(sent), "'From ' lines in the mbox")
+    check_eq(set(re.findall(rb"X-Tag: (\S+)", data)), want_tags, "messages in the mbox")
+
+
+# ---------------------------------------------------------------- logs
+
+
+@suite.case
+def per_message_log_lines():
+    with h.Server() as srv:
+        sent = send_some(srv, "log", 3)
+        c = srv.client()
+        c.ehlo()
+        # Client text that would forge a key if the log did not escape it.
+        c.cmd('MAIL FROM:<"x qid=AAAAAAAAAAAAAAAA"@example.com>', h.R_MAIL_OK)
+        c.cmd("RCPT TO:<b@example.com>", h.R_RCPT_OK)
+        c.cmd("DATA", h.R_DATA)
+        c.send(b"Subject: forged\r\n\r\nx\r\n.\r\n")
+        sent[c.queued()] = b""
+        c.quit()
+        time.sleep(0.2)
+    log = srv.log()
+    for q in sent:
+        n = len([l for l in log.splitlines() if re.search(r"=<?%s\b" % q, l)])
+        check(n >= 1, "no log line names queue id %s" % q)
+    logged = srv.queue_ids_logged(next(iter(sent)))
+    check_eq(logged, set(sent), "queue ids in the per-message log lines")
+    check(" qid=AAAAAAAAAAAAAAAA" not in log, "client text forged a qid= key in the log:\n%s"
+          % srv.log_tail())
+
+
+if __name__ == "__main__":
+    suite.main()
