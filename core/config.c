@@ -693,8 +693,14 @@ static int read_file(const char *path, char **buf, size_t *len, FILE *err)
 		say(&w, NULL, "%s: %s", path, strerror(errno));
 		return -1;
 	}
-	if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) &&
-	    (uint64_t)st.st_size < (uint64_t)cap)
+	if (fstat(fileno(f), &st) != 0)
+		st.st_mode = 0;
+	if (S_ISDIR(st.st_mode)) {
+		say(&w, NULL, "%s: %s", path, strerror(EISDIR));
+		fclose(f);
+		return -1;
+	}
+	if (S_ISREG(st.st_mode) && (uint64_t)st.st_size < (uint64_t)cap)
 		cap = (size_t)st.st_size;
 	b = malloc(cap + 2);
 	if (b == NULL) {
@@ -702,9 +708,11 @@ static int read_file(const char *path, char **buf, size_t *len, FILE *err)
 		fclose(f);
 		return -1;
 	}
+	errno = 0;
 	n = fread(b, 1, cap + 1, f);
 	if (ferror(f) || n > CONFIG_FILE_MAX) {
-		say(&w, NULL, "%s: %s", path, ferror(f) ? "read error" : "file larger than 1 MiB");
+		say(&w, NULL, "%s: %s", path,
+		    ferror(f) ? strerror(errno ? errno : EIO) : "file larger than 1 MiB");
 		fclose(f);
 		free(b);
 		return -1;

@@ -455,6 +455,10 @@ static void test_missing_file(void **state)
 	assert_string_equal(err_text(&e),
 			    "mxring: /nonexistent/mxring.conf: No such file or directory\n");
 	err_close(&e);
+	err_open(&e);
+	assert_int_equal(config_load(&cfg, "/tmp", e.f), -1);
+	assert_string_equal(err_text(&e), "mxring: /tmp: Is a directory\n");
+	err_close(&e);
 	config_free(&cfg);
 }
 
