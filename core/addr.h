@@ -15,7 +15,7 @@
 #include <stddef.h>
 
 #include "config.h"
-#include "limits.h"
+#include "bounds.h"
 
 enum addr_status {
 	ADDR_OK = 0,

@@ -18,7 +18,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "limits.h"
+#include "bounds.h"
 
 enum spool_format { SPOOL_SEGMENT = 0, SPOOL_MAILDIR = 1 };
 enum bare_newline { BARE_NEWLINE_NORMALIZE = 0, BARE_NEWLINE_REJECT = 1 };

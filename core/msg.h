@@ -22,7 +22,7 @@
 #include <stdint.h>
 #include <stddef.h>
 
-#include "limits.h"
+#include "bounds.h"
 
 #define SLICE_STATIC 0xffffu
 

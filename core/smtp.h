@@ -32,7 +32,7 @@
 #include "addr.h"
 #include "body.h"
 #include "config.h"
-#include "limits.h"
+#include "bounds.h"
 
 /* What a hook answers. */
 enum smtp_verdict {

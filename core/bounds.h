@@ -1,12 +1,12 @@
 /*
- * limits.h - every compile-time bound of the receiver in one place.
+ * bounds.h - every compile-time bound of the receiver in one place.
  *
  * Run-time limits (message size, recipients, timeouts) live in struct config
  * with their defaults; the constants here size fixed arrays and say how the
  * bounds relate. Each static_assert states one such relation.
  */
-#ifndef MXRING_LIMITS_H
-#define MXRING_LIMITS_H
+#ifndef MXRING_BOUNDS_H
+#define MXRING_BOUNDS_H
 
 #include <assert.h>
 
