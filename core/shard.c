@@ -615,11 +615,12 @@ static void conn_flush(struct shard *sh, struct conn *c)
 			conn_close(sh, c, NULL);
 		return;
 	}
-	uint8_t *t = c->snd;
+	/* The filled block goes out; a new one is taken only when a reply comes. */
+	ASSERT(!c->snd);
 	c->snd = c->out;
 	c->snd_len = c->out_len;
 	c->snd_off = 0;
-	c->out = t;
+	c->out = NULL;
 	c->out_len = 0;
 	struct io_uring_sqe *sqe = sqe_get(sh);
 	io_uring_prep_send(sqe, c->fd, c->snd, c->snd_len, MSG_NOSIGNAL);
@@ -716,8 +717,11 @@ static void conn_process(struct shard *sh, struct conn *c)
 			c->feed_buf = BUF_NONE;
 			enum smtp_result r = feed(sh, c, c->line, c->line_len, &used);
 			ASSERT(used == c->line_len || used == 0);
-			if (used)
+			if (used) {
 				c->line_len = 0;
+				free(c->line); /* lines rarely span buffers: keep none while idle */
+				c->line = NULL;
+			}
 			if (!after_feed(sh, c, r) || !used)
 				break;
 			continue;
@@ -776,6 +780,10 @@ static void conn_process(struct shard *sh, struct conn *c)
 		c->out_len = (uint32_t)out.len;
 		c->reason = "shutdown";
 		c->flags |= C_CLOSE;
+	}
+	if (c->out && c->out_len == 0) {
+		free(c->out);
+		c->out = NULL;
 	}
 	set_deadline(sh, c);
 }
@@ -935,6 +943,9 @@ static void on_send(struct shard *sh, struct io_uring_cqe *cqe, struct conn *c)
 		c->nops++;
 		return;
 	}
+	/* An idle connection keeps no reply buffer. */
+	free(c->snd);
+	c->snd = NULL;
 	conn_process(sh, c); /* the engine may have stopped for a full out; closes if due */
 }
 
@@ -976,7 +987,9 @@ static void on_returned(struct shard *sh, struct msg *m)
 		} else {
 			stat_add(&sh->stats.msgs_failed, 1);
 		}
-		if (alive && c->smtp.state == SMTP_S_WAIT) {
+		if (alive && c->smtp.state == SMTP_S_WAIT && ensure_out(c) != 0) {
+			conn_close(sh, c, "nomem");
+		} else if (alive && c->smtp.state == SMTP_S_WAIT) {
 			struct smtp_out out = {.buf = c->out, .len = c->out_len, .cap = OUT_CAP};
 			smtp_resume(&c->smtp, result_verdict(m->result), m->env->qid, &out);
 			c->out_len = (uint32_t)out.len;
