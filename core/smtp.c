@@ -303,7 +303,7 @@ static int mail_params(struct smtp_session *s, const char *p, size_t len, uint32
 				error(s, out, R_SIZE);
 				return -1;
 			}
-		} else if (n == 12 && prefix(t, n, "BODY=8BITMIME")) {
+		} else if (n == 13 && prefix(t, n, "BODY=8BITMIME")) {
 			*flags |= ENV_8BITMIME;
 		} else if (n == 9 && prefix(t, n, "BODY=7BIT")) {
 			*flags &= ~ENV_8BITMIME;
