@@ -363,6 +363,76 @@ def _check_exports(spool, sent):
     check_eq(set(re.findall(rb"X-Tag: (\S+)", data)), want_tags, "messages in the mbox")
 
 
+# ---------------------------------------------------------------- bounds
+
+
+@suite.case
+def receive_buffers_run_dry():
+    # Few small receive buffers and many clients sending large messages at
+    # once: the buffer ring runs dry, and every message must still arrive
+    # whole (the shard re-arms its receive when buffers come back).
+    cfg = {"recv_buffer_size": "4k", "recv_buffers": 16, "body_flush_bytes": "8k"}
+    with h.Server(cfg) as srv:
+        def one(i):
+            c = srv.client(timeout=30)
+            c.ehlo()
+            sent = {}
+            for k in range(3):
+                b = body_for("dry%d" % i, k, 200000)
+                c.cmd("MAIL FROM:<sender@example.com>", h.R_MAIL_OK)
+                c.cmd("RCPT TO:<rcpt@example.com>", h.R_RCPT_OK)
+                c.cmd("DATA", h.R_DATA)
+                wire = b + b".\r\n"
+                for j in range(0, len(wire), 8192):
+                    c.send(wire[j:j + 8192])
+                sent[c.queued(timeout=30)] = b
+            c.quit()
+            return sent
+        results = h.parallel([lambda i=i: one(i) for i in range(32)], timeout=180)
+    sent = {}
+    for r in results:
+        sent.update(r)
+    check_eq(h.spool_verify(srv.spool), 96, "verify count")
+    check_stored(srv.spool, sent, sample=30)
+
+
+@suite.case
+def max_connections_bounded():
+    # Past max_connections a connection is answered 421, closed, or left
+    # waiting (accept paused) - never greeted while the limit is in use.
+    limit = 4
+    with h.Server({"max_connections": limit}) as srv:
+        greeted, waiting = [], []
+        for i in range(limit * 3):
+            c = h.Client("127.0.0.1", srv.port, timeout=5)
+            try:
+                r = c.reply1(2)
+            except h.Closed:
+                continue
+            except h.Fail:
+                waiting.append(c)
+                continue
+            if r == h.R_GREETING:
+                greeted.append(c)
+            else:
+                check(r.startswith("421 4."), "reply past max_connections: %r" % r)
+        check(len(greeted) <= limit, "%d sessions greeted with max_connections %d"
+              % (len(greeted), limit))
+        for c in greeted:
+            c.quit()
+        # Waiting ones are served (or dropped) once slots come back.
+        for c in waiting:
+            try:
+                r = c.reply1(10)
+                check(r == h.R_GREETING or r.startswith("421 4."), "late reply %r" % r)
+            except h.Closed:
+                pass
+            c.close()
+        time.sleep(0.3)
+        sent = send_some(srv, "after", 2)
+    check_stored(srv.spool, sent)
+
+
 # ---------------------------------------------------------------- logs
 
 
