@@ -73,6 +73,7 @@ enum { BDAT_OK = 0, BDAT_NEED_MAIL, BDAT_NEED_RCPT, BDAT_NO_RCPT };
 #define R_TLS_GO      "220 2.0.0 Ready to start TLS"
 #define R_BDAT_SYNTAX "501 5.5.4 Syntax: BDAT count [LAST]"
 #define R_DATA_BDAT   "503 5.5.1 Error: DATA after BDAT"
+#define R_RCPT_BDAT   "503 5.5.1 Error: RCPT after BDAT"
 
 struct cmd {
 	const char *name;
@@ -352,6 +353,8 @@ static void cmd_rcpt(struct smtp_session *s, const char *arg, size_t len, struct
 {
 	if (!(s->flags & F_MAIL))
 		return error(s, out, R_NEED_MAIL);
+	if (s->flags & F_CONTENT) /* the envelope may be with a writer already */
+		return error(s, out, R_RCPT_BDAT);
 	if (!prefix(arg, len, "TO:"))
 		return error(s, out, R_RCPT_SYNTAX);
 	s->flags |= F_RCPT_TRY;
