@@ -471,6 +471,154 @@ static void test_conf_replies_fit(void **state)
 	config_free(&cfg);
 }
 
+/* ---- random sessions: every feed plan gives what the whole input gives ---- */
+
+static uint64_t rng = 0x736d7470ULL;
+
+static uint64_t rnd(void)
+{
+	uint64_t z = (rng += 0x9e3779b97f4a7c15ULL);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+static const char *const tokens[] = {
+    "HELO c.example\r\n",
+    "EHLO c.example\r\n",
+    "MAIL FROM:<a@c.example>\r\n",
+    "MAIL FROM:<>\r\n",
+    "RCPT TO:<b@example.com>\r\n",
+    "RCPT TO:<x@other.example>\r\n",
+    "DATA\r\n",
+    "BDAT 5\r\n",
+    "BDAT 3 LAST\r\n",
+    "BDAT 0 LAST\r\n",
+    "BDAT x\r\n",
+    "RSET\r\n",
+    "NOOP\r\n",
+    ".\r\n",
+    "..\r\n",
+    "\r\n",
+    "\n",
+    "\r",
+    ".",
+    "abc",
+    "\x00",
+    "STARTTLS\r\n",
+    "VRFY x\r\n",
+    "HELP\r\n",
+    "MAIL FROM:<a@c.example> BODY=8BITMIME SIZE=40\r\n",
+    "QUIT\r\n",
+    "\r\n.\r\n",
+    "\n.\n",
+    "\r\n.\n",
+    "x\r\n.\r\nNOOP\r\n",
+    "MAIL FROM:<a@c.example>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n",
+    "MAIL FROM:<a@c.example>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n",
+    "MAIL FROM:<a@c.example>\r\nRCPT TO:<b@example.com>\r\nBDAT 4 LAST\r\n",
+    "MAIL FROM:<a@c.example>\r\nRCPT TO:<b@example.com>\r\nBDAT 6\r\n",
+};
+
+static bool same_lines(const struct tlines *a, const struct tlines *b)
+{
+	if (a->n != b->n)
+		return false;
+	for (size_t i = 0; i < a->n; i++)
+		if (a->v[i].kind != b->v[i].kind || a->v[i].len != b->v[i].len ||
+		    memcmp(a->v[i].p, b->v[i].p, a->v[i].len) != 0)
+			return false;
+	return true;
+}
+
+static void random_session(struct transcript *t)
+{
+	memset(t, 0, sizeof(*t));
+	snprintf(t->name, sizeof(t->name), "random");
+	static const char *const confs[] = {"message_size_limit=40", "recipient_limit=2",
+					    "bare_newline=reject", "error_limit=5"};
+	for (size_t k = 0; k < sizeof(confs) / sizeof(confs[0]); k++)
+		if (rnd() % 3 == 0)
+			snprintf(t->conf[t->nconf++], sizeof(t->conf[0]), "%s", confs[k]);
+	t->starttls = rnd() % 2;
+	if (rnd() % 4 == 0) {
+		t->verdict[H_DATA_END][0] = SMTP_V_BUSY;
+		t->verdict[H_DATA_END][1] = SMTP_V_DEFER;
+		t->nverdict[H_DATA_END] = 2;
+	}
+	if (rnd() % 4 == 0) {
+		t->verdict[H_RESUME][0] = SMTP_V_NOSPACE;
+		t->verdict[H_RESUME][1] = SMTP_V_OK;
+		t->nverdict[H_RESUME] = 2;
+	}
+	size_t cap = 40 * 700 + 64, len = 0;
+	uint8_t *in = malloc(cap);
+	size_t ntok = 1 + rnd() % 40;
+	if (rnd() % 8 != 0) {
+		memcpy(in, "EHLO c.example\r\n", 16);
+		len = 16;
+	}
+	for (size_t k = 0; k < ntok; k++) {
+		const char *tok = tokens[rnd() % (sizeof(tokens) / sizeof(tokens[0]))];
+		size_t n = strcmp(tok, "\x00") == 0 ? 1 : strlen(tok);
+		if (rnd() % 50 == 0) { /* an overlong line */
+			memset(in + len, 'L', 600);
+			len += 600;
+			tok = "\r\n";
+			n = 2;
+		}
+		memcpy(in + len, tok, n);
+		len += n;
+	}
+	t->phase[0].in = in;
+	t->phase[0].len = len;
+	t->nphase = 1;
+}
+
+static void test_random_sessions(void **state)
+{
+	(void)state;
+	unsigned messages = 0;
+	for (int iter = 0; iter < 3000; iter++) {
+		struct transcript t;
+		random_session(&t);
+		struct tlines want = {0};
+		struct tstats st = {0};
+		char err[512];
+		struct tplan whole = {.cap = 65536};
+		if (transcript_replay(&t, &whole, &want, &st, err, sizeof(err)) != 0)
+			fail_msg("iteration %d, whole: %s", iter, err);
+		messages += st.resumes;
+		size_t len = t.phase[0].len;
+		struct tplan plans[16];
+		size_t np = 0;
+		plans[np++] = (struct tplan){.chunk = 1, .cap = 65536};
+		plans[np++] = (struct tplan){.chunk = 1, .cap = SMTP_OUT_RESERVE};
+		plans[np++] = (struct tplan){.cap = SMTP_OUT_RESERVE};
+		plans[np++] = (struct tplan){.chunk = 7, .cap = SMTP_OUT_RESERVE + 100};
+		for (int r = 0; r < 8 && len > 1; r++)
+			plans[np++] = (struct tplan){.split = 1 + rnd() % (len - 1), .cap = 65536};
+		for (size_t p = 0; p < np; p++) {
+			struct tlines got = {0};
+			if (transcript_replay(&t, &plans[p], &got, &st, err, sizeof(err)) != 0)
+				fail_msg("iteration %d, plan %zu: %s", iter, p, err);
+			if (!same_lines(&want, &got)) {
+				char esc[4096];
+				tescape(esc, sizeof(esc), t.phase[0].in, len);
+				fail_msg(
+				    "iteration %d: plan %zu (split %zu chunk %zu cap %zu) differs "
+				    "from the whole input: %s",
+				    iter, p, plans[p].split, plans[p].chunk, plans[p].cap, esc);
+			}
+			tlines_free(&got);
+		}
+		tlines_free(&want);
+		transcript_free(&t);
+	}
+	print_message("%u messages queued\n", messages);
+	assert_true(messages > 100);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -481,6 +629,7 @@ int main(void)
 	    cmocka_unit_test(test_wait_state),
 	    cmocka_unit_test(test_out_reserve),
 	    cmocka_unit_test(test_conf_replies_fit),
+	    cmocka_unit_test(test_random_sessions),
 	};
 	return cmocka_run_group_tests_name("smtp_engine", tests, NULL, NULL);
 }
