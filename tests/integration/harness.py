@@ -369,6 +369,12 @@ class Server:
         lines = self.log().splitlines()
         return "\n".join("  | " + l for l in lines[-n:])
 
+    def stats(self):
+        """key=value pairs of the last 'stats' log line (written at exit)."""
+        lines = [l for l in self.log().splitlines() if re.search(r"\bstats\b", l)]
+        check(lines, "no 'stats' line in the log:\n%s" % self.log_tail())
+        return dict(re.findall(r"\b([a-z_0-9]+)=(\S+)", lines[-1]))
+
     def check_log_clean(self):
         bad = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "Assertion",
                "assertion", "Segmentation", "ASSERT")
@@ -382,11 +388,20 @@ class Server:
         from the line naming the known id (e.g. qid=ID); empty set when the
         log names it under no key.
         """
-        log = self.log()
-        m = re.search(r"\b([A-Za-z_]+)=<?%s\b" % re.escape(known), log)
-        if not m:
+        lines = self.log().splitlines()
+        pat = re.compile(r"\b([A-Za-z_]+)=<?%s\b" % re.escape(known))
+        first = next((l for l in lines if pat.search(l)), None)
+        if first is None:
             return set()
-        return set(re.findall(r"\b%s=<?([0-9A-Za-z]{16})\b" % m.group(1), log))
+        key = pat.search(first).group(1)
+        # Only lines of the same kind (same words before the key: "queued").
+        kind = first[:pat.search(first).start()].split("mxring:")[-1].strip()
+        ids = set()
+        for l in lines:
+            m = re.search(r"\b%s=<?([0-9A-Za-z]{16})\b" % key, l)
+            if m and l[:m.start()].split("mxring:")[-1].strip() == kind:
+                ids.add(m.group(1))
+        return ids
 
     # -- clients
 

@@ -356,6 +356,37 @@ def bdat_chunks():
 
 
 @suite.case
+def zero_copy_counter():
+    # Plain DATA (with dot-stuffed lines and an end of data split across
+    # writes) and BDAT: the exit stats must show body bytes and no body byte
+    # copied in user space.
+    srv = h.Server()
+    with srv:
+        c = srv.client()
+        c.ehlo()
+        body = HDR + b"..stuffed\r\n.\r\n" + b"z" * 100000 + b"\r\n"
+        c.send_message(body)
+        c.cmd("MAIL FROM:<sender@example.com>", h.R_MAIL_OK)
+        c.cmd("RCPT TO:<rcpt@example.com>", h.R_RCPT_OK)
+        c.cmd("DATA", h.R_DATA)
+        c.send_slowly(h.dot_stuff(body) + b".\r\n", piece=4096, pause=0.001)
+        c.queued()
+        c.cmd("MAIL FROM:<sender@example.com>", h.R_MAIL_OK)
+        c.cmd("RCPT TO:<rcpt@example.com>", h.R_RCPT_OK)
+        c.send(b"BDAT %d\r\n" % len(body) + body)
+        c.expect(h.r_chunk(len(body)))
+        c.send(b"BDAT 5 LAST\r\nfinal")
+        c.queued()
+        c.quit()
+    st = srv.stats()
+    check("body_copied" in st and "body_bytes" in st, "stats lack body_bytes/body_copied: %r"
+          % st)
+    check(int(st["body_bytes"]) >= 3 * len(body), "body_bytes=%s after 3 messages of %d bytes"
+          % (st["body_bytes"], len(body)))
+    check_eq(st["body_copied"], "0", "body bytes copied in user space (plaintext)")
+
+
+@suite.case
 def ipv6_listener():
     if not h.have_ipv6_loopback():
         raise h.Skip("no IPv6 loopback on this machine")
