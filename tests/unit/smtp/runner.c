@@ -667,6 +667,10 @@ static enum feed_end feed(struct host *h, uint8_t *buf, size_t len, struct buf *
 			used = len;
 		}
 		*abs_used += used;
+		/* The shard spares sessions in a transaction at shutdown: never one the host holds.
+		 */
+		if ((h->txn || h->defer) && !smtp_in_transaction(&h->s))
+			fail(h, "host has a transaction, smtp_in_transaction says none");
 		size_t left = len - used;
 		switch (r) {
 		case SMTP_MORE:
