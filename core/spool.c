@@ -1,0 +1,2731 @@
+/*
+ * spool.c - segment and maildir spools (writer side) and the spool reader.
+ *
+ * The formats are described in spool.h. Invariants of the writer side:
+ *  - body bytes go from the msg's slices to pwritev; nothing copies them.
+ *    Record headers, envelopes and trace headers are built in a bounded
+ *    arena and written in the same pwritev as the bodies that follow them;
+ *  - synced_off <= flushed_off <= end_off: everything before synced_off is
+ *    durable, before flushed_off handed to the kernel, before end_off queued
+ *    in the iovec array;
+ *  - after a failed batch the segment is cut back to synced_off, and every
+ *    message with a record past it is remembered as failed (the in-flight
+ *    table) until its FINAL or ABORT;
+ *  - every table, buffer and loop has a bound fixed at spool_open.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "crc32c.h"
+#include "log.h"
+#include "spool.h"
+
+/* The longest envelope for a given recipient count (strings bounded by struct envelope). */
+#define ENV_STRINGS_MAX                                                                            \
+	(5 * 2 + CLIENT_ADDR_MAX + HELO_MAX + TLS_DESC_MAX + DOMAIN_MAX + PATH_MAX_OCTETS)
+#define ENV_MAX_FOR(n) (SPOOL_ENV_FIXED + ENV_STRINGS_MAX + (uint64_t)(n) * (2 + PATH_MAX_OCTETS))
+#define SPOOL_ENV_MAX  ENV_MAX_FOR(RCPT_LIMIT_MAX)
+/* Maildir header lines: every byte may be escaped as \xHH (4 bytes). */
+#define MD_LINE_SLACK 64
+#define MD_HDR_MAX_FOR(n)                                                                          \
+	(MD_LINE_SLACK * 2 + 4 * (uint64_t)ENV_STRINGS_MAX + 128 +                                 \
+	 (uint64_t)(n) * (4 * PATH_MAX_OCTETS + MD_LINE_SLACK))
+#define MD_HDR_MAX  MD_HDR_MAX_FOR(RCPT_LIMIT_MAX)
+#define ARENA_SLACK (256u * 1024) /* room to coalesce many small records in one pwritev */
+#define IOV_CAP                                                                                    \
+	1024u			    /* iovecs per pwritev: Linux UIO_MAXIOV (<limits.h> is         \
+				     * shadowed by core/limits.h, so no IOV_MAX here) */
+#define SCRATCH_SIZE   (64u * 1024) /* read buffer of recovery and the reader */
+#define SEG_NAME_LEN   33	    /* "wNN-" 16 hex "-" 8 hex ".seg" */
+#define SEG_SEQ_TRIES  64	    /* names tried when one already exists */
+#define DIR_FILES_MAX  (1u << 20)   /* directory entries a scan considers */
+#define RESYNC_TRIES   4096u	    /* candidate records tried after a bad one */
+#define RD_PENDING_MAX (1u << 22)   /* messages with parts and no FINAL yet (reader) */
+#define RD_PARTS_MAX   (1u << 20)   /* parts of one message (reader) */
+#define MD_HOST_MAX    200	    /* host part of a maildir name (NAME_MAX is 255) */
+#define MD_NAME_MAX    (40 + QID_LEN + MD_HOST_MAX)
+
+static_assert(SPOOL_ENV_MAX < SPOOL_REC_MAX, "an envelope fits in a record");
+static_assert(SPOOL_REC_HDR_LEN + SPOOL_ENV_MAX + SPOOL_TRACE_MAX < UINT32_MAX, "u32 lengths");
+static_assert(QID_LEN == 16, "the record header holds a 16-byte qid");
+static_assert(WRITERS_MAX <= 100, "writer numbers are two digits in names");
+
+/* ---- little-endian fields ---- */
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint16_t get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
+}
+
+/* ---- small helpers ---- */
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static int fsync_fd(int fd)
+{
+	return fsync(fd) < 0 ? -errno : 0;
+}
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+/* Creates dir and its parents (0750); an existing directory is fine. */
+static int mkdir_p(const char *dir)
+{
+	char path[4096];
+	size_t len = strlen(dir);
+	if (len == 0 || len >= sizeof(path))
+		return -ENAMETOOLONG;
+	memcpy(path, dir, len + 1);
+	for (size_t i = 1; i <= len; i++) {
+		if (path[i] != '/' && path[i] != 0)
+			continue;
+		char c = path[i];
+		path[i] = 0;
+		if (mkdir(path, 0750) < 0 && errno != EEXIST)
+			return -errno;
+		path[i] = c;
+	}
+	return 0;
+}
+
+static int open_subdir(int dirfd, const char *name, bool create)
+{
+	if (create && mkdirat(dirfd, name, 0750) < 0 && errno != EEXIST)
+		return -errno;
+	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+/* renameat that never replaces an existing file (where the filesystem can tell). */
+static int rename_noreplace(int from_dir, const char *from, int to_dir, const char *to)
+{
+	if (renameat2(from_dir, from, to_dir, to, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return -errno;
+	if (faccessat(to_dir, to, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+		return -EEXIST;
+	return renameat(from_dir, from, to_dir, to) < 0 ? -errno : 0;
+}
+
+/* Writes iov[0..n) at off, whatever the partial writes; iov is consumed. */
+static int pwritev_all(int fd, struct iovec *iov, unsigned n, uint64_t off)
+{
+	unsigned i = 0;
+	while (i < n) {
+		unsigned cnt = n - i < IOV_CAP ? n - i : IOV_CAP;
+		ssize_t w = pwritev(fd, iov + i, (int)cnt, (off_t)off);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (w == 0)
+			return -EIO;
+		off += (uint64_t)w;
+		size_t left = (size_t)w;
+		while (i < n && left >= iov[i].iov_len) {
+			left -= iov[i].iov_len;
+			i++;
+		}
+		if (left > 0) {
+			iov[i].iov_base = (uint8_t *)iov[i].iov_base + left;
+			iov[i].iov_len -= left;
+		}
+	}
+	return 0;
+}
+
+/* Reads exactly len bytes at off: 0, -ENODATA at end of file, or -errno. */
+static int pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+	uint8_t *p = buf;
+	while (len > 0) {
+		ssize_t r = pread(fd, p, len, (off_t)off);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (r == 0)
+			return -ENODATA;
+		p += r;
+		len -= (size_t)r;
+		off += (uint64_t)r;
+	}
+	return 0;
+}
+
+static bool qid_valid(const char *qid)
+{
+	size_t n = strnlen(qid, QID_LEN + 1);
+	if (n == 0 || n > QID_LEN)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)qid[i];
+		if (c <= 0x20 || c >= 0x7f || c == '/' || c == '\\')
+			return false;
+	}
+	return true;
+}
+
+/* ---- qid -> index map: open addressing, linear probing, backward-shift delete ---- */
+
+struct qidslot {
+	char qid[QID_LEN]; /* NUL-padded; qid[0] == 0: empty */
+	uint32_t val;
+};
+
+struct qidmap {
+	struct qidslot *slot; /* owned: mask + 1 entries */
+	uint32_t mask;
+	uint32_t count;
+};
+
+static int qidmap_init(struct qidmap *m, uint32_t max)
+{
+	uint32_t cap = 16;
+	while (cap < 2 * max && cap < (1u << 30))
+		cap <<= 1;
+	m->slot = calloc(cap, sizeof(*m->slot));
+	if (!m->slot)
+		return -ENOMEM;
+	m->mask = cap - 1;
+	m->count = 0;
+	return 0;
+}
+
+static void qidmap_free(struct qidmap *m)
+{
+	free(m->slot);
+	m->slot = NULL;
+}
+
+static uint32_t qid_hash(const char key[QID_LEN])
+{
+	return crc32c(0, key, QID_LEN);
+}
+
+static void qid_key(char key[QID_LEN], const char *qid)
+{
+	memset(key, 0, QID_LEN);
+	memcpy(key, qid, strnlen(qid, QID_LEN));
+}
+
+/* The slot holding key, or the empty slot where it would go. */
+static struct qidslot *qidmap_slot(const struct qidmap *m, const char key[QID_LEN])
+{
+	uint32_t i = qid_hash(key) & m->mask;
+	for (uint32_t n = 0; n <= m->mask; n++, i = (i + 1) & m->mask) {
+		struct qidslot *s = &m->slot[i];
+		if (s->qid[0] == 0 || memcmp(s->qid, key, QID_LEN) == 0)
+			return s;
+	}
+	abort(); /* the map is never more than half full */
+}
+
+static uint32_t *qidmap_find(const struct qidmap *m, const char *qid)
+{
+	char key[QID_LEN];
+	qid_key(key, qid);
+	struct qidslot *s = qidmap_slot(m, key);
+	return s->qid[0] ? &s->val : NULL;
+}
+
+/* Adds qid (not present). -ENOSPC when the map is half full. */
+static int qidmap_put(struct qidmap *m, const char *qid, uint32_t val)
+{
+	if (m->count + 1 > (m->mask + 1) / 2)
+		return -ENOSPC;
+	char key[QID_LEN];
+	qid_key(key, qid);
+	struct qidslot *s = qidmap_slot(m, key);
+	if (s->qid[0] == 0)
+		m->count++;
+	memcpy(s->qid, key, QID_LEN);
+	s->val = val;
+	return 0;
+}
+
+static void qidmap_del(struct qidmap *m, const char *qid)
+{
+	char key[QID_LEN];
+	qid_key(key, qid);
+	struct qidslot *s = qidmap_slot(m, key);
+	if (s->qid[0] == 0)
+		return;
+	uint32_t i = (uint32_t)(s - m->slot);
+	m->count--;
+	/* Backward shift: move later entries of the probe run into the hole. */
+	for (uint32_t n = 0; n <= m->mask; n++) {
+		uint32_t j = i;
+		for (;;) {
+			j = (j + 1) & m->mask;
+			if (m->slot[j].qid[0] == 0) {
+				m->slot[i].qid[0] = 0;
+				return;
+			}
+			uint32_t home = qid_hash(m->slot[j].qid) & m->mask;
+			/* j's entry may move to i when i lies cyclically in [home, j). */
+			if (((j - home) & m->mask) >= ((j - i) & m->mask))
+				break;
+		}
+		m->slot[i] = m->slot[j];
+		i = j;
+	}
+	m->slot[i].qid[0] = 0;
+}
+
+/* ---- text building ---- */
+
+struct sbuf {
+	char *p;
+	size_t len;
+	size_t cap; /* p holds cap bytes; len < cap unless over */
+	bool over;
+};
+
+static void sb_put(struct sbuf *b, const void *s, size_t n)
+{
+	if (b->over || n >= b->cap - b->len) {
+		b->over = true;
+		return;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+}
+
+static void sb_puts(struct sbuf *b, const char *s)
+{
+	sb_put(b, s, strlen(s));
+}
+
+__attribute__((format(printf, 2, 3))) static void sb_printf(struct sbuf *b, const char *fmt, ...)
+{
+	if (b->over)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= b->cap - b->len) {
+		b->over = true;
+		return;
+	}
+	b->len += (size_t)n;
+}
+
+/* Client text in a trace header: printable ASCII, anything else '?'. */
+static void sb_put_printable(struct sbuf *b, const char *s, size_t max)
+{
+	size_t n = strnlen(s, max);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		char o = c >= 0x20 && c < 0x7f ? (char)c : '?';
+		sb_put(b, &o, 1);
+	}
+}
+
+/* Escapes a path (value = false) or a key=value value (value = true) as \xHH. */
+static void sb_put_escaped(struct sbuf *b, const char *s, size_t max, bool value)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t n = strnlen(s, max);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		bool esc = c < 0x20 || c == 0x7f || c == '\\';
+		if (value)
+			esc = esc || c == ' ' || c == '=' || c >= 0x80;
+		if (esc) {
+			char e[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
+			sb_put(b, e, 4);
+		} else {
+			sb_put(b, &s[i], 1);
+		}
+	}
+}
+
+/* RFC 5322 3.3 date-time in UTC, e.g. "Tue, 14 Nov 2023 22:13:20 +0000". */
+static void sb_put_date(struct sbuf *b, uint64_t time_us)
+{
+	static const char wday[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+	static const char mon[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+					"Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	time_t t = (time_t)(time_us / 1000000u);
+	struct tm tm;
+	if (!gmtime_r(&t, &tm)) {
+		memset(&tm, 0, sizeof(tm));
+		tm.tm_year = 70;
+		tm.tm_mday = 1;
+		tm.tm_wday = 4;
+	}
+	sb_printf(b, "%s, %d %s %04d %02d:%02d:%02d +0000", wday[tm.tm_wday % 7], tm.tm_mday,
+		  mon[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+size_t spool_format_trace(char *dst, size_t cap, const struct envelope *env, const char *host)
+{
+	struct sbuf b = {.p = dst, .len = 0, .cap = cap, .over = false};
+	bool tls = env->tls[0] != 0;
+	const char *proto;
+	if (env->flags & ENV_SMTPUTF8)
+		proto = tls ? "UTF8SMTPS" : "UTF8SMTP";
+	else if (env->flags & ENV_ESMTP)
+		proto = tls ? "ESMTPS" : "ESMTP";
+	else
+		proto = "SMTP";
+	if (env->myhostname[0])
+		host = env->myhostname;
+
+	sb_puts(&b, "Received: from ");
+	sb_put_printable(&b, env->helo, sizeof(env->helo));
+	sb_puts(&b, " ([");
+	sb_put_printable(&b, env->client_addr, sizeof(env->client_addr));
+	sb_printf(&b, "]:%u)\r\n\tby ", (unsigned)env->client_port);
+	sb_put_printable(&b, host, DOMAIN_MAX);
+	sb_printf(&b, " (mxring) with %s id ", proto);
+	sb_put_printable(&b, env->qid, sizeof(env->qid));
+	if (tls) {
+		/* env->tls is "PROTOCOL CIPHER". */
+		size_t n = strnlen(env->tls, sizeof(env->tls));
+		const char *sp = memchr(env->tls, ' ', n);
+		char proto_name[TLS_DESC_MAX];
+		size_t pn = sp ? (size_t)(sp - env->tls) : n;
+		memcpy(proto_name, env->tls, pn);
+		proto_name[pn] = 0;
+		sb_puts(&b, "\r\n\t(using ");
+		sb_put_printable(&b, proto_name, sizeof(proto_name));
+		if (sp && sp[1]) {
+			sb_puts(&b, " with cipher ");
+			sb_put_printable(&b, sp + 1, n - pn - 1);
+		}
+		sb_puts(&b, "); ");
+	} else {
+		sb_puts(&b, ";\r\n\t");
+	}
+	sb_put_date(&b, env->time_us);
+	sb_puts(&b, "\r\n");
+	if (b.over)
+		return 0; /* cap < SPOOL_TRACE_MAX: a programmer error the callers check */
+	dst[b.len] = 0;
+	return b.len;
+}
+
+/* ---- envelope encoding (segment FINAL records) ---- */
+
+/* Bytes the envelope of env takes, or 0 when a field is over its bound. */
+static uint64_t env_size(const struct envelope *env)
+{
+	uint64_t n = SPOOL_ENV_FIXED + 5 * 2;
+	n += strnlen(env->client_addr, sizeof(env->client_addr));
+	n += strnlen(env->helo, sizeof(env->helo));
+	n += strnlen(env->tls, sizeof(env->tls));
+	n += strnlen(env->myhostname, sizeof(env->myhostname));
+	n += strnlen(env->from, sizeof(env->from));
+	if (env->nrcpt == 0 || env->nrcpt > RCPT_LIMIT_MAX || !env->rcpts ||
+	    env->rcpts_len > env->rcpts_cap)
+		return 0;
+	const char *r = env->rcpts, *end = env->rcpts + env->rcpts_len;
+	for (uint32_t i = 0; i < env->nrcpt; i++) {
+		size_t len = strnlen(r, (size_t)(end - r));
+		if (r + len >= end || len > PATH_MAX_OCTETS)
+			return 0;
+		n += 2 + len;
+		r += len + 1;
+	}
+	return n;
+}
+
+static uint8_t *env_put_str(uint8_t *p, const char *s, size_t max)
+{
+	size_t n = strnlen(s, max);
+	put16(p, (uint16_t)n);
+	memcpy(p + 2, s, n);
+	return p + 2 + n;
+}
+
+/* Encodes env into p (env_size(env) bytes). */
+static void env_encode(uint8_t *p, const struct envelope *env, uint64_t body_size, uint32_t nparts,
+		       uint32_t trace_len)
+{
+	put64(p + 0, env->time_us);
+	put64(p + 8, trace_len + body_size);
+	put64(p + 16, body_size);
+	put32(p + 24, nparts);
+	put32(p + 28, env->flags);
+	put32(p + 32, trace_len);
+	put32(p + 36, env->nrcpt);
+	put16(p + 40, env->client_port);
+	put16(p + 42, 0);
+	p += SPOOL_ENV_FIXED;
+	p = env_put_str(p, env->client_addr, sizeof(env->client_addr));
+	p = env_put_str(p, env->helo, sizeof(env->helo));
+	p = env_put_str(p, env->tls, sizeof(env->tls));
+	p = env_put_str(p, env->myhostname, sizeof(env->myhostname));
+	p = env_put_str(p, env->from, sizeof(env->from));
+	const char *r = env->rcpts;
+	for (uint32_t i = 0; i < env->nrcpt; i++) {
+		size_t len = strlen(r);
+		p = env_put_str(p, r, len);
+		r += len + 1;
+	}
+}
+
+/* What the FINAL's envelope says about the whole message. */
+struct env_totals {
+	uint64_t msg_size;
+	uint64_t body_size;
+	uint32_t nparts;
+	uint32_t trace_len;
+};
+
+static int env_get_str(const uint8_t **p, const uint8_t *end, char *dst, size_t cap)
+{
+	if (end - *p < 2)
+		return -EBADMSG;
+	size_t n = get16(*p);
+	if ((size_t)(end - *p) - 2 < n || n >= cap || memchr(*p + 2, 0, n))
+		return -EBADMSG;
+	memcpy(dst, *p + 2, n);
+	dst[n] = 0;
+	*p += 2 + n;
+	return 0;
+}
+
+/* Decodes an envelope; recipients go packed into rcpts (cap bytes). */
+static int env_decode(const uint8_t *p, size_t len, struct envelope *env, char *rcpts, size_t cap,
+		      struct env_totals *t)
+{
+	const uint8_t *end = p + len;
+	if (len < SPOOL_ENV_FIXED)
+		return -EBADMSG;
+	memset(env, 0, sizeof(*env));
+	env->time_us = get64(p);
+	t->msg_size = get64(p + 8);
+	t->body_size = get64(p + 16);
+	t->nparts = get32(p + 24);
+	env->flags = get32(p + 28);
+	t->trace_len = get32(p + 32);
+	env->nrcpt = get32(p + 36);
+	env->client_port = get16(p + 40);
+	if (env->nrcpt == 0 || env->nrcpt > RCPT_LIMIT_MAX || t->nparts == 0 ||
+	    t->msg_size != t->trace_len + t->body_size)
+		return -EBADMSG;
+	p += SPOOL_ENV_FIXED;
+	if (env_get_str(&p, end, env->client_addr, sizeof(env->client_addr)) ||
+	    env_get_str(&p, end, env->helo, sizeof(env->helo)) ||
+	    env_get_str(&p, end, env->tls, sizeof(env->tls)) ||
+	    env_get_str(&p, end, env->myhostname, sizeof(env->myhostname)) ||
+	    env_get_str(&p, end, env->from, sizeof(env->from)))
+		return -EBADMSG;
+	size_t used = 0;
+	for (uint32_t i = 0; i < env->nrcpt; i++) {
+		char addr[PATH_MAX_OCTETS + 1];
+		if (env_get_str(&p, end, addr, sizeof(addr)))
+			return -EBADMSG;
+		size_t n = strlen(addr);
+		if (n + 1 > cap - used)
+			return -EBADMSG;
+		memcpy(rcpts + used, addr, n + 1);
+		used += n + 1;
+	}
+	if (p != end)
+		return -EBADMSG;
+	env->rcpts = rcpts;
+	env->rcpts_len = (uint32_t)used;
+	env->rcpts_cap = (uint32_t)cap;
+	return 0;
+}
+
+/* ---- record headers ---- */
+
+struct rec_hdr {
+	uint8_t type;
+	uint32_t hdr_len;
+	uint32_t rec_len;
+	uint32_t crc;
+	uint32_t part;
+	char qid[QID_LEN + 1];
+	uint64_t body_off;
+	uint32_t env_len;
+	uint32_t trace_len;
+	uint64_t body_len;
+};
+
+static void rec_hdr_encode(uint8_t *p, const struct rec_hdr *h)
+{
+	put32(p + 0, SPOOL_REC_MAGIC);
+	p[4] = h->type;
+	p[5] = SPOOL_REC_VERSION;
+	put16(p + 6, 0);
+	put32(p + 8, SPOOL_REC_HDR_LEN);
+	put32(p + 12, h->rec_len);
+	put32(p + 16, h->crc);
+	put32(p + 20, h->part);
+	memset(p + 24, 0, QID_LEN);
+	memcpy(p + 24, h->qid, strnlen(h->qid, QID_LEN));
+	put64(p + 40, h->body_off);
+	put32(p + 48, h->env_len);
+	put32(p + 52, h->trace_len);
+	put64(p + 56, h->body_len);
+}
+
+/* CRC of a record whose first hdr_len bytes are hdr, before the rest. */
+static uint32_t rec_crc_start(const uint8_t *hdr, size_t hdr_len)
+{
+	uint32_t c = crc32c(0, hdr, 16);
+	return crc32c(c, hdr + 20, hdr_len - 20);
+}
+
+/* Decodes and checks the fixed fields (not the CRC). 0 or -EBADMSG. */
+static int rec_hdr_decode(const uint8_t *p, struct rec_hdr *h)
+{
+	if (get32(p) != SPOOL_REC_MAGIC || p[5] != SPOOL_REC_VERSION)
+		return -EBADMSG;
+	h->type = p[4];
+	h->hdr_len = get32(p + 8);
+	h->rec_len = get32(p + 12);
+	h->crc = get32(p + 16);
+	h->part = get32(p + 20);
+	memcpy(h->qid, p + 24, QID_LEN);
+	h->qid[QID_LEN] = 0;
+	h->body_off = get64(p + 40);
+	h->env_len = get32(p + 48);
+	h->trace_len = get32(p + 52);
+	h->body_len = get64(p + 56);
+	if (h->type != SPOOL_REC_PART && h->type != SPOOL_REC_FINAL)
+		return -EBADMSG;
+	if (h->hdr_len < SPOOL_REC_HDR_LEN || h->hdr_len > 4096 || h->rec_len > SPOOL_REC_MAX)
+		return -EBADMSG;
+	if (h->body_len > SPOOL_REC_MAX ||
+	    (uint64_t)h->hdr_len + h->env_len + h->trace_len + h->body_len != h->rec_len)
+		return -EBADMSG;
+	if (h->type == SPOOL_REC_PART ? h->env_len != 0
+				      : h->env_len < SPOOL_ENV_FIXED || h->env_len > SPOOL_ENV_MAX)
+		return -EBADMSG;
+	if (h->trace_len > SPOOL_TRACE_MAX || (h->part != 0 && h->trace_len != 0))
+		return -EBADMSG;
+	if (h->body_off > UINT64_MAX / 2)
+		return -EBADMSG;
+	for (size_t i = strnlen(h->qid, QID_LEN); i < QID_LEN; i++)
+		if (h->qid[i] != 0)
+			return -EBADMSG;
+	return qid_valid(h->qid) ? 0 : -EBADMSG;
+}
+
+/*
+ * Checks the record at off of a file of size bytes: 0 and *h when it is
+ * whole and its CRC matches, -EBADMSG when not, -errno when reading failed.
+ * *torn is set when the header is plausible but the file ends inside it.
+ */
+static int rec_check(int fd, uint64_t off, uint64_t size, struct rec_hdr *h, uint8_t *buf,
+		     size_t cap, bool *torn)
+{
+	uint8_t hb[SPOOL_REC_HDR_LEN];
+	*torn = false;
+	if (size - off < SPOOL_REC_HDR_LEN) {
+		size_t n = (size_t)(size - off);
+		int r = pread_all(fd, hb, n, off);
+		if (r < 0)
+			return r == -ENODATA ? -EBADMSG : r;
+		uint8_t magic[4];
+		put32(magic, SPOOL_REC_MAGIC);
+		*torn = memcmp(hb, magic, n < 4 ? n : 4) == 0;
+		return -EBADMSG;
+	}
+	int r = pread_all(fd, hb, sizeof(hb), off);
+	if (r < 0)
+		return r == -ENODATA ? -EBADMSG : r;
+	if (rec_hdr_decode(hb, h) < 0)
+		return -EBADMSG;
+	if (h->rec_len > size - off) {
+		*torn = true;
+		return -EBADMSG;
+	}
+	uint32_t c = rec_crc_start(hb, SPOOL_REC_HDR_LEN);
+	uint64_t pos = off + SPOOL_REC_HDR_LEN, end = off + h->rec_len;
+	while (pos < end) {
+		size_t n = end - pos < cap ? (size_t)(end - pos) : cap;
+		r = pread_all(fd, buf, n, pos);
+		if (r < 0)
+			return r == -ENODATA ? -EBADMSG : r;
+		c = crc32c(c, buf, n);
+		pos += n;
+	}
+	return c == h->crc ? 0 : -EBADMSG;
+}
+
+/*
+ * Looks for the first valid record after a bad one at off: 0 and *found, or
+ * -ENOENT (none within RESYNC_TRIES candidates), or -errno.
+ */
+static int rec_resync(int fd, uint64_t off, uint64_t size, uint64_t *found, uint8_t *buf,
+		      size_t cap)
+{
+	uint8_t win[4096], magic[4];
+	unsigned tries = 0;
+	put32(magic, SPOOL_REC_MAGIC);
+	for (uint64_t pos = off + 1; pos + SPOOL_REC_HDR_LEN <= size;) {
+		size_t n = size - pos < sizeof(win) ? (size_t)(size - pos) : sizeof(win);
+		int r = pread_all(fd, win, n, pos);
+		if (r < 0)
+			return r == -ENODATA ? -ENOENT : r;
+		for (size_t i = 0; i + 4 <= n; i++) {
+			if (memcmp(win + i, magic, 4) != 0)
+				continue;
+			struct rec_hdr h;
+			bool torn;
+			r = rec_check(fd, pos + i, size, &h, buf, cap, &torn);
+			if (r == 0) {
+				*found = pos + i;
+				return 0;
+			}
+			if (r != -EBADMSG)
+				return r;
+			if (++tries >= RESYNC_TRIES)
+				return -ENOENT;
+		}
+		if (n < 4)
+			break;
+		pos += n - 3;
+	}
+	return -ENOENT;
+}
+
+/* Parses "wNN-<16 hex>-<8 hex>.seg". */
+static bool seg_name_parse(const char *name, unsigned *writer, uint64_t *run_us, uint32_t *seq)
+{
+	if (strlen(name) != SEG_NAME_LEN || name[0] != 'w' || name[3] != '-' || name[20] != '-' ||
+	    strcmp(name + 29, ".seg") != 0)
+		return false;
+	unsigned w = 0;
+	uint64_t run = 0;
+	uint32_t s = 0;
+	for (int i = 1; i < 29; i++) {
+		char c = name[i];
+		if (i == 3 || i == 20)
+			continue;
+		if (i < 3) {
+			if (c < '0' || c > '9')
+				return false;
+			w = w * 10 + (unsigned)(c - '0');
+			continue;
+		}
+		unsigned d;
+		if (c >= '0' && c <= '9')
+			d = (unsigned)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			d = (unsigned)(c - 'a' + 10);
+		else
+			return false;
+		if (i < 20)
+			run = run << 4 | d;
+		else
+			s = s << 4 | d;
+	}
+	*writer = w;
+	*run_us = run;
+	*seq = s;
+	return true;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * Lists the names in dirfd accepted by keep (NULL: all but dot files),
+ * sorted, at most DIR_FILES_MAX. *names is an owned array of owned strings.
+ */
+static int dir_list(int dirfd, bool (*keep)(const char *name, void *arg), void *arg, char ***names,
+		    uint32_t *count)
+{
+	int fd = dup(dirfd);
+	if (fd < 0)
+		return -errno;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		int e = -errno;
+		close(fd);
+		return e;
+	}
+	rewinddir(d);
+	char **v = NULL;
+	uint32_t n = 0, cap = 0;
+	int err = 0;
+	struct dirent *de;
+	while ((errno = 0, de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.' || (keep && !keep(de->d_name, arg)))
+			continue;
+		if (n >= DIR_FILES_MAX) {
+			err = -E2BIG;
+			break;
+		}
+		if (n == cap) {
+			uint32_t ncap = cap ? cap * 2 : 64;
+			char **nv = realloc(v, ncap * sizeof(*nv));
+			if (!nv) {
+				err = -ENOMEM;
+				break;
+			}
+			v = nv;
+			cap = ncap;
+		}
+		v[n] = strdup(de->d_name);
+		if (!v[n]) {
+			err = -ENOMEM;
+			break;
+		}
+		n++;
+	}
+	if (!err && errno)
+		err = -errno;
+	closedir(d);
+	if (err) {
+		for (uint32_t i = 0; i < n; i++)
+			free(v[i]);
+		free(v);
+		return err;
+	}
+	if (n > 1)
+		qsort(v, n, sizeof(*v), name_cmp);
+	*names = v;
+	*count = n;
+	return 0;
+}
+
+static void names_free(char **v, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+/* ======================= writer side ======================= */
+
+/* A message whose parts were written and whose FINAL or ABORT has not come. */
+struct inflight {
+	uint64_t next_off;     /* client body bytes stored so far */
+	uint64_t file_off;     /* maildir: bytes in the tmp file */
+	uint64_t gen;	       /* sp->gen when its last record was queued */
+	uint32_t next_part;    /* the part expected next */
+	uint32_t trace_len;    /* of the trace header written with part 0 */
+	uint32_t next_free;    /* free list link */
+	int err;	       /* 0, or why the message failed */
+	int fd;		       /* maildir: the tmp file (owned), else -1 */
+	char qid[QID_LEN + 1]; /* "" when the entry is free */
+};
+
+/* A maildir FINAL renamed into new/ in this batch, until new/ is fsync'ed. */
+struct md_done {
+	uint64_t time_us;
+	char qid[QID_LEN + 1];
+};
+
+struct spool {
+	enum spool_format format;
+	unsigned writer;
+	unsigned nwriters;
+	uint64_t segment_size;
+	char dir[sizeof(((struct config *)0)->spool_dir)];
+	char host[DOMAIN_MAX + 1];
+	char host_enc[MD_HOST_MAX + 1]; /* host as a maildir name part, cut */
+	int lockfd;
+	int dirfd;
+	int activefd, readyfd; /* segment */
+	int tmpfd, newfd;      /* maildir */
+
+	/* Segment being appended to. */
+	int segfd;
+	char segname[SEG_NAME_LEN + 1];
+	uint64_t run_us; /* spool_open time: the run part of segment names */
+	uint32_t seq;
+	uint64_t end_off;     /* end of the records queued so far */
+	uint64_t flushed_off; /* end of what pwritev has taken */
+	uint64_t synced_off;  /* end of what fdatasync has made durable */
+	bool final_pending;   /* a FINAL was queued since the last sync */
+	bool need_truncate;   /* cutting back after a failure failed: retry */
+	int batch_err;	      /* first failure of this batch */
+
+	unsigned batch_n, batch_max;
+	uint64_t gen; /* bumped at each successful sync and each failure */
+	uint64_t syncs;
+
+	/* Pending pwritev: iov[0..niov) of wb_bytes, to wb_fd at *wb_off. */
+	struct iovec *iov; /* owned: IOV_CAP */
+	unsigned niov;
+	uint64_t wb_bytes;
+	int wb_fd;
+	uint64_t *wb_off;
+	uint8_t *arena; /* owned: record headers, envelopes, traces */
+	size_t arena_len, arena_cap;
+	uint8_t *scratch; /* owned: SCRATCH_SIZE, recovery reads */
+
+	struct qidmap map;    /* qid -> index in ent */
+	struct inflight *ent; /* owned: ent_cap */
+	uint32_t ent_cap, free_head, nlive;
+
+	struct md_done *done; /* owned: batch_max */
+	unsigned ndone;
+};
+
+static bool writer_owned(const struct spool *sp, unsigned n)
+{
+	return n == sp->writer || (n >= sp->nwriters && n % sp->nwriters == sp->writer);
+}
+
+/* ---- in-flight table ---- */
+
+static struct inflight *ent_get(struct spool *sp, const char *qid)
+{
+	uint32_t *v = qidmap_find(&sp->map, qid);
+	return v ? &sp->ent[*v] : NULL;
+}
+
+static struct inflight *ent_add(struct spool *sp, const char *qid)
+{
+	if (sp->free_head == UINT32_MAX)
+		return NULL;
+	uint32_t i = sp->free_head;
+	if (qidmap_put(&sp->map, qid, i) < 0)
+		return NULL;
+	struct inflight *e = &sp->ent[i];
+	sp->free_head = e->next_free;
+	memset(e, 0, sizeof(*e));
+	e->fd = -1;
+	e->next_free = UINT32_MAX;
+	memcpy(e->qid, qid, strnlen(qid, QID_LEN));
+	sp->nlive++;
+	return e;
+}
+
+static void md_tmp_name(const struct spool *sp, const char *qid, char *name, size_t cap)
+{
+	snprintf(name, cap, "%s.w%02u", qid, sp->writer);
+}
+
+/* Maildir: closes and unlinks the tmp file of e, if it has one. */
+static void md_discard(struct spool *sp, struct inflight *e)
+{
+	if (e->fd < 0)
+		return;
+	char name[QID_LEN + 8];
+	close_fd(&e->fd);
+	md_tmp_name(sp, e->qid, name, sizeof(name));
+	if (unlinkat(sp->tmpfd, name, 0) < 0 && errno != ENOENT)
+		log_line("spool=%s writer=%u action=unlink file=tmp/%s error=\"%s\"", sp->dir,
+			 sp->writer, name, strerror(errno));
+}
+
+/* Forgets e: its tmp file goes; e may be a table entry or a caller's local one. */
+static void ent_del(struct spool *sp, struct inflight *e)
+{
+	md_discard(sp, e);
+	if (e < sp->ent || e >= sp->ent + sp->ent_cap)
+		return;
+	qidmap_del(&sp->map, e->qid);
+	e->qid[0] = 0;
+	e->next_free = sp->free_head;
+	sp->free_head = (uint32_t)(e - sp->ent);
+	sp->nlive--;
+}
+
+static void ent_fail(struct spool *sp, struct inflight *e, int err)
+{
+	if (!e->err)
+		e->err = err;
+	md_discard(sp, e);
+}
+
+/* A batch failed: every message with a record queued since the last sync failed. */
+static void ent_fail_dirty(struct spool *sp, int err)
+{
+	for (uint32_t i = 0; i < sp->ent_cap && sp->nlive > 0; i++) {
+		struct inflight *e = &sp->ent[i];
+		if (e->qid[0] && e->gen == sp->gen)
+			ent_fail(sp, e, err);
+	}
+	sp->gen++;
+}
+
+/* ---- buffered pwritev ---- */
+
+static void wb_drop(struct spool *sp)
+{
+	sp->niov = 0;
+	sp->wb_bytes = 0;
+	sp->arena_len = 0;
+}
+
+static int wb_flush(struct spool *sp)
+{
+	if (sp->niov == 0)
+		return 0;
+	int r = pwritev_all(sp->wb_fd, sp->iov, sp->niov, *sp->wb_off);
+	if (r == 0)
+		*sp->wb_off += sp->wb_bytes;
+	else if (sp->format == SPOOL_SEGMENT && !sp->batch_err)
+		sp->batch_err = r;
+	wb_drop(sp);
+	return r;
+}
+
+static int wb_add(struct spool *sp, const void *base, size_t len)
+{
+	if (len == 0)
+		return 0;
+	if (sp->niov == IOV_CAP) {
+		int r = wb_flush(sp);
+		if (r < 0)
+			return r;
+	}
+	sp->iov[sp->niov].iov_base = (void *)base;
+	sp->iov[sp->niov].iov_len = len;
+	sp->niov++;
+	sp->wb_bytes += len;
+	return 0;
+}
+
+/* Room for need bytes of metadata in the arena, flushing first if needed. */
+static int wb_arena(struct spool *sp, size_t need, uint8_t **p)
+{
+	if (need > sp->arena_cap)
+		return -EMSGSIZE;
+	if (need > sp->arena_cap - sp->arena_len) {
+		int r = wb_flush(sp);
+		if (r < 0)
+			return r;
+	}
+	*p = sp->arena + sp->arena_len;
+	return 0;
+}
+
+/* ---- checks common to both formats ---- */
+
+/*
+ * Decides whether m may be written: 0 (then *ep is its table entry, NULL for
+ * a one-part message), or the error the message fails with.
+ */
+static int msg_admit(struct spool *sp, const struct msg *m, struct inflight **ep)
+{
+	struct inflight *e = *ep;
+	uint64_t sum = 0;
+
+	for (uint32_t i = 0; i < m->nslices; i++)
+		sum += m->slices[i].len;
+	if (sum != m->part_bytes || (m->nslices && !m->slices))
+		return -EINVAL;
+	if (m->part == 0) {
+		if (e) {
+			log_line(
+			    "spool=%s writer=%u qid=%s error=\"part 0 again without an abort\"",
+			    sp->dir, sp->writer, e->qid);
+			ent_del(sp, e);
+			*ep = e = NULL;
+		}
+		if (m->body_offset != 0)
+			return -EPROTO;
+		if (m->kind == MSG_PART) {
+			e = ent_add(sp, m->env->qid);
+			if (!e)
+				return -ENOBUFS;
+			*ep = e;
+		}
+		return 0;
+	}
+	if (!e)
+		return -ENOBUFS; /* its part 0 was refused: nothing to add to */
+	if (e->err)
+		return e->err;
+	if (m->part != e->next_part || m->body_offset != e->next_off)
+		return -EPROTO;
+	return 0;
+}
+
+/* Books the outcome r of m for its entry e. Returns r. */
+static int msg_done(struct spool *sp, const struct msg *m, struct inflight *e, int r)
+{
+	if (r < 0) {
+		if (e && m->kind == MSG_FINAL)
+			ent_del(sp, e);
+		else if (e)
+			ent_fail(sp, e, r);
+		return r;
+	}
+	if (m->kind == MSG_FINAL) {
+		sp->final_pending = true;
+		if (e)
+			ent_del(sp, e);
+		return 0;
+	}
+	e->next_part++;
+	e->next_off += m->part_bytes;
+	e->gen = sp->gen;
+	return 0;
+}
+
+static int msg_check(const struct msg *m)
+{
+	if (!m || !m->env || !qid_valid(m->env->qid))
+		return -EINVAL;
+	if (m->kind != MSG_PART && m->kind != MSG_FINAL && m->kind != MSG_ABORT)
+		return -EINVAL;
+	return 0;
+}
+
+/* ---- segment format ---- */
+
+static int seg_create(struct spool *sp)
+{
+	int fd = -1;
+	for (int i = 0; i < SEG_SEQ_TRIES && fd < 0; i++) {
+		snprintf(sp->segname, sizeof(sp->segname), "w%02u-%016" PRIx64 "-%08" PRIx32 ".seg",
+			 sp->writer, sp->run_us, sp->seq++);
+		fd = openat(sp->activefd, sp->segname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+			    0640);
+		if (fd < 0 && errno != EEXIST)
+			return -errno;
+	}
+	if (fd < 0)
+		return -EEXIST;
+	/* The name must be durable before any record in the file is acknowledged. */
+	int r = fsync_fd(sp->activefd);
+	if (r < 0) {
+		close(fd);
+		unlinkat(sp->activefd, sp->segname, 0);
+		return r;
+	}
+	sp->segfd = fd;
+	sp->end_off = sp->flushed_off = sp->synced_off = 0;
+	sp->wb_fd = fd;
+	sp->wb_off = &sp->flushed_off;
+	return 0;
+}
+
+/* Queues the record of m (see the format in spool.h). */
+static int seg_queue(struct spool *sp, const struct msg *m, struct inflight *e)
+{
+	const struct envelope *env = m->env;
+	bool first = m->part == 0;
+	uint64_t env_len = 0;
+	if (m->kind == MSG_FINAL) {
+		env_len = env_size(env);
+		if (env_len == 0)
+			return -EINVAL;
+	}
+	if (SPOOL_REC_HDR_LEN + env_len + SPOOL_TRACE_MAX + m->part_bytes > SPOOL_REC_MAX)
+		return -EMSGSIZE;
+
+	uint8_t *p;
+	size_t meta_max = SPOOL_REC_HDR_LEN + env_len + (first ? SPOOL_TRACE_MAX : 0);
+	int r = wb_arena(sp, meta_max, &p);
+	if (r < 0)
+		return r;
+	uint32_t trace_len = 0;
+	if (first) {
+		trace_len = (uint32_t)spool_format_trace((char *)p + SPOOL_REC_HDR_LEN + env_len,
+							 SPOOL_TRACE_MAX, env, sp->host);
+		if (trace_len == 0)
+			return -EINVAL;
+	}
+	uint32_t msg_trace = first ? trace_len : e->trace_len;
+	if (m->kind == MSG_FINAL)
+		env_encode(p + SPOOL_REC_HDR_LEN, env, msg_total_bytes(m), m->part + 1, msg_trace);
+
+	struct rec_hdr h = {
+	    .type = m->kind == MSG_FINAL ? SPOOL_REC_FINAL : SPOOL_REC_PART,
+	    .rec_len = (uint32_t)(SPOOL_REC_HDR_LEN + env_len + trace_len + m->part_bytes),
+	    .crc = 0,
+	    .part = m->part,
+	    .body_off = m->body_offset,
+	    .env_len = (uint32_t)env_len,
+	    .trace_len = trace_len,
+	    .body_len = m->part_bytes,
+	};
+	memcpy(h.qid, env->qid, sizeof(h.qid));
+	rec_hdr_encode(p, &h);
+	size_t meta = SPOOL_REC_HDR_LEN + env_len + trace_len;
+	uint32_t c = rec_crc_start(p, SPOOL_REC_HDR_LEN);
+	c = crc32c(c, p + SPOOL_REC_HDR_LEN, meta - SPOOL_REC_HDR_LEN);
+	for (uint32_t i = 0; i < m->nslices; i++)
+		c = crc32c(c, m->slices[i].base, m->slices[i].len);
+	put32(p + 16, c);
+
+	sp->arena_len += meta;
+	if (e && first)
+		e->trace_len = trace_len;
+	sp->end_off += h.rec_len;
+	r = wb_add(sp, p, meta);
+	for (uint32_t i = 0; r == 0 && i < m->nslices; i++)
+		r = wb_add(sp, m->slices[i].base, m->slices[i].len);
+	return r;
+}
+
+/* Cuts the segment back to its last synced record. */
+static int seg_truncate(struct spool *sp)
+{
+	if (ftruncate(sp->segfd, (off_t)sp->synced_off) < 0 || fdatasync(sp->segfd) < 0) {
+		sp->need_truncate = true;
+		return -errno;
+	}
+	sp->need_truncate = false;
+	return 0;
+}
+
+static void seg_fail(struct spool *sp, int err)
+{
+	wb_drop(sp);
+	ent_fail_dirty(sp, err);
+	sp->final_pending = false;
+	sp->batch_err = 0;
+	sp->end_off = sp->flushed_off = sp->synced_off;
+	int r = sp->segfd >= 0 ? seg_truncate(sp) : 0;
+	log_line("spool=%s writer=%u segment=%s error=\"%s\" cut_to=%" PRIu64 "%s", sp->dir,
+		 sp->writer, sp->segname, strerror(-err), sp->synced_off,
+		 r < 0 ? " truncate=failed" : "");
+}
+
+static int seg_write(struct spool *sp, const struct msg *m)
+{
+	struct inflight *e = ent_get(sp, m->env->qid);
+	if (m->kind == MSG_ABORT) {
+		if (e)
+			ent_del(sp, e);
+		return 0;
+	}
+	int r = msg_admit(sp, m, &e);
+	if (r == 0 && sp->batch_err)
+		r = sp->batch_err;
+	if (r == 0 && sp->need_truncate)
+		r = seg_truncate(sp);
+	if (r == 0 && sp->segfd < 0)
+		r = seg_create(sp);
+	if (r == 0)
+		r = seg_queue(sp, m, e);
+	return msg_done(sp, m, e, r);
+}
+
+/* Moves a finished, synced segment into ready/. */
+static int seg_retire(struct spool *sp)
+{
+	int r = rename_noreplace(sp->activefd, sp->segname, sp->readyfd, sp->segname);
+	if (r < 0)
+		return r;
+	r = fsync_fd(sp->readyfd);
+	int r2 = fsync_fd(sp->activefd);
+	close_fd(&sp->segfd);
+	return r < 0 ? r : r2;
+}
+
+static void seg_rotate(struct spool *sp)
+{
+	char old[SEG_NAME_LEN + 1];
+	memcpy(old, sp->segname, sizeof(old));
+	int r = seg_retire(sp);
+	if (r < 0 && sp->segfd >= 0) {
+		/* Still in active/: append on; the next sync tries again. */
+		log_line("spool=%s writer=%u action=rotate segment=%s error=\"%s\"", sp->dir,
+			 sp->writer, old, strerror(-r));
+		return;
+	}
+	if (r < 0)
+		log_line("spool=%s writer=%u action=rotate segment=%s fsync_error=\"%s\"", sp->dir,
+			 sp->writer, old, strerror(-r));
+	r = seg_create(sp);
+	if (r < 0) /* seg_write tries again */
+		log_line("spool=%s writer=%u action=create error=\"%s\"", sp->dir, sp->writer,
+			 strerror(-r));
+}
+
+static int seg_sync(struct spool *sp)
+{
+	int r = sp->batch_err;
+	if (r == 0)
+		r = wb_flush(sp);
+	if (r == 0 && sp->final_pending) {
+		if (fdatasync(sp->segfd) < 0) {
+			r = -errno;
+		} else {
+			sp->synced_off = sp->flushed_off;
+			sp->final_pending = false;
+			sp->syncs++;
+			sp->gen++;
+		}
+	}
+	if (r < 0) {
+		seg_fail(sp, r);
+		return r;
+	}
+	if (sp->segfd >= 0 && sp->synced_off == sp->end_off && sp->end_off >= sp->segment_size)
+		seg_rotate(sp);
+	return 0;
+}
+
+/* Copies bytes [off, size) of a segment into corrupt/NAME@OFF before they are cut. */
+static int seg_quarantine(struct spool *sp, int fd, const char *name, uint64_t off, uint64_t size)
+{
+	char qname[SEG_NAME_LEN + 32];
+	snprintf(qname, sizeof(qname), "%s@%" PRIu64, name, off);
+	int dfd = open_subdir(sp->dirfd, "corrupt", true);
+	if (dfd < 0)
+		return dfd;
+	int out = openat(dfd, qname, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	int r = out < 0 ? -errno : 0;
+	for (uint64_t pos = off; r == 0 && pos < size;) {
+		size_t n = size - pos < SCRATCH_SIZE ? (size_t)(size - pos) : SCRATCH_SIZE;
+		r = pread_all(fd, sp->scratch, n, pos);
+		struct iovec iov = {.iov_base = sp->scratch, .iov_len = n};
+		if (r == 0)
+			r = pwritev_all(out, &iov, 1, pos - off);
+		pos += n;
+	}
+	if (r == 0 && fdatasync(out) < 0)
+		r = -errno;
+	if (r == 0)
+		r = fsync_fd(dfd);
+	if (out >= 0)
+		close(out);
+	close(dfd);
+	if (r == 0)
+		log_line(
+		    "spool=%s writer=%u action=recover segment=%s saved=corrupt/%s bytes=%" PRIu64,
+		    sp->dir, sp->writer, name, qname, size - off);
+	return r;
+}
+
+/* Checks one segment left in active/, cuts a bad tail, moves it into ready/. */
+static int seg_recover_one(struct spool *sp, const char *name)
+{
+	int fd = openat(sp->activefd, name, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	int r = fstat(fd, &st) < 0 ? -errno : 0;
+	uint64_t size = r == 0 ? (uint64_t)st.st_size : 0, off = 0, nrec = 0;
+	while (r == 0 && off < size) {
+		struct rec_hdr h;
+		bool torn;
+		r = rec_check(fd, off, size, &h, sp->scratch, SCRATCH_SIZE, &torn);
+		if (r == 0) {
+			off += h.rec_len;
+			nrec++;
+		}
+	}
+	if (r == -EBADMSG) {
+		uint64_t next;
+		r = rec_resync(fd, off, size, &next, sp->scratch, SCRATCH_SIZE);
+		if (r == 0) /* valid records follow: not a torn tail, keep a copy */
+			r = seg_quarantine(sp, fd, name, off, size);
+		else if (r == -ENOENT)
+			r = 0;
+		if (r == 0 && ftruncate(fd, (off_t)off) < 0)
+			r = -errno;
+		if (r == 0)
+			log_line("spool=%s writer=%u action=recover segment=%s records=%" PRIu64
+				 " cut_at=%" PRIu64 " cut_bytes=%" PRIu64,
+				 sp->dir, sp->writer, name, nrec, off, size - off);
+	}
+	/* What goes into ready/ must be durable as it is read now. */
+	if (r == 0 && fdatasync(fd) < 0)
+		r = -errno;
+	close(fd);
+	if (r < 0)
+		return r;
+	if (off == 0)
+		return unlinkat(sp->activefd, name, 0) < 0 ? -errno : 0;
+	return rename_noreplace(sp->activefd, name, sp->readyfd, name);
+}
+
+static bool keep_owned_seg(const char *name, void *arg)
+{
+	const struct spool *sp = arg;
+	unsigned w;
+	uint64_t run;
+	uint32_t seq;
+	return seg_name_parse(name, &w, &run, &seq) && writer_owned(sp, w);
+}
+
+static int seg_recover(struct spool *sp)
+{
+	char **names;
+	uint32_t n;
+	int r = dir_list(sp->activefd, keep_owned_seg, sp, &names, &n);
+	if (r < 0)
+		return r;
+	for (uint32_t i = 0; r == 0 && i < n; i++) {
+		r = seg_recover_one(sp, names[i]);
+		if (r < 0)
+			fprintf(stderr, "mxring: spool %s: recovering active/%s: %s\n", sp->dir,
+				names[i], strerror(-r));
+	}
+	if (r == 0 && n > 0) {
+		r = fsync_fd(sp->readyfd);
+		if (r == 0)
+			r = fsync_fd(sp->activefd);
+		log_line("spool=%s writer=%u action=recover segments=%u", sp->dir, sp->writer, n);
+	}
+	names_free(names, n);
+	return r;
+}
+
+/* Syncs what is queued and moves the active segment into ready/ (or drops it if empty). */
+static int seg_close(struct spool *sp)
+{
+	if (sp->segfd < 0)
+		return 0;
+	int r = sp->batch_err;
+	if (r == 0)
+		r = wb_flush(sp);
+	if (r == 0 && sp->end_off > sp->synced_off) {
+		if (fdatasync(sp->segfd) < 0)
+			r = -errno;
+		else
+			sp->synced_off = sp->end_off;
+	}
+	if (r < 0)
+		seg_fail(sp, r);
+	if (sp->need_truncate) /* unknown bytes past synced_off: leave it to recovery */
+		return r;
+	if (sp->synced_off == 0) {
+		close_fd(&sp->segfd);
+		if (unlinkat(sp->activefd, sp->segname, 0) < 0)
+			return r < 0 ? r : -errno;
+		int r2 = fsync_fd(sp->activefd);
+		return r < 0 ? r : r2;
+	}
+	int r2 = seg_retire(sp);
+	return r < 0 ? r : r2;
+}
+
+/* ---- maildir format ---- */
+
+static void md_final_name(const struct spool *sp, uint64_t time_us, const char *qid, char *name,
+			  size_t cap)
+{
+	snprintf(name, cap, "%" PRIu64 ".M%06" PRIu64 "Q%s.%s", time_us / 1000000u,
+		 time_us % 1000000u, qid, sp->host_enc);
+}
+
+/* The envelope header lines (see spool.h) followed by the trace header. */
+static int md_header(struct spool *sp, const struct envelope *env, uint8_t *p, size_t cap,
+		     size_t *len, uint32_t *trace_len)
+{
+	char trace[SPOOL_TRACE_MAX];
+	size_t tl = spool_format_trace(trace, sizeof(trace), env, sp->host);
+	if (tl == 0 || env_size(env) == 0)
+		return -EINVAL;
+	struct sbuf b = {.p = (char *)p, .len = 0, .cap = cap, .over = false};
+	sb_puts(&b, "Return-Path: <");
+	sb_put_escaped(&b, env->from, sizeof(env->from), false);
+	sb_puts(&b, ">\r\nX-Mxring-Envelope: qid=");
+	sb_put_escaped(&b, env->qid, sizeof(env->qid), true);
+	sb_printf(&b, " time=%" PRIu64 " client=", env->time_us);
+	sb_put_escaped(&b, env->client_addr, sizeof(env->client_addr), true);
+	sb_printf(&b, " port=%u helo=", (unsigned)env->client_port);
+	sb_put_escaped(&b, env->helo, sizeof(env->helo), true);
+	sb_puts(&b, " tls=");
+	sb_put_escaped(&b, env->tls, sizeof(env->tls), true);
+	sb_puts(&b, " host=");
+	sb_put_escaped(&b, env->myhostname[0] ? env->myhostname : sp->host, DOMAIN_MAX + 1, true);
+	sb_printf(&b, " flags=0x%" PRIx32 " rcpts=%" PRIu32 " trace=%zu\r\n", env->flags,
+		  env->nrcpt, tl);
+	const char *r = env->rcpts;
+	for (uint32_t i = 0; i < env->nrcpt; i++) {
+		size_t n = strlen(r);
+		sb_puts(&b, "X-Mxring-Rcpt: <");
+		sb_put_escaped(&b, r, n, false);
+		sb_puts(&b, ">\r\n");
+		r += n + 1;
+	}
+	sb_put(&b, trace, tl);
+	if (b.over)
+		return -EMSGSIZE;
+	*len = b.len;
+	*trace_len = (uint32_t)tl;
+	return 0;
+}
+
+/* Appends m to its tmp file (created at part 0); a FINAL is synced and renamed into new/. */
+static int md_queue(struct spool *sp, const struct msg *m, struct inflight *e)
+{
+	const struct envelope *env = m->env;
+	char tmp[QID_LEN + 8];
+	md_tmp_name(sp, env->qid, tmp, sizeof(tmp));
+	sp->wb_off = &e->file_off;
+	if (m->part == 0) {
+		e->fd = openat(sp->tmpfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+		if (e->fd < 0)
+			return -errno;
+		e->file_off = 0;
+		size_t len;
+		int r = md_header(sp, env, sp->arena, sp->arena_cap, &len, &e->trace_len);
+		if (r < 0)
+			return r;
+		sp->wb_fd = e->fd;
+		r = wb_add(sp, sp->arena, len);
+		if (r < 0)
+			return r;
+	}
+	if (e->fd < 0)
+		return -EIO;
+	sp->wb_fd = e->fd;
+	int r = 0;
+	for (uint32_t i = 0; r == 0 && i < m->nslices; i++)
+		r = wb_add(sp, m->slices[i].base, m->slices[i].len);
+	if (r == 0)
+		r = wb_flush(sp);
+	wb_drop(sp);
+	if (r < 0 || m->kind != MSG_FINAL)
+		return r;
+	if (fdatasync(e->fd) < 0)
+		return -errno;
+	close_fd(&e->fd);
+	if (sp->ndone >= sp->batch_max) {
+		unlinkat(sp->tmpfd, tmp, 0);
+		return -ENOBUFS;
+	}
+	char name[MD_NAME_MAX + 1];
+	md_final_name(sp, env->time_us, env->qid, name, sizeof(name));
+	r = rename_noreplace(sp->tmpfd, tmp, sp->newfd, name);
+	if (r < 0) {
+		unlinkat(sp->tmpfd, tmp, 0);
+		return r;
+	}
+	struct md_done *d = &sp->done[sp->ndone++];
+	d->time_us = env->time_us;
+	memcpy(d->qid, env->qid, sizeof(d->qid));
+	return 0;
+}
+
+static int md_write(struct spool *sp, const struct msg *m)
+{
+	struct inflight *e = ent_get(sp, m->env->qid);
+	if (m->kind == MSG_ABORT) {
+		if (e)
+			ent_del(sp, e);
+		return 0;
+	}
+	int r = msg_admit(sp, m, &e);
+	/* A one-part message needs no table entry: it is done within this call. */
+	struct inflight local = {.fd = -1};
+	if (r == 0 && !e) {
+		memcpy(local.qid, m->env->qid, sizeof(local.qid));
+		r = md_queue(sp, m, &local);
+		md_discard(sp, &local);
+		return msg_done(sp, m, NULL, r);
+	}
+	if (r == 0)
+		r = md_queue(sp, m, e);
+	return msg_done(sp, m, e, r);
+}
+
+static int md_sync(struct spool *sp)
+{
+	int r = 0;
+	if (sp->ndone > 0) {
+		r = fsync_fd(sp->newfd);
+		if (r == 0)
+			sp->syncs++;
+	}
+	if (r < 0) {
+		/* Not acknowledged, so not delivered: take them back out of new/. */
+		for (unsigned i = 0; i < sp->ndone; i++) {
+			char name[MD_NAME_MAX + 1];
+			md_final_name(sp, sp->done[i].time_us, sp->done[i].qid, name, sizeof(name));
+			unlinkat(sp->newfd, name, 0);
+		}
+		ent_fail_dirty(sp, r);
+		log_line("spool=%s writer=%u action=fsync dir=maildir/new error=\"%s\" failed=%u",
+			 sp->dir, sp->writer, strerror(-r), sp->ndone);
+	} else {
+		sp->gen++;
+	}
+	sp->ndone = 0;
+	sp->final_pending = false;
+	return r;
+}
+
+static bool keep_owned_tmp(const char *name, void *arg)
+{
+	const struct spool *sp = arg;
+	const char *dot = strrchr(name, '.');
+	if (!dot || dot[1] != 'w' || strlen(dot) != 4 || dot[2] < '0' || dot[2] > '9' ||
+	    dot[3] < '0' || dot[3] > '9')
+		return false;
+	return writer_owned(sp, (unsigned)(dot[2] - '0') * 10 + (unsigned)(dot[3] - '0'));
+}
+
+/* Removes this writer's unfinished deliveries: never acknowledged. */
+static int md_recover(struct spool *sp)
+{
+	char **names;
+	uint32_t n;
+	int r = dir_list(sp->tmpfd, keep_owned_tmp, sp, &names, &n);
+	if (r < 0)
+		return r;
+	for (uint32_t i = 0; r == 0 && i < n; i++)
+		if (unlinkat(sp->tmpfd, names[i], 0) < 0 && errno != ENOENT)
+			r = -errno;
+	if (n > 0)
+		log_line("spool=%s writer=%u action=recover removed_tmp=%u", sp->dir, sp->writer,
+			 n);
+	names_free(names, n);
+	return r;
+}
+
+/* ---- public: writer side ---- */
+
+static void spool_free(struct spool *sp)
+{
+	for (uint32_t i = 0; sp->ent && i < sp->ent_cap; i++)
+		if (sp->ent[i].qid[0])
+			md_discard(sp, &sp->ent[i]);
+	close_fd(&sp->segfd);
+	close_fd(&sp->activefd);
+	close_fd(&sp->readyfd);
+	close_fd(&sp->tmpfd);
+	close_fd(&sp->newfd);
+	close_fd(&sp->dirfd);
+	close_fd(&sp->lockfd); /* releases the flock */
+	qidmap_free(&sp->map);
+	free(sp->ent);
+	free(sp->done);
+	free(sp->iov);
+	free(sp->arena);
+	free(sp->scratch);
+	free(sp);
+}
+
+/* Takes wNN.lock in the spool dir: 0 and the fd, -EBUSY, or -errno. */
+static int lock_writer(int dirfd, unsigned n)
+{
+	char name[16];
+	snprintf(name, sizeof(name), "w%02u.lock", n);
+	int fd = openat(dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		close(fd);
+		return e;
+	}
+	return fd;
+}
+
+static int spool_alloc(struct spool *sp, const struct config *cfg, unsigned batch_max,
+		       unsigned inflight_max)
+{
+	uint32_t rcpt_max = cfg->recipient_limit;
+	if (rcpt_max == 0 || rcpt_max > RCPT_LIMIT_MAX)
+		rcpt_max = RCPT_LIMIT_MAX;
+	if (sp->format == SPOOL_MAILDIR)
+		sp->arena_cap = (size_t)MD_HDR_MAX_FOR(rcpt_max) + SPOOL_TRACE_MAX;
+	else
+		sp->arena_cap = SPOOL_REC_HDR_LEN + (size_t)ENV_MAX_FOR(rcpt_max) +
+				SPOOL_TRACE_MAX + ARENA_SLACK;
+	sp->iov = calloc(IOV_CAP, sizeof(*sp->iov));
+	sp->arena = malloc(sp->arena_cap);
+	sp->scratch = malloc(SCRATCH_SIZE);
+	sp->ent = calloc(inflight_max, sizeof(*sp->ent));
+	sp->done = calloc(batch_max, sizeof(*sp->done));
+	if (!sp->iov || !sp->arena || !sp->scratch || !sp->ent || !sp->done ||
+	    qidmap_init(&sp->map, inflight_max) < 0)
+		return -ENOMEM;
+	sp->ent_cap = inflight_max;
+	for (uint32_t i = 0; i < inflight_max; i++) {
+		sp->ent[i].fd = -1;
+		sp->ent[i].next_free = i + 1 < inflight_max ? i + 1 : UINT32_MAX;
+	}
+	sp->free_head = 0;
+	sp->batch_max = batch_max;
+	return 0;
+}
+
+/* Recovers the active segments of writers >= cfg->writers mapped to this one, when unlocked. */
+static int seg_recover_strays(struct spool *sp)
+{
+	for (unsigned n = sp->nwriters + sp->writer; n < WRITERS_MAX; n += sp->nwriters) {
+		int fd = lock_writer(sp->dirfd, n);
+		if (fd == -EBUSY)
+			continue;
+		if (fd < 0)
+			return fd;
+		unsigned keep = sp->writer;
+		sp->writer = n; /* writer_owned(n) is true either way; logs name n */
+		int r = seg_recover(sp);
+		sp->writer = keep;
+		close(fd);
+		char name[16];
+		snprintf(name, sizeof(name), "w%02u.lock", n);
+		unlinkat(sp->dirfd, name, 0);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int spool_open(const struct config *cfg, unsigned writer, unsigned batch_max, unsigned inflight_max,
+	       struct spool **out)
+{
+	if (cfg->writers == 0 || cfg->writers > WRITERS_MAX || writer >= cfg->writers ||
+	    batch_max == 0 || batch_max > SPOOL_BATCH_MAX || inflight_max == 0 ||
+	    inflight_max > SPOOL_INFLIGHT_MAX || cfg->spool_dir[0] == 0)
+		return -EINVAL;
+	struct spool *sp = calloc(1, sizeof(*sp));
+	if (!sp)
+		return -ENOMEM;
+	sp->lockfd = sp->dirfd = sp->activefd = sp->readyfd = sp->tmpfd = sp->newfd = -1;
+	sp->segfd = -1;
+	sp->format = cfg->spool_format;
+	sp->writer = writer;
+	sp->nwriters = cfg->writers;
+	sp->segment_size = cfg->segment_size;
+	snprintf(sp->dir, sizeof(sp->dir), "%s", cfg->spool_dir);
+	snprintf(sp->host, sizeof(sp->host), "%s",
+		 cfg->myhostname[0] ? cfg->myhostname : "localhost");
+	struct sbuf hb = {.p = sp->host_enc, .len = 0, .cap = sizeof(sp->host_enc), .over = false};
+	for (const char *h = sp->host; *h && !hb.over; h++) {
+		size_t before = hb.len;
+		sb_puts(&hb, *h == '/' ? "\\057" : *h == ':' ? "\\072" : (char[2]){*h, 0});
+		if (hb.over)
+			hb.len = before;
+	}
+	sp->host_enc[hb.len] = 0;
+
+	const char *what = "memory";
+	int r = spool_alloc(sp, cfg, batch_max, inflight_max);
+	if (r == 0) {
+		what = "create";
+		r = mkdir_p(sp->dir);
+	}
+	if (r == 0) {
+		sp->dirfd = open(sp->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		r = sp->dirfd < 0 ? -errno : 0;
+	}
+	if (r == 0) {
+		what = "lock (is another mxring using it?)";
+		sp->lockfd = r = lock_writer(sp->dirfd, writer);
+		r = r < 0 ? r : 0;
+	}
+	if (r == 0 && sp->format == SPOOL_MAILDIR) {
+		what = "maildir";
+		int md = r = open_subdir(sp->dirfd, "maildir", true);
+		if (md >= 0) {
+			sp->tmpfd = r = open_subdir(md, "tmp", true);
+			if (r >= 0)
+				sp->newfd = r = open_subdir(md, "new", true);
+			int cur = r >= 0 ? open_subdir(md, "cur", true) : -1;
+			if (r >= 0 && cur < 0)
+				r = cur;
+			if (cur >= 0)
+				close(cur);
+			if (r >= 0)
+				r = fsync_fd(md);
+			close(md);
+		}
+		if (r >= 0) {
+			what = "recover";
+			r = md_recover(sp);
+		}
+	} else if (r == 0) {
+		what = "segment dirs";
+		sp->activefd = r = open_subdir(sp->dirfd, "active", true);
+		if (r >= 0)
+			sp->readyfd = r = open_subdir(sp->dirfd, "ready", true);
+		if (r >= 0)
+			r = fsync_fd(sp->dirfd);
+		if (r >= 0) {
+			what = "recover";
+			r = seg_recover(sp);
+		}
+		if (r >= 0)
+			r = seg_recover_strays(sp);
+		if (r >= 0) {
+			what = "new segment";
+			sp->run_us = now_us();
+			r = seg_create(sp);
+		}
+	}
+	if (r < 0) {
+		fprintf(stderr, "mxring: spool %s writer %u: %s: %s\n", sp->dir, writer, what,
+			strerror(-r));
+		spool_free(sp);
+		return r;
+	}
+	*out = sp;
+	return 0;
+}
+
+int spool_write(struct spool *sp, const struct msg *m)
+{
+	int r = msg_check(m);
+	if (r < 0)
+		return r;
+	if (sp->batch_n >= sp->batch_max)
+		return -ENOBUFS;
+	sp->batch_n++;
+	return sp->format == SPOOL_MAILDIR ? md_write(sp, m) : seg_write(sp, m);
+}
+
+int spool_sync(struct spool *sp)
+{
+	sp->batch_n = 0;
+	return sp->format == SPOOL_MAILDIR ? md_sync(sp) : seg_sync(sp);
+}
+
+uint64_t spool_syncs(const struct spool *sp)
+{
+	return sp->syncs;
+}
+
+int spool_close(struct spool *sp)
+{
+	if (!sp)
+		return 0;
+	int r = sp->format == SPOOL_MAILDIR ? md_sync(sp) : seg_close(sp);
+	if (r < 0)
+		fprintf(stderr, "mxring: spool %s writer %u: close: %s\n", sp->dir, sp->writer,
+			strerror(-r));
+	spool_free(sp);
+	return r;
+}
+
+/* ======================= reader ======================= */
+
+struct rd_file {
+	char *rel; /* owned: "ready/NAME" or "active/NAME" */
+	const char *name;
+	unsigned writer;
+	uint64_t run_us;
+};
+
+/* Where one part of a message is. */
+struct rd_part {
+	uint32_t file;
+	uint32_t part;
+	uint64_t rec_off;
+	uint64_t data_off; /* the trace (part 0), then the body */
+	uint64_t trace_len;
+	uint64_t body_off;
+	uint64_t body_len;
+};
+
+/* A message whose parts were seen and whose FINAL was not, yet. */
+struct rd_pending {
+	char qid[QID_LEN + 1]; /* "" when free */
+	struct rd_part *parts; /* owned */
+	uint32_t nparts, cap;
+	uint32_t next_free;
+};
+
+enum rd_phase { RD_SEGMENTS = 0, RD_MAILDIR, RD_END };
+
+struct spool_reader {
+	int dirfd;
+	spool_problem_fn problem;
+	void *ctx;
+	enum rd_phase phase;
+	struct spool_reader_counts counts;
+
+	struct rd_file *files; /* owned: segments in reading order */
+	uint32_t nfiles, fi;
+	int fd; /* files[fi] being scanned, or -1 */
+	uint64_t off, size;
+	struct qidmap map; /* qid -> index in pend */
+	struct rd_pending *pend;
+	uint32_t pend_cap, pend_free;
+
+	int mdfd;	 /* maildir/, or -1 */
+	char **md_names; /* owned: "new/NAME", "cur/NAME" */
+	uint32_t nmd, mdi;
+	bool md_started;
+	int mdf; /* the maildir file last yielded, or -1 */
+	uint64_t md_hdr_len;
+	int item_src; /* RD_SEGMENTS or RD_MAILDIR: where item came from */
+
+	/* The message last yielded. */
+	struct spool_item item;
+	struct rd_part *cur; /* owned: its parts */
+	uint32_t ncur, cur_cap;
+	char item_file[600];
+	char *rcpts;	 /* owned: SPOOL_ENV_MAX */
+	uint8_t *envbuf; /* owned: SPOOL_ENV_MAX */
+	uint8_t *buf;	 /* owned: SCRATCH_SIZE */
+	int rfd;	 /* read cache: files[rfile] */
+	uint32_t rfile;
+	char text[768];
+};
+
+__attribute__((format(printf, 6, 7))) static void rd_problem(struct spool_reader *r,
+							     enum spool_problem_kind kind,
+							     bool error, const char *file,
+							     uint64_t off, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(r->text, sizeof(r->text), fmt, ap);
+	va_end(ap);
+	if (error)
+		r->counts.errors++;
+	if (!r->problem)
+		return;
+	struct spool_problem p = {
+	    .kind = kind, .error = error, .file = file, .offset = off, .text = r->text};
+	r->problem(r->ctx, &p);
+}
+
+/* ---- pending parts ---- */
+
+static struct rd_pending *rd_pend_get(struct spool_reader *r, const char *qid)
+{
+	uint32_t *v = qidmap_find(&r->map, qid);
+	return v ? &r->pend[*v] : NULL;
+}
+
+static int rd_map_grow(struct spool_reader *r)
+{
+	struct qidmap m;
+	int e = qidmap_init(&m, (r->map.mask + 1)); /* twice the entries it holds now */
+	if (e < 0)
+		return e;
+	for (uint32_t i = 0; i <= r->map.mask; i++)
+		if (r->map.slot[i].qid[0]) {
+			char q[QID_LEN + 1] = {0};
+			memcpy(q, r->map.slot[i].qid, QID_LEN);
+			if (qidmap_put(&m, q, r->map.slot[i].val) < 0)
+				abort(); /* the new map is twice as large */
+		}
+	qidmap_free(&r->map);
+	r->map = m;
+	return 0;
+}
+
+/* A new pending entry for qid, NULL when out of memory or past RD_PENDING_MAX. */
+static struct rd_pending *rd_pend_add(struct spool_reader *r, const char *qid)
+{
+	if (r->pend_free == UINT32_MAX) {
+		uint32_t ncap = r->pend_cap ? r->pend_cap * 2 : 256;
+		if (ncap > RD_PENDING_MAX)
+			return NULL;
+		struct rd_pending *np = realloc(r->pend, ncap * sizeof(*np));
+		if (!np)
+			return NULL;
+		memset(np + r->pend_cap, 0, (ncap - r->pend_cap) * sizeof(*np));
+		for (uint32_t i = r->pend_cap; i < ncap; i++)
+			np[i].next_free = i + 1 < ncap ? i + 1 : UINT32_MAX;
+		r->pend = np;
+		r->pend_free = r->pend_cap;
+		r->pend_cap = ncap;
+	}
+	if (r->map.count + 1 > (r->map.mask + 1) / 2 && rd_map_grow(r) < 0)
+		return NULL;
+	uint32_t i = r->pend_free;
+	if (qidmap_put(&r->map, qid, i) < 0)
+		return NULL;
+	struct rd_pending *p = &r->pend[i];
+	r->pend_free = p->next_free;
+	memset(p->qid, 0, sizeof(p->qid));
+	memcpy(p->qid, qid, strnlen(qid, QID_LEN));
+	p->nparts = 0;
+	return p;
+}
+
+static void rd_pend_del(struct spool_reader *r, struct rd_pending *p)
+{
+	qidmap_del(&r->map, p->qid);
+	p->qid[0] = 0;
+	p->nparts = 0;
+	p->next_free = r->pend_free;
+	r->pend_free = (uint32_t)(p - r->pend);
+}
+
+static int parts_push(struct rd_part **v, uint32_t *n, uint32_t *cap, const struct rd_part *pt)
+{
+	if (*n == *cap) {
+		uint32_t ncap = *cap ? *cap * 2 : 4;
+		if (ncap > RD_PARTS_MAX)
+			return -E2BIG;
+		struct rd_part *nv = realloc(*v, ncap * sizeof(*nv));
+		if (!nv)
+			return -ENOMEM;
+		*v = nv;
+		*cap = ncap;
+	}
+	(*v)[(*n)++] = *pt;
+	return 0;
+}
+
+static void rd_orphan(struct spool_reader *r, struct rd_pending *p, const char *why)
+{
+	const struct rd_part *first = &p->parts[0];
+	r->counts.orphans += p->nparts;
+	rd_problem(r, SPOOL_P_ORPHAN, false, r->files[first->file].rel, first->rec_off,
+		   "qid=%s: %u part(s) without a FINAL (%s)", p->qid, p->nparts, why);
+	rd_pend_del(r, p);
+}
+
+/* End of a writer's run: the parts still waiting will never see their FINAL. */
+static void rd_flush_pending(struct spool_reader *r)
+{
+	for (uint32_t i = 0; i < r->pend_cap && r->map.count > 0; i++)
+		if (r->pend[i].qid[0])
+			rd_orphan(r, &r->pend[i], "aborted, failed or cut by a crash");
+}
+
+/* ---- segments ---- */
+
+static void rd_seg_part(struct spool_reader *r, const struct rec_hdr *h, const struct rd_part *pt)
+{
+	const char *file = r->files[pt->file].rel;
+	struct rd_pending *p = rd_pend_get(r, h->qid);
+	if (h->part == 0 && p) {
+		rd_orphan(r, p, "part 0 written again");
+		p = NULL;
+	}
+	if (h->part == 0 || !p) {
+		if (h->part != 0) {
+			rd_problem(r, SPOOL_P_INCOMPLETE, true, file, pt->rec_off,
+				   "qid=%s: part %u without the parts before it", h->qid, h->part);
+			return;
+		}
+		p = rd_pend_add(r, h->qid);
+		if (!p) {
+			rd_problem(r, SPOOL_P_IO, true, file, pt->rec_off,
+				   "qid=%s: too many messages in flight to follow", h->qid);
+			return;
+		}
+	} else if (p->nparts != h->part ||
+		   p->parts[p->nparts - 1].body_off + p->parts[p->nparts - 1].body_len !=
+		       h->body_off) {
+		rd_problem(r, SPOOL_P_INCOMPLETE, true, file, pt->rec_off,
+			   "qid=%s: part %u (body offset %" PRIu64 ") does not follow part %u",
+			   h->qid, h->part, h->body_off, p->nparts - 1);
+		r->counts.orphans += p->nparts;
+		rd_pend_del(r, p);
+		return;
+	}
+	if (parts_push(&p->parts, &p->nparts, &p->cap, pt) < 0) {
+		rd_problem(r, SPOOL_P_IO, true, file, pt->rec_off, "qid=%s: too many parts",
+			   h->qid);
+		r->counts.orphans += p->nparts;
+		rd_pend_del(r, p);
+	}
+}
+
+/* A FINAL: 1 when its message is whole (r->item set), 0 when not (reported). */
+static int rd_seg_final(struct spool_reader *r, const struct rec_hdr *h, const struct rd_part *pt)
+{
+	const char *file = r->files[pt->file].rel;
+	struct env_totals t = {0};
+	int e = pread_all(r->fd, r->envbuf, h->env_len, pt->rec_off + h->hdr_len);
+	if (e == 0)
+		e = env_decode(r->envbuf, h->env_len, &r->item.env, r->rcpts, SPOOL_ENV_MAX, &t);
+	struct rd_pending *p = rd_pend_get(r, h->qid);
+	const char *why = NULL;
+	uint32_t n = p ? p->nparts : 0;
+	if (e < 0)
+		why = "unreadable envelope";
+	else if (h->part != n)
+		why = n == 0 ? "parts before it missing" : "parts missing in between";
+	else if (t.nparts != h->part + 1 || t.body_size != h->body_off + h->body_len)
+		why = "envelope sizes do not match the record";
+	else if (n > 0 && (p->parts[n - 1].body_off + p->parts[n - 1].body_len != h->body_off ||
+			   p->parts[0].trace_len != t.trace_len))
+		why = "parts do not add up";
+	else if (n == 0 && h->trace_len != t.trace_len)
+		why = "trace length does not match";
+	if (why) {
+		rd_problem(r, SPOOL_P_INCOMPLETE, true, file, pt->rec_off,
+			   "qid=%s: FINAL of part %u with %u part(s) before it: %s", h->qid,
+			   h->part, n, why);
+		if (p) {
+			r->counts.orphans += p->nparts;
+			rd_pend_del(r, p);
+		}
+		return 0;
+	}
+	r->ncur = 0;
+	for (uint32_t i = 0; i < n; i++)
+		if (parts_push(&r->cur, &r->ncur, &r->cur_cap, &p->parts[i]) < 0)
+			return -ENOMEM;
+	if (parts_push(&r->cur, &r->ncur, &r->cur_cap, pt) < 0)
+		return -ENOMEM;
+	if (p)
+		rd_pend_del(r, p);
+	memcpy(r->item.env.qid, h->qid, sizeof(r->item.env.qid));
+	r->item.trace_len = t.trace_len;
+	r->item.body_size = t.body_size;
+	r->item.nparts = t.nparts;
+	r->item.file = file;
+	r->item.offset = pt->rec_off;
+	r->counts.messages++;
+	return 1;
+}
+
+/* A bad record at r->off: report it, go on after it if a valid record follows. */
+static void rd_seg_bad(struct spool_reader *r, bool torn)
+{
+	const char *file = r->files[r->fi].rel;
+	uint64_t next;
+	int e = rec_resync(r->fd, r->off, r->size, &next, r->buf, SCRATCH_SIZE);
+	if (e == 0) {
+		rd_problem(r, SPOOL_P_CORRUPT, true, file, r->off,
+			   "bad record (magic, lengths or CRC): %" PRIu64 " bytes skipped",
+			   next - r->off);
+		r->off = next;
+		return;
+	}
+	if (e != -ENOENT)
+		rd_problem(r, SPOOL_P_IO, true, file, r->off, "read: %s", strerror(-e));
+	else if (torn)
+		rd_problem(r, SPOOL_P_TRUNCATED, true, file, r->off,
+			   "incomplete record at the end: %" PRIu64
+			   " bytes (a crash, or a writer still at work; recovery cuts it)",
+			   r->size - r->off);
+	else
+		rd_problem(r, SPOOL_P_CORRUPT, true, file, r->off,
+			   "bad record at the end: %" PRIu64 " bytes (magic, lengths or CRC)",
+			   r->size - r->off);
+	r->off = r->size;
+}
+
+static int rd_seg_open_file(struct spool_reader *r)
+{
+	const struct rd_file *f = &r->files[r->fi];
+	if (r->fi > 0 &&
+	    (f->writer != r->files[r->fi - 1].writer || f->run_us != r->files[r->fi - 1].run_us))
+		rd_flush_pending(r);
+	r->fd = openat(r->dirfd, f->rel, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (r->fd < 0 || fstat(r->fd, &st) < 0) {
+		rd_problem(r, SPOOL_P_IO, true, f->rel, 0, "open: %s", strerror(errno));
+		close_fd(&r->fd);
+		return -1;
+	}
+	r->counts.files++;
+	r->off = 0;
+	r->size = (uint64_t)st.st_size;
+	return 0;
+}
+
+static int rd_seg_next(struct spool_reader *r)
+{
+	for (;;) {
+		if (r->fd < 0) {
+			if (r->fi >= r->nfiles) {
+				rd_flush_pending(r);
+				return 0;
+			}
+			if (rd_seg_open_file(r) < 0) {
+				r->fi++;
+				continue;
+			}
+		}
+		if (r->off >= r->size) {
+			close_fd(&r->fd);
+			r->fi++;
+			continue;
+		}
+		struct rec_hdr h;
+		bool torn;
+		int e = rec_check(r->fd, r->off, r->size, &h, r->buf, SCRATCH_SIZE, &torn);
+		if (e == -EBADMSG) {
+			rd_seg_bad(r, torn);
+			continue;
+		}
+		if (e < 0) {
+			rd_problem(r, SPOOL_P_IO, true, r->files[r->fi].rel, r->off, "read: %s",
+				   strerror(-e));
+			r->off = r->size;
+			continue;
+		}
+		r->counts.records++;
+		struct rd_part pt = {
+		    .file = r->fi,
+		    .part = h.part,
+		    .rec_off = r->off,
+		    .data_off = r->off + h.hdr_len + h.env_len,
+		    .trace_len = h.trace_len,
+		    .body_off = h.body_off,
+		    .body_len = h.body_len,
+		};
+		r->off += h.rec_len;
+		if (h.type == SPOOL_REC_PART) {
+			rd_seg_part(r, &h, &pt);
+			continue;
+		}
+		e = rd_seg_final(r, &h, &pt);
+		if (e != 0)
+			return e;
+	}
+}
+
+/* Streams len bytes at off of an open file to sink. */
+static int rd_stream(struct spool_reader *r, int fd, uint64_t off, uint64_t len, spool_sink_fn sink,
+		     void *ctx)
+{
+	while (len > 0) {
+		size_t n = len < SCRATCH_SIZE ? (size_t)len : SCRATCH_SIZE;
+		int e = pread_all(fd, r->buf, n, off);
+		if (e < 0)
+			return e == -ENODATA ? -EIO : e;
+		e = sink(ctx, r->buf, n);
+		if (e != 0)
+			return e;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int rd_seg_read(struct spool_reader *r, unsigned what, spool_sink_fn sink, void *ctx)
+{
+	for (uint32_t i = 0; i < r->ncur; i++) {
+		const struct rd_part *pt = &r->cur[i];
+		if (r->rfd < 0 || r->rfile != pt->file) {
+			close_fd(&r->rfd);
+			r->rfd = openat(r->dirfd, r->files[pt->file].rel, O_RDONLY | O_CLOEXEC);
+			if (r->rfd < 0)
+				return -errno;
+			r->rfile = pt->file;
+		}
+		int e = 0;
+		if (what & SPOOL_READ_TRACE)
+			e = rd_stream(r, r->rfd, pt->data_off, pt->trace_len, sink, ctx);
+		if (e == 0 && (what & SPOOL_READ_BODY))
+			e = rd_stream(r, r->rfd, pt->data_off + pt->trace_len, pt->body_len, sink,
+				      ctx);
+		if (e != 0)
+			return e;
+	}
+	return 0;
+}
+
+/* ---- maildir ---- */
+
+/* Reads CRLF lines from a file through a bounded buffer. */
+struct lreader {
+	int fd;
+	uint8_t *buf;
+	size_t cap, len, pos;
+	uint64_t base; /* file offset of buf[0] */
+};
+
+/* 1 and the next line (without CRLF), 0 at the end, -EBADMSG, or -errno. */
+static int lr_line(struct lreader *l, const char **line, size_t *n)
+{
+	for (int rounds = 0; rounds < 4; rounds++) {
+		uint8_t *nl = memchr(l->buf + l->pos, '\n', l->len - l->pos);
+		if (nl) {
+			size_t end = (size_t)(nl - l->buf);
+			if (end == l->pos || l->buf[end - 1] != '\r')
+				return -EBADMSG;
+			*line = (const char *)l->buf + l->pos;
+			*n = end - 1 - l->pos;
+			l->pos = end + 1;
+			return 1;
+		}
+		memmove(l->buf, l->buf + l->pos, l->len - l->pos);
+		l->base += l->pos;
+		l->len -= l->pos;
+		l->pos = 0;
+		if (l->len == l->cap)
+			return -EBADMSG; /* longer than any line we write */
+		ssize_t got;
+		do
+			got = pread(l->fd, l->buf + l->len, l->cap - l->len,
+				    (off_t)(l->base + l->len));
+		while (got < 0 && errno == EINTR);
+		if (got < 0)
+			return -errno;
+		if (got == 0)
+			return l->len ? -EBADMSG : 0;
+		l->len += (size_t)got;
+	}
+	return -EBADMSG;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Undoes sb_put_escaped into dst (cap bytes, NUL-terminated). */
+static int unescape(const char *s, size_t n, char *dst, size_t cap)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (c == '\\') {
+			if (n - i < 4 || s[i + 1] != 'x' || hexval(s[i + 2]) < 0 ||
+			    hexval(s[i + 3]) < 0)
+				return -EBADMSG;
+			c = (char)(hexval(s[i + 2]) << 4 | hexval(s[i + 3]));
+			i += 3;
+		}
+		if (c == 0 || o + 1 >= cap)
+			return -EBADMSG;
+		dst[o++] = c;
+	}
+	dst[o] = 0;
+	return 0;
+}
+
+static int parse_u64(const char *s, size_t n, int base, uint64_t max, uint64_t *out)
+{
+	uint64_t v = 0;
+	if (n == 0 || n > 20)
+		return -EBADMSG;
+	for (size_t i = 0; i < n; i++) {
+		int d = hexval(s[i]);
+		if (d < 0 || d >= base || v > (UINT64_MAX - (uint64_t)d) / (uint64_t)base)
+			return -EBADMSG;
+		v = v * (uint64_t)base + (uint64_t)d;
+	}
+	if (v > max)
+		return -EBADMSG;
+	*out = v;
+	return 0;
+}
+
+/* "PREFIX<ADDR>" -> ADDR unescaped. */
+static int md_angle(const char *line, size_t n, const char *prefix, char *dst, size_t cap)
+{
+	size_t pl = strlen(prefix);
+	if (n < pl + 1 || memcmp(line, prefix, pl) != 0 || line[n - 1] != '>')
+		return -EBADMSG;
+	return unescape(line + pl, n - pl - 1, dst, cap);
+}
+
+/* The X-Mxring-Envelope value: key=value words. */
+static int md_env_line(const char *s, size_t n, struct envelope *env, uint64_t *trace_len)
+{
+	unsigned seen = 0;
+	uint64_t v;
+	for (size_t i = 0; i < n;) {
+		const char *w = s + i, *sp = memchr(w, ' ', n - i);
+		size_t wl = sp ? (size_t)(sp - w) : n - i;
+		i += wl + 1;
+		const char *eq = memchr(w, '=', wl);
+		if (!eq)
+			return -EBADMSG;
+		size_t kl = (size_t)(eq - w), vl = wl - kl - 1;
+		const char *val = eq + 1;
+		int e = 0;
+#define KEY(k) (kl == sizeof(k) - 1 && memcmp(w, k, kl) == 0)
+		if (KEY("qid"))
+			e = unescape(val, vl, env->qid, sizeof(env->qid)), seen |= 1;
+		else if (KEY("time"))
+			e = parse_u64(val, vl, 10, UINT64_MAX, &env->time_us), seen |= 2;
+		else if (KEY("client"))
+			e = unescape(val, vl, env->client_addr, sizeof(env->client_addr)),
+			seen |= 4;
+		else if (KEY("port")) {
+			e = parse_u64(val, vl, 10, 65535, &v), seen |= 8;
+			env->client_port = (uint16_t)v;
+		} else if (KEY("helo"))
+			e = unescape(val, vl, env->helo, sizeof(env->helo)), seen |= 16;
+		else if (KEY("tls"))
+			e = unescape(val, vl, env->tls, sizeof(env->tls));
+		else if (KEY("host"))
+			e = unescape(val, vl, env->myhostname, sizeof(env->myhostname));
+		else if (KEY("flags")) {
+			if (vl < 3 || val[0] != '0' || val[1] != 'x')
+				return -EBADMSG;
+			e = parse_u64(val + 2, vl - 2, 16, UINT32_MAX, &v), seen |= 32;
+			env->flags = (uint32_t)v;
+		} else if (KEY("rcpts")) {
+			e = parse_u64(val, vl, 10, RCPT_LIMIT_MAX, &v), seen |= 64;
+			env->nrcpt = (uint32_t)v;
+		} else if (KEY("trace"))
+			e = parse_u64(val, vl, 10, SPOOL_TRACE_MAX, trace_len), seen |= 128;
+#undef KEY
+		if (e < 0)
+			return e;
+	}
+	return seen == 255 && env->nrcpt > 0 && qid_valid(env->qid) ? 0 : -EBADMSG;
+}
+
+/* Parses the envelope lines at the top of an open maildir file. */
+static int md_parse(struct spool_reader *r, int fd, uint64_t size)
+{
+	struct lreader l = {.fd = fd, .buf = r->buf, .cap = SCRATCH_SIZE};
+	struct envelope *env = &r->item.env;
+	const char *line;
+	size_t n;
+	uint64_t trace_len = 0;
+	memset(env, 0, sizeof(*env));
+	int e = lr_line(&l, &line, &n);
+	if (e == 1)
+		e = md_angle(line, n, "Return-Path: <", env->from, sizeof(env->from));
+	if (e == 0)
+		e = lr_line(&l, &line, &n);
+	if (e == 1) {
+		static const char key[] = "X-Mxring-Envelope: ";
+		e = n > sizeof(key) - 1 && memcmp(line, key, sizeof(key) - 1) == 0
+			? md_env_line(line + sizeof(key) - 1, n - (sizeof(key) - 1), env,
+				      &trace_len)
+			: -EBADMSG;
+	}
+	size_t used = 0;
+	for (uint32_t i = 0; e == 0 && i < env->nrcpt; i++) {
+		e = lr_line(&l, &line, &n);
+		if (e == 1)
+			e = md_angle(line, n, "X-Mxring-Rcpt: <", r->rcpts + used,
+				     SPOOL_ENV_MAX - used);
+		if (e == 0)
+			used += strlen(r->rcpts + used) + 1;
+	}
+	if (e != 0)
+		return e < 0 ? e : -EBADMSG;
+	env->rcpts = r->rcpts;
+	env->rcpts_len = (uint32_t)used;
+	env->rcpts_cap = SPOOL_ENV_MAX;
+	r->md_hdr_len = l.base + l.pos;
+	if (r->md_hdr_len + trace_len > size)
+		return -EBADMSG;
+	char recv[10];
+	if (trace_len < sizeof(recv) || pread_all(fd, recv, sizeof(recv), r->md_hdr_len) < 0 ||
+	    memcmp(recv, "Received: ", sizeof(recv)) != 0)
+		return -EBADMSG;
+	r->item.trace_len = trace_len;
+	r->item.body_size = size - r->md_hdr_len - trace_len;
+	r->item.nparts = 1;
+	return 0;
+}
+
+static int rd_md_next(struct spool_reader *r)
+{
+	if (!r->md_started) {
+		char **names;
+		uint32_t n;
+		r->md_started = true;
+		int tmp = open_subdir(r->mdfd, "tmp", false);
+		if (tmp >= 0 && dir_list(tmp, NULL, NULL, &names, &n) == 0) {
+			for (uint32_t i = 0; i < n; i++) {
+				r->counts.orphans++;
+				snprintf(r->item_file, sizeof(r->item_file), "maildir/tmp/%s",
+					 names[i]);
+				rd_problem(
+				    r, SPOOL_P_ORPHAN, false, r->item_file, 0,
+				    "unfinished delivery (aborted, failed or cut by a crash)");
+			}
+			names_free(names, n);
+		}
+		if (tmp >= 0)
+			close(tmp);
+	}
+	close_fd(&r->mdf);
+	while (r->mdi < r->nmd) {
+		const char *rel = r->md_names[r->mdi++];
+		snprintf(r->item_file, sizeof(r->item_file), "maildir/%s", rel);
+		int fd = openat(r->mdfd, rel, O_RDONLY | O_CLOEXEC);
+		struct stat st;
+		if (fd < 0 || fstat(fd, &st) < 0) {
+			rd_problem(r, SPOOL_P_IO, true, r->item_file, 0, "open: %s",
+				   strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			continue;
+		}
+		r->counts.files++;
+		int e = S_ISREG(st.st_mode) ? md_parse(r, fd, (uint64_t)st.st_size) : -EBADMSG;
+		if (e < 0) {
+			rd_problem(r, SPOOL_P_BADFILE, true, r->item_file, 0,
+				   e == -EBADMSG ? "no valid mxring envelope at the top"
+						 : "read: %s",
+				   strerror(-e));
+			close(fd);
+			continue;
+		}
+		r->mdf = fd;
+		r->item.file = r->item_file;
+		r->item.offset = 0;
+		r->counts.messages++;
+		return 1;
+	}
+	return 0;
+}
+
+static int rd_md_read(struct spool_reader *r, unsigned what, spool_sink_fn sink, void *ctx)
+{
+	int e = 0;
+	if (r->mdf < 0)
+		return -EBADF;
+	if (what & SPOOL_READ_TRACE)
+		e = rd_stream(r, r->mdf, r->md_hdr_len, r->item.trace_len, sink, ctx);
+	if (e == 0 && (what & SPOOL_READ_BODY))
+		e = rd_stream(r, r->mdf, r->md_hdr_len + r->item.trace_len, r->item.body_size, sink,
+			      ctx);
+	return e;
+}
+
+/* ---- public: reader ---- */
+
+static int rd_file_cmp(const void *a, const void *b)
+{
+	const struct rd_file *x = a, *y = b;
+	int c = strcmp(x->name, y->name);
+	return c ? c : strcmp(y->rel, x->rel); /* "ready/" before "active/" */
+}
+
+/* Adds the segments of sub/ (an open fd) to r->files; reports what is not one. */
+static int rd_list_segments(struct spool_reader *r, int fd, const char *sub)
+{
+	char **names;
+	uint32_t n;
+	int e = dir_list(fd, NULL, NULL, &names, &n);
+	if (e < 0)
+		return e;
+	struct rd_file *nf = realloc(r->files, (r->nfiles + n + 1) * sizeof(*nf));
+	if (!nf) {
+		names_free(names, n);
+		return -ENOMEM;
+	}
+	r->files = nf;
+	for (uint32_t i = 0; i < n; i++) {
+		struct rd_file *f = &r->files[r->nfiles];
+		uint32_t seq;
+		char rel[SEG_NAME_LEN + 16];
+		if (!seg_name_parse(names[i], &f->writer, &f->run_us, &seq)) {
+			snprintf(r->item_file, sizeof(r->item_file), "%s/%s", sub, names[i]);
+			rd_problem(r, SPOOL_P_STRAY, false, r->item_file, 0,
+				   "not a segment name; ignored");
+			continue;
+		}
+		snprintf(rel, sizeof(rel), "%s/%s", sub, names[i]);
+		f->rel = strdup(rel);
+		if (!f->rel) {
+			names_free(names, n);
+			return -ENOMEM;
+		}
+		f->name = f->rel + strlen(sub) + 1;
+		r->nfiles++;
+	}
+	names_free(names, n);
+	return 0;
+}
+
+static int rd_list_maildir(struct spool_reader *r)
+{
+	char **a = NULL, **b = NULL;
+	uint32_t na = 0, nb = 0;
+	int fa = open_subdir(r->mdfd, "cur", false), fb = open_subdir(r->mdfd, "new", false);
+	int e = fa >= 0 ? dir_list(fa, NULL, NULL, &a, &na) : 0;
+	if (e == 0 && fb >= 0)
+		e = dir_list(fb, NULL, NULL, &b, &nb);
+	if (fa >= 0)
+		close(fa);
+	if (fb >= 0)
+		close(fb);
+	if (e == 0) {
+		r->md_names = calloc((size_t)na + nb + 1, sizeof(char *));
+		e = r->md_names ? 0 : -ENOMEM;
+	}
+	for (uint32_t i = 0; e == 0 && i < na + nb; i++) {
+		const char *name = i < na ? a[i] : b[i - na];
+		size_t len = strlen(name) + 5;
+		char *s = malloc(len);
+		if (!s) {
+			e = -ENOMEM;
+			break;
+		}
+		snprintf(s, len, "%s/%s", i < na ? "cur" : "new", name);
+		r->md_names[r->nmd++] = s;
+	}
+	names_free(a, na);
+	names_free(b, nb);
+	return e;
+}
+
+static void rd_report_corrupt_dir(struct spool_reader *r)
+{
+	int fd = open_subdir(r->dirfd, "corrupt", false);
+	char **names;
+	uint32_t n;
+	if (fd < 0)
+		return;
+	if (dir_list(fd, NULL, NULL, &names, &n) == 0) {
+		for (uint32_t i = 0; i < n; i++) {
+			snprintf(r->item_file, sizeof(r->item_file), "corrupt/%s", names[i]);
+			rd_problem(r, SPOOL_P_STRAY, false, r->item_file, 0,
+				   "bytes recovery cut from a segment (valid records followed a "
+				   "bad one); not read");
+		}
+		names_free(names, n);
+	}
+	close(fd);
+}
+
+int spool_reader_open(const char *dir, spool_problem_fn problem, void *ctx,
+		      struct spool_reader **out)
+{
+	struct spool_reader *r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->problem = problem;
+	r->ctx = ctx;
+	r->fd = r->mdfd = r->mdf = r->rfd = -1;
+	r->pend_free = UINT32_MAX;
+	int e = 0;
+	r->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (r->dirfd < 0)
+		e = -errno;
+	if (e == 0) {
+		r->buf = malloc(SCRATCH_SIZE);
+		r->envbuf = malloc(SPOOL_ENV_MAX);
+		r->rcpts = malloc(SPOOL_ENV_MAX);
+		e = r->buf && r->envbuf && r->rcpts ? qidmap_init(&r->map, 128) : -ENOMEM;
+	}
+	int act = -1, rdy = -1;
+	if (e == 0) {
+		act = open_subdir(r->dirfd, "active", false);
+		rdy = open_subdir(r->dirfd, "ready", false);
+		r->mdfd = open_subdir(r->dirfd, "maildir", false);
+		if (act < 0 && rdy < 0 && r->mdfd < 0)
+			e = -EMEDIUMTYPE;
+	}
+	if (e == 0 && rdy >= 0)
+		e = rd_list_segments(r, rdy, "ready");
+	if (e == 0 && act >= 0)
+		e = rd_list_segments(r, act, "active");
+	if (e == 0 && r->nfiles > 1)
+		qsort(r->files, r->nfiles, sizeof(*r->files), rd_file_cmp);
+	if (e == 0 && r->mdfd >= 0)
+		e = rd_list_maildir(r);
+	if (act >= 0)
+		close(act);
+	if (rdy >= 0)
+		close(rdy);
+	if (e < 0) {
+		spool_reader_close(r);
+		return e;
+	}
+	rd_report_corrupt_dir(r);
+	r->phase = RD_SEGMENTS;
+	*out = r;
+	return 0;
+}
+
+int spool_reader_next(struct spool_reader *r, const struct spool_item **out)
+{
+	r->item_src = RD_END;
+	close_fd(&r->rfd);
+	if (r->phase == RD_SEGMENTS) {
+		int e = rd_seg_next(r);
+		if (e != 0) {
+			if (e > 0) {
+				r->item_src = RD_SEGMENTS;
+				*out = &r->item;
+			}
+			return e;
+		}
+		r->phase = r->mdfd >= 0 ? RD_MAILDIR : RD_END;
+	}
+	if (r->phase == RD_MAILDIR) {
+		int e = rd_md_next(r);
+		if (e != 0) {
+			if (e > 0) {
+				r->item_src = RD_MAILDIR;
+				*out = &r->item;
+			}
+			return e;
+		}
+		r->phase = RD_END;
+	}
+	return 0;
+}
+
+int spool_reader_read(struct spool_reader *r, unsigned what, spool_sink_fn sink, void *ctx)
+{
+	if (r->item_src == RD_SEGMENTS)
+		return rd_seg_read(r, what, sink, ctx);
+	if (r->item_src == RD_MAILDIR)
+		return rd_md_read(r, what, sink, ctx);
+	return -EINVAL;
+}
+
+void spool_reader_counts(const struct spool_reader *r, struct spool_reader_counts *out)
+{
+	*out = r->counts;
+}
+
+void spool_reader_close(struct spool_reader *r)
+{
+	if (!r)
+		return;
+	close_fd(&r->fd);
+	close_fd(&r->rfd);
+	close_fd(&r->mdf);
+	close_fd(&r->mdfd);
+	close_fd(&r->dirfd);
+	for (uint32_t i = 0; i < r->nfiles; i++)
+		free(r->files[i].rel);
+	free(r->files);
+	for (uint32_t i = 0; i < r->pend_cap; i++)
+		free(r->pend[i].parts);
+	free(r->pend);
+	qidmap_free(&r->map);
+	names_free(r->md_names, r->nmd);
+	free(r->cur);
+	free(r->rcpts);
+	free(r->envbuf);
+	free(r->buf);
+	free(r);
+}

@@ -1,0 +1,249 @@
+/*
+ * spool.h - durable storage of accepted messages, and the reader of a spool.
+ *
+ * One struct spool per writer thread; nothing inside locks. Two formats
+ * (config spool_format):
+ *
+ * SEGMENT (default). Per-writer append-only files:
+ *   <spool_dir>/wNN.lock        flock(2)ed by writer NN while it runs
+ *   <spool_dir>/active/NAME     the segment writer NN is appending to
+ *   <spool_dir>/ready/NAME      finished segments, never written again
+ *   <spool_dir>/corrupt/NAME@OFF  bytes recovery cut from a segment when a
+ *                               valid record followed the bad one (kept for
+ *                               an operator; normally never created)
+ * NAME is "wNN-SSSSSSSSSSSSSSSS-QQQQQQQQ.seg": NN the writer (2 decimal
+ * digits), S the spool_open time in microseconds since the epoch (16 lower
+ * case hex digits), Q the segment sequence number of that run (8 hex digits).
+ * Names sort by writer, then run, then sequence. A reader processes one
+ * writer's segments in name order, ready/ and active/ together, and joins
+ * the records of one message by qid; parts never span runs.
+ *
+ * A segment is a sequence of records, no file header, no padding. All
+ * integers little-endian. Record header (SPOOL_REC_HDR_LEN = 64 bytes):
+ *   off size
+ *    0   4  magic      SPOOL_REC_MAGIC 0x5253584d (bytes "MXSR")
+ *    4   1  type       1 = PART, 2 = FINAL
+ *    5   1  version    1
+ *    6   2  flags      0 (reserved)
+ *    8   4  hdr_len    64 (readers skip header bytes past the fields they know)
+ *   12   4  rec_len    hdr_len + env_len + trace_len + body_len, <= SPOOL_REC_MAX
+ *   16   4  crc        CRC-32C (crc32c.h) of bytes [0,16) then [20,rec_len)
+ *   20   4  part       0, 1, ... index of this part within the message
+ *   24  16  qid        ASCII, NUL-padded
+ *   40   8  body_off   client body bytes stored by the earlier parts
+ *   48   4  env_len    FINAL: length of the envelope; PART: 0
+ *   52   4  trace_len  part 0: length of the Received: trace header; else 0
+ *   56   8  body_len   client body bytes in this record
+ * then env_len bytes of envelope, trace_len bytes of trace header, body_len
+ * bytes of body. A message is its part records 0..n-2 (type PART) and one
+ * FINAL with part n-1 (a one-part message is a lone FINAL with part 0). The
+ * stored message is the trace header followed by the body bytes of parts
+ * 0..n-1 in order. Envelope (FINAL only):
+ *    0   8  time_us     MAIL FROM time, microseconds since the epoch
+ *    8   8  msg_size    trace_len + body_size: what `mxring-spool cat` outputs
+ *   16   8  body_size   client body bytes, all parts
+ *   24   4  nparts      part + 1
+ *   28   4  flags       ENV_* (msg.h)
+ *   32   4  trace_len   of the trace header, which is in part 0
+ *   36   4  nrcpt       >= 1
+ *   40   2  client_port
+ *   42   2  reserved    0
+ *   44      strings, each a u16 length then that many bytes (no NUL, none
+ *           inside): client_addr, helo, tls, myhostname, from, then nrcpt
+ *           recipients. Lengths are bounded by the fields of struct envelope.
+ *
+ * Durability: a FINAL is acknowledged only after spool_sync returned 0 for
+ * its batch (fdatasync of the segment). A record after the last synced one
+ * may be torn by a crash; spool_open cuts such a tail (CRC and lengths
+ * checked) before it moves the segment into ready/. Parts without a FINAL
+ * (the transaction was aborted, failed or cut by a crash) are orphans:
+ * never acknowledged, skipped by readers.
+ *
+ * MAILDIR. <spool_dir>/maildir/{tmp,new,cur}. Part 0 creates
+ * tmp/QID.wNN (writer NN) and later parts append to it; the FINAL is
+ * fdatasync'ed and renamed to new/SEC.MUSECQQID.HOST (SEC.USEC the MAIL FROM
+ * time, HOST myhostname with '/' and ':' written as \057 and \072); new/ is
+ * fsync'ed once per batch. The file is CRLF text:
+ *   Return-Path: <FROM>
+ *   X-Mxring-Envelope: qid=Q time=US client=ADDR port=P helo=H tls=T
+ *                      host=MYHOSTNAME flags=0xF rcpts=N trace=TRACELEN
+ *   X-Mxring-Rcpt: <RCPT>            (N lines, in RCPT order)
+ *   Received: ...                    (TRACELEN bytes)
+ *   client body
+ * (the envelope field is one line). In FROM and RCPT, bytes below 0x20, 0x7f
+ * and '\' are written \xHH; in the values of X-Mxring-Envelope also space,
+ * '=' and bytes >= 0x80. An ABORT unlinks the tmp file; spool_open removes
+ * this writer's leftovers in tmp/.
+ *
+ * The trace header, written at the start of every stored body (RFC 5321
+ * 4.4, protocol names RFC 3848):
+ *   Received: from HELO ([ADDR]:PORT)\r\n
+ *   \tby HOST (mxring) with PROTO id QID;\r\n\tDATE\r\n          (plaintext)
+ *   \tby HOST (mxring) with PROTO id QID\r\n
+ *   \t(using TLSv1.3 with cipher NAME); DATE\r\n                  (TLS)
+ * PROTO is SMTP, ESMTP, ESMTPS, UTF8SMTP or UTF8SMTPS; DATE is RFC 5322
+ * (UTC, +0000) from env->time_us; bytes of HELO and of the TLS text outside
+ * printable ASCII are written as '?'.
+ */
+#ifndef MXRING_SPOOL_H
+#define MXRING_SPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "msg.h"
+
+#define SPOOL_REC_MAGIC	   0x5253584du
+#define SPOOL_REC_VERSION  1
+#define SPOOL_REC_PART	   1
+#define SPOOL_REC_FINAL	   2
+#define SPOOL_REC_HDR_LEN  64u
+#define SPOOL_ENV_FIXED	   44u
+#define SPOOL_REC_MAX	   (1u << 30) /* a bigger part fails with -EMSGSIZE */
+#define SPOOL_TRACE_MAX	   1024u      /* the longest trace header */
+#define SPOOL_INFLIGHT_MAX (1u << 22) /* bound on spool_open's inflight_max */
+#define SPOOL_BATCH_MAX	   (1u << 16) /* bound on spool_open's batch_max */
+
+struct spool;
+
+/*
+ * Opens writer `writer`'s spool under cfg->spool_dir in cfg->spool_format,
+ * creating the directories. Segment: recovers this writer's segments left in
+ * active/ (and those of writers >= cfg->writers that map to it, writer %
+ * cfg->writers), then creates a fresh active segment. Maildir: removes this
+ * writer's files in tmp/. batch_max bounds the msgs between two spool_sync
+ * calls; inflight_max bounds the messages whose parts were written and whose
+ * FINAL or ABORT has not come yet (a part 0 beyond it fails with -ENOBUFS).
+ * cfg is only read during the call. 0 and *out, or -errno (-EBUSY: another
+ * process holds this writer's lock) with a line on stderr.
+ */
+int spool_open(const struct config *cfg, unsigned writer, unsigned batch_max, unsigned inflight_max,
+	       struct spool **out) __attribute__((warn_unused_result));
+
+/*
+ * Stores m (borrowed, together with m->env and the bytes its slices point
+ * to, until the next spool_sync returns). Body bytes are handed to pwritev
+ * from the slices, never copied. MSG_PART: written, not synced. MSG_FINAL:
+ * written; durable after spool_sync. MSG_ABORT: forgets the message (maildir:
+ * unlinks its tmp file); writes nothing. Returns 0, or -errno for this
+ * message: the write failed, an earlier part of the message failed, the
+ * batch already failed, -ENOBUFS when the in-flight table is full or part
+ * 0 of a later part was never accepted, -EMSGSIZE for a part over
+ * SPOOL_REC_MAX, -EPROTO for parts out of order, -EINVAL for a malformed msg.
+ * Once a part of a message failed, its later parts and FINAL fail with the
+ * same error. At most batch_max calls between two spool_sync calls.
+ */
+int spool_write(struct spool *sp, const struct msg *m) __attribute__((warn_unused_result));
+
+/*
+ * Ends the batch: writes what is buffered, then (when a FINAL was written
+ * since the last sync) one fdatasync (segment) / one fsync of new/
+ * (maildir). Then, for segments past cfg->segment_size, rotates into ready/.
+ * Returns 0, or -errno: every msg of the batch that spool_write accepted
+ * (returned 0 for) has failed with that error, and so will the later parts
+ * of those messages; the segment is cut back to its last synced record and
+ * the spool serves the next batch.
+ */
+int spool_sync(struct spool *sp) __attribute__((warn_unused_result));
+
+/* fdatasync calls (segment) or new/ fsyncs (maildir) that succeeded so far. */
+uint64_t spool_syncs(const struct spool *sp);
+
+/*
+ * Syncs what was written, moves a non-empty active segment into ready/
+ * (an empty one is removed), drops in-flight messages (maildir: unlinks
+ * their tmp files) and frees sp. Returns 0 or the first -errno met; sp is
+ * freed either way. NULL is a no-op.
+ */
+int spool_close(struct spool *sp);
+
+/*
+ * Writes the trace header of env into dst (cap >= SPOOL_TRACE_MAX) and
+ * returns its length. host is used when env->myhostname is empty.
+ */
+size_t spool_format_trace(char *dst, size_t cap, const struct envelope *env, const char *host);
+
+/* ---- Reader: for tools and tests; never used by the receiver itself. ---- */
+
+enum spool_problem_kind {
+	SPOOL_P_ORPHAN = 1, /* info: parts with no FINAL (aborted, failed, crash) */
+	SPOOL_P_CORRUPT,    /* bad magic, lengths or CRC inside a segment */
+	SPOOL_P_TRUNCATED,  /* incomplete record at the end of a segment */
+	SPOOL_P_INCOMPLETE, /* a FINAL whose parts are missing or do not add up */
+	SPOOL_P_BADFILE,    /* a file that is not what its place says it is */
+	SPOOL_P_STRAY,	    /* info: a file the reader does not know, or a corrupt/ file */
+	SPOOL_P_IO,	    /* a read failed */
+};
+
+struct spool_problem {
+	enum spool_problem_kind kind;
+	bool error;	  /* false: information only (orphans, stray files) */
+	const char *file; /* relative to the spool dir: "ready/w00-...seg" */
+	uint64_t offset;  /* in file, where it applies; 0 for whole files */
+	const char *text; /* what is wrong, human readable */
+};
+
+/* Called for each problem found, in file order. */
+typedef void (*spool_problem_fn)(void *ctx, const struct spool_problem *p);
+
+/* One stored message, as spool_reader_next yields it. */
+struct spool_item {
+	struct envelope env; /* env.rcpts: borrowed from the reader until the next call */
+	uint64_t trace_len;  /* bytes of the Received: header at the start */
+	uint64_t body_size;  /* client body bytes after it */
+	uint32_t nparts;     /* records the message was stored in (maildir: 1) */
+	const char *file;    /* relative: the FINAL's segment or the maildir file */
+	uint64_t offset;     /* of the FINAL record (maildir: 0) */
+};
+
+struct spool_reader_counts {
+	uint64_t files;	   /* segments or maildir files read */
+	uint64_t records;  /* intact records (segment) */
+	uint64_t messages; /* complete messages yielded */
+	uint64_t orphans;  /* orphan parts (records) */
+	uint64_t errors;   /* problems with error set */
+};
+
+struct spool_reader;
+
+/*
+ * Opens the spool at dir for reading: segments (active/, ready/) and/or
+ * maildir/, whichever exist. problem (may be NULL) gets every problem.
+ * 0 and *out, or -ENOENT (no dir), -ENOTDIR, -EMEDIUMTYPE (a directory
+ * without active/, ready/ or maildir/), -ENOMEM, -errno.
+ */
+int spool_reader_open(const char *dir, spool_problem_fn problem, void *ctx,
+		      struct spool_reader **out) __attribute__((warn_unused_result));
+
+/*
+ * Yields the next complete message: 1 and *out (valid until the next call),
+ * 0 at the end, -errno on a failure that stops the reading (memory, the
+ * directory unreadable). Problems along the way go to the callback and the
+ * reading goes on.
+ */
+int spool_reader_next(struct spool_reader *r, const struct spool_item **out)
+    __attribute__((warn_unused_result));
+
+#define SPOOL_READ_TRACE 0x1u
+#define SPOOL_READ_BODY	 0x2u
+
+/* Receives stored bytes in order; non-zero stops the read and is returned. */
+typedef int (*spool_sink_fn)(void *ctx, const uint8_t *p, size_t len);
+
+/*
+ * Streams the last yielded message to sink: its trace header
+ * (SPOOL_READ_TRACE) and/or client body (SPOOL_READ_BODY), through a bounded
+ * buffer. Returns 0, the sink's non-zero value, or -errno (-EIO / -EBADMSG
+ * when the data changed since it was checked).
+ */
+int spool_reader_read(struct spool_reader *r, unsigned what, spool_sink_fn sink, void *ctx)
+    __attribute__((warn_unused_result));
+
+void spool_reader_counts(const struct spool_reader *r, struct spool_reader_counts *out);
+
+/* Frees r. NULL is a no-op. */
+void spool_reader_close(struct spool_reader *r);
+
+#endif
