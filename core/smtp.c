@@ -148,7 +148,8 @@ static void close_421(struct smtp_session *s, struct smtp_out *out, const char *
 		      const char *text)
 {
 	replyf(out, "421 %s %s %s", code, host(s), text);
-	txn_reset(s, true);
+	/* A message with the host (WAIT) is the host's to finish: no abort. */
+	txn_reset(s, s->state != SMTP_S_WAIT);
 	s->state = SMTP_S_CLOSED;
 }
 
