@@ -1217,6 +1217,14 @@ static void *shard_main(void *arg)
 		if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) != 0)
 			log_line("shard=%u pin to cpu %u failed", sh->id, sh->id);
 	}
+	/* A SINGLE_ISSUER ring belongs to the task that enables it: this thread. */
+	if (sh->ring.flags & IORING_SETUP_R_DISABLED) {
+		int rc = compat_enable_rings(&sh->ring);
+		if (rc) {
+			log_line("shard=%u io_uring_enable_rings error=%s", sh->id, strerror(-rc));
+			abort();
+		}
+	}
 	sh->now_s = mono_ms() / 1000;
 	for (unsigned i = 0; i < sh->nlisten; i++) {
 		struct io_uring_sqe *sqe = sqe_get(sh);
@@ -1290,7 +1298,8 @@ static int ring_setup(struct shard *sh)
 {
 	struct io_uring_params p;
 	static const unsigned flag_sets[] = {
-	    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE,
+	    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_CQSIZE |
+		IORING_SETUP_R_DISABLED,
 	    IORING_SETUP_COOP_TASKRUN | IORING_SETUP_CQSIZE,
 	    IORING_SETUP_CQSIZE,
 	};

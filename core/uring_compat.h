@@ -12,6 +12,17 @@
 #include <sys/mman.h>
 #include <liburing.h>
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* liburing 2.3 declares io_uring_enable_rings but its library does not export it. */
+static inline int compat_enable_rings(struct io_uring *ring)
+{
+	long rc =
+	    syscall(__NR_io_uring_register, ring->ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+	return rc < 0 ? -errno : 0;
+}
+
 #ifndef HAVE_IO_URING_SETUP_BUF_RING
 /* Maps and registers a provided-buffer ring of nentries (a power of two). */
 static inline struct io_uring_buf_ring *io_uring_setup_buf_ring(struct io_uring *ring,
