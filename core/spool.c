@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -44,16 +45,17 @@
 #define MD_HDR_MAX  MD_HDR_MAX_FOR(RCPT_LIMIT_MAX)
 #define ARENA_SLACK (256u * 1024) /* room to coalesce many small records in one pwritev */
 #define IOV_CAP                                                                                    \
-	1024u			    /* iovecs per pwritev: Linux UIO_MAXIOV (<limits.h> is         \
-				     * shadowed by core/limits.h, so no IOV_MAX here) */
-#define SCRATCH_SIZE   (64u * 1024) /* read buffer of recovery and the reader */
-#define SEG_NAME_LEN   33	    /* "wNN-" 16 hex "-" 8 hex ".seg" */
-#define SEG_SEQ_TRIES  64	    /* names tried when one already exists */
-#define DIR_FILES_MAX  (1u << 20)   /* directory entries a scan considers */
-#define RESYNC_TRIES   4096u	    /* candidate records tried after a bad one */
-#define RD_PENDING_MAX (1u << 22)   /* messages with parts and no FINAL yet (reader) */
-#define RD_PARTS_MAX   (1u << 20)   /* parts of one message (reader) */
-#define MD_HOST_MAX    200	    /* host part of a maildir name (NAME_MAX is 255) */
+	1024u			      /* iovecs per pwritev: Linux UIO_MAXIOV (<limits.h> is       \
+				       * shadowed by core/limits.h, so no IOV_MAX here) */
+#define SCRATCH_SIZE   (64u * 1024)   /* read buffer of recovery and the reader */
+#define SEG_NAME_LEN   33	      /* "wNN-" 16 hex "-" 8 hex ".seg" */
+#define SEG_SEQ_TRIES  64	      /* names tried when one already exists */
+#define DIR_FILES_MAX  (1u << 20)     /* directory entries a scan considers */
+#define RESYNC_TRIES   4096u	      /* candidate records tried after a bad one */
+#define RESYNC_BYTES   (256ull << 20) /* bytes those candidates may make us check */
+#define RD_PENDING_MAX (1u << 22)     /* messages with parts and no FINAL yet (reader) */
+#define RD_PARTS_MAX   (1u << 20)     /* parts of one message (reader) */
+#define MD_HOST_MAX    200	      /* host part of a maildir name (NAME_MAX is 255) */
 #define MD_NAME_MAX    (40 + QID_LEN + MD_HOST_MAX)
 
 static_assert(SPOOL_ENV_MAX < SPOOL_REC_MAX, "an envelope fits in a record");
@@ -619,11 +621,19 @@ static void rec_hdr_encode(uint8_t *p, const struct rec_hdr *h)
 	put64(p + 56, h->body_len);
 }
 
-/* CRC of a record whose first hdr_len bytes are hdr, before the rest. */
-static uint32_t rec_crc_start(const uint8_t *hdr, size_t hdr_len)
+/* CRC of a record whose first hdr_len bytes are hdr, before the rest; seed: see spool.h. */
+static uint32_t rec_crc_start(uint32_t seed, const uint8_t *hdr, size_t hdr_len)
 {
-	uint32_t c = crc32c(0, hdr, 16);
+	uint32_t c = crc32c(seed, hdr, 16);
 	return crc32c(c, hdr + 20, hdr_len - 20);
+}
+
+/* The CRC seed of a segment's records: CRC-32C of its salt (8 bytes, little-endian). */
+static uint32_t seg_seed(uint64_t salt)
+{
+	uint8_t b[8];
+	put64(b, salt);
+	return crc32c(0, b, sizeof(b));
 }
 
 /* Decodes and checks the fixed fields (not the CRC). 0 or -EBADMSG. */
@@ -642,6 +652,14 @@ static int rec_hdr_decode(const uint8_t *p, struct rec_hdr *h)
 	h->env_len = get32(p + 48);
 	h->trace_len = get32(p + 52);
 	h->body_len = get64(p + 56);
+	if (h->type == SPOOL_REC_SEGMENT) {
+		static const char zero[QID_LEN + 1];
+		bool ok = h->hdr_len == SPOOL_REC_HDR_LEN && h->rec_len == SPOOL_SEG_REC_LEN &&
+			  h->part == 0 && h->body_off == 0 && h->env_len == 0 &&
+			  h->trace_len == 0 && h->body_len == SPOOL_SEG_PAYLOAD &&
+			  memcmp(h->qid, zero, sizeof(zero)) == 0;
+		return ok ? 0 : -EBADMSG;
+	}
 	if (h->type != SPOOL_REC_PART && h->type != SPOOL_REC_FINAL)
 		return -EBADMSG;
 	if (h->hdr_len < SPOOL_REC_HDR_LEN || h->hdr_len > 4096 || h->rec_len > SPOOL_REC_MAX)
@@ -663,15 +681,17 @@ static int rec_hdr_decode(const uint8_t *p, struct rec_hdr *h)
 }
 
 /*
- * Checks the record at off of a file of size bytes: 0 and *h when it is
- * whole and its CRC matches, -EBADMSG when not, -errno when reading failed.
- * *torn is set when the header is plausible but the file ends inside it.
+ * Checks the record at off of a file of size bytes, its CRC seeded with
+ * seed: 0 and *h when it is whole and its CRC matches, -EBADMSG when not,
+ * -errno when reading failed. *torn is set when the header is plausible but
+ * the file ends inside it; h->rec_len is 0 unless the header made sense.
  */
-static int rec_check(int fd, uint64_t off, uint64_t size, struct rec_hdr *h, uint8_t *buf,
-		     size_t cap, bool *torn)
+static int rec_check(int fd, uint64_t off, uint64_t size, uint32_t seed, struct rec_hdr *h,
+		     uint8_t *buf, size_t cap, bool *torn)
 {
 	uint8_t hb[SPOOL_REC_HDR_LEN];
 	*torn = false;
+	h->rec_len = 0;
 	if (size - off < SPOOL_REC_HDR_LEN) {
 		size_t n = (size_t)(size - off);
 		int r = pread_all(fd, hb, n, off);
@@ -685,13 +705,15 @@ static int rec_check(int fd, uint64_t off, uint64_t size, struct rec_hdr *h, uin
 	int r = pread_all(fd, hb, sizeof(hb), off);
 	if (r < 0)
 		return r == -ENODATA ? -EBADMSG : r;
-	if (rec_hdr_decode(hb, h) < 0)
+	if (rec_hdr_decode(hb, h) < 0) {
+		h->rec_len = 0;
 		return -EBADMSG;
+	}
 	if (h->rec_len > size - off) {
 		*torn = true;
 		return -EBADMSG;
 	}
-	uint32_t c = rec_crc_start(hb, SPOOL_REC_HDR_LEN);
+	uint32_t c = rec_crc_start(seed, hb, SPOOL_REC_HDR_LEN);
 	uint64_t pos = off + SPOOL_REC_HDR_LEN, end = off + h->rec_len;
 	while (pos < end) {
 		size_t n = end - pos < cap ? (size_t)(end - pos) : cap;
@@ -705,14 +727,17 @@ static int rec_check(int fd, uint64_t off, uint64_t size, struct rec_hdr *h, uin
 }
 
 /*
- * Looks for the first valid record after a bad one at off: 0 and *found, or
- * -ENOENT (none within RESYNC_TRIES candidates), or -errno.
+ * Looks for the first valid record (CRC seeded with seed) after a bad one at
+ * off: 0 and *found, -ENOENT when there is none, -E2BIG when the search gave
+ * up (RESYNC_TRIES candidates or RESYNC_BYTES checked: there may be one), or
+ * -errno.
  */
-static int rec_resync(int fd, uint64_t off, uint64_t size, uint64_t *found, uint8_t *buf,
-		      size_t cap)
+static int rec_resync(int fd, uint64_t off, uint64_t size, uint32_t seed, uint64_t *found,
+		      uint8_t *buf, size_t cap)
 {
 	uint8_t win[4096], magic[4];
 	unsigned tries = 0;
+	uint64_t checked = 0;
 	put32(magic, SPOOL_REC_MAGIC);
 	for (uint64_t pos = off + 1; pos + SPOOL_REC_HDR_LEN <= size;) {
 		size_t n = size - pos < sizeof(win) ? (size_t)(size - pos) : sizeof(win);
@@ -724,21 +749,40 @@ static int rec_resync(int fd, uint64_t off, uint64_t size, uint64_t *found, uint
 				continue;
 			struct rec_hdr h;
 			bool torn;
-			r = rec_check(fd, pos + i, size, &h, buf, cap, &torn);
-			if (r == 0) {
+			r = rec_check(fd, pos + i, size, seed, &h, buf, cap, &torn);
+			if (r == 0 && h.type != SPOOL_REC_SEGMENT) {
 				*found = pos + i;
 				return 0;
 			}
-			if (r != -EBADMSG)
+			if (r != 0 && r != -EBADMSG)
 				return r;
-			if (++tries >= RESYNC_TRIES)
-				return -ENOENT;
+			checked += h.rec_len;
+			if (++tries >= RESYNC_TRIES || checked > RESYNC_BYTES)
+				return -E2BIG;
 		}
 		if (n < 4)
 			break;
 		pos += n - 3;
 	}
 	return -ENOENT;
+}
+
+/* Reads the segment record at offset 0: 0 and the CRC seed of the file, or -EBADMSG/-errno. */
+static int seg_header(int fd, uint64_t size, uint8_t *buf, size_t cap, uint32_t *seed)
+{
+	struct rec_hdr h;
+	bool torn;
+	uint8_t salt[8];
+	int r = rec_check(fd, 0, size, 0, &h, buf, cap, &torn);
+	if (r == 0 && h.type != SPOOL_REC_SEGMENT)
+		r = -EBADMSG;
+	if (r == 0)
+		r = pread_all(fd, salt, sizeof(salt), SPOOL_REC_HDR_LEN);
+	if (r == -ENODATA)
+		r = -EBADMSG;
+	if (r == 0)
+		*seed = seg_seed(get64(salt));
+	return r;
 }
 
 /* Parses "wNN-<16 hex>-<8 hex>.seg". */
@@ -890,6 +934,7 @@ struct spool {
 	char segname[SEG_NAME_LEN + 1];
 	uint64_t run_us; /* spool_open time: the run part of segment names */
 	uint32_t seq;
+	uint32_t seed;	      /* CRC seed of the segment's records */
 	uint64_t end_off;     /* end of the records queued so far */
 	uint64_t flushed_off; /* end of what pwritev has taken */
 	uint64_t synced_off;  /* end of what fdatasync has made durable */
@@ -1125,6 +1170,41 @@ static int msg_check(const struct msg *m)
 
 /* ---- segment format ---- */
 
+static uint64_t random_salt(void)
+{
+	uint64_t v;
+	if (getrandom(&v, sizeof(v), 0) == (ssize_t)sizeof(v))
+		return v;
+	/* No getrandom: still differs per segment, which is what matters most. */
+	return now_us() * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid() << 32 ^ (uintptr_t)&v;
+}
+
+/* The first record of a segment: its salt, seeding the CRC of every later record. */
+static int seg_write_header(struct spool *sp, int fd)
+{
+	uint8_t b[SPOOL_SEG_REC_LEN];
+	uint64_t salt = random_salt();
+	struct rec_hdr h = {
+	    .type = SPOOL_REC_SEGMENT,
+	    .rec_len = SPOOL_SEG_REC_LEN,
+	    .body_len = SPOOL_SEG_PAYLOAD,
+	};
+	rec_hdr_encode(b, &h);
+	uint8_t *pl = b + SPOOL_REC_HDR_LEN;
+	put64(pl, salt);
+	put64(pl + 8, sp->run_us);
+	put32(pl + 16, sp->writer);
+	put32(pl + 20, sp->seq - 1);
+	uint32_t c = rec_crc_start(0, b, SPOOL_REC_HDR_LEN);
+	put32(b + 16, crc32c(c, pl, SPOOL_SEG_PAYLOAD));
+	struct iovec iov = {.iov_base = b, .iov_len = sizeof(b)};
+	int r = pwritev_all(fd, &iov, 1, 0);
+	if (r == 0 && fdatasync(fd) < 0)
+		r = -errno;
+	sp->seed = seg_seed(salt);
+	return r;
+}
+
 static int seg_create(struct spool *sp)
 {
 	int fd = -1;
@@ -1139,14 +1219,16 @@ static int seg_create(struct spool *sp)
 	if (fd < 0)
 		return -EEXIST;
 	/* The name must be durable before any record in the file is acknowledged. */
-	int r = fsync_fd(sp->activefd);
+	int r = seg_write_header(sp, fd);
+	if (r == 0)
+		r = fsync_fd(sp->activefd);
 	if (r < 0) {
 		close(fd);
 		unlinkat(sp->activefd, sp->segname, 0);
 		return r;
 	}
 	sp->segfd = fd;
-	sp->end_off = sp->flushed_off = sp->synced_off = 0;
+	sp->end_off = sp->flushed_off = sp->synced_off = SPOOL_SEG_REC_LEN;
 	sp->wb_fd = fd;
 	sp->wb_off = &sp->flushed_off;
 	return 0;
@@ -1195,7 +1277,7 @@ static int seg_queue(struct spool *sp, const struct msg *m, struct inflight *e)
 	memcpy(h.qid, env->qid, sizeof(h.qid));
 	rec_hdr_encode(p, &h);
 	size_t meta = SPOOL_REC_HDR_LEN + env_len + trace_len;
-	uint32_t c = rec_crc_start(p, SPOOL_REC_HDR_LEN);
+	uint32_t c = rec_crc_start(sp->seed, p, SPOOL_REC_HDR_LEN);
 	c = crc32c(c, p + SPOOL_REC_HDR_LEN, meta - SPOOL_REC_HDR_LEN);
 	for (uint32_t i = 0; i < m->nslices; i++)
 		c = crc32c(c, m->slices[i].base, m->slices[i].len);
@@ -1352,10 +1434,17 @@ static int seg_recover_one(struct spool *sp, const char *name)
 	struct stat st;
 	int r = fstat(fd, &st) < 0 ? -errno : 0;
 	uint64_t size = r == 0 ? (uint64_t)st.st_size : 0, off = 0, nrec = 0;
+	uint32_t seed = 0;
+	if (r == 0 && size > 0) {
+		r = seg_header(fd, size, sp->scratch, SCRATCH_SIZE, &seed);
+		off = r == 0 ? SPOOL_SEG_REC_LEN : 0;
+	}
 	while (r == 0 && off < size) {
 		struct rec_hdr h;
 		bool torn;
-		r = rec_check(fd, off, size, &h, sp->scratch, SCRATCH_SIZE, &torn);
+		r = rec_check(fd, off, size, seed, &h, sp->scratch, SCRATCH_SIZE, &torn);
+		if (r == 0 && h.type == SPOOL_REC_SEGMENT)
+			r = -EBADMSG;
 		if (r == 0) {
 			off += h.rec_len;
 			nrec++;
@@ -1363,8 +1452,12 @@ static int seg_recover_one(struct spool *sp, const char *name)
 	}
 	if (r == -EBADMSG) {
 		uint64_t next;
-		r = rec_resync(fd, off, size, &next, sp->scratch, SCRATCH_SIZE);
-		if (r == 0) /* valid records follow: not a torn tail, keep a copy */
+		/* Without its header nothing in the file can be checked: keep it all aside. */
+		if (off == 0)
+			r = size > SPOOL_SEG_REC_LEN ? -E2BIG : -ENOENT;
+		else
+			r = rec_resync(fd, off, size, seed, &next, sp->scratch, SCRATCH_SIZE);
+		if (r == 0 || r == -E2BIG) /* not a torn tail: valid records may follow */
 			r = seg_quarantine(sp, fd, name, off, size);
 		else if (r == -ENOENT)
 			r = 0;
@@ -1381,7 +1474,7 @@ static int seg_recover_one(struct spool *sp, const char *name)
 	close(fd);
 	if (r < 0)
 		return r;
-	if (off == 0)
+	if (nrec == 0)
 		return unlinkat(sp->activefd, name, 0) < 0 ? -errno : 0;
 	return rename_noreplace(sp->activefd, name, sp->readyfd, name);
 }
@@ -1436,7 +1529,7 @@ static int seg_close(struct spool *sp)
 		seg_fail(sp, r);
 	if (sp->need_truncate) /* unknown bytes past synced_off: leave it to recovery */
 		return r;
-	if (sp->synced_off == 0) {
+	if (sp->synced_off <= SPOOL_SEG_REC_LEN) { /* no record: drop it */
 		close_fd(&sp->segfd);
 		if (unlinkat(sp->activefd, sp->segname, 0) < 0)
 			return r < 0 ? r : -errno;
@@ -1881,6 +1974,7 @@ struct spool_reader {
 	uint32_t nfiles, fi;
 	int fd; /* files[fi] being scanned, or -1 */
 	uint64_t off, size;
+	uint32_t seed;	   /* CRC seed of files[fi] */
 	struct qidmap map; /* qid -> index in pend */
 	struct rd_pending *pend;
 	uint32_t pend_cap, pend_free;
@@ -2117,7 +2211,7 @@ static void rd_seg_bad(struct spool_reader *r, bool torn)
 {
 	const char *file = r->files[r->fi].rel;
 	uint64_t next;
-	int e = rec_resync(r->fd, r->off, r->size, &next, r->buf, SCRATCH_SIZE);
+	int e = rec_resync(r->fd, r->off, r->size, r->seed, &next, r->buf, SCRATCH_SIZE);
 	if (e == 0) {
 		rd_problem(r, SPOOL_P_CORRUPT, true, file, r->off,
 			   "bad record (magic, lengths or CRC): %" PRIu64 " bytes skipped",
@@ -2125,7 +2219,12 @@ static void rd_seg_bad(struct spool_reader *r, bool torn)
 		r->off = next;
 		return;
 	}
-	if (e != -ENOENT)
+	if (e == -E2BIG)
+		rd_problem(r, SPOOL_P_CORRUPT, true, file, r->off,
+			   "bad record; no valid one found within the search bounds: %" PRIu64
+			   " bytes not read",
+			   r->size - r->off);
+	else if (e != -ENOENT)
 		rd_problem(r, SPOOL_P_IO, true, file, r->off, "read: %s", strerror(-e));
 	else if (torn)
 		rd_problem(r, SPOOL_P_TRUNCATED, true, file, r->off,
@@ -2155,7 +2254,20 @@ static int rd_seg_open_file(struct spool_reader *r)
 	r->counts.files++;
 	r->off = 0;
 	r->size = (uint64_t)st.st_size;
-	return 0;
+	if (r->size == 0)
+		return 0; /* just created: nothing in it yet */
+	int e = seg_header(r->fd, r->size, r->buf, SCRATCH_SIZE, &r->seed);
+	if (e == 0) {
+		r->off = SPOOL_SEG_REC_LEN;
+		return 0;
+	}
+	if (e == -EBADMSG)
+		rd_problem(r, SPOOL_P_CORRUPT, true, f->rel, 0,
+			   "bad segment header: %" PRIu64 " bytes not read", r->size);
+	else
+		rd_problem(r, SPOOL_P_IO, true, f->rel, 0, "read: %s", strerror(-e));
+	close_fd(&r->fd);
+	return -1;
 }
 
 static int rd_seg_next(struct spool_reader *r)
@@ -2178,7 +2290,9 @@ static int rd_seg_next(struct spool_reader *r)
 		}
 		struct rec_hdr h;
 		bool torn;
-		int e = rec_check(r->fd, r->off, r->size, &h, r->buf, SCRATCH_SIZE, &torn);
+		int e = rec_check(r->fd, r->off, r->size, r->seed, &h, r->buf, SCRATCH_SIZE, &torn);
+		if (e == 0 && h.type == SPOOL_REC_SEGMENT)
+			e = -EBADMSG;
 		if (e == -EBADMSG) {
 			rd_seg_bad(r, torn);
 			continue;

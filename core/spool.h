@@ -18,16 +18,17 @@
  * writer's segments in name order, ready/ and active/ together, and joins
  * the records of one message by qid; parts never span runs.
  *
- * A segment is a sequence of records, no file header, no padding. All
- * integers little-endian. Record header (SPOOL_REC_HDR_LEN = 64 bytes):
+ * A segment is a sequence of records, no padding. All integers are
+ * little-endian. Record header (SPOOL_REC_HDR_LEN = 64 bytes):
  *   off size
  *    0   4  magic      SPOOL_REC_MAGIC 0x5253584d (bytes "MXSR")
- *    4   1  type       1 = PART, 2 = FINAL
+ *    4   1  type       1 = PART, 2 = FINAL, 3 = SEGMENT
  *    5   1  version    1
  *    6   2  flags      0 (reserved)
  *    8   4  hdr_len    64 (readers skip header bytes past the fields they know)
  *   12   4  rec_len    hdr_len + env_len + trace_len + body_len, <= SPOOL_REC_MAX
- *   16   4  crc        CRC-32C (crc32c.h) of bytes [0,16) then [20,rec_len)
+ *   16   4  crc        CRC-32C (crc32c.h) of the segment's salt (8 bytes),
+ *                      then bytes [0,16) and [20,rec_len) of the record
  *   20   4  part       0, 1, ... index of this part within the message
  *   24  16  qid        ASCII, NUL-padded
  *   40   8  body_off   client body bytes stored by the earlier parts
@@ -35,7 +36,17 @@
  *   52   4  trace_len  part 0: length of the Received: trace header; else 0
  *   56   8  body_len   client body bytes in this record
  * then env_len bytes of envelope, trace_len bytes of trace header, body_len
- * bytes of body. A message is its part records 0..n-2 (type PART) and one
+ * bytes of body.
+ *
+ * The first record of every segment, and only it, is a SEGMENT record:
+ * part 0, qid all zero, body_off, env_len and trace_len 0, body_len 24, its
+ * crc over bytes [0,16) and [20,88) alone (no salt); its 24 bytes: salt u64
+ * (random), run_us u64, writer u32, sequence u32. The salt is what the crc of
+ * every later record starts with (crc32c(crc32c(0, salt, 8), ...)), so a
+ * well-formed record planted inside a message body cannot pass for a real
+ * one when a reader looks for the next record after a damaged one.
+ *
+ * A message is its part records 0..n-2 (type PART) and one
  * FINAL with part n-1 (a one-part message is a lone FINAL with part 0). The
  * stored message is the trace header followed by the body bytes of parts
  * 0..n-1 in order. Envelope (FINAL only):
@@ -99,7 +110,10 @@
 #define SPOOL_REC_VERSION  1
 #define SPOOL_REC_PART	   1
 #define SPOOL_REC_FINAL	   2
+#define SPOOL_REC_SEGMENT  3
 #define SPOOL_REC_HDR_LEN  64u
+#define SPOOL_SEG_PAYLOAD  24u /* salt, run_us, writer, sequence */
+#define SPOOL_SEG_REC_LEN  (SPOOL_REC_HDR_LEN + SPOOL_SEG_PAYLOAD)
 #define SPOOL_ENV_FIXED	   44u
 #define SPOOL_REC_MAX	   (1u << 30) /* a bigger part fails with -EMSGSIZE */
 #define SPOOL_TRACE_MAX	   1024u      /* the longest trace header */

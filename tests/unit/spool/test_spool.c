@@ -417,7 +417,8 @@ static void torn_setup(struct torn *tn)
 	assert_int_equal(t_read_file(path, &tn->seg, &tn->len), 0);
 	assert_int_equal(spool_close(sp), 0);
 	t_rmdir(dir);
-	size_t off = 0;
+	assert_int_equal(tn->seg[4], SPOOL_REC_SEGMENT);
+	size_t off = SPOOL_SEG_REC_LEN;
 	for (int i = 0; i < 4; i++) {
 		tn->rec[i] = off;
 		const uint8_t *p = tn->seg + off + 12;
@@ -473,8 +474,10 @@ static void test_recover_torn_tail(void **state)
 		recover_case(&tn, tn.seg, cut, tn.rec[3], 3, 0);
 	/* Nothing to cut. */
 	recover_case(&tn, tn.seg, tn.len, tn.len, 4, 0);
-	/* Cut inside the first record: nothing left, the segment goes. */
+	/* Cut inside the segment header or the first record: nothing left, the segment goes. */
 	recover_case(&tn, tn.seg, 10, 0, 0, 0);
+	recover_case(&tn, tn.seg, SPOOL_SEG_REC_LEN, 0, 0, 0);
+	recover_case(&tn, tn.seg, tn.rec[0] + 100, 0, 0, 0);
 	/* A flipped byte anywhere in the last record (header, crc, envelope, body). */
 	uint8_t *copy = malloc(tn.len);
 	assert_non_null(copy);
@@ -493,6 +496,10 @@ static void test_recover_torn_tail(void **state)
 	memcpy(copy, tn.seg, tn.len);
 	copy[tn.rec[1] + 70] ^= 0x01;
 	recover_case(&tn, copy, tn.len, tn.rec[1], 1, 1);
+	/* A flip in the segment header: nothing can be checked, the whole file is kept aside. */
+	memcpy(copy, tn.seg, tn.len);
+	copy[SPOOL_REC_HDR_LEN + 3] ^= 0x01;
+	recover_case(&tn, copy, tn.len, 0, 0, 1);
 	free(copy);
 	free(tn.seg);
 	for (int i = 0; i < 4; i++)
@@ -524,6 +531,120 @@ static void test_reader_damage(void **state)
 	free(tn.seg);
 	for (int i = 0; i < 4; i++)
 		t_txn_free(&tn.t[i]);
+}
+
+/* ---- a record planted in a message body ---- */
+
+static void le(uint8_t *p, uint64_t v, int n)
+{
+	for (int i = 0; i < n; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* A well-formed FINAL record (qid EVIL) whose crc starts from seed. */
+static size_t forge(uint8_t *p, uint32_t seed)
+{
+	static const char *str[] = {"198.51.100.1",	 "evil", "", "mx", "evil@example.com",
+				    "victim@example.org"};
+	static const char body[] = "Subject: planted\r\n\r\nhello\r\n";
+	size_t bl = sizeof(body) - 1, el = SPOOL_ENV_FIXED;
+	uint8_t *env = p + SPOOL_REC_HDR_LEN;
+	memset(p, 0, SPOOL_REC_HDR_LEN + SPOOL_ENV_FIXED);
+	le(env + 8, bl, 8);
+	le(env + 16, bl, 8);
+	le(env + 24, 1, 4);
+	le(env + 36, 1, 4);
+	for (int i = 0; i < 6; i++) {
+		size_t n = strlen(str[i]);
+		le(env + el, n, 2);
+		memcpy(env + el + 2, str[i], n);
+		el += 2 + n;
+	}
+	memcpy(env + el, body, bl);
+	size_t len = SPOOL_REC_HDR_LEN + el + bl;
+	le(p, SPOOL_REC_MAGIC, 4);
+	p[4] = SPOOL_REC_FINAL;
+	p[5] = SPOOL_REC_VERSION;
+	le(p + 8, SPOOL_REC_HDR_LEN, 4);
+	le(p + 12, len, 4);
+	memcpy(p + 24, "EVIL", 4);
+	le(p + 48, el, 4);
+	le(p + 56, bl, 8);
+	uint32_t c = crc32c(seed, p, 16);
+	le(p + 16, crc32c(c, p + 20, len - 20), 4);
+	return len;
+}
+
+static void test_planted_record(void **state)
+{
+	(void)state;
+	char dir[256], path[768];
+	uint8_t rec[512];
+	static struct t_read rd;
+
+	/* Control: with the segment's salt known, the forged record reads as a message. */
+	t_mkdtemp(dir, sizeof(dir));
+	snprintf(path, sizeof(path), "%s/ready", dir);
+	assert_int_equal(mkdir(path, 0750), 0);
+	uint8_t seg[1024] = {0};
+	le(seg, SPOOL_REC_MAGIC, 4);
+	seg[4] = SPOOL_REC_SEGMENT;
+	seg[5] = SPOOL_REC_VERSION;
+	le(seg + 8, SPOOL_REC_HDR_LEN, 4);
+	le(seg + 12, SPOOL_SEG_REC_LEN, 4);
+	le(seg + 56, SPOOL_SEG_PAYLOAD, 8);
+	le(seg + 64, 0x0123456789abcdefull, 8); /* salt */
+	le(seg + 16, crc32c(crc32c(0, seg, 16), seg + 20, SPOOL_SEG_REC_LEN - 20), 4);
+	uint32_t seed = crc32c(0, seg + 64, 8);
+	size_t n = forge(seg + SPOOL_SEG_REC_LEN, seed);
+	snprintf(path, sizeof(path), "%s/ready/w00-0000000000000001-00000000.seg", dir);
+	assert_int_equal(t_write_file(path, seg, SPOOL_SEG_REC_LEN + n), 0);
+	assert_int_equal(t_read_all(dir, &rd), 0);
+	assert_int_equal(rd.n, 1);
+	assert_string_equal(rd.msg[0].env.qid, "EVIL");
+	assert_string_equal(rd.msg[0].env.from, "evil@example.com");
+	t_read_free(&rd);
+	t_rmdir(dir);
+
+	/* A client plants it in a body (it cannot know the salt); the record before it breaks. */
+	t_mkdtemp(dir, sizeof(dir));
+	struct config cfg;
+	t_config(&cfg, dir, SPOOL_SEGMENT, 1);
+	struct spool *sp;
+	assert_int_equal(spool_open(&cfg, 0, 64, 16, &sp), 0);
+	struct t_txn a, f, c;
+	t_txn_init(&a, "AAAA", 100, 1, 1);
+	t_txn_init(&f, "FFFF", 0, 2, 1);
+	t_txn_init(&c, "CCCC", 100, 3, 1);
+	free(f.body);
+	f.body = rec;
+	f.body_len = forge(rec, 0);
+	write_ok(sp, t_msg(&a, MSG_FINAL, 0, 0, a.body_len, 50));
+	write_ok(sp, t_msg(&f, MSG_FINAL, 0, 0, f.body_len, 50));
+	write_ok(sp, t_msg(&c, MSG_FINAL, 0, 0, c.body_len, 50));
+	assert_int_equal(spool_sync(sp), 0);
+	assert_int_equal(spool_close(sp), 0);
+	one_segment(dir, "ready", path, sizeof(path));
+	uint8_t *buf;
+	size_t len;
+	assert_int_equal(t_read_file(path, &buf, &len), 0);
+	size_t frec = SPOOL_SEG_REC_LEN;
+	frec += (size_t)buf[frec + 12] | (size_t)buf[frec + 13] << 8; /* skip A */
+	assert_memory_equal(buf + frec + 24, "FFFF", 4);
+	buf[frec + 30] = 'x'; /* F's header no longer decodes */
+	assert_int_equal(t_write_file(path, buf, len), 0);
+	free(buf);
+	assert_int_equal(t_read_all(dir, &rd), 0);
+	assert_int_equal(rd.n, 2);
+	assert_string_equal(rd.msg[0].env.qid, "AAAA");
+	assert_string_equal(rd.msg[1].env.qid, "CCCC");
+	assert_int_equal(rd.errors, 1);
+	t_read_free(&rd);
+	f.body = NULL;
+	t_txn_free(&a);
+	t_txn_free(&f);
+	t_txn_free(&c);
+	t_rmdir(dir);
 }
 
 /* ---- rotation ---- */
@@ -738,6 +859,7 @@ int main(void)
 	    cmocka_unit_test(test_protocol_errors),
 	    cmocka_unit_test(test_recover_torn_tail),
 	    cmocka_unit_test(test_reader_damage),
+	    cmocka_unit_test(test_planted_record),
 	    cmocka_unit_test(test_rotation),
 	    cmocka_unit_test(test_segment_write_error),
 	    cmocka_unit_test(test_maildir_write_error),
