@@ -822,6 +822,24 @@ static bool seg_name_parse(const char *name, unsigned *writer, uint64_t *run_us,
 	return true;
 }
 
+/* The writer a segment or tmp/ file name belongs to. */
+static bool seg_writer_of(const char *name, unsigned *n)
+{
+	uint64_t run;
+	uint32_t seq;
+	return seg_name_parse(name, n, &run, &seq);
+}
+
+static bool tmp_writer_of(const char *name, unsigned *n)
+{
+	const char *dot = strrchr(name, '.');
+	if (!dot || dot[1] != 'w' || strlen(dot) != 4 || dot[2] < '0' || dot[2] > '9' ||
+	    dot[3] < '0' || dot[3] > '9')
+		return false;
+	*n = (unsigned)(dot[2] - '0') * 10 + (unsigned)(dot[3] - '0');
+	return true;
+}
+
 static int name_cmp(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
@@ -963,11 +981,6 @@ struct spool {
 	struct md_done *done; /* owned: batch_max */
 	unsigned ndone;
 };
-
-static bool writer_owned(const struct spool *sp, unsigned n)
-{
-	return n == sp->writer || (n >= sp->nwriters && n % sp->nwriters == sp->writer);
-}
 
 /* ---- in-flight table ---- */
 
@@ -1483,9 +1496,7 @@ static bool keep_owned_seg(const char *name, void *arg)
 {
 	const struct spool *sp = arg;
 	unsigned w;
-	uint64_t run;
-	uint32_t seq;
-	return seg_name_parse(name, &w, &run, &seq) && writer_owned(sp, w);
+	return seg_writer_of(name, &w) && w == sp->writer;
 }
 
 static int seg_recover(struct spool *sp)
@@ -1691,11 +1702,8 @@ static int md_sync(struct spool *sp)
 static bool keep_owned_tmp(const char *name, void *arg)
 {
 	const struct spool *sp = arg;
-	const char *dot = strrchr(name, '.');
-	if (!dot || dot[1] != 'w' || strlen(dot) != 4 || dot[2] < '0' || dot[2] > '9' ||
-	    dot[3] < '0' || dot[3] > '9')
-		return false;
-	return writer_owned(sp, (unsigned)(dot[2] - '0') * 10 + (unsigned)(dot[3] - '0'));
+	unsigned n;
+	return tmp_writer_of(name, &n) && n == sp->writer;
 }
 
 /* Removes this writer's unfinished deliveries: never acknowledged. */
@@ -1784,27 +1792,110 @@ static int spool_alloc(struct spool *sp, const struct config *cfg, unsigned batc
 	return 0;
 }
 
-/* Recovers the active segments of writers >= cfg->writers mapped to this one, when unlocked. */
-static int seg_recover_strays(struct spool *sp)
+/*
+ * Recovers what writers >= cfg->writers left in dirfd (the spool once had
+ * more writers): writer n is taken over by writer n % cfg->writers, under
+ * n's lock, so a process still running writer n is left alone.
+ */
+static int recover_strays(struct spool *sp, int dirfd, bool (*writer_of)(const char *, unsigned *),
+			  int (*recover)(struct spool *sp))
 {
-	for (unsigned n = sp->nwriters + sp->writer; n < WRITERS_MAX; n += sp->nwriters) {
+	char **names;
+	uint32_t count;
+	uint64_t mask = 0;
+	int r = dir_list(dirfd, NULL, NULL, &names, &count);
+	if (r < 0)
+		return r;
+	for (uint32_t i = 0; i < count; i++) {
+		unsigned n;
+		if (writer_of(names[i], &n) && n >= sp->nwriters && n < WRITERS_MAX &&
+		    n % sp->nwriters == sp->writer)
+			mask |= 1ull << n;
+	}
+	names_free(names, count);
+	unsigned self = sp->writer;
+	for (unsigned n = 0; r == 0 && n < WRITERS_MAX; n++) {
+		if (!(mask & 1ull << n))
+			continue;
 		int fd = lock_writer(sp->dirfd, n);
 		if (fd == -EBUSY)
 			continue;
 		if (fd < 0)
 			return fd;
-		unsigned keep = sp->writer;
-		sp->writer = n; /* writer_owned(n) is true either way; logs name n */
-		int r = seg_recover(sp);
-		sp->writer = keep;
+		sp->writer = n; /* the file names and log lines are n's */
+		r = recover(sp);
+		sp->writer = self;
 		close(fd);
-		char name[16];
-		snprintf(name, sizeof(name), "w%02u.lock", n);
-		unlinkat(sp->dirfd, name, 0);
-		if (r < 0)
-			return r;
 	}
-	return 0;
+	return r;
+}
+
+static void spool_init(struct spool *sp, const struct config *cfg, unsigned writer)
+{
+	sp->lockfd = sp->dirfd = sp->activefd = sp->readyfd = sp->tmpfd = sp->newfd = -1;
+	sp->segfd = -1;
+	sp->format = cfg->spool_format;
+	sp->writer = writer;
+	sp->nwriters = cfg->writers;
+	sp->segment_size = cfg->segment_size;
+	snprintf(sp->dir, sizeof(sp->dir), "%s", cfg->spool_dir);
+	snprintf(sp->host, sizeof(sp->host), "%s",
+		 cfg->myhostname[0] ? cfg->myhostname : "localhost");
+	/* Maildir name part: '/' and ':' escaped as maildir readers expect, cut to fit. */
+	struct sbuf hb = {.p = sp->host_enc, .len = 0, .cap = sizeof(sp->host_enc), .over = false};
+	for (const char *h = sp->host; *h && !hb.over; h++) {
+		size_t before = hb.len;
+		sb_puts(&hb, *h == '/' ? "\\057" : *h == ':' ? "\\072" : (char[2]){*h, 0});
+		if (hb.over)
+			hb.len = before;
+	}
+	sp->host_enc[hb.len] = 0;
+}
+
+static int spool_open_segment(struct spool *sp, const char **what)
+{
+	*what = "segment dirs";
+	int r = sp->activefd = open_subdir(sp->dirfd, "active", true);
+	if (r >= 0)
+		r = sp->readyfd = open_subdir(sp->dirfd, "ready", true);
+	if (r >= 0)
+		r = fsync_fd(sp->dirfd);
+	if (r < 0)
+		return r;
+	*what = "recover";
+	r = seg_recover(sp);
+	if (r == 0)
+		r = recover_strays(sp, sp->activefd, seg_writer_of, seg_recover);
+	if (r < 0)
+		return r;
+	*what = "new segment";
+	sp->run_us = now_us();
+	return seg_create(sp);
+}
+
+static int spool_open_maildir(struct spool *sp, const char **what)
+{
+	*what = "maildir";
+	int md = open_subdir(sp->dirfd, "maildir", true);
+	if (md < 0)
+		return md;
+	int r = sp->tmpfd = open_subdir(md, "tmp", true);
+	if (r >= 0)
+		r = sp->newfd = open_subdir(md, "new", true);
+	if (r >= 0) {
+		int cur = open_subdir(md, "cur", true);
+		if (cur >= 0)
+			close(cur);
+		r = cur;
+	}
+	if (r >= 0)
+		r = fsync_fd(md);
+	close(md);
+	if (r < 0)
+		return r;
+	*what = "recover";
+	r = md_recover(sp);
+	return r == 0 ? recover_strays(sp, sp->tmpfd, tmp_writer_of, md_recover) : r;
 }
 
 int spool_open(const struct config *cfg, unsigned writer, unsigned batch_max, unsigned inflight_max,
@@ -1817,24 +1908,7 @@ int spool_open(const struct config *cfg, unsigned writer, unsigned batch_max, un
 	struct spool *sp = calloc(1, sizeof(*sp));
 	if (!sp)
 		return -ENOMEM;
-	sp->lockfd = sp->dirfd = sp->activefd = sp->readyfd = sp->tmpfd = sp->newfd = -1;
-	sp->segfd = -1;
-	sp->format = cfg->spool_format;
-	sp->writer = writer;
-	sp->nwriters = cfg->writers;
-	sp->segment_size = cfg->segment_size;
-	snprintf(sp->dir, sizeof(sp->dir), "%s", cfg->spool_dir);
-	snprintf(sp->host, sizeof(sp->host), "%s",
-		 cfg->myhostname[0] ? cfg->myhostname : "localhost");
-	struct sbuf hb = {.p = sp->host_enc, .len = 0, .cap = sizeof(sp->host_enc), .over = false};
-	for (const char *h = sp->host; *h && !hb.over; h++) {
-		size_t before = hb.len;
-		sb_puts(&hb, *h == '/' ? "\\057" : *h == ':' ? "\\072" : (char[2]){*h, 0});
-		if (hb.over)
-			hb.len = before;
-	}
-	sp->host_enc[hb.len] = 0;
-
+	spool_init(sp, cfg, writer);
 	const char *what = "memory";
 	int r = spool_alloc(sp, cfg, batch_max, inflight_max);
 	if (r == 0) {
@@ -1847,48 +1921,11 @@ int spool_open(const struct config *cfg, unsigned writer, unsigned batch_max, un
 	}
 	if (r == 0) {
 		what = "lock (is another mxring using it?)";
-		sp->lockfd = r = lock_writer(sp->dirfd, writer);
-		r = r < 0 ? r : 0;
+		r = sp->lockfd = lock_writer(sp->dirfd, writer);
 	}
-	if (r == 0 && sp->format == SPOOL_MAILDIR) {
-		what = "maildir";
-		int md = r = open_subdir(sp->dirfd, "maildir", true);
-		if (md >= 0) {
-			sp->tmpfd = r = open_subdir(md, "tmp", true);
-			if (r >= 0)
-				sp->newfd = r = open_subdir(md, "new", true);
-			int cur = r >= 0 ? open_subdir(md, "cur", true) : -1;
-			if (r >= 0 && cur < 0)
-				r = cur;
-			if (cur >= 0)
-				close(cur);
-			if (r >= 0)
-				r = fsync_fd(md);
-			close(md);
-		}
-		if (r >= 0) {
-			what = "recover";
-			r = md_recover(sp);
-		}
-	} else if (r == 0) {
-		what = "segment dirs";
-		sp->activefd = r = open_subdir(sp->dirfd, "active", true);
-		if (r >= 0)
-			sp->readyfd = r = open_subdir(sp->dirfd, "ready", true);
-		if (r >= 0)
-			r = fsync_fd(sp->dirfd);
-		if (r >= 0) {
-			what = "recover";
-			r = seg_recover(sp);
-		}
-		if (r >= 0)
-			r = seg_recover_strays(sp);
-		if (r >= 0) {
-			what = "new segment";
-			sp->run_us = now_us();
-			r = seg_create(sp);
-		}
-	}
+	if (r >= 0)
+		r = sp->format == SPOOL_MAILDIR ? spool_open_maildir(sp, &what)
+						: spool_open_segment(sp, &what);
 	if (r < 0) {
 		fprintf(stderr, "mxring: spool %s writer %u: %s: %s\n", sp->dir, writer, what,
 			strerror(-r));

@@ -506,6 +506,51 @@ static void test_recover_torn_tail(void **state)
 		t_txn_free(&tn.t[i]);
 }
 
+/* A spool that once had three writers, now one: writer 0 takes over writer 2's segment. */
+static void test_recover_strays(void **state)
+{
+	(void)state;
+	char dir[256], path[768], name[256];
+	t_mkdtemp(dir, sizeof(dir));
+	struct config cfg;
+	t_config(&cfg, dir, SPOOL_SEGMENT, 3);
+	struct spool *sp;
+	assert_int_equal(spool_open(&cfg, 2, 64, 16, &sp), 0);
+	struct t_txn a;
+	t_txn_init(&a, "AAAA", 100, 1, 1);
+	write_ok(sp, t_msg(&a, MSG_FINAL, 0, 0, 100, 10));
+	assert_int_equal(spool_sync(sp), 0);
+	one_segment(dir, "active", path, sizeof(path));
+	uint8_t *seg;
+	size_t len;
+	assert_int_equal(t_read_file(path, &seg, &len), 0);
+	char act[300];
+	snprintf(act, sizeof(act), "%s/active", dir);
+	t_first_file(act, name, sizeof(name));
+	assert_int_equal(spool_close(sp), 0);
+	t_rmdir(dir);
+
+	t_mkdtemp(dir, sizeof(dir));
+	snprintf(path, sizeof(path), "%s/active", dir);
+	assert_int_equal(mkdir(path, 0750), 0);
+	snprintf(path, sizeof(path), "%s/active/%s", dir, name);
+	assert_int_equal(t_write_file(path, seg, len), 0);
+	free(seg);
+	t_config(&cfg, dir, SPOOL_SEGMENT, 1);
+	assert_int_equal(spool_open(&cfg, 0, 64, 16, &sp), 0);
+	assert_int_equal(count_in(dir, "ready"), 1);
+	assert_int_equal(count_in(dir, "active"), 1); /* writer 0's new segment */
+	assert_int_equal(t_count_files(dir), 4);      /* active, ready, w00.lock, w02.lock */
+	assert_int_equal(spool_close(sp), 0);
+	static struct t_read rd;
+	assert_int_equal(t_read_all(dir, &rd), 0);
+	assert_int_equal(rd.n, 1);
+	t_check_msg(&rd.msg[0], &a, "");
+	t_read_free(&rd);
+	t_txn_free(&a);
+	t_rmdir(dir);
+}
+
 /* The reader on a damaged segment in ready/: reports, resyncs, counts. */
 static void test_reader_damage(void **state)
 {
@@ -858,6 +903,7 @@ int main(void)
 	    cmocka_unit_test(test_abort_orphans),
 	    cmocka_unit_test(test_protocol_errors),
 	    cmocka_unit_test(test_recover_torn_tail),
+	    cmocka_unit_test(test_recover_strays),
 	    cmocka_unit_test(test_reader_damage),
 	    cmocka_unit_test(test_planted_record),
 	    cmocka_unit_test(test_rotation),
