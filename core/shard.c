@@ -569,7 +569,9 @@ static void conn_log_end(struct shard *sh, struct conn *c)
 /* Frees the slot once nothing is in flight for it. */
 static void conn_release(struct shard *sh, struct conn *c)
 {
-	if (c->nops > 0 || !c->open)
+	/* A slot on the dirty or starved list is released by pass_end, which
+	 * walks those lists: their links must not be reused before. */
+	if (c->nops > 0 || !c->open || (c->flags & (C_DIRTY | C_STARVED)))
 		return;
 	uint32_t slot = (uint32_t)(c - sh->conns);
 	close(c->fd);
@@ -1189,7 +1191,9 @@ static void pass_end(struct shard *sh)
 		struct conn *c = &sh->conns[i];
 		uint32_t next = c->next_starved;
 		c->flags &= ~C_STARVED;
-		if (c->open && !(c->flags & (C_SHUT | C_RECV | C_PAUSED)))
+		if (c->open && (c->flags & C_SHUT))
+			conn_release(sh, c);
+		else if (c->open && !(c->flags & (C_RECV | C_PAUSED)))
 			arm_recv(sh, c);
 		i = next;
 	}
@@ -1199,7 +1203,9 @@ static void pass_end(struct shard *sh)
 		struct conn *c = &sh->conns[i];
 		uint32_t next = c->next_dirty;
 		c->flags &= ~C_DIRTY;
-		if (c->open && !(c->flags & C_SHUT))
+		if (c->open && (c->flags & C_SHUT))
+			conn_release(sh, c);
+		else if (c->open)
 			conn_flush(sh, c);
 		i = next;
 	}
