@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -75,6 +76,21 @@ static void log_stats(struct shard **shards, unsigned n, struct writer_set *ws)
 		 (unsigned long long)w.finals, (unsigned long long)w.errors);
 }
 
+/* Each connection is a descriptor: raise the soft limit as far as the hard one allows. */
+static void raise_nofile(const struct config *cfg)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	rlim_t want = (rlim_t)cfg->max_connections + 1024;
+	if (rl.rlim_cur >= want)
+		return;
+	rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < want)
+		log_line("warning: open files limited to %llu, below max_connections=%u",
+			 (unsigned long long)rl.rlim_cur, cfg->max_connections);
+}
+
 static int run(struct config *cfg)
 {
 	struct smtp_conf sconf;
@@ -88,6 +104,7 @@ static int run(struct config *cfg)
 		fprintf(stderr, "mxring: spool_dir %s: %s\n", cfg->spool_dir, strerror(-rc));
 		return 1;
 	}
+	raise_nofile(cfg);
 	smtp_conf_init(&sconf, cfg, false);
 	rc = writers_start(cfg, cfg->shards, &ws);
 	if (rc)
