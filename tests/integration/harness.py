@@ -662,21 +662,21 @@ def spool_verify(spool, expect_ok=True):
     return int(m.group(1))
 
 
-LIST_RE = re.compile(r"qid=([0-9A-Za-z]{16}) from=<(.*)> rcpts=(\d+) size=(\d+)")
+def _list_entry(line):
+    """qid, from, rcpts, size out of one `list` line (other keys may sit between)."""
+    q = re.search(r"\bqid=([0-9A-Za-z]{16})\b", line)
+    f = re.search(r"\bfrom=<(.*)> ", line + " ")
+    r = re.search(r"\brcpts=(\d+)\b", line)
+    z = re.search(r"\bsize=(\d+)\b", line)
+    check(q and f and r and z, "unexpected `mxring-spool list` line %r" % line)
+    return {"qid": q.group(1), "from": f.group(1).split("> ")[0], "rcpts": int(r.group(1)),
+            "size": int(z.group(1)), "line": line}
 
 
 def spool_list(spool):
     """`mxring-spool list`: list of dicts qid, from, rcpts, size (in spool order)."""
     _, out, _ = spool_tool("list", spool)
-    res = []
-    for line in out.decode("utf-8", "replace").splitlines():
-        if not line.strip():
-            continue
-        m = LIST_RE.search(line)
-        check(m is not None, "unexpected `mxring-spool list` line %r" % line)
-        res.append({"qid": m.group(1), "from": m.group(2), "rcpts": int(m.group(3)),
-                    "size": int(m.group(4))})
-    return res
+    return [_list_entry(l) for l in out.decode("utf-8", "replace").splitlines() if l.strip()]
 
 
 def spool_body(spool, qid):
