@@ -920,6 +920,7 @@ struct inflight {
 	uint64_t next_off;     /* client body bytes stored so far */
 	uint64_t file_off;     /* maildir: bytes in the tmp file */
 	uint64_t gen;	       /* sp->gen when its last record was queued */
+	uint64_t touch;	       /* sp->touch when it was last written: eviction order */
 	uint32_t next_part;    /* the part expected next */
 	uint32_t trace_len;    /* of the trace header written with part 0 */
 	uint32_t next_free;    /* free list link */
@@ -961,7 +962,8 @@ struct spool {
 	int batch_err;	      /* first failure of this batch */
 
 	unsigned batch_n, batch_max;
-	uint64_t gen; /* bumped at each successful sync and each failure */
+	uint64_t gen;	/* bumped at each successful sync and each failure */
+	uint64_t touch; /* counts writes, for in-flight eviction */
 	uint64_t syncs;
 
 	/* Pending pwritev: iov[0..niov) of wb_bytes, to wb_fd at *wb_off. */
@@ -990,8 +992,13 @@ static struct inflight *ent_get(struct spool *sp, const char *qid)
 	return v ? &sp->ent[*v] : NULL;
 }
 
+static void ent_evict(struct spool *sp);
+
+/* A new entry for qid; when the table is full the least recently written one goes. */
 static struct inflight *ent_add(struct spool *sp, const char *qid)
 {
+	if (sp->free_head == UINT32_MAX)
+		ent_evict(sp);
 	if (sp->free_head == UINT32_MAX)
 		return NULL;
 	uint32_t i = sp->free_head;
@@ -1003,6 +1010,7 @@ static struct inflight *ent_add(struct spool *sp, const char *qid)
 	e->fd = -1;
 	e->next_free = UINT32_MAX;
 	memcpy(e->qid, qid, strnlen(qid, QID_LEN));
+	e->touch = ++sp->touch;
 	sp->nlive++;
 	return e;
 }
@@ -1036,6 +1044,24 @@ static void ent_del(struct spool *sp, struct inflight *e)
 	e->next_free = sp->free_head;
 	sp->free_head = (uint32_t)(e - sp->ent);
 	sp->nlive--;
+}
+
+/*
+ * The table is full: a shard whose ring was full dropped an ABORT, or more
+ * transactions are open than inflight_max. Forgetting the oldest one is
+ * safe: its parts become orphans, and a later part of it fails (-ENOBUFS).
+ */
+static void ent_evict(struct spool *sp)
+{
+	struct inflight *old = NULL;
+	for (uint32_t i = 0; i < sp->ent_cap; i++)
+		if (sp->ent[i].qid[0] && (!old || sp->ent[i].touch < old->touch))
+			old = &sp->ent[i];
+	if (!old)
+		return;
+	log_line("spool=%s writer=%u qid=%s action=evict in_flight=%u", sp->dir, sp->writer,
+		 old->qid, sp->nlive);
+	ent_del(sp, old);
 }
 
 static void ent_fail(struct spool *sp, struct inflight *e, int err)
@@ -1169,6 +1195,7 @@ static int msg_done(struct spool *sp, const struct msg *m, struct inflight *e, i
 	e->next_part++;
 	e->next_off += m->part_bytes;
 	e->gen = sp->gen;
+	e->touch = ++sp->touch;
 	return 0;
 }
 

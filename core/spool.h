@@ -124,14 +124,16 @@ struct spool;
 
 /*
  * Opens writer `writer`'s spool under cfg->spool_dir in cfg->spool_format,
- * creating the directories. Segment: recovers this writer's segments left in
- * active/ (and those of writers >= cfg->writers that map to it, writer %
- * cfg->writers), then creates a fresh active segment. Maildir: removes this
- * writer's files in tmp/. batch_max bounds the msgs between two spool_sync
- * calls; inflight_max bounds the messages whose parts were written and whose
- * FINAL or ABORT has not come yet (a part 0 beyond it fails with -ENOBUFS).
- * cfg is only read during the call. 0 and *out, or -errno (-EBUSY: another
- * process holds this writer's lock) with a line on stderr.
+ * creating the directories, and takes the writer's lock. Segment: recovers
+ * the segments this writer left in active/, then creates a fresh active
+ * segment. Maildir: removes this writer's files in tmp/. What writers
+ * n >= cfg->writers left (fewer writers than before) is recovered by writer
+ * n % cfg->writers under n's lock. batch_max bounds the msgs between two
+ * spool_sync calls; inflight_max bounds the messages whose parts were
+ * written and whose FINAL or ABORT has not come yet: past it, the one
+ * written least recently is forgotten (logged; its later parts fail with
+ * -ENOBUFS). cfg is only read during the call. 0 and *out, or -errno
+ * (-EBUSY: another process holds this writer's lock) with a line on stderr.
  */
 int spool_open(const struct config *cfg, unsigned writer, unsigned batch_max, unsigned inflight_max,
 	       struct spool **out) __attribute__((warn_unused_result));
@@ -143,8 +145,8 @@ int spool_open(const struct config *cfg, unsigned writer, unsigned batch_max, un
  * written; durable after spool_sync. MSG_ABORT: forgets the message (maildir:
  * unlinks its tmp file); writes nothing. Returns 0, or -errno for this
  * message: the write failed, an earlier part of the message failed, the
- * batch already failed, -ENOBUFS when the in-flight table is full or part
- * 0 of a later part was never accepted, -EMSGSIZE for a part over
+ * batch already failed, -ENOBUFS when part 0 of a later part was refused
+ * or forgotten (or past batch_max), -EMSGSIZE for a part over
  * SPOOL_REC_MAX, -EPROTO for parts out of order, -EINVAL for a malformed msg.
  * Once a part of a message failed, its later parts and FINAL fail with the
  * same error. At most batch_max calls between two spool_sync calls.

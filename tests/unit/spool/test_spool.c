@@ -345,28 +345,26 @@ static void test_protocol_errors(void **state)
 	struct msg *m;
 	write_ok(sp, t_msg(&a, MSG_PART, 0, 0, 100, 10));
 	write_ok(sp, t_msg(&b, MSG_PART, 0, 0, 100, 10));
-	/* In-flight table full (inflight_max 2). */
-	m = t_msg(&c, MSG_PART, 0, 0, 100, 10);
-	assert_int_equal(spool_write(sp, m), -ENOBUFS);
-	t_msg_free(m);
-	m = t_msg(&c, MSG_FINAL, 1, 100, 200, 10);
+	/* In-flight table full (inflight_max 2): the least recently written (A) goes. */
+	write_ok(sp, t_msg(&c, MSG_PART, 0, 0, 100, 10));
+	m = t_msg(&a, MSG_PART, 1, 100, 100, 10);
 	assert_int_equal(spool_write(sp, m), -ENOBUFS);
 	t_msg_free(m);
 	/* Part out of order: the message fails, its FINAL too. */
-	m = t_msg(&a, MSG_PART, 2, 100, 100, 10);
+	m = t_msg(&b, MSG_PART, 2, 100, 100, 10);
 	assert_int_equal(spool_write(sp, m), -EPROTO);
 	t_msg_free(m);
-	m = t_msg(&a, MSG_FINAL, 1, 100, 200, 10);
+	m = t_msg(&b, MSG_FINAL, 1, 100, 200, 10);
 	assert_int_equal(spool_write(sp, m), -EPROTO);
 	t_msg_free(m);
 	/* Batch bound (batch_max 6): the seventh write of a batch is refused. */
-	m = t_msg(&b, MSG_FINAL, 1, 100, 200, 10);
+	m = t_msg(&c, MSG_FINAL, 1, 100, 200, 10);
 	assert_int_equal(spool_write(sp, m), -ENOBUFS);
 	t_msg_free(m);
 	assert_int_equal(spool_sync(sp), 0);
-	write_ok(sp, t_msg(&b, MSG_FINAL, 1, 100, 200, 10));
+	write_ok(sp, t_msg(&c, MSG_FINAL, 1, 100, 200, 10));
 	/* Malformed msgs. */
-	m = t_msg(&c, MSG_FINAL, 0, 0, 100, 10);
+	m = t_msg(&a, MSG_FINAL, 0, 0, 100, 10);
 	m->part_bytes = 99;
 	assert_int_equal(spool_write(sp, m), -EINVAL);
 	m->part_bytes = 100;
@@ -378,9 +376,9 @@ static void test_protocol_errors(void **state)
 	static struct t_read rd;
 	assert_int_equal(t_read_all(dir, &rd), 0);
 	assert_int_equal(rd.n, 1);
-	t_check_msg(&rd.msg[0], &b, "");
+	t_check_msg(&rd.msg[0], &c, "");
 	assert_int_equal(rd.errors, 0);
-	assert_int_equal(rd.counts.orphans, 1); /* A's part 0 */
+	assert_int_equal(rd.counts.orphans, 2); /* the part 0 of A and of B */
 	t_read_free(&rd);
 	assert_int_equal(spool_close(sp), 0);
 	t_txn_free(&a);
