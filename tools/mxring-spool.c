@@ -265,21 +265,22 @@ static int cmd_cat(const char *dir, const char *qid, bool body_only)
 	if (open_reader(dir, &rep, &r) < 0)
 		return 1;
 	const struct spool_item *it;
-	int e, fd = STDOUT_FILENO, rc = 1;
-	while ((e = next_item(r, dir, &it)) > 0) {
-		if (strcmp(it->env.qid, qid) != 0)
-			continue;
+	int e, fd = STDOUT_FILENO;
+	while ((e = next_item(r, dir, &it)) > 0)
+		if (strcmp(it->env.qid, qid) == 0)
+			break;
+	if (e > 0) {
 		unsigned what = SPOOL_READ_BODY | (body_only ? 0 : SPOOL_READ_TRACE);
 		e = spool_reader_read(r, what, sink_fd, &fd);
 		if (e != 0)
 			fprintf(stderr, PROG ": %s: reading %s: %s\n", dir, qid, strerror(-e));
-		rc = e != 0;
-		break;
-	}
-	if (e == 0)
+		e = e == 0 ? 0 : -1;
+	} else if (e == 0) {
 		fprintf(stderr, PROG ": %s: no complete message with qid %s\n", dir, qid);
+		e = -1;
+	}
 	spool_reader_close(r);
-	return rc;
+	return e == 0 ? 0 : 1;
 }
 
 /* "Return-Path: <from>" with anything that could break the line as '?'. */

@@ -118,6 +118,7 @@ static void check_cat(const char *dir, const struct t_txn *t)
 	struct run r;
 	run_tool(&r, dir, "cat", dir, t->env.qid, "--body", NULL);
 	assert_int_equal(r.status, 0);
+	assert_int_equal(r.err_len, 0);
 	assert_int_equal(r.out_len, t->body_len);
 	if (t->body_len)
 		assert_memory_equal(r.out, t->body, t->body_len);
