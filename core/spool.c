@@ -1491,7 +1491,7 @@ static int seg_recover_one(struct spool *sp, const char *name)
 		}
 	}
 	if (r == -EBADMSG) {
-		uint64_t next;
+		uint64_t next = 0;
 		/* Without its header nothing in the file can be checked: keep it all aside. */
 		if (off == 0)
 			r = size > SPOOL_SEG_REC_LEN ? -E2BIG : -ENOENT;
@@ -2274,7 +2274,7 @@ static int rd_seg_final(struct spool_reader *r, const struct rec_hdr *h, const s
 static void rd_seg_bad(struct spool_reader *r, bool torn)
 {
 	const char *file = r->files[r->fi].rel;
-	uint64_t next;
+	uint64_t next = 0;
 	int e = rec_resync(r->fd, r->off, r->size, r->seed, &next, r->buf, SCRATCH_SIZE);
 	if (e == 0) {
 		rd_problem(r, SPOOL_P_CORRUPT, true, file, r->off,
