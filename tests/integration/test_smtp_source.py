@@ -15,7 +15,10 @@ non-zero on any reply other than the expected one, so exit 0 means all
 Exits 77 when smtp-source is not installed.
 """
 
+import os
 import random
+import subprocess
+import time
 
 import harness as h
 from harness import check, check_eq
@@ -30,12 +33,55 @@ SENDER = "a@example.com"
 RCPT = "b@example.com"
 
 
-def smtp_source(port, extra, count, timeout):
+STALL_S = 20     # the server log did not grow for this long while smtp-source runs = stalled
+
+
+def _open_conns(port):
+    """ss lines of established connections to the server port (diagnostics)."""
+    try:
+        out = subprocess.run(["ss", "-tn"], capture_output=True, timeout=10).stdout.decode()
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [l for l in out.splitlines() if " 127.0.0.1:%d " % port in l + " "
+            and l.split()[3:4] == ["127.0.0.1:%d" % port]]
+
+
+def smtp_source(srv, extra, count, timeout):
+    """
+    Runs smtp-source against srv and requires exit 0. smtp-source waits up
+    to 300 s for a reply, so a lost reply would only show after minutes:
+    progress is watched in the server log instead, and a stall of STALL_S
+    seconds (log not growing, smtp-source still running) fails the case
+    with the connections left open.
+    """
     exe = h.require_program(SMTP_SOURCE)
     argv = [exe, "-s", str(SESSIONS), "-m", str(count), "-l", str(LENGTH), "-f", SENDER,
-            "-t", RCPT] + extra + ["127.0.0.1:%d" % port]
-    p = h.run_cmd(argv, timeout)
-    err = p.stderr.decode("utf-8", "replace")
+            "-t", RCPT] + extra + ["127.0.0.1:%d" % srv.port]
+    d = h.new_tmpdir("smtp-source")
+    errf = open(os.path.join(d, "stderr"), "w+b")
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errf)
+    deadline = time.monotonic() + timeout
+    last_n, last_t = -1, time.monotonic()
+    try:
+        while p.poll() is None:
+            now = time.monotonic()
+            n = os.path.getsize(srv.log_path)   # every message and session logs a line
+            if n != last_n:
+                last_n, last_t = n, now
+            if now - last_t > STALL_S or now > deadline:
+                conns = _open_conns(srv.port)
+                raise h.Fail("smtp-source stalled: %d messages queued, nothing logged for %d s; "
+                             "%d connections still open:\n  %s"
+                             % (srv.log().count(" queued "), now - last_t, len(conns),
+                                "\n  ".join(conns[:20])))
+            time.sleep(0.5)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+        errf.seek(0)
+        err = errf.read().decode("utf-8", "replace")
+        errf.close()
     check_eq(p.returncode, 0, "%s exit status; stderr:\n%s" % (" ".join(argv), err[-3000:]))
     return err
 
@@ -52,7 +98,7 @@ def reference_body(extra):
 
 
 def check_run(srv, extra, rcpts_each=1):
-    smtp_source(srv.port, extra, N, timeout=400)
+    smtp_source(srv, extra, N, timeout=400)
     ls = h.spool_list(srv.spool)
     ids = [e["qid"] for e in ls]
     check_eq(len(ids), N, "messages listed")
@@ -89,10 +135,7 @@ def smtp_source_reused_sessions():
 def smtp_source_five_recipients():
     h.require_program(SMTP_SOURCE)
     with h.Server() as srv:
-        exe = h.require_program(SMTP_SOURCE)
-        p = h.run_cmd([exe, "-d", "-s", "10", "-m", "500", "-r", "5", "-l", "4000", "-f",
-                       SENDER, "-t", RCPT, "127.0.0.1:%d" % srv.port], 120)
-        check_eq(p.returncode, 0, "smtp-source -r 5: %r" % p.stderr[-2000:])
+        smtp_source(srv, ["-d", "-r", "5"], 500, timeout=120)
         ls = h.spool_list(srv.spool)
         check_eq(len(ls), 500, "messages listed")
         check(all(e["rcpts"] == 5 for e in ls), "recipient counts %r"
