@@ -2,11 +2,15 @@
  * test_writer.c - writer threads end to end (core/writer.c): two shard
  * threads submit msgs (one-part, multi-part and aborted transactions) to
  * two writers, kick them, wait on their eventfds and reap; every result is
- * checked, then the stored messages are read back and compared.
+ * checked, then the stored messages are read back and compared. A write
+ * failure (EFBIG) reaches the shard as the result and the writer goes on.
  */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -268,12 +272,88 @@ static void test_writers_maildir(void **state)
 	t_rmdir(dir);
 }
 
+/* A failed write reaches the shard as the msg's result, and the writer goes on. */
+static int submit_wait(struct writer_set *ws, struct msg *m)
+{
+	struct shard_ctx s = {.ws = ws, .id = 0};
+	struct txn_state dummy[1];
+	memset(dummy, 0, sizeof(dummy));
+	s.txn = dummy;
+	m->conn_slot = 0;
+	assert_int_equal(writer_submit(ws, 0, m), 0);
+	writer_kick(ws, 0);
+	struct msg *out[1];
+	unsigned n = 0;
+	while (n == 0) {
+		wait_returns(&s);
+		n = writer_reap(ws, 0, out, 1);
+	}
+	assert_ptr_equal(out[0], m);
+	return m->result;
+}
+
+static void test_writers_write_error(void **state)
+{
+	(void)state;
+	signal(SIGXFSZ, SIG_IGN);
+	char dir[256], act[300], name[256], path[600];
+	t_mkdtemp(dir, sizeof(dir));
+	struct config cfg;
+	t_config(&cfg, dir, SPOOL_SEGMENT, 1);
+	struct writer_set *ws;
+	assert_int_equal(writers_start(&cfg, 1, &ws), 0);
+	struct t_txn a, b, c;
+	t_txn_init(&a, "AAAA", 100, 1, 1);
+	t_txn_init(&b, "BBBB", 5000, 2, 1);
+	t_txn_init(&c, "CCCC", 100, 3, 1);
+	struct msg *ma = t_msg(&a, MSG_FINAL, 0, 0, 100, 10);
+	struct msg *mb = t_msg(&b, MSG_FINAL, 0, 0, 5000, 10);
+	struct msg *mc = t_msg(&c, MSG_FINAL, 0, 0, 100, 10);
+	assert_int_equal(submit_wait(ws, ma), 0);
+	snprintf(act, sizeof(act), "%s/active", dir);
+	t_first_file(act, name, sizeof(name));
+	snprintf(path, sizeof(path), "%s/%s", act, name);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	struct rlimit old, rl;
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+	rl = old;
+	rl.rlim_cur = (rlim_t)st.st_size + 100;
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &rl), 0);
+	int r = submit_wait(ws, mb);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+	assert_int_equal(r, -EFBIG);
+	assert_int_equal(submit_wait(ws, mc), 0);
+	struct writer_stats wst;
+	writers_stats(ws, &wst);
+	assert_int_equal(wst.finals, 2);
+	assert_int_equal(wst.errors, 1);
+	writers_stop(ws);
+	struct t_read *rd = calloc(1, sizeof(*rd));
+	assert_non_null(rd);
+	assert_int_equal(t_read_all(dir, rd), 0);
+	assert_int_equal(rd->n, 2);
+	t_check_msg(t_find(rd, "AAAA"), &a, "");
+	t_check_msg(t_find(rd, "CCCC"), &c, "");
+	assert_int_equal(rd->errors, 0);
+	t_read_free(rd);
+	free(rd);
+	t_msg_free(ma);
+	t_msg_free(mb);
+	t_msg_free(mc);
+	t_txn_free(&a);
+	t_txn_free(&b);
+	t_txn_free(&c);
+	t_rmdir(dir);
+}
+
 int main(void)
 {
 	log_enable(getenv("T_VERBOSE") != NULL);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_writers_end_to_end),
 	    cmocka_unit_test(test_writers_maildir),
+	    cmocka_unit_test(test_writers_write_error),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
