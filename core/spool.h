@@ -1,11 +1,11 @@
 /*
  * spool.h - durable storage of accepted messages, and the reader of a spool.
  *
- * One struct spool per writer thread; nothing inside locks. Two formats
+ * One struct spool per writer thread; nothing inside locks. A process holds
+ * <spool_dir>/wNN.lock (flock(2)) while it runs writer NN, in both formats
  * (config spool_format):
  *
  * SEGMENT (default). Per-writer append-only files:
- *   <spool_dir>/wNN.lock        flock(2)ed by writer NN while it runs
  *   <spool_dir>/active/NAME     the segment writer NN is appending to
  *   <spool_dir>/ready/NAME      finished segments, never written again
  *   <spool_dir>/corrupt/NAME@OFF  bytes recovery cut from a segment when a
@@ -68,12 +68,14 @@
  * may be torn by a crash; spool_open cuts such a tail (CRC and lengths
  * checked) before it moves the segment into ready/. Parts without a FINAL
  * (the transaction was aborted, failed or cut by a crash) are orphans:
- * never acknowledged, skipped by readers.
+ * never acknowledged, skipped by readers. A clean stop (spool_close) moves
+ * the active segment into ready/; after a crash the next spool_open does.
  *
  * MAILDIR. <spool_dir>/maildir/{tmp,new,cur}. Part 0 creates
  * tmp/QID.wNN (writer NN) and later parts append to it; the FINAL is
  * fdatasync'ed and renamed to new/SEC.MUSECQQID.HOST (SEC.USEC the MAIL FROM
- * time, HOST myhostname with '/' and ':' written as \057 and \072); new/ is
+ * time, HOST myhostname with '/' and ':' written as \057 and \072, cut to
+ * 200 bytes); new/ is
  * fsync'ed once per batch. The file is CRLF text:
  *   Return-Path: <FROM>
  *   X-Mxring-Envelope: qid=Q time=US client=ADDR port=P helo=H tls=T
