@@ -25,8 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* PIPE_BUF without <limits.h>, which -Icore resolves to core/limits.h. */
-#include <linux/limits.h>
+#include <limits.h>
 
 static_assert(LOG_LINE_MAX <= PIPE_BUF, "a log line is written atomically");
 

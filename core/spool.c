@@ -15,6 +15,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -42,20 +43,18 @@
 #define MD_HDR_MAX_FOR(n)                                                                          \
 	(MD_LINE_SLACK * 2 + 4 * (uint64_t)ENV_STRINGS_MAX + 128 +                                 \
 	 (uint64_t)(n) * (4 * PATH_MAX_OCTETS + MD_LINE_SLACK))
-#define MD_HDR_MAX  MD_HDR_MAX_FOR(RCPT_LIMIT_MAX)
-#define ARENA_SLACK (256u * 1024) /* room to coalesce many small records in one pwritev */
-#define IOV_CAP                                                                                    \
-	1024u			      /* iovecs per pwritev: Linux UIO_MAXIOV (<limits.h> is       \
-				       * shadowed by core/limits.h, so no IOV_MAX here) */
-#define SCRATCH_SIZE   (64u * 1024)   /* read buffer of recovery and the reader */
-#define SEG_NAME_LEN   33	      /* "wNN-" 16 hex "-" 8 hex ".seg" */
-#define SEG_SEQ_TRIES  64	      /* names tried when one already exists */
-#define DIR_FILES_MAX  (1u << 20)     /* directory entries a scan considers */
-#define RESYNC_TRIES   4096u	      /* candidate records tried after a bad one */
-#define RESYNC_BYTES   (256ull << 20) /* bytes those candidates may make us check */
-#define RD_PENDING_MAX (1u << 22)     /* messages with parts and no FINAL yet (reader) */
-#define RD_PARTS_MAX   (1u << 20)     /* parts of one message (reader) */
-#define MD_HOST_MAX    200	      /* host part of a maildir name (NAME_MAX is 255) */
+#define MD_HDR_MAX     MD_HDR_MAX_FOR(RCPT_LIMIT_MAX)
+#define ARENA_SLACK    (256u * 1024)	   /* room to coalesce many small records in one pwritev */
+#define IOV_CAP	       ((unsigned)IOV_MAX) /* iovecs per pwritev */
+#define SCRATCH_SIZE   (64u * 1024)	   /* read buffer of recovery and the reader */
+#define SEG_NAME_LEN   33		   /* "wNN-" 16 hex "-" 8 hex ".seg" */
+#define SEG_SEQ_TRIES  64		   /* names tried when one already exists */
+#define DIR_FILES_MAX  (1u << 20)	   /* directory entries a scan considers */
+#define RESYNC_TRIES   4096u		   /* candidate records tried after a bad one */
+#define RESYNC_BYTES   (256ull << 20)	   /* bytes those candidates may make us check */
+#define RD_PENDING_MAX (1u << 22)	   /* messages with parts and no FINAL yet (reader) */
+#define RD_PARTS_MAX   (1u << 20)	   /* parts of one message (reader) */
+#define MD_HOST_MAX    200		   /* host part of a maildir name (NAME_MAX is 255) */
 #define MD_NAME_MAX    (40 + QID_LEN + MD_HOST_MAX)
 
 static_assert(SPOOL_ENV_MAX < SPOOL_REC_MAX, "an envelope fits in a record");
