@@ -356,6 +356,60 @@ def bdat_chunks():
 
 
 @suite.case
+def whole_session_byte_by_byte():
+    # Every byte of a pipelined session in its own write: commands, DATA
+    # content and BDAT headers and chunks are cut at every offset.
+    with h.Server() as srv:
+        c = srv.client()
+        b1 = HDR + b"..one\r\n.\r\nbyte by byte\r\n"
+        b2 = HDR + b"chunked\r\n"
+        wire = (b"EHLO client.example.org\r\nMAIL FROM:<sender@example.com>\r\n"
+                b"RCPT TO:<rcpt@example.com>\r\nDATA\r\n")
+        c.send_slowly(wire, piece=1, pause=0.0005)
+        r = c.reply()
+        check_eq(r[-1], "250 ENHANCEDSTATUSCODES", "last EHLO line")
+        c.expect(h.R_MAIL_OK)
+        c.expect(h.R_RCPT_OK)
+        c.expect(h.R_DATA)
+        c.send_slowly(h.dot_stuff(b1) + b".\r\nMAIL FROM:<sender@example.com>\r\n"
+                      b"RCPT TO:<rcpt@example.com>\r\nBDAT %d LAST\r\n" % len(b2) + b2
+                      + b"QUIT\r\n", piece=1, pause=0.0005)
+        q1 = c.queued()
+        c.expect(h.R_MAIL_OK)
+        c.expect(h.R_RCPT_OK)
+        q2 = c.queued()
+        c.expect(h.R_QUIT)
+        c.expect_closed()
+        h.check_body(srv.spool, q1, b1)
+        h.check_body(srv.spool, q2, b2)
+
+
+@suite.case
+def bdat_large_chunk():
+    # One 6 MiB LAST chunk and a 3 MiB + 1 byte pair: chunks far larger than
+    # any receive buffer, lengths that end mid-buffer.
+    # 8-bit lines without bare CR or LF (bare LF is normalized in content).
+    line = bytes(b for b in range(256) if b not in (10, 13)) * 4 + b"\r\n"
+    big = (line * (6 * 1024 * 1024 // len(line) + 1))[:6 * 1024 * 1024 - 2] + b"\r\n"
+    with h.Server() as srv:
+        c = srv.client()
+        c.ehlo()
+        c.cmd("MAIL FROM:<sender@example.com> BODY=8BITMIME", h.R_MAIL_OK)
+        c.cmd("RCPT TO:<rcpt@example.com>", h.R_RCPT_OK)
+        c.send(b"BDAT %d LAST\r\n" % len(big) + big)
+        q1 = c.queued(timeout=30)
+        c.cmd("MAIL FROM:<sender@example.com> BODY=8BITMIME", h.R_MAIL_OK)
+        c.cmd("RCPT TO:<rcpt@example.com>", h.R_RCPT_OK)
+        half = big[:3 * 1024 * 1024 + 1]
+        c.send(b"BDAT %d\r\n" % len(half) + half + b"BDAT 1 LAST\r\nZ")
+        c.expect(h.r_chunk(len(half)), timeout=30)
+        q2 = c.queued(timeout=30)
+        c.quit()
+        h.check_body(srv.spool, q1, big, "6 MiB BDAT body")
+        h.check_body(srv.spool, q2, half + b"Z", "two-chunk BDAT body")
+
+
+@suite.case
 def zero_copy_counter():
     # Plain DATA (with dot-stuffed lines and an end of data split across
     # writes) and BDAT: the exit stats must show body bytes and no body byte
