@@ -101,6 +101,25 @@ size_t log_escape(char *dst, size_t cap, const char *src, size_t len, size_t max
 	return out;
 }
 
+/* Lines of a thread that batches (log_batch): whole lines, at most PIPE_BUF
+ * bytes, so one write(2) of the batch is still atomic. */
+static _Thread_local char batch[PIPE_BUF];
+static _Thread_local size_t batch_len;
+static _Thread_local bool batch_on;
+
+static void write_all(const char *p, size_t n)
+{
+	size_t off = 0;
+	for (int tries = 0; off < n && tries < LOG_WRITE_TRIES; tries++) {
+		ssize_t w = write(STDERR_FILENO, p + off, n - off);
+
+		if (w < 0 && errno != EINTR)
+			break;
+		if (w > 0)
+			off += (size_t)w;
+	}
+}
+
 /* "2026-11-28T04:30:00.123Z"; returns its length, or 0 if the clock fails. */
 static size_t log_stamp(char *buf, size_t cap)
 {
@@ -109,11 +128,24 @@ static size_t log_stamp(char *buf, size_t cap)
 	size_t n;
 	int m;
 
-	if (clock_gettime(CLOCK_REALTIME, &ts) != 0 || gmtime_r(&ts.tv_sec, &tm) == NULL)
+	static _Thread_local time_t cached_sec = -1;
+	static _Thread_local char cached[32];
+	static _Thread_local size_t cached_len;
+
+	if (clock_gettime(CLOCK_REALTIME, &ts) != 0)
 		return 0;
-	n = strftime(buf, cap, "%Y-%m-%dT%H:%M:%S", &tm);
-	if (n == 0)
+	if (ts.tv_sec != cached_sec) {
+		if (gmtime_r(&ts.tv_sec, &tm) == NULL)
+			return 0;
+		cached_len = strftime(cached, sizeof(cached), "%Y-%m-%dT%H:%M:%S", &tm);
+		if (cached_len == 0)
+			return 0;
+		cached_sec = ts.tv_sec;
+	}
+	if (cached_len >= cap)
 		return 0;
+	memcpy(buf, cached, cached_len);
+	n = cached_len;
 	m = snprintf(buf + n, cap - n, ".%03ldZ", ts.tv_nsec / 1000000);
 	if (m < 0 || (size_t)m >= cap - n)
 		return 0;
@@ -123,9 +155,9 @@ static size_t log_stamp(char *buf, size_t cap)
 void log_line(const char *fmt, ...)
 {
 	char line[LOG_LINE_MAX];
-	size_t n, off = 0;
+	size_t n;
 	va_list ap;
-	int m, tries, saved = errno;
+	int m, saved = errno;
 
 	if (!atomic_load_explicit(&log_on, memory_order_relaxed))
 		return;
@@ -143,14 +175,31 @@ void log_line(const char *fmt, ...)
 	n += (size_t)m < sizeof(line) - n ? (size_t)m : sizeof(line) - n - 1;
 	line[n++] = '\n';
 
-	for (tries = 0; off < n && tries < LOG_WRITE_TRIES; tries++) {
-		ssize_t w = write(STDERR_FILENO, line + off, n - off);
-
-		if (w < 0 && errno != EINTR)
-			break;
-		if (w > 0)
-			off += (size_t)w;
+	if (batch_on) {
+		if (batch_len + n > sizeof(batch))
+			log_flush();
+		memcpy(batch + batch_len, line, n);
+		batch_len += n;
+		errno = saved;
+		return;
 	}
+	write_all(line, n);
+	errno = saved;
+}
+
+void log_batch(int on)
+{
+	if (!on)
+		log_flush();
+	batch_on = on != 0;
+}
+
+void log_flush(void)
+{
+	int saved = errno;
+	if (batch_len)
+		write_all(batch, batch_len);
+	batch_len = 0;
 	errno = saved;
 }
 

@@ -25,6 +25,15 @@ size_t log_escape(char *dst, size_t cap, const char *src, size_t len, size_t max
  * 8601 UTC time and "mxring:", and writes it to stderr in one write. */
 void log_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/*
+ * Batching for the calling thread (a shard's event loop): with on, log_line
+ * only appends to a per-thread buffer of at most PIPE_BUF bytes, written
+ * when full and by log_flush, which the loop calls once per pass. Turning it
+ * off flushes.
+ */
+void log_batch(int on);
+void log_flush(void);
+
 /* Sets whether log_line writes at all (tests silence it). Default on. */
 void log_enable(int on);
 

@@ -841,8 +841,6 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, unsigned li)
 			c->port = ntohs(s6->sin6_port);
 		}
 	}
-	int one = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	stat_add(&sh->stats.conns_accepted, 1);
 	current = sh;
 	smtp_init(&c->smtp, sh->sconf, &hooks, c);
@@ -1210,6 +1208,7 @@ static void pass_end(struct shard *sh)
 		i = next;
 	}
 	writer_kick(sh->ws, sh->id);
+	log_flush();
 }
 
 static void *shard_main(void *arg)
@@ -1231,6 +1230,7 @@ static void *shard_main(void *arg)
 			abort();
 		}
 	}
+	log_batch(1);
 	sh->now_s = mono_ms() / 1000;
 	for (unsigned i = 0; i < sh->nlisten; i++) {
 		struct io_uring_sqe *sqe = sqe_get(sh);
@@ -1261,6 +1261,7 @@ static void *shard_main(void *arg)
 		if (sh->stopping && sh->nopen == 0 && sh->msgs_out == 0)
 			break;
 	}
+	log_batch(0);
 	return NULL;
 }
 
@@ -1290,6 +1291,8 @@ static int listen_socket(const struct listen_addr *la)
 	int one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	/* Replies are batched by the shard; accepted sockets inherit this. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 4096) != 0) {
