@@ -219,6 +219,7 @@ class Server:
         self.port6 = None
         self.exit_code = None
         self._logf = None
+        self.terms_sent = 0     # SIGTERMs this harness sent (to spot outside ones)
         if not shared:
             _track("servers", self)
 
@@ -293,6 +294,8 @@ class Server:
 
     def signal(self, sig):
         if self.proc and self.proc.poll() is None:
+            if sig == signal.SIGTERM:
+                self.terms_sent += 1
             self.proc.send_signal(sig)
 
     def wait_exit(self, timeout=STOP_TIMEOUT_S):
@@ -308,6 +311,7 @@ class Server:
         if self.proc is None:
             return
         if self.proc.poll() is None:
+            self.terms_sent += 1
             self.proc.send_signal(signal.SIGTERM)
         rc = self.wait_exit(timeout)
         if rc is None:
@@ -374,6 +378,15 @@ class Server:
         lines = [l for l in self.log().splitlines() if re.search(r"\bstats\b", l)]
         check(lines, "no 'stats' line in the log:\n%s" % self.log_tail())
         return dict(re.findall(r"\b([a-z_0-9]+)=(\S+)", lines[-1]))
+
+    def outside_signal_note(self):
+        """A note when the log shows more shutdowns than SIGTERMs this harness sent."""
+        stops = len(re.findall(r"mxring: stopping\b", self.log()))
+        if stops > self.terms_sent:
+            return ("NOTE: mxring logged 'stopping' %d time(s) but the harness sent %d SIGTERM: "
+                    "another process signalled it (e.g. pkill/killall by name). A failure "
+                    "here is likely not a server bug." % (stops, self.terms_sent))
+        return None
 
     def check_log_clean(self):
         bad = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "Assertion",
@@ -646,8 +659,12 @@ def spool_tool(*args, timeout=120, check_rc=True):
     except subprocess.TimeoutExpired:
         raise Fail("mxring-spool %s did not finish within %d s" % (" ".join(args), timeout))
     if check_rc and p.returncode != 0:
-        raise Fail("mxring-spool %s exited %d\nstdout: %s\nstderr: %s"
-                   % (" ".join(args), p.returncode, _show(p.stdout, 2000),
+        why = ""
+        if p.returncode < 0:
+            why = (" (killed by signal %d, which this harness never sends to mxring-spool: "
+                   "another process signalled it, e.g. pkill by name)" % -p.returncode)
+        raise Fail("mxring-spool %s exited %d%s\nstdout: %s\nstderr: %s"
+                   % (" ".join(args), p.returncode, why, _show(p.stdout, 2000),
                       _show(p.stderr, 2000)))
     return p.returncode, p.stdout, p.stderr
 
@@ -803,6 +820,9 @@ class Suite:
                 for l in c.transcript[-60:]:
                     print("#     " + l)
         for s in _current["servers"] + _shared:
+            note = s.outside_signal_note()
+            if note:
+                print("#   " + note)
             print("#   server log %s:" % s.log_path)
             for l in s.log().splitlines()[-30:]:
                 print("#     | " + l)
