@@ -26,7 +26,7 @@ MASK = (b"Date:", b"Message-Id:", b"Message-ID:", b"Subject:")
 
 def swaks(port, args, timeout=30):
     exe = h.require_program("swaks")
-    argv = [exe, "--server", "127.0.0.1", "--port", str(port), "--helo", "client.example.org",
+    argv = [exe, "--server", "127.0.0.1:%d" % port, "--helo", "client.example.org",
             "--timeout", "10"] + list(args)
     p = h.run_cmd(argv, timeout)
     return p.returncode, p.stdout.decode("utf-8", "replace") + p.stderr.decode("utf-8", "replace")
