@@ -157,14 +157,17 @@ static int run(struct config *cfg)
 		 cfg->shutdown_timeout);
 	for (unsigned i = 0; i < nshards; i++)
 		shard_stop(shards[i]);
-	for (unsigned i = 0; i < nshards; i++)
+	int failed = 0;
+	for (unsigned i = 0; i < nshards; i++) {
 		shard_join(shards[i]);
+		failed |= shard_failed(shards[i]);
+	}
 	log_stats(shards, nshards, ws);
 	for (unsigned i = 0; i < nshards; i++)
 		shard_free(shards[i]);
 	writers_stop(ws);
-	log_line("stopped");
-	return 0;
+	log_line(failed ? "stopped after a shard failed" : "stopped");
+	return failed ? 1 : 0;
 fail:
 	for (unsigned i = 0; i < nshards; i++)
 		shard_free(shards[i]);
@@ -172,22 +175,26 @@ fail:
 	return 1;
 }
 
-int main(int argc, char **argv)
+/*
+ * Reads the file (-c), then the overrides (-o) whatever their order on the
+ * line, then checks. Returns -1 to go on, or the exit code (0 after -h or
+ * -n, 1 for a bad configuration, 2 for bad usage).
+ */
+static int configure(struct config *cfg, int argc, char **argv)
 {
-	struct config cfg;
+	const char *file = NULL;
 	int print = 0;
 	int opt;
 
-	config_defaults(&cfg);
-	/* The file first, then the overrides, whatever their order on the line. */
-	const char *file = NULL;
 	while ((opt = getopt(argc, argv, "c:o:nh")) != -1) {
 		switch (opt) {
 		case 'c':
 			file = optarg;
 			break;
 		case 'o':
+			break;
 		case 'n':
+			print = 1;
 			break;
 		case 'h':
 			usage(stdout);
@@ -201,35 +208,42 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	if (file && config_load(&cfg, file, stderr) != 0)
+	if (file && config_load(cfg, file, stderr) != 0)
 		return 1;
 	optind = 1;
-	while ((opt = getopt(argc, argv, "c:o:nh")) != -1) {
-		if (opt == 'o' && config_set(&cfg, optarg, stderr) != 0)
+	while ((opt = getopt(argc, argv, "c:o:nh")) != -1)
+		if (opt == 'o' && config_set(cfg, optarg, stderr) != 0)
 			return 1;
-		if (opt == 'n')
-			print = 1;
-	}
-	if (cfg.shards == 0) {
+	if (cfg->shards == 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
-		cfg.shards = n < 1 ? 1 : n > SHARDS_MAX ? SHARDS_MAX : (unsigned)n;
+		cfg->shards = n < 1 ? 1 : n > SHARDS_MAX ? SHARDS_MAX : (unsigned)n;
 	}
-	if (config_check(&cfg, stderr) != 0)
+	if (config_check(cfg, stderr) != 0)
 		return 1;
 	if (print) {
-		config_print(&cfg, stdout);
+		config_print(cfg, stdout);
 		return 0;
 	}
+	return -1;
+}
 
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGPIPE);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
+int main(int argc, char **argv)
+{
+	struct config cfg;
 
-	int rc = run(&cfg);
+	config_defaults(&cfg);
+	int rc = configure(&cfg, argc, argv);
+	if (rc < 0) {
+		/* Every thread inherits this mask; signals are taken in run(). */
+		sigset_t set;
+		sigemptyset(&set);
+		sigaddset(&set, SIGTERM);
+		sigaddset(&set, SIGINT);
+		sigaddset(&set, SIGHUP);
+		sigaddset(&set, SIGPIPE);
+		pthread_sigmask(SIG_BLOCK, &set, NULL);
+		rc = run(&cfg);
+	}
 	config_free(&cfg);
 	return rc;
 }

@@ -29,6 +29,7 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,6 +151,7 @@ struct shard {
 	uint32_t held;	   /* buffers not in the kernel's ring */
 	/* Stop. */
 	_Atomic int stop_req;
+	_Atomic int failed;
 	int stopping;
 	uint64_t stop_deadline;
 	_Alignas(64) struct shard_stats stats;
@@ -1440,6 +1442,11 @@ void shard_free(struct shard *sh)
 	free(sh->conns);
 	timer_free(&sh->wheel);
 	free(sh);
+}
+
+int shard_failed(struct shard *sh)
+{
+	return atomic_load(&sh->failed);
 }
 
 void shard_stats_get(struct shard *sh, struct shard_stats *out)

@@ -45,6 +45,10 @@ int shard_start(struct shard *sh) __attribute__((warn_unused_result));
  * cfg->shutdown_timeout seconds), answer 421 to the rest, then end the thread. */
 void shard_stop(struct shard *sh);
 
+/* Whether the shard's loop ended on an error (it then sent SIGTERM to the
+ * process so that the others stop too). */
+int shard_failed(struct shard *sh);
+
 /* Waits for the thread to end. */
 void shard_join(struct shard *sh);
 
