@@ -1094,6 +1094,7 @@ static void on_tick(struct shard *sh)
 			c->reason = "shutdown";
 			c->flags |= C_CLOSE;
 			input_drop(sh, c);
+			timer_set(&sh->wheel, i, sh->now_s + 5); /* a client that never reads */
 			mark_dirty(sh, c);
 		}
 	}
