@@ -789,7 +789,10 @@ static void conn_process(struct shard *sh, struct conn *c)
 		free(c->out);
 		c->out = NULL;
 	}
-	set_deadline(sh, c);
+	if (c->flags & C_CLOSE) /* replies out, then close: even for a client that never reads */
+		timer_set(&sh->wheel, (uint32_t)(c - sh->conns), sh->now_s + 5);
+	else
+		set_deadline(sh, c);
 }
 
 /* ---- completions ------------------------------------------------------- */
