@@ -2184,6 +2184,13 @@ static void rd_flush_pending(struct spool_reader *r)
 static void rd_seg_part(struct spool_reader *r, const struct rec_hdr *h, const struct rd_part *pt)
 {
 	const char *file = r->files[pt->file].rel;
+	if (h->part == 0 && h->body_off != 0) {
+		/* The body starts in part 0: a CRC-valid record claiming otherwise would make
+		 * body_size count bytes that are stored nowhere. */
+		rd_problem(r, SPOOL_P_INCOMPLETE, true, file, pt->rec_off,
+			   "qid=%s: part 0 at body offset %" PRIu64 ", not 0", h->qid, h->body_off);
+		return;
+	}
 	struct rd_pending *p = rd_pend_get(r, h->qid);
 	if (h->part == 0 && p) {
 		rd_orphan(r, p, "part 0 written again");
@@ -2236,6 +2243,8 @@ static int rd_seg_final(struct spool_reader *r, const struct rec_hdr *h, const s
 		why = n == 0 ? "parts before it missing" : "parts missing in between";
 	else if (t.nparts != h->part + 1 || t.body_size != h->body_off + h->body_len)
 		why = "envelope sizes do not match the record";
+	else if (n == 0 && h->body_off != 0)
+		why = "part 0 at a body offset other than 0";
 	else if (n > 0 && (p->parts[n - 1].body_off + p->parts[n - 1].body_len != h->body_off ||
 			   p->parts[0].trace_len != t.trace_len))
 		why = "parts do not add up";
