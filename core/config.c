@@ -53,6 +53,7 @@ enum key_type {
 	K_HOSTNAME,
 	K_DOMAINS,
 	K_PATH,
+	K_TEXT, /* a string that may be empty (paths of optional files, lists) */
 	K_ENUM,
 	K_SIZE,
 	K_COUNT,
@@ -82,6 +83,7 @@ struct where {
 static const char *const spool_names[] = {"segment", "maildir", NULL};
 static const char *const newline_names[] = {"normalize", "reject", NULL};
 static const char *const bool_names[] = {"no", "yes", NULL};
+static const char *const tls_level_names[] = {"none", "may", NULL};
 
 #define FIELD(f) offsetof(struct config, f), sizeof(((struct config *)0)->f)
 
@@ -110,6 +112,12 @@ static const struct key config_keys[] = {
     {"ring_size", K_POW2, FIELD(ring_size), 1, RING_SIZE_MAX, NULL},
     {"body_flush_bytes", K_SIZE, FIELD(body_flush_bytes), RECV_BUF_SIZE_MIN, 1u << 30, NULL},
     {"pin_shards", K_BOOL, FIELD(pin_shards), 0, 1, bool_names},
+    {"tls_security_level", K_ENUM, FIELD(tls_security_level), 0, 1, tls_level_names},
+    {"tls_cert_file", K_TEXT, FIELD(tls_cert_file), 0, 0, NULL},
+    {"tls_key_file", K_TEXT, FIELD(tls_key_file), 0, 0, NULL},
+    {"tls_ticket_key_file", K_TEXT, FIELD(tls_ticket_key_file), 0, 0, NULL},
+    {"tls_ciphers", K_TEXT, FIELD(tls_ciphers), 0, 0, NULL},
+    {"tls_handshake_timeout", K_TIME, FIELD(tls_handshake_timeout), 1, TIMEOUT_MAX, NULL},
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -405,10 +413,11 @@ static int set_path(struct config *cfg, const struct key *k, const char *v, size
 		    const struct where *w)
 {
 	char q[CONFIG_QUOTE_MAX];
+	char *dst = (char *)cfg + k->off;
 	size_t i;
 
-	if (n >= sizeof(cfg->spool_dir)) {
-		say(w, k->name, "path longer than %zu bytes", sizeof(cfg->spool_dir) - 1);
+	if (n >= k->size) {
+		say(w, k->name, "value longer than %zu bytes", k->size - 1);
 		return -1;
 	}
 	for (i = 0; i < n; i++) {
@@ -417,8 +426,8 @@ static int set_path(struct config *cfg, const struct key *k, const char *v, size
 			return -1;
 		}
 	}
-	memcpy(cfg->spool_dir, v, n);
-	cfg->spool_dir[n] = '\0';
+	memcpy(dst, v, n);
+	dst[n] = '\0';
 	return 0;
 }
 
@@ -568,7 +577,7 @@ static const struct key *key_find(const char *name, size_t n)
 static int set_value(struct config *cfg, const struct key *k, const char *v, size_t n,
 		     bool listen_replace, const struct where *w)
 {
-	if (n == 0 && k->type != K_DOMAINS) {
+	if (n == 0 && k->type != K_DOMAINS && k->type != K_TEXT) {
 		say(w, k->name, "empty value");
 		return -1;
 	}
@@ -584,6 +593,7 @@ static int set_value(struct config *cfg, const struct key *k, const char *v, siz
 	case K_DOMAINS:
 		return set_domains(cfg, v, n, w);
 	case K_PATH:
+	case K_TEXT:
 		return set_path(cfg, k, v, n, w);
 	case K_ENUM:
 	case K_BOOL:
@@ -676,6 +686,8 @@ void config_defaults(struct config *cfg)
 	cfg->ring_size = 1024;
 	cfg->body_flush_bytes = 256u << 10;
 	cfg->pin_shards = true;
+	cfg->tls_security_level = TLS_LEVEL_NONE;
+	cfg->tls_handshake_timeout = 30;
 	cfg->listen_from_o = false;
 }
 
@@ -850,10 +862,12 @@ static int check_key(const struct config *cfg, const struct key *k, const struct
 		}
 		return 0;
 	case K_PATH:
-		if (cfg->spool_dir[0] == '\0') {
+		if (((const char *)cfg + k->off)[0] == '\0') {
 			say(w, k->name, "empty value");
 			return -1;
 		}
+		return 0;
+	case K_TEXT:
 		return 0;
 	case K_SHARDS:
 		if (field_get(cfg, k) == 0)
@@ -904,6 +918,12 @@ int config_check(const struct config *cfg, FILE *err)
 		    (unsigned long long)cfg->body_flush_bytes, cfg->recv_buffer_size);
 		rc = -1;
 	}
+	/* STARTTLS is offered only with a certificate and its key. */
+	if (cfg->tls_security_level != TLS_LEVEL_NONE &&
+	    (!cfg->tls_cert_file[0] || !cfg->tls_key_file[0])) {
+		say(&w, "tls_security_level", "'may' needs tls_cert_file and tls_key_file");
+		rc = -1;
+	}
 	/* max_connections is split across shards: each needs at least one. */
 	if (cfg->shards != 0 && cfg->max_connections < cfg->shards) {
 		say(&w, "max_connections", "%u is less than shards (%u)", cfg->max_connections,
@@ -944,7 +964,9 @@ static void print_key(const struct config *cfg, const struct key *k, FILE *out)
 			fprintf(out, "%s %s", i ? "," : "", cfg->accept_domains[i]);
 		break;
 	case K_PATH:
-		fprintf(out, " %s", cfg->spool_dir);
+	case K_TEXT:
+		if (((const char *)cfg + k->off)[0])
+			fprintf(out, " %s", (const char *)cfg + k->off);
 		break;
 	case K_ENUM:
 	case K_BOOL:

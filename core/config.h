@@ -22,38 +22,45 @@
 
 enum spool_format { SPOOL_SEGMENT = 0, SPOOL_MAILDIR = 1 };
 enum bare_newline { BARE_NEWLINE_NORMALIZE = 0, BARE_NEWLINE_REJECT = 1 };
+enum tls_level { TLS_LEVEL_NONE = 0, TLS_LEVEL_MAY = 1 };
 
 struct listen_addr {
-	char host[64];	/* as written: "127.0.0.1", "::1", "0.0.0.0", "::" */
+	char host[64]; /* as written: "127.0.0.1", "::1", "0.0.0.0", "::" */
 	uint16_t port;
 };
 
 struct config {
 	struct listen_addr listen[LISTEN_MAX];
-	unsigned nlisten;		 /* default: 127.0.0.1:2525 */
-	char myhostname[DOMAIN_MAX + 1]; /* default: gethostname() */
-	char **accept_domains;		 /* owned, lower case; ".example.com" = subdomains */
-	unsigned naccept_domains;	 /* default: one entry, "localhost" */
-	char spool_dir[4096];		 /* default: "spool" */
-	enum spool_format spool_format;	 /* default: segment */
-	uint64_t segment_size;		 /* default: 64m; rotate into ready/ past this */
-	unsigned shards;		 /* 0 = auto (online CPUs) */
-	unsigned writers;		 /* default 1 */
-	uint64_t message_size_limit;	 /* default 10240000 (Postfix's default) */
-	unsigned recipient_limit;	 /* default 100 */
-	unsigned command_line_limit;	 /* default 512 */
-	unsigned error_limit;		 /* default 20: then 421 and close */
-	unsigned max_connections;	 /* default 20000, split across shards */
-	unsigned command_timeout;	 /* seconds, default 300 (RFC 5321 4.5.3.2.7) */
-	unsigned data_timeout;		 /* seconds, default 180 (RFC 5321 4.5.3.2.5) */
-	unsigned shutdown_timeout;	 /* seconds, default 30: SIGTERM grace */
-	enum bare_newline bare_newline;	 /* default normalize */
-	unsigned recv_buffer_size;	 /* default 16k */
-	unsigned recv_buffers;		 /* per shard, power of two, default 1024 */
-	unsigned ring_size;		 /* shard->writer ring entries, power of two, 1024 */
-	uint64_t body_flush_bytes;	 /* default 256k: body held before a part is written */
-	bool pin_shards;		 /* default yes */
-	bool listen_from_o;		 /* private to config.c: an -o listen replaced the list */
+	unsigned nlisten;		   /* default: 127.0.0.1:2525 */
+	char myhostname[DOMAIN_MAX + 1];   /* default: gethostname() */
+	char **accept_domains;		   /* owned, lower case; ".example.com" = subdomains */
+	unsigned naccept_domains;	   /* default: one entry, "localhost" */
+	char spool_dir[4096];		   /* default: "spool" */
+	enum spool_format spool_format;	   /* default: segment */
+	uint64_t segment_size;		   /* default: 64m; rotate into ready/ past this */
+	unsigned shards;		   /* 0 = auto (online CPUs) */
+	unsigned writers;		   /* default 1 */
+	uint64_t message_size_limit;	   /* default 10240000 (Postfix's default) */
+	unsigned recipient_limit;	   /* default 100 */
+	unsigned command_line_limit;	   /* default 512 */
+	unsigned error_limit;		   /* default 20: then 421 and close */
+	unsigned max_connections;	   /* default 20000, split across shards */
+	unsigned command_timeout;	   /* seconds, default 300 (RFC 5321 4.5.3.2.7) */
+	unsigned data_timeout;		   /* seconds, default 180 (RFC 5321 4.5.3.2.5) */
+	unsigned shutdown_timeout;	   /* seconds, default 30: SIGTERM grace */
+	enum bare_newline bare_newline;	   /* default normalize */
+	unsigned recv_buffer_size;	   /* default 16k */
+	unsigned recv_buffers;		   /* per shard, power of two, default 1024 */
+	unsigned ring_size;		   /* shard->writer ring entries, power of two, 1024 */
+	uint64_t body_flush_bytes;	   /* default 256k: body held before a part is written */
+	bool pin_shards;		   /* default yes */
+	enum tls_level tls_security_level; /* none (default) or may: offer STARTTLS */
+	char tls_cert_file[1024];	   /* PEM chain; needed for may */
+	char tls_key_file[1024];	   /* PEM key */
+	char tls_ticket_key_file[1024];	   /* "" = a random key per process */
+	char tls_ciphers[1024];		   /* "" = the built-in policy */
+	unsigned tls_handshake_timeout;	   /* seconds, default 30 */
+	bool listen_from_o;		   /* private to config.c: an -o listen replaced the list */
 };
 
 /* Fills cfg with the defaults. Never fails; accept_domains gets "localhost". */
@@ -64,7 +71,7 @@ void config_defaults(struct config *cfg);
  * or -1 after writing "mxring: FILE:LINE: key 'K': what is wrong" to err.
  */
 int config_load(struct config *cfg, const char *path, FILE *err)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /* Applies one "key=value" override (-o). Returns 0, or -1 with a message to err. */
 int config_set(struct config *cfg, const char *kv, FILE *err) __attribute__((warn_unused_result));

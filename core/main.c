@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #include "log.h"
 #include "shard.h"
 #include "smtp.h"
+#include "tls.h"
 #include "writer.h"
 
 static void usage(FILE *f)
@@ -65,15 +67,17 @@ static void log_stats(struct shard **shards, unsigned n, struct writer_set *ws)
 	writers_stats(ws, &w);
 	log_line("stats conns_accepted=%llu conns_refused=%llu conns_closed=%llu msgs_queued=%llu "
 		 "msgs_failed=%llu body_bytes=%llu body_copied=%llu parts=%llu enobufs=%llu "
-		 "recv_paused=%llu ring_full=%llu writer_batches=%llu writer_finals=%llu "
-		 "writer_errors=%llu",
+		 "recv_paused=%llu ring_full=%llu tls_handshakes=%llu tls_resumed=%llu "
+		 "tls_failed=%llu writer_batches=%llu writer_finals=%llu writer_errors=%llu",
 		 (unsigned long long)sum.conns_accepted, (unsigned long long)sum.conns_refused,
 		 (unsigned long long)sum.conns_closed, (unsigned long long)sum.msgs_queued,
 		 (unsigned long long)sum.msgs_failed, (unsigned long long)sum.body_bytes,
 		 (unsigned long long)sum.body_copied, (unsigned long long)sum.parts,
 		 (unsigned long long)sum.enobufs, (unsigned long long)sum.recv_paused,
-		 (unsigned long long)sum.ring_full, (unsigned long long)w.batches,
-		 (unsigned long long)w.finals, (unsigned long long)w.errors);
+		 (unsigned long long)sum.ring_full, (unsigned long long)sum.tls_handshakes,
+		 (unsigned long long)sum.tls_resumed, (unsigned long long)sum.tls_failed,
+		 (unsigned long long)w.batches, (unsigned long long)w.finals,
+		 (unsigned long long)w.errors);
 }
 
 /* Each connection is a descriptor: raise the soft limit as far as the hard one allows. */
@@ -87,8 +91,39 @@ static void raise_nofile(const struct config *cfg)
 		return;
 	rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
 	if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < want)
-		log_line("warning: open files limited to %llu, below max_connections=%u",
-			 (unsigned long long)rl.rlim_cur, cfg->max_connections);
+		log_line("warning: open files limited to %llu; max_connections=%u wants %llu",
+			 (unsigned long long)rl.rlim_cur, cfg->max_connections,
+			 (unsigned long long)want);
+}
+
+/*
+ * SIGHUP: certificate, key and ticket keys are read again. New sessions use
+ * the new context; running ones keep theirs. A bad file keeps the old one.
+ */
+static void reload_tls(const struct config *cfg)
+{
+	if (cfg->tls_security_level == TLS_LEVEL_NONE) {
+		log_line("reload: tls is off, nothing to reload");
+		return;
+	}
+	char *why = NULL;
+	size_t why_len = 0;
+	FILE *err = open_memstream(&why, &why_len);
+	struct tls_ctx *ctx;
+	int rc = err ? tls_ctx_new(cfg, &ctx, err) : -1;
+	if (err)
+		fclose(err);
+	if (rc == 0) {
+		tls_set_current(ctx);
+		log_line("reload: tls certificate and keys loaded cert=%s", cfg->tls_cert_file);
+	} else {
+		if (why_len && why[why_len - 1] == '\n')
+			why[why_len - 1] = 0;
+		char esc[LOG_CLIENT_TEXT_MAX * 4 + 8];
+		log_escape(esc, sizeof(esc), why ? why : "", why ? strlen(why) : 0, 200);
+		log_line("reload: failed, keeping the old tls context: \"%s\"", esc);
+	}
+	free(why);
 }
 
 static int run(struct config *cfg)
@@ -105,7 +140,14 @@ static int run(struct config *cfg)
 		return 1;
 	}
 	raise_nofile(cfg);
-	smtp_conf_init(&sconf, cfg, false);
+	bool tls_on = cfg->tls_security_level != TLS_LEVEL_NONE;
+	if (tls_on) {
+		struct tls_ctx *ctx;
+		if (tls_ctx_new(cfg, &ctx, stderr) != 0)
+			return 1;
+		tls_set_current(ctx);
+	}
+	smtp_conf_init(&sconf, cfg, tls_on);
 	rc = writers_start(cfg, cfg->shards, &ws);
 	if (rc)
 		return 1;
@@ -147,7 +189,7 @@ static int run(struct config *cfg)
 	for (;;) {
 		int sig = sigwaitinfo(&set, NULL);
 		if (sig == SIGHUP) {
-			log_line("sighup: nothing to reload");
+			reload_tls(cfg);
 			continue;
 		}
 		if (sig == SIGTERM || sig == SIGINT)
@@ -166,6 +208,7 @@ static int run(struct config *cfg)
 	for (unsigned i = 0; i < nshards; i++)
 		shard_free(shards[i]);
 	writers_stop(ws);
+	tls_set_current(NULL);
 	log_line(failed ? "stopped after a shard failed" : "stopped");
 	return failed ? 1 : 0;
 fail:

@@ -43,6 +43,7 @@
 #include "msg.h"
 #include "shard.h"
 #include "timer.h"
+#include "tls.h"
 #include "uring_compat.h"
 
 #define ASSERT(x)                                                                                  \
@@ -62,19 +63,31 @@ enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_TICK, OP_WAKE, OP_CANCEL };
 #define REAP_MAX	256u
 #define EXPIRE_MAX	256u
 #define NONE32		UINT32_MAX
-#define PART_SLICES_MAX 64u /* slices (about buffers) a message gathers before a part */
+#define PART_SLICES_MAX 64u    /* slices (about buffers) a message gathers before a part */
+#define PLAIN_SIZE	16384u /* a TLS record's plaintext (RFC 8446 5.1) */
 
 static_assert(OUT_CAP >= 2 * SMTP_OUT_RESERVE, "reply buffer holds a reserve and a reply");
 
 /* Connection flags. */
-#define C_RECV	   0x01u /* multishot recv armed */
-#define C_SEND	   0x02u /* a send is in flight */
-#define C_PAUSED   0x04u /* recv cancelled: too much unread input */
-#define C_CLOSE	   0x08u /* close once the replies are sent */
-#define C_SHUT	   0x10u /* socket shut down; slot freed when no op is in flight */
-#define C_DIRTY	   0x20u /* on the dirty list */
-#define C_STARVED  0x40u /* on the starved list (waits for buffers) */
-#define C_PEER_EOF 0x80u /* the client closed its side */
+#define C_RECV	     0x01u  /* multishot recv armed */
+#define C_SEND	     0x02u  /* a send is in flight */
+#define C_PAUSED     0x04u  /* recv cancelled: too much unread input */
+#define C_CLOSE	     0x08u  /* close once the replies are sent */
+#define C_SHUT	     0x10u  /* socket shut down; slot freed when no op is in flight */
+#define C_DIRTY	     0x20u  /* on the dirty list */
+#define C_STARVED    0x40u  /* on the starved list (waits for buffers) */
+#define C_PEER_EOF   0x80u  /* the client closed its side */
+#define C_PLAIN_WAIT 0x100u /* on the plain-wait list (waits for a plaintext buffer) */
+
+/* A connection's queue of buffers (ids into the shard's pools), oldest first. */
+struct bufq {
+	uint16_t head; /* BUF_NONE when empty */
+	uint16_t tail;
+	uint16_t n;   /* buffers queued */
+	uint32_t off; /* bytes of head already consumed */
+};
+
+enum { TLS_NONE = 0, TLS_HANDSHAKE, TLS_UP };
 
 /* An envelope with the count of its holders: the connection while the
  * transaction is open, and every msg of it at a writer. */
@@ -86,14 +99,15 @@ struct env_box {
 struct conn {
 	uint32_t gen;
 	uint8_t open;
-	uint8_t flags;
+	uint16_t flags;
 	uint16_t nops; /* io_uring requests in flight for this slot */
 	int fd;
-	uint16_t in_head; /* first buffer of unread input, BUF_NONE if none */
-	uint16_t in_tail;
-	uint16_t in_bufs;  /* buffers in the input queue */
-	uint16_t feed_buf; /* buffer being fed to the engine, BUF_NONE for the stash */
-	uint32_t in_off;   /* bytes of in_head already consumed */
+	struct bufq in;	      /* plaintext input for the engine */
+	struct bufq ct;	      /* TLS: ciphertext not yet taken by wolfSSL */
+	uint16_t feed_buf;    /* buffer being fed to the engine, BUF_NONE for the stash */
+	uint8_t tls_state;    /* TLS_NONE, TLS_HANDSHAKE, TLS_UP */
+	uint8_t implicit_tls; /* accepted on an smtps_listen address */
+	struct tls_conn *tls; /* owned, from STARTTLS on */
 	uint16_t line_len;
 	uint16_t writer; /* writer of the current transaction */
 	uint8_t *line;	 /* owned, lazily: a partial command line */
@@ -105,6 +119,7 @@ struct conn {
 	struct msg *msg;     /* owned: body slices being gathered */
 	uint32_t next_dirty;
 	uint32_t next_starved;
+	uint32_t next_wait;
 	char *helo; /* owned, lazily */
 	char addr[CLIENT_ADDR_MAX];
 	uint16_t port;
@@ -134,6 +149,10 @@ struct shard {
 	uint16_t *next;	   /* per buffer: next in a connection's input queue */
 	uint32_t *len;	   /* per buffer: bytes the kernel put in it */
 	uint32_t returned; /* buffers added to the ring since the last advance */
+	uint8_t *plain;	   /* owned: nplain * PLAIN_SIZE bytes of decrypted input */
+	uint32_t nplain;
+	uint16_t *plain_free; /* owned: stack of free plaintext buffer ids */
+	uint32_t nplain_free;
 	/* Connections. */
 	struct conn *conns; /* owned: cap entries */
 	uint32_t cap;
@@ -141,6 +160,7 @@ struct shard {
 	uint32_t nopen;
 	uint32_t dirty_head;
 	uint32_t starved_head;
+	uint32_t wait_head; /* connections waiting for a plaintext buffer */
 	struct timer_wheel wheel;
 	uint64_t now_s;
 	struct __kernel_timespec tick;
@@ -196,20 +216,82 @@ static struct io_uring_sqe *sqe_get(struct shard *sh)
 
 /* ---- buffers ---------------------------------------------------------- */
 
+/* Ids [0, nbufs) are lent by the kernel (the provided-buffer ring); ids
+ * [nbufs, nbufs + nplain) are the shard's own, for decrypted TLS input. */
 static uint8_t *buf_addr(struct shard *sh, uint16_t bid)
 {
-	return sh->bufs + (size_t)bid * sh->buf_size;
+	if (bid < sh->nbufs)
+		return sh->bufs + (size_t)bid * sh->buf_size;
+	return sh->plain + (size_t)(bid - sh->nbufs) * PLAIN_SIZE;
+}
+
+static uint32_t buf_cap(struct shard *sh, uint16_t bid)
+{
+	return bid < sh->nbufs ? sh->buf_size : PLAIN_SIZE;
+}
+
+/* A free plaintext buffer with one reference, or BUF_NONE. */
+static uint16_t plain_get(struct shard *sh)
+{
+	if (sh->nplain_free == 0)
+		return BUF_NONE;
+	uint16_t b = sh->plain_free[--sh->nplain_free];
+	ASSERT(sh->refs[b] == 0);
+	sh->refs[b] = 1;
+	return b;
 }
 
 static void buf_put(struct shard *sh, uint16_t bid)
 {
-	ASSERT(bid < sh->nbufs && sh->refs[bid] > 0);
+	ASSERT(bid < sh->nbufs + sh->nplain && sh->refs[bid] > 0);
 	if (--sh->refs[bid] > 0)
 		return;
+	if (bid >= sh->nbufs) {
+		sh->plain_free[sh->nplain_free++] = bid;
+		return;
+	}
 	sh->held--;
 	io_uring_buf_ring_add(sh->br, buf_addr(sh, bid), sh->buf_size, bid,
 			      io_uring_buf_ring_mask(sh->nbufs), (int)sh->returned);
 	sh->returned++;
+}
+
+static void bufq_push(struct shard *sh, struct bufq *q, uint16_t b, uint32_t len)
+{
+	sh->len[b] = len;
+	sh->next[b] = BUF_NONE;
+	if (q->tail != BUF_NONE)
+		sh->next[q->tail] = b;
+	else
+		q->head = b;
+	q->tail = b;
+	q->n++;
+}
+
+/* Drops the head buffer (all of it was consumed). */
+static void bufq_pop(struct shard *sh, struct bufq *q)
+{
+	uint16_t b = q->head;
+	q->head = sh->next[b];
+	if (q->head == BUF_NONE)
+		q->tail = BUF_NONE;
+	q->n--;
+	q->off = 0;
+	buf_put(sh, b);
+}
+
+/* Drops everything queued; returns the bytes that were not consumed. */
+static uint64_t bufq_drop(struct shard *sh, struct bufq *q)
+{
+	uint64_t bytes = 0;
+	for (uint32_t n = 0; q->head != BUF_NONE && n <= sh->nbufs + sh->nplain; n++) {
+		bytes += sh->len[q->head] - q->off;
+		bufq_pop(sh, q);
+	}
+	q->head = q->tail = BUF_NONE;
+	q->n = 0;
+	q->off = 0;
+	return bytes;
 }
 
 static void bufs_publish(struct shard *sh)
@@ -356,6 +438,8 @@ static enum smtp_verdict hook_mail(void *ctx, const struct addr *from, uint32_t 
 	snprintf(e->helo, sizeof(e->helo), "%s", c->helo ? c->helo : "");
 	snprintf(e->myhostname, sizeof(e->myhostname), "%s", sh->cfg->myhostname);
 	e->flags = env_flags;
+	if (c->tls_state == TLS_UP)
+		tls_describe(c->tls, e->tls, sizeof(e->tls), NULL);
 	memcpy(e->from, from->mailbox, from->len + 1);
 	c->env = b;
 	c->writer = (uint16_t)(sh->next_writer++ % sh->nwriters);
@@ -423,7 +507,7 @@ static int hook_body(void *ctx, const uint8_t *p, size_t len)
 		 * ever holds one command line. */
 		ASSERT(c->feed_buf != BUF_NONE);
 		buf = c->feed_buf;
-		ASSERT(p >= buf_addr(sh, buf) && p + len <= buf_addr(sh, buf) + sh->buf_size);
+		ASSERT(p >= buf_addr(sh, buf) && p + len <= buf_addr(sh, buf) + buf_cap(sh, buf));
 	}
 	struct slice *last = m->nslices ? &m->slices[m->nslices - 1] : NULL;
 	if (last && buf != SLICE_STATIC && last->buf == buf && last->base + last->len == p &&
@@ -540,20 +624,16 @@ static uint8_t *out_block(void)
 static void set_deadline(struct shard *sh, struct conn *c)
 {
 	unsigned t = smtp_in_content(&c->smtp) ? sh->cfg->data_timeout : sh->cfg->command_timeout;
+	if (c->tls_state == TLS_HANDSHAKE)
+		t = sh->cfg->tls_handshake_timeout;
 	timer_set(&sh->wheel, (uint32_t)(c - sh->conns), sh->now_s + t);
 }
 
 /* Drops the unread input. */
 static void input_drop(struct shard *sh, struct conn *c)
 {
-	for (uint32_t n = 0; c->in_head != BUF_NONE && n <= sh->nbufs; n++) {
-		uint16_t b = c->in_head;
-		c->in_head = sh->next[b];
-		buf_put(sh, b);
-	}
-	c->in_head = c->in_tail = BUF_NONE;
-	c->in_bufs = 0;
-	c->in_off = 0;
+	bufq_drop(sh, &c->in);
+	bufq_drop(sh, &c->ct);
 	c->line_len = 0;
 }
 
@@ -562,10 +642,15 @@ static void conn_log_end(struct shard *sh, struct conn *c)
 	char helo[LOG_CLIENT_TEXT_MAX * 4 + 8];
 	log_escape(helo, sizeof(helo), c->helo ? c->helo : "", c->helo ? strlen(c->helo) : 0,
 		   LOG_CLIENT_TEXT_MAX);
+	char tls[TLS_DESC_MAX] = "none";
+	int resumed = 0;
+	if (c->tls_state == TLS_UP)
+		tls_describe(c->tls, tls, sizeof(tls), &resumed);
 	log_line("session end shard=%u client=%s port=%u helo=\"%s\" msgs=%u errors=%u "
-		 "duration_ms=%llu reason=%s",
-		 sh->id, c->addr, c->port, helo, c->nmsgs, c->smtp.errors,
-		 (unsigned long long)(mono_ms() - c->start_ms), c->reason ? c->reason : "close");
+		 "tls=\"%s\"%s duration_ms=%llu reason=%s",
+		 sh->id, c->addr, c->port, helo, c->nmsgs, c->smtp.errors, tls,
+		 resumed ? " tls_resumed=yes" : "", (unsigned long long)(mono_ms() - c->start_ms),
+		 c->reason ? c->reason : "close");
 }
 
 /* Frees the slot once nothing is in flight for it. */
@@ -573,7 +658,7 @@ static void conn_release(struct shard *sh, struct conn *c)
 {
 	/* A slot on the dirty or starved list is released by pass_end, which
 	 * walks those lists: their links must not be reused before. */
-	if (c->nops > 0 || !c->open || (c->flags & (C_DIRTY | C_STARVED)))
+	if (c->nops > 0 || !c->open || (c->flags & (C_DIRTY | C_STARVED | C_PLAIN_WAIT)))
 		return;
 	uint32_t slot = (uint32_t)(c - sh->conns);
 	close(c->fd);
@@ -581,6 +666,9 @@ static void conn_release(struct shard *sh, struct conn *c)
 	free(c->out);
 	free(c->snd);
 	free(c->helo);
+	tls_conn_free(c->tls);
+	c->tls = NULL;
+	c->tls_state = TLS_NONE;
 	c->line = c->out = c->snd = NULL;
 	c->helo = NULL;
 	c->open = 0;
@@ -612,25 +700,58 @@ static void conn_close(struct shard *sh, struct conn *c, const char *reason)
 }
 
 /* Queues the send of what is in out, if nothing is in flight. */
-static void conn_flush(struct shard *sh, struct conn *c)
+static void send_block(struct shard *sh, struct conn *c, uint8_t *p, uint32_t len)
 {
-	if ((c->flags & (C_SEND | C_SHUT)) || c->out_len == 0) {
-		if (!(c->flags & (C_SEND | C_SHUT)) && (c->flags & C_CLOSE))
-			conn_close(sh, c, NULL);
-		return;
-	}
-	/* The filled block goes out; a new one is taken only when a reply comes. */
 	ASSERT(!c->snd);
-	c->snd = c->out;
-	c->snd_len = c->out_len;
+	c->snd = p;
+	c->snd_len = len;
 	c->snd_off = 0;
-	c->out = NULL;
-	c->out_len = 0;
 	struct io_uring_sqe *sqe = sqe_get(sh);
 	io_uring_prep_send(sqe, c->fd, c->snd, c->snd_len, MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, ud(OP_SEND, (uint32_t)(c - sh->conns), c->gen));
 	c->flags |= C_SEND;
 	c->nops++;
+}
+
+/* Queues the send of pending replies (encrypted once TLS is up), if nothing
+ * is in flight; closes when that was the last of a closing session. */
+static void conn_flush(struct shard *sh, struct conn *c)
+{
+	if (c->flags & C_SHUT)
+		return;
+	if (c->tls_state == TLS_UP && c->out_len > 0) {
+		if (tls_write(c->tls, c->out, c->out_len) != TLS_OK) {
+			log_line("tls error client=%s port=%u error=\"%s\"", c->addr, c->port,
+				 tls_error(c->tls));
+			conn_close(sh, c, "tls-error");
+			return;
+		}
+		c->out_len = 0;
+	}
+	if (c->flags & C_SEND)
+		return;
+	size_t tlen = 0;
+	const uint8_t *t = c->tls ? tls_output(c->tls, &tlen) : NULL;
+	if (c->out_len > 0) {
+		/* Plaintext, or the 220 to STARTTLS that precedes the handshake. */
+		uint8_t *p = c->out;
+		uint32_t n = c->out_len;
+		c->out = NULL;
+		c->out_len = 0;
+		send_block(sh, c, p, n);
+	} else if (tlen > 0) {
+		/* wolfSSL may append while a send is out: the send gets its own copy. */
+		uint8_t *p = malloc(tlen);
+		if (!p) {
+			conn_close(sh, c, "nomem");
+			return;
+		}
+		memcpy(p, t, tlen);
+		tls_output_consumed(c->tls, tlen);
+		send_block(sh, c, p, (uint32_t)tlen);
+	} else if (c->flags & C_CLOSE) {
+		conn_close(sh, c, NULL);
+	}
 }
 
 /* Feeds buffered input to the engine until it is used up or the engine waits. */
@@ -685,10 +806,7 @@ static bool after_feed(struct shard *sh, struct conn *c, enum smtp_result r)
 	case SMTP_BLOCKED:
 		return false; /* end of data with the writer, or out is full */
 	case SMTP_STARTTLS:
-		/* Not offered without TLS (smtp_conf.starttls is false). */
-		c->reason = "starttls";
-		c->flags |= C_CLOSE;
-		return false;
+		return false; /* conn_process starts TLS once the loop is left */
 	case SMTP_CLOSE:
 		if (!c->reason)
 			c->reason = "quit";
@@ -699,12 +817,119 @@ static bool after_feed(struct shard *sh, struct conn *c, enum smtp_result r)
 	return false;
 }
 
+static void plain_wait(struct shard *sh, struct conn *c)
+{
+	if (c->flags & C_PLAIN_WAIT)
+		return;
+	c->flags |= C_PLAIN_WAIT;
+	c->next_wait = sh->wait_head;
+	sh->wait_head = (uint32_t)(c - sh->conns);
+}
+
+/* The handshake is done: the session starts again inside TLS (RFC 3207 4.2). */
+static void tls_up(struct shard *sh, struct conn *c)
+{
+	int resumed = 0;
+	char d[TLS_DESC_MAX];
+	c->tls_state = TLS_UP;
+	tls_describe(c->tls, d, sizeof(d), &resumed);
+	stat_add(&sh->stats.tls_handshakes, 1);
+	if (resumed)
+		stat_add(&sh->stats.tls_resumed, 1);
+	smtp_tls_started(&c->smtp);
+}
+
+/*
+ * Runs wolfSSL over the ciphertext queue: the handshake, then decryption
+ * into plaintext buffers queued for the engine. Receive buffers go back as
+ * soon as wolfSSL has taken their bytes. false = the connection was closed.
+ */
+static bool tls_pump(struct shard *sh, struct conn *c)
+{
+	for (uint32_t guard = 0; guard < 4u * (sh->nbufs + sh->nplain) + 8; guard++) {
+		const uint8_t *p = NULL;
+		size_t len = 0;
+		if (c->ct.head != BUF_NONE) {
+			p = buf_addr(sh, c->ct.head) + c->ct.off;
+			len = sh->len[c->ct.head] - c->ct.off;
+		}
+		tls_input(c->tls, p, len);
+		enum tls_status st;
+		bool hs = c->tls_state == TLS_HANDSHAKE;
+		if (hs) {
+			st = tls_handshake(c->tls);
+		} else {
+			if (c->in.n >= IN_PAUSE_BUFS)
+				break; /* the engine catches up first */
+			uint16_t pb = plain_get(sh);
+			if (pb == BUF_NONE) {
+				plain_wait(sh, c);
+				break;
+			}
+			size_t n = 0;
+			st = tls_read(c->tls, buf_addr(sh, pb), PLAIN_SIZE, &n);
+			if (n > 0)
+				bufq_push(sh, &c->in, pb, (uint32_t)n);
+			else
+				buf_put(sh, pb);
+		}
+		size_t used = tls_input_used(c->tls);
+		c->ct.off += (uint32_t)used;
+		if (c->ct.head != BUF_NONE && c->ct.off == sh->len[c->ct.head])
+			bufq_pop(sh, &c->ct);
+		if (st == TLS_OK) {
+			if (hs)
+				tls_up(sh, c);
+			continue;
+		}
+		if (st == TLS_AGAIN) {
+			if (used > 0 && c->ct.head != BUF_NONE)
+				continue;
+			break;
+		}
+		if (st == TLS_CLOSED) {
+			c->flags |= C_PEER_EOF; /* close_notify: answer what came, then close */
+			break;
+		}
+		log_line("tls error client=%s port=%u stage=%s error=\"%s\"", c->addr, c->port,
+			 hs ? "handshake" : "read", tls_error(c->tls));
+		stat_add(&sh->stats.tls_failed, 1);
+		conn_close(sh, c, hs ? "tls-handshake-failed" : "tls-error");
+		return false;
+	}
+	return true;
+}
+
+/*
+ * The engine answered STARTTLS with 220 (in c->out, sent in plaintext).
+ * Anything the client sent after the STARTTLS line was sent before it saw
+ * the 220: it is dropped, never read as a command (CVE-2011-0411).
+ */
+static void start_tls(struct shard *sh, struct conn *c)
+{
+	uint64_t dropped = bufq_drop(sh, &c->in) + c->line_len;
+	c->line_len = 0;
+	if (dropped)
+		log_line("starttls dropped_bytes=%llu client=%s port=%u",
+			 (unsigned long long)dropped, c->addr, c->port);
+	struct tls_ctx *ctx = tls_current();
+	c->tls = ctx ? tls_conn_new(ctx) : NULL;
+	tls_ctx_unref(ctx);
+	if (!c->tls) {
+		conn_close(sh, c, "nomem");
+		return;
+	}
+	c->tls_state = TLS_HANDSHAKE;
+}
+
 static void conn_process(struct shard *sh, struct conn *c)
 {
 	if (c->flags & C_SHUT)
 		return;
 	mark_dirty(sh, c);
 	if (c->flags & C_CLOSE)
+		return;
+	if (c->tls && !tls_pump(sh, c))
 		return;
 	if (ensure_out(c) != 0) {
 		conn_close(sh, c, "nomem");
@@ -730,21 +955,21 @@ static void conn_process(struct shard *sh, struct conn *c)
 				break;
 			continue;
 		}
-		if (c->in_head == BUF_NONE)
+		if (c->in.head == BUF_NONE)
 			break;
-		uint16_t b = c->in_head;
-		const uint8_t *p = buf_addr(sh, b) + c->in_off;
-		size_t len = sh->len[b] - c->in_off;
+		uint16_t b = c->in.head;
+		const uint8_t *p = buf_addr(sh, b) + c->in.off;
+		size_t len = sh->len[b] - c->in.off;
 		if (c->line_len) {
 			/* A command line began in an earlier buffer: complete it in the stash. */
-			c->in_off += (uint32_t)stash_take(sh, c, p, len);
+			c->in.off += (uint32_t)stash_take(sh, c, p, len);
 		} else {
 			c->feed_buf = b;
 			enum smtp_result r = feed(sh, c, p, len, &used);
 			c->feed_buf = BUF_NONE;
-			c->in_off += (uint32_t)used;
+			c->in.off += (uint32_t)used;
 			bool go = after_feed(sh, c, r);
-			if (c->in_head == BUF_NONE)
+			if (c->in.head == BUF_NONE)
 				break; /* input dropped on close */
 			if (go && used < len && c->smtp.state == SMTP_S_CMD) {
 				/* A partial command line: keep it, free the buffer. */
@@ -752,26 +977,25 @@ static void conn_process(struct shard *sh, struct conn *c)
 					conn_close(sh, c, "nomem");
 					return;
 				}
-				c->in_off += (uint32_t)stash_take(sh, c, p + used, len - used);
+				c->in.off += (uint32_t)stash_take(sh, c, p + used, len - used);
 			}
-			if (!go && c->in_off < sh->len[b])
+			if (!go && c->in.off < sh->len[b])
 				break;
 		}
-		if (c->in_off == sh->len[b]) {
-			c->in_head = sh->next[b];
-			if (c->in_head == BUF_NONE)
-				c->in_tail = BUF_NONE;
-			c->in_bufs--;
-			c->in_off = 0;
-			buf_put(sh, b);
-		}
+		if (c->in.off == sh->len[b])
+			bufq_pop(sh, &c->in);
 	}
-	if (c->flags & C_PAUSED && c->in_bufs < IN_PAUSE_BUFS / 2 && !(c->flags & C_RECV) &&
+	if (c->smtp.state == SMTP_S_STARTTLS && !c->tls) {
+		start_tls(sh, c);
+		if (c->flags & C_SHUT)
+			return;
+	}
+	if (c->flags & C_PAUSED && c->in.n + c->ct.n < IN_PAUSE_BUFS / 2 && !(c->flags & C_RECV) &&
 	    !(c->flags & C_PEER_EOF)) {
 		c->flags &= ~C_PAUSED;
 		arm_recv(sh, c);
 	}
-	if (c->flags & C_PEER_EOF && c->in_head == BUF_NONE && c->smtp.state != SMTP_S_WAIT &&
+	if (c->flags & C_PEER_EOF && c->in.head == BUF_NONE && c->smtp.state != SMTP_S_WAIT &&
 	    !(c->flags & C_CLOSE)) {
 		/* Nothing more will come: what is unanswered is answered, then close. */
 		c->reason = c->reason ? c->reason : "peer-closed";
@@ -830,7 +1054,7 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, unsigned li)
 	c->gen = gen;
 	c->open = 1;
 	c->fd = fd;
-	c->in_head = c->in_tail = c->feed_buf = BUF_NONE;
+	c->in.head = c->in.tail = c->ct.head = c->ct.tail = c->feed_buf = BUF_NONE;
 	c->start_ms = mono_ms();
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
@@ -888,15 +1112,11 @@ static void on_recv(struct shard *sh, struct io_uring_cqe *cqe, struct conn *c)
 			conn_release(sh, c);
 			return;
 		}
-		sh->len[b] = (uint32_t)cqe->res;
-		sh->next[b] = BUF_NONE;
-		if (c->in_tail != BUF_NONE)
-			sh->next[c->in_tail] = b;
-		else
-			c->in_head = b;
-		c->in_tail = b;
-		c->in_bufs++;
-		if (c->in_bufs > IN_PAUSE_BUFS && (c->flags & C_RECV) && !(c->flags & C_PAUSED)) {
+		/* Under TLS the bytes are ciphertext for wolfSSL, else input for the engine. */
+		struct bufq *q = c->tls ? &c->ct : &c->in;
+		bufq_push(sh, q, b, (uint32_t)cqe->res);
+		if (c->in.n + c->ct.n > IN_PAUSE_BUFS && (c->flags & C_RECV) &&
+		    !(c->flags & C_PAUSED)) {
 			c->flags |= C_PAUSED;
 			stat_add(&sh->stats.recv_paused, 1);
 			cancel_recv(sh, c);
@@ -1066,6 +1286,11 @@ static void on_tick(struct shard *sh)
 					   NULL); /* a client that does not read its replies */
 				continue;
 			}
+			if (c->tls_state == TLS_HANDSHAKE) {
+				conn_close(sh, c,
+					   "tls-handshake-timeout"); /* no plaintext 421 here */
+				continue;
+			}
 			if (ensure_out(c) != 0) {
 				conn_close(sh, c, "nomem");
 				continue;
@@ -1199,6 +1424,20 @@ static void pass_end(struct shard *sh)
 			conn_release(sh, c);
 		else if (c->open && !(c->flags & (C_RECV | C_PAUSED)))
 			arm_recv(sh, c);
+		i = next;
+	}
+	/* Connections that waited for a plaintext buffer, while some are free. */
+	i = sh->nplain_free ? sh->wait_head : NONE32;
+	if (i != NONE32)
+		sh->wait_head = NONE32;
+	for (uint32_t n = 0; i != NONE32 && n < sh->cap; n++) {
+		struct conn *c = &sh->conns[i];
+		uint32_t next = c->next_wait;
+		c->flags &= ~C_PLAIN_WAIT;
+		if (c->open && (c->flags & C_SHUT))
+			conn_release(sh, c);
+		else if (c->open)
+			conn_process(sh, c);
 		i = next;
 	}
 	i = sh->dirty_head;
@@ -1346,7 +1585,7 @@ int shard_create(unsigned id, const struct config *cfg, const struct smtp_conf *
 	sh->nbufs = cfg->recv_buffers;
 	unsigned nshards = cfg->shards;
 	sh->cap = (cfg->max_connections + nshards - 1) / nshards;
-	sh->dirty_head = sh->starved_head = NONE32;
+	sh->dirty_head = sh->starved_head = sh->wait_head = NONE32;
 	for (unsigned i = 0; i < LISTEN_MAX; i++)
 		sh->listen_fd[i] = -1;
 	rc = ring_setup(sh);
@@ -1357,9 +1596,25 @@ int shard_create(unsigned id, const struct config *cfg, const struct smtp_conf *
 	}
 	sh->bufs = mmap(NULL, (size_t)sh->nbufs * sh->buf_size, PROT_READ | PROT_WRITE,
 			MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	sh->refs = calloc(sh->nbufs, sizeof(*sh->refs));
-	sh->next = calloc(sh->nbufs, sizeof(*sh->next));
-	sh->len = calloc(sh->nbufs, sizeof(*sh->len));
+	if (cfg->tls_security_level != TLS_LEVEL_NONE) {
+		/* Decrypted input: a quarter of the receive buffers' count, 16 KiB each. */
+		sh->nplain = sh->nbufs / 4 < 16 ? 16 : sh->nbufs / 4 > 4096 ? 4096 : sh->nbufs / 4;
+		sh->plain = mmap(NULL, (size_t)sh->nplain * PLAIN_SIZE, PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		sh->plain_free = calloc(sh->nplain, sizeof(*sh->plain_free));
+		if (sh->plain == MAP_FAILED || !sh->plain_free) {
+			rc = -ENOMEM;
+			fprintf(stderr, "mxring: shard %u: out of memory\n", id);
+			goto fail;
+		}
+		for (uint32_t i = 0; i < sh->nplain; i++)
+			sh->plain_free[i] = (uint16_t)(sh->nbufs + sh->nplain - 1 - i);
+		sh->nplain_free = sh->nplain;
+	}
+	static_assert(RECV_BUFS_MAX + 4096 < BUF_NONE, "buffer ids fit 16 bits");
+	sh->refs = calloc(sh->nbufs + sh->nplain, sizeof(*sh->refs));
+	sh->next = calloc(sh->nbufs + sh->nplain, sizeof(*sh->next));
+	sh->len = calloc(sh->nbufs + sh->nplain, sizeof(*sh->len));
 	sh->conns = calloc(sh->cap, sizeof(*sh->conns));
 	if (sh->bufs == MAP_FAILED || !sh->refs || !sh->next || !sh->len || !sh->conns) {
 		rc = -ENOMEM;
@@ -1405,6 +1660,9 @@ fail:
 	io_uring_queue_exit(&sh->ring);
 	if (sh->bufs != MAP_FAILED && sh->bufs)
 		munmap(sh->bufs, (size_t)sh->nbufs * sh->buf_size);
+	if (sh->plain && sh->plain != MAP_FAILED)
+		munmap(sh->plain, (size_t)sh->nplain * PLAIN_SIZE);
+	free(sh->plain_free);
 	free(sh->refs);
 	free(sh->next);
 	free(sh->len);
@@ -1440,6 +1698,9 @@ void shard_free(struct shard *sh)
 	io_uring_free_buf_ring(&sh->ring, sh->br, sh->nbufs, 0);
 	io_uring_queue_exit(&sh->ring);
 	munmap(sh->bufs, (size_t)sh->nbufs * sh->buf_size);
+	if (sh->plain)
+		munmap(sh->plain, (size_t)sh->nplain * PLAIN_SIZE);
+	free(sh->plain_free);
 	free(sh->refs);
 	free(sh->next);
 	free(sh->len);

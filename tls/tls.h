@@ -1,0 +1,71 @@
+/*
+ * tls.h - STARTTLS (RFC 3207) on wolfSSL, driven by the shard's io_uring.
+ *
+ * wolfSSL never touches a socket: its I/O callbacks read ciphertext from a
+ * window the shard points at (bytes that arrived in receive buffers) and
+ * append ciphertext to an output buffer the shard sends. So one thread, one
+ * ring, and the same buffer accounting serve plaintext and TLS sessions.
+ *
+ * One tls_ctx (WOLFSSL_CTX with certificates, cipher policy, ticket keys and
+ * the shared session cache) serves every shard. A reload (SIGHUP) builds a
+ * new tls_ctx and swaps it in; sessions already running keep the one they
+ * started with (reference counted), new ones take the new one. A bad file
+ * keeps the old context and says why.
+ */
+#ifndef MXRING_TLS_H
+#define MXRING_TLS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "config.h"
+
+struct tls_ctx;
+struct tls_conn;
+
+/* Builds a context from cfg's tls_* keys. 0 or -1 with a message on err. */
+int tls_ctx_new(const struct config *cfg, struct tls_ctx **out, FILE *err)
+    __attribute__((warn_unused_result));
+void tls_ctx_ref(struct tls_ctx *c);
+void tls_ctx_unref(struct tls_ctx *c);
+
+/* The process-wide current context (NULL when TLS is off); a reference is taken. */
+struct tls_ctx *tls_current(void);
+/* Replaces the current context (takes over the caller's reference). */
+void tls_set_current(struct tls_ctx *c);
+
+/* A session at STARTTLS. NULL on failure (memory). */
+struct tls_conn *tls_conn_new(struct tls_ctx *ctx);
+void tls_conn_free(struct tls_conn *t);
+
+/*
+ * Ciphertext in: points the session at in[0..len). After tls_handshake or
+ * tls_read, tls_input_used says how many of those bytes wolfSSL consumed
+ * (the caller frees consumed receive buffers at once).
+ */
+void tls_input(struct tls_conn *t, const uint8_t *in, size_t len);
+size_t tls_input_used(const struct tls_conn *t);
+
+/* Ciphertext out: appended here by wolfSSL (owned by the session). */
+const uint8_t *tls_output(const struct tls_conn *t, size_t *len);
+void tls_output_consumed(struct tls_conn *t, size_t len);
+
+enum tls_status { TLS_OK = 0, TLS_AGAIN = 1, TLS_CLOSED = 2, TLS_ERROR = 3 };
+
+/* Runs the server handshake as far as the input allows. */
+enum tls_status tls_handshake(struct tls_conn *t);
+
+/* Decrypts into buf (at most cap); *n bytes. TLS_AGAIN when it needs input. */
+enum tls_status tls_read(struct tls_conn *t, uint8_t *buf, size_t cap, size_t *n);
+
+/* Encrypts p[0..len) into the output. */
+enum tls_status tls_write(struct tls_conn *t, const uint8_t *p, size_t len);
+
+/* "TLSv1.3 TLS_AES_128_GCM_SHA256", and whether the session was resumed. */
+const char *tls_describe(struct tls_conn *t, char *buf, size_t cap, int *resumed);
+
+/* Why the last call failed, for the log. */
+const char *tls_error(struct tls_conn *t);
+
+#endif

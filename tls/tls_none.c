@@ -1,0 +1,103 @@
+/*
+ * tls_none.c - tls.h for a build without wolfSSL (meson -Dwolfssl=disabled,
+ * or no wolfSSL found): every request for TLS is refused with a clear
+ * message, so a configuration that asks for STARTTLS fails at start-up.
+ */
+#include "tls.h"
+
+int tls_ctx_new(const struct config *cfg, struct tls_ctx **out, FILE *err)
+{
+	(void)cfg;
+	*out = NULL;
+	fprintf(err, "mxring: this mxring was built without wolfSSL: tls_security_level must be "
+		     "none (rebuild after tools/wolfssl-build.sh, or with -Dwolfssl=system)\n");
+	return -1;
+}
+
+void tls_ctx_ref(struct tls_ctx *c)
+{
+	(void)c;
+}
+
+void tls_ctx_unref(struct tls_ctx *c)
+{
+	(void)c;
+}
+
+struct tls_ctx *tls_current(void)
+{
+	return NULL;
+}
+
+void tls_set_current(struct tls_ctx *c)
+{
+	(void)c;
+}
+
+struct tls_conn *tls_conn_new(struct tls_ctx *ctx)
+{
+	(void)ctx;
+	return NULL;
+}
+
+void tls_conn_free(struct tls_conn *t)
+{
+	(void)t;
+}
+
+void tls_input(struct tls_conn *t, const uint8_t *in, size_t len)
+{
+	(void)t, (void)in, (void)len;
+}
+
+size_t tls_input_used(const struct tls_conn *t)
+{
+	(void)t;
+	return 0;
+}
+
+const uint8_t *tls_output(const struct tls_conn *t, size_t *len)
+{
+	(void)t;
+	*len = 0;
+	return NULL;
+}
+
+void tls_output_consumed(struct tls_conn *t, size_t len)
+{
+	(void)t, (void)len;
+}
+
+enum tls_status tls_handshake(struct tls_conn *t)
+{
+	(void)t;
+	return TLS_ERROR;
+}
+
+enum tls_status tls_read(struct tls_conn *t, uint8_t *buf, size_t cap, size_t *n)
+{
+	(void)t, (void)buf, (void)cap;
+	*n = 0;
+	return TLS_ERROR;
+}
+
+enum tls_status tls_write(struct tls_conn *t, const uint8_t *p, size_t len)
+{
+	(void)t, (void)p, (void)len;
+	return TLS_ERROR;
+}
+
+const char *tls_describe(struct tls_conn *t, char *buf, size_t cap, int *resumed)
+{
+	(void)t;
+	snprintf(buf, cap, "none");
+	if (resumed)
+		*resumed = 0;
+	return buf;
+}
+
+const char *tls_error(struct tls_conn *t)
+{
+	(void)t;
+	return "built without wolfSSL";
+}
