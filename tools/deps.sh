@@ -9,7 +9,7 @@
 # asks nothing and starts no daemon.
 set -euo pipefail
 
-pkgs=(gcc pkg-config meson ninja-build liburing-dev libjemalloc-dev)
+pkgs=(gcc pkg-config meson ninja-build liburing-dev libjemalloc-dev openssl)
 if [ "${1:-}" = "--test" ]; then
 	pkgs+=(libcmocka-dev python3 swaks postfix)
 fi

@@ -6,9 +6,11 @@ set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 tools/deps.sh --test || exit 1
+# The accelerated, trimmed wolfSSL (built once, cached outside the checkout).
+tools/wolfssl-build.sh >/dev/null || exit 1
 build=${MXRING_TEST_BUILD:-build}
 if [ ! -f "$build/build.ninja" ]; then
-	meson setup "$build" -Dtests=enabled -Dwerror=true >/dev/null || exit 1
+	meson setup "$build" -Dtests=enabled -Dwerror=true -Dwolfssl=accelerated >/dev/null || exit 1
 fi
 ninja -C "$build" || exit 1
 meson test -C "$build" --print-errorlogs --num-processes 2 "$@" | tee "$build/test-output.txt"
