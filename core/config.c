@@ -50,6 +50,7 @@
 
 enum key_type {
 	K_LISTEN,
+	K_LISTEN_TLS, /* smtps_listen: implicit TLS (RFC 8314); may be empty */
 	K_HOSTNAME,
 	K_DOMAINS,
 	K_PATH,
@@ -112,6 +113,7 @@ static const struct key config_keys[] = {
     {"ring_size", K_POW2, FIELD(ring_size), 1, RING_SIZE_MAX, NULL},
     {"body_flush_bytes", K_SIZE, FIELD(body_flush_bytes), RECV_BUF_SIZE_MIN, 1u << 30, NULL},
     {"pin_shards", K_BOOL, FIELD(pin_shards), 0, 1, bool_names},
+    {"smtps_listen", K_LISTEN_TLS, FIELD(smtps_listen), 0, 0, NULL},
     {"tls_security_level", K_ENUM, FIELD(tls_security_level), 0, 1, tls_level_names},
     {"tls_cert_file", K_TEXT, FIELD(tls_cert_file), 0, 0, NULL},
     {"tls_key_file", K_TEXT, FIELD(tls_key_file), 0, 0, NULL},
@@ -475,20 +477,24 @@ bad:
 	return -1;
 }
 
-/* Appends the listed addresses (replace: the list is emptied first). */
-static int set_listen(struct config *cfg, const char *v, size_t n, bool replace,
-		      const struct where *w)
+/*
+ * Appends the listed addresses to list/count (replace: the list is emptied
+ * first). An empty value is refused unless allow_empty (then the list empties).
+ */
+static int set_listen_list(struct listen_addr *list, unsigned *count, const char *name,
+			   const char *v, size_t n, bool replace, bool allow_empty,
+			   const struct where *w)
 {
 	struct listen_addr tmp[LISTEN_MAX];
-	unsigned cnt = replace ? 0 : cfg->nlisten, i;
+	unsigned cnt = replace ? 0 : *count, i;
 	char q[CONFIG_QUOTE_MAX];
 	size_t pos = 0, tlen;
 	const char *t;
 
-	memcpy(tmp, cfg->listen, sizeof(tmp));
+	memcpy(tmp, list, sizeof(tmp));
 	while ((tlen = next_token(v, n, &pos, &t)) > 0) {
 		if (cnt == LISTEN_MAX) {
-			say(w, "listen", "more than %d addresses", LISTEN_MAX);
+			say(w, name, "more than %d addresses", LISTEN_MAX);
 			return -1;
 		}
 		if (parse_listen(&tmp[cnt], t, tlen, w) != 0)
@@ -496,19 +502,25 @@ static int set_listen(struct config *cfg, const char *v, size_t n, bool replace,
 		for (i = 0; i < cnt; i++) {
 			if (tmp[i].port == tmp[cnt].port &&
 			    strcmp(tmp[i].host, tmp[cnt].host) == 0) {
-				say(w, "listen", "address '%s' given twice", quote(q, t, tlen));
+				say(w, name, "address '%s' given twice", quote(q, t, tlen));
 				return -1;
 			}
 		}
 		cnt++;
 	}
-	if (cnt == 0) {
-		say(w, "listen", "no address");
+	if (cnt == 0 && !allow_empty) {
+		say(w, name, "no address");
 		return -1;
 	}
-	memcpy(cfg->listen, tmp, sizeof(tmp));
-	cfg->nlisten = cnt;
+	memcpy(list, tmp, sizeof(tmp));
+	*count = cnt;
 	return 0;
+}
+
+static int set_listen(struct config *cfg, const char *v, size_t n, bool replace,
+		      const struct where *w)
+{
+	return set_listen_list(cfg->listen, &cfg->nlisten, "listen", v, n, replace, false, w);
 }
 
 /* --- accept_domains ------------------------------------------------------ */
@@ -577,7 +589,7 @@ static const struct key *key_find(const char *name, size_t n)
 static int set_value(struct config *cfg, const struct key *k, const char *v, size_t n,
 		     bool listen_replace, const struct where *w)
 {
-	if (n == 0 && k->type != K_DOMAINS && k->type != K_TEXT) {
+	if (n == 0 && k->type != K_DOMAINS && k->type != K_TEXT && k->type != K_LISTEN_TLS) {
 		say(w, k->name, "empty value");
 		return -1;
 	}
@@ -588,6 +600,9 @@ static int set_value(struct config *cfg, const struct key *k, const char *v, siz
 	switch (k->type) {
 	case K_LISTEN:
 		return set_listen(cfg, v, n, listen_replace, w);
+	case K_LISTEN_TLS:
+		return set_listen_list(cfg->smtps_listen, &cfg->nsmtps_listen, k->name, v, n, true,
+				       true, w);
 	case K_HOSTNAME:
 		return set_hostname(cfg, k, v, n, w);
 	case K_DOMAINS:
@@ -845,6 +860,14 @@ static int check_key(const struct config *cfg, const struct key *k, const struct
 			}
 		}
 		return 0;
+	case K_LISTEN_TLS:
+		if (cfg->nsmtps_listen > LISTEN_MAX ||
+		    cfg->nlisten + cfg->nsmtps_listen > LISTEN_MAX) {
+			say(w, k->name, "listen and smtps_listen hold more than %d addresses",
+			    LISTEN_MAX);
+			return -1;
+		}
+		return 0;
 	case K_HOSTNAME:
 		if (!domain_ok(cfg->myhostname, strnlen(cfg->myhostname, DOMAIN_MAX + 1), false)) {
 			say(w, k->name, "not a domain name");
@@ -924,6 +947,10 @@ int config_check(const struct config *cfg, FILE *err)
 		say(&w, "tls_security_level", "'may' needs tls_cert_file and tls_key_file");
 		rc = -1;
 	}
+	if (cfg->nsmtps_listen && (!cfg->tls_cert_file[0] || !cfg->tls_key_file[0])) {
+		say(&w, "smtps_listen", "implicit TLS needs tls_cert_file and tls_key_file");
+		rc = -1;
+	}
 	/* max_connections is split across shards: each needs at least one. */
 	if (cfg->shards != 0 && cfg->max_connections < cfg->shards) {
 		say(&w, "max_connections", "%u is less than shards (%u)", cfg->max_connections,
@@ -950,6 +977,15 @@ static void print_key(const struct config *cfg, const struct key *k, FILE *out)
 	case K_LISTEN:
 		for (i = 0; i < cfg->nlisten && i < LISTEN_MAX; i++) {
 			const struct listen_addr *a = &cfg->listen[i];
+			bool v6 = strchr(a->host, ':') != NULL;
+
+			fprintf(out, "%s %s%s%s:%u", i ? "," : "", v6 ? "[" : "", a->host,
+				v6 ? "]" : "", a->port);
+		}
+		break;
+	case K_LISTEN_TLS:
+		for (i = 0; i < cfg->nsmtps_listen && i < LISTEN_MAX; i++) {
+			const struct listen_addr *a = &cfg->smtps_listen[i];
 			bool v6 = strchr(a->host, ':') != NULL;
 
 			fprintf(out, "%s %s%s%s:%u", i ? "," : "", v6 ? "[" : "", a->host,

@@ -60,7 +60,9 @@ struct config {
 	char tls_ticket_key_file[1024];	   /* "" = a random key per process */
 	char tls_ciphers[1024];		   /* "" = the built-in policy */
 	unsigned tls_handshake_timeout;	   /* seconds, default 30 */
-	bool listen_from_o;		   /* private to config.c: an -o listen replaced the list */
+	struct listen_addr smtps_listen[LISTEN_MAX]; /* implicit TLS (RFC 8314), default none */
+	unsigned nsmtps_listen;
+	bool listen_from_o; /* private to config.c: an -o listen replaced the list */
 };
 
 /* Fills cfg with the defaults. Never fails; accept_domains gets "localhost". */

@@ -68,7 +68,8 @@ static void log_stats(struct shard **shards, unsigned n, struct writer_set *ws)
 	log_line("stats conns_accepted=%llu conns_refused=%llu conns_closed=%llu msgs_queued=%llu "
 		 "msgs_failed=%llu body_bytes=%llu body_copied=%llu parts=%llu enobufs=%llu "
 		 "recv_paused=%llu ring_full=%llu tls_handshakes=%llu tls_resumed=%llu "
-		 "tls_failed=%llu writer_batches=%llu writer_finals=%llu writer_errors=%llu",
+		 "tls_failed=%llu tls_plain_bytes=%llu writer_batches=%llu writer_finals=%llu "
+		 "writer_errors=%llu",
 		 (unsigned long long)sum.conns_accepted, (unsigned long long)sum.conns_refused,
 		 (unsigned long long)sum.conns_closed, (unsigned long long)sum.msgs_queued,
 		 (unsigned long long)sum.msgs_failed, (unsigned long long)sum.body_bytes,
@@ -76,8 +77,8 @@ static void log_stats(struct shard **shards, unsigned n, struct writer_set *ws)
 		 (unsigned long long)sum.enobufs, (unsigned long long)sum.recv_paused,
 		 (unsigned long long)sum.ring_full, (unsigned long long)sum.tls_handshakes,
 		 (unsigned long long)sum.tls_resumed, (unsigned long long)sum.tls_failed,
-		 (unsigned long long)w.batches, (unsigned long long)w.finals,
-		 (unsigned long long)w.errors);
+		 (unsigned long long)sum.tls_plain_bytes, (unsigned long long)w.batches,
+		 (unsigned long long)w.finals, (unsigned long long)w.errors);
 }
 
 /* Each connection is a descriptor: raise the soft limit as far as the hard one allows. */
@@ -102,7 +103,7 @@ static void raise_nofile(const struct config *cfg)
  */
 static void reload_tls(const struct config *cfg)
 {
-	if (cfg->tls_security_level == TLS_LEVEL_NONE) {
+	if (cfg->tls_security_level == TLS_LEVEL_NONE && !cfg->nsmtps_listen) {
 		log_line("reload: tls is off, nothing to reload");
 		return;
 	}
@@ -141,7 +142,7 @@ static int run(struct config *cfg)
 	}
 	raise_nofile(cfg);
 	bool tls_on = cfg->tls_security_level != TLS_LEVEL_NONE;
-	if (tls_on) {
+	if (tls_on || cfg->nsmtps_listen) {
 		struct tls_ctx *ctx;
 		if (tls_ctx_new(cfg, &ctx, stderr) != 0)
 			return 1;
@@ -177,9 +178,19 @@ static int run(struct config *cfg)
 		    where + off, sizeof(where) - off, "%s%s%s%s:%u", i ? "," : "",
 		    strchr(cfg->listen[i].host, ':') ? "[" : "", cfg->listen[i].host,
 		    strchr(cfg->listen[i].host, ':') ? "]" : "", cfg->listen[i].port);
-	log_line("ready listen=%s shards=%u writers=%u spool=%s format=%s pid=%d", where,
-		 cfg->shards, cfg->writers, cfg->spool_dir,
-		 cfg->spool_format == SPOOL_MAILDIR ? "maildir" : "segment", (int)getpid());
+	char smtps[LISTEN_MAX * 72] = "";
+	off = 0;
+	for (unsigned i = 0; i < cfg->nsmtps_listen && off < sizeof(smtps); i++) {
+		const struct listen_addr *a = &cfg->smtps_listen[i];
+		bool v6 = strchr(a->host, ':') != NULL;
+		off += (size_t)snprintf(smtps + off, sizeof(smtps) - off, " %s%s%s%s:%u",
+					i ? "," : "smtps_listen=", v6 ? "[" : "", a->host,
+					v6 ? "]" : "", a->port);
+	}
+	log_line("ready listen=%s%s shards=%u writers=%u spool=%s format=%s starttls=%s pid=%d",
+		 where, smtps, cfg->shards, cfg->writers, cfg->spool_dir,
+		 cfg->spool_format == SPOOL_MAILDIR ? "maildir" : "segment", tls_on ? "yes" : "no",
+		 (int)getpid());
 
 	sigset_t set;
 	sigemptyset(&set);

@@ -837,6 +837,11 @@ static void tls_up(struct shard *sh, struct conn *c)
 	if (resumed)
 		stat_add(&sh->stats.tls_resumed, 1);
 	smtp_tls_started(&c->smtp);
+	if (c->implicit_tls && ensure_out(c) == 0) {
+		struct smtp_out out = {.buf = c->out, .len = c->out_len, .cap = OUT_CAP};
+		smtp_greet(&c->smtp, &out);
+		c->out_len = (uint32_t)out.len;
+	}
 }
 
 /*
@@ -868,9 +873,10 @@ static bool tls_pump(struct shard *sh, struct conn *c)
 			}
 			size_t n = 0;
 			st = tls_read(c->tls, buf_addr(sh, pb), PLAIN_SIZE, &n);
-			if (n > 0)
+			if (n > 0) {
 				bufq_push(sh, &c->in, pb, (uint32_t)n);
-			else
+				stat_add(&sh->stats.tls_plain_bytes, n);
+			} else
 				buf_put(sh, pb);
 		}
 		size_t used = tls_input_used(c->tls);
@@ -1077,9 +1083,22 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, unsigned li)
 		conn_close(sh, c, "nomem");
 		return;
 	}
-	struct smtp_out out = {.buf = c->out, .len = 0, .cap = OUT_CAP};
-	smtp_greet(&c->smtp, &out);
-	c->out_len = (uint32_t)out.len;
+	if (li >= sh->cfg->nlisten) {
+		/* Implicit TLS (RFC 8314): the handshake first, the greeting inside it. */
+		struct tls_ctx *ctx = tls_current();
+		c->tls = ctx ? tls_conn_new(ctx) : NULL;
+		tls_ctx_unref(ctx);
+		if (!c->tls) {
+			conn_close(sh, c, "nomem");
+			return;
+		}
+		c->tls_state = TLS_HANDSHAKE;
+		c->implicit_tls = 1;
+	} else {
+		struct smtp_out out = {.buf = c->out, .len = 0, .cap = OUT_CAP};
+		smtp_greet(&c->smtp, &out);
+		c->out_len = (uint32_t)out.len;
+	}
 	arm_recv(sh, c);
 	set_deadline(sh, c);
 	mark_dirty(sh, c);
@@ -1596,7 +1615,7 @@ int shard_create(unsigned id, const struct config *cfg, const struct smtp_conf *
 	}
 	sh->bufs = mmap(NULL, (size_t)sh->nbufs * sh->buf_size, PROT_READ | PROT_WRITE,
 			MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (cfg->tls_security_level != TLS_LEVEL_NONE) {
+	if (cfg->tls_security_level != TLS_LEVEL_NONE || cfg->nsmtps_listen) {
 		/* Decrypted input: a quarter of the receive buffers' count, 16 KiB each. */
 		sh->nplain = sh->nbufs / 4 < 16 ? 16 : sh->nbufs / 4 > 4096 ? 4096 : sh->nbufs / 4;
 		sh->plain = mmap(NULL, (size_t)sh->nplain * PLAIN_SIZE, PROT_READ | PROT_WRITE,
@@ -1641,12 +1660,15 @@ int shard_create(unsigned id, const struct config *cfg, const struct smtp_conf *
 		goto fail;
 	}
 	sh->wake_fd = writer_shard_eventfd(ws, id);
-	for (unsigned i = 0; i < cfg->nlisten; i++) {
-		int fd = listen_socket(&cfg->listen[i]);
+	/* Plain listeners first, then the implicit-TLS ones (index >= cfg->nlisten). */
+	for (unsigned i = 0; i < cfg->nlisten + cfg->nsmtps_listen; i++) {
+		const struct listen_addr *la =
+		    i < cfg->nlisten ? &cfg->listen[i] : &cfg->smtps_listen[i - cfg->nlisten];
+		int fd = listen_socket(la);
 		if (fd < 0) {
 			rc = fd;
-			fprintf(stderr, "mxring: listen %s port %u: %s\n", cfg->listen[i].host,
-				cfg->listen[i].port, strerror(-rc));
+			fprintf(stderr, "mxring: listen %s port %u: %s\n", la->host, la->port,
+				strerror(-rc));
 			goto fail;
 		}
 		sh->listen_fd[i] = fd;

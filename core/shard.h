@@ -21,17 +21,18 @@ struct shard_stats {
 	uint64_t conns_accepted;
 	uint64_t conns_refused; /* past max_connections: 421 at accept */
 	uint64_t conns_closed;
-	uint64_t msgs_queued;	 /* 250 sent after the writer stored it */
-	uint64_t msgs_failed;	 /* 4xx/5xx at end of data */
-	uint64_t body_bytes;	 /* content bytes handed to writers */
-	uint64_t body_copied;	 /* content bytes copied in user space */
-	uint64_t parts;		 /* MSG_PART handoffs */
-	uint64_t enobufs;	 /* recv stopped because the buffer ring ran dry */
-	uint64_t recv_paused;	 /* recv paused for a connection with too much unread input */
-	uint64_t ring_full;	 /* handoff ring full at end of data (451) */
-	uint64_t tls_handshakes; /* completed (full and resumed) */
-	uint64_t tls_resumed;	 /* of which resumed */
-	uint64_t tls_failed;	 /* handshakes or records that failed */
+	uint64_t msgs_queued;	  /* 250 sent after the writer stored it */
+	uint64_t msgs_failed;	  /* 4xx/5xx at end of data */
+	uint64_t body_bytes;	  /* content bytes handed to writers */
+	uint64_t body_copied;	  /* content bytes copied in user space */
+	uint64_t parts;		  /* MSG_PART handoffs */
+	uint64_t enobufs;	  /* recv stopped because the buffer ring ran dry */
+	uint64_t recv_paused;	  /* recv paused for a connection with too much unread input */
+	uint64_t ring_full;	  /* handoff ring full at end of data (451) */
+	uint64_t tls_handshakes;  /* completed (full and resumed) */
+	uint64_t tls_resumed;	  /* of which resumed */
+	uint64_t tls_failed;	  /* handshakes or records that failed */
+	uint64_t tls_plain_bytes; /* decrypted by wolfSSL into plaintext buffers (its one copy) */
 };
 
 /*
