@@ -139,6 +139,8 @@ def parse_args(argv=None):
     ap.add_argument("--spool-tool", default=os.environ.get("MXRING_SPOOL"))
     ap.add_argument("-k", dest="only", action="append", default=[],
                     help="run only cases whose name contains this (repeatable)")
+    ap.add_argument("-x", dest="exclude", action="append", default=[],
+                    help="leave out cases whose name contains this (repeatable)")
     ap.add_argument("--keep", action="store_true", help="keep temporary folders")
     ap.add_argument("-v", dest="verbose", action="store_true",
                     help="print transcripts and server logs of passing cases too")
@@ -752,7 +754,8 @@ class Suite:
             print("1..0 # SKIP mxring not built (%s)" % Paths.mxring)
             sys.exit(77)
         cases = [c for c in self.cases
-                 if not args.only or any(o in c.__name__ for o in args.only)]
+                 if (not args.only or any(o in c.__name__ for o in args.only))
+                 and not any(x in c.__name__ for x in args.exclude)]
         print("1..%d" % len(cases))
         failed = skipped = 0
         for n, fn in enumerate(cases, 1):
