@@ -78,6 +78,7 @@ static_assert(OUT_CAP >= 2 * SMTP_OUT_RESERVE, "reply buffer holds a reserve and
 #define C_STARVED    0x40u  /* on the starved list (waits for buffers) */
 #define C_PEER_EOF   0x80u  /* the client closed its side */
 #define C_PLAIN_WAIT 0x100u /* on the plain-wait list (waits for a plaintext buffer) */
+#define C_NOTIFIED   0x200u /* TLS close_notify queued */
 
 /* A connection's queue of buffers (ids into the shard's pools), oldest first. */
 struct bufq {
@@ -727,6 +728,11 @@ static void conn_flush(struct shard *sh, struct conn *c)
 			return;
 		}
 		c->out_len = 0;
+	}
+	if (c->tls_state == TLS_UP && (c->flags & (C_CLOSE | C_NOTIFIED)) == C_CLOSE) {
+		/* The last replies are encrypted: close_notify follows them. */
+		tls_close_notify(c->tls);
+		c->flags |= C_NOTIFIED;
 	}
 	if (c->flags & C_SEND)
 		return;

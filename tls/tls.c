@@ -432,6 +432,11 @@ enum tls_status tls_write(struct tls_conn *t, const uint8_t *p, size_t len)
 	return ret > 0 ? TLS_ERROR : status(t, ret);
 }
 
+void tls_close_notify(struct tls_conn *t)
+{
+	(void)wolfSSL_shutdown(t->ssl); /* "not done": the peer's alert is not awaited */
+}
+
 const char *tls_describe(struct tls_conn *t, char *buf, size_t cap, int *resumed)
 {
 	const char *v = wolfSSL_get_version(t->ssl);

@@ -62,6 +62,10 @@ enum tls_status tls_read(struct tls_conn *t, uint8_t *buf, size_t cap, size_t *n
 /* Encrypts p[0..len) into the output. */
 enum tls_status tls_write(struct tls_conn *t, const uint8_t *p, size_t len);
 
+/* Appends a close_notify alert to the output (RFC 8446 6.1): the last
+ * record before the shard closes; it does not wait for the client's. */
+void tls_close_notify(struct tls_conn *t);
+
 /* "TLSv1.3 TLS_AES_128_GCM_SHA256", and whether the session was resumed. */
 const char *tls_describe(struct tls_conn *t, char *buf, size_t cap, int *resumed);
 
