@@ -327,6 +327,54 @@ def sclient_resume_tls12_session_id():
     case_sclient_resume("1.2", ["-no_ticket"])
 
 
+def no_ticket_ctx():
+    ctx = client_ctx("1.2")
+    ctx.options |= ssl.OP_NO_TICKET
+    return ctx
+
+
+def new_id_sessions(srv, ctx, n):
+    out = []
+    for i in range(n):
+        reused, sess = py_session(srv, ctx, need_ticket=False)
+        check(not reused and not sess.has_ticket, "session %d: reused=%s has_ticket=%s"
+              % (i, reused, sess.has_ticket))
+        out.append(sess)
+    return out
+
+
+@suite.case
+def session_id_resumption_across_shards_tls12():
+    # A TLS 1.2 client without tickets resumes by session ID on whichever
+    # shard SO_REUSEPORT gives it: 3 sessions (few enough for any cache),
+    # each resumed 10 times.
+    ctx = no_ticket_ctx()
+    with start_tls_server() as srv:
+        sessions = new_id_sessions(srv, ctx, 3)
+        missed = [i for _ in range(10) for i, sess in enumerate(sessions)
+                  if not py_session(srv, ctx, sess, need_ticket=False)[0]]
+        check(not missed, "TLS 1.2 sessions not resumed by session ID: %s" % missed)
+        ends = session_ends(srv, 33)
+        shards = {e.get("shard") for e in ends if e.get("tls_resumed") == "yes"}
+        check_eq(shards, {"0", "1"}, "shards that resumed sessions")
+    check_eq(srv.stats().get("tls_resumed"), "30", "tls_resumed in the exit stats")
+
+
+@suite.case
+def session_id_cache_100_clients_tls12():
+    # Issue 3: a bounded session-ID cache shared by the shards, not wolfSSL's
+    # built-in 33 entries: 100 clients without tickets, then each resumes.
+    n = 100
+    ctx = no_ticket_ctx()
+    with start_tls_server() as srv:
+        sessions = new_id_sessions(srv, ctx, n)
+        missed = [i for i, sess in enumerate(sessions)
+                  if not py_session(srv, ctx, sess, need_ticket=False)[0]]
+        check(not missed, "%d of %d TLS 1.2 sessions not resumed by session ID (first: %s)"
+              % (len(missed), n, missed[:10]))
+    check_eq(srv.stats().get("tls_resumed"), str(n), "tls_resumed in the exit stats")
+
+
 def case_smtplib_resume(version):
     ctx = client_ctx(version)
 
@@ -618,6 +666,31 @@ def commands_before_starttls_in_one_write():
 
 
 @suite.case
+def close_notify_after_quit():
+    # RFC 8446 6.1: a party MUST send close_notify before closing its write
+    # side. After 221 inside TLS the client must read a clean TLS EOF, not
+    # a bare TCP close (which OpenSSL reports as "unexpected eof").
+    with start_tls_server() as srv:
+        for version in ("1.3", "1.2"):
+            ctx = client_ctx(version)
+            ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
+            c = srv.client()
+            c.ehlo()
+            c.cmd("STARTTLS", R_STARTTLS)
+            c.sock.settimeout(c.timeout)
+            c.sock = ctx.wrap_socket(c.sock, server_hostname=h.HOSTNAME,
+                                     suppress_ragged_eofs=False)
+            c.ehlo()
+            c.cmd("QUIT", h.R_QUIT)
+            try:
+                c.expect_closed()
+            except ssl.SSLEOFError as e:
+                raise h.Fail("TLS %s: the connection ended without close_notify after 221 "
+                             "(%s)" % (version, e))
+            c.close()
+
+
+@suite.case
 def starttls_twice_refused():
     with start_tls_server() as srv:
         for version in ("1.3", "1.2"):
@@ -804,6 +877,7 @@ def py_session(srv, ctx, session=None, need_ticket=True):
     c.cmd("NOOP", h.R_OK)     # TLS 1.3 tickets come after the handshake: read them
     nxt = c.sock.session
     c.quit()
+    c.transcript = []         # cases run hundreds of these: report only failing ones
     if need_ticket:
         check(nxt is not None and nxt.has_ticket,
               "no session ticket from the server (%r, reused=%s)" % (nxt, reused))
