@@ -67,6 +67,18 @@ static struct tls_ctx *current;
 
 static _Thread_local WC_RNG rng;
 static _Thread_local bool rng_ready;
+static pthread_key_t rng_key; /* its destructor frees a thread's rng when it ends */
+static pthread_once_t rng_key_once = PTHREAD_ONCE_INIT;
+
+static void rng_free(void *p)
+{
+	wc_FreeRng(p);
+}
+
+static void rng_key_make(void)
+{
+	(void)pthread_key_create(&rng_key, rng_free);
+}
 
 static int random_bytes(uint8_t *p, size_t n)
 {
@@ -74,6 +86,8 @@ static int random_bytes(uint8_t *p, size_t n)
 		if (wc_InitRng(&rng) != 0)
 			return -1;
 		rng_ready = true;
+		(void)pthread_once(&rng_key_once, rng_key_make);
+		(void)pthread_setspecific(rng_key, &rng);
 	}
 	return wc_RNG_GenerateBlock(&rng, p, (word32)n) == 0 ? 0 : -1;
 }
