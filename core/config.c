@@ -120,6 +120,10 @@ static const struct key config_keys[] = {
     {"tls_ticket_key_file", K_TEXT, FIELD(tls_ticket_key_file), 0, 0, NULL},
     {"tls_ciphers", K_TEXT, FIELD(tls_ciphers), 0, 0, NULL},
     {"tls_handshake_timeout", K_TIME, FIELD(tls_handshake_timeout), 1, TIMEOUT_MAX, NULL},
+    /* At most SESSCACHE_ENTRIES_MAX (tls/sesscache.h); tickets live no longer than
+     * 24 h either (RFC 5246 F.1.4). */
+    {"tls_session_cache_size", K_COUNT, FIELD(tls_session_cache_size), 0, 1000000, NULL},
+    {"tls_session_timeout", K_TIME, FIELD(tls_session_timeout), 1, 86400, NULL},
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -704,6 +708,8 @@ void config_defaults(struct config *cfg)
 	cfg->tls_security_level = TLS_LEVEL_NONE;
 	cfg->tls_handshake_timeout = 30;
 	cfg->listen_from_o = false;
+	cfg->tls_session_cache_size = 20000;
+	cfg->tls_session_timeout = 3600;
 }
 
 /* Reads the whole file (at most CONFIG_FILE_MAX bytes) into *buf, NUL-terminated. */
@@ -917,6 +923,51 @@ static int check_key(const struct config *cfg, const struct key *k, const struct
 	return 0;
 }
 
+/*
+ * Entries of a comma-separated file list; *blank is set when one is empty.
+ * Bounded by the field's size.
+ */
+static unsigned file_list_count(const char *s, bool *blank)
+{
+	unsigned n = 0;
+	bool empty = true;
+	*blank = false;
+	for (;; s++) {
+		if (*s == ',' || *s == '\0') {
+			*blank |= empty;
+			n++;
+			empty = true;
+			if (*s == '\0')
+				return n;
+		} else if (*s != ' ' && *s != '\t') {
+			empty = false;
+		}
+	}
+}
+
+/* tls_cert_file and tls_key_file: one or two files each (ECDSA and RSA), as many certificates
+ * as keys, in the same order. Whether each pair matches is checked when they are loaded. */
+static int tls_files_check(const struct config *cfg, const struct where *w)
+{
+	if (!cfg->tls_cert_file[0] || !cfg->tls_key_file[0])
+		return 0;
+	bool cblank, kblank;
+	unsigned nc = file_list_count(cfg->tls_cert_file, &cblank);
+	unsigned nk = file_list_count(cfg->tls_key_file, &kblank);
+	if (cblank || kblank || nc > 2 || nk > 2) {
+		say(w, cblank || nc > 2 ? "tls_cert_file" : "tls_key_file",
+		    "one or two files (an ECDSA and an RSA one), comma-separated");
+		return -1;
+	}
+	if (nc != nk) {
+		say(w, "tls_key_file", "%u files for %u in tls_cert_file (the same order: a key "
+				       "for each certificate)",
+		    nk, nc);
+		return -1;
+	}
+	return 0;
+}
+
 int config_check(const struct config *cfg, FILE *err)
 {
 	struct where w = {.err = err};
@@ -964,6 +1015,8 @@ int config_check(const struct config *cfg, FILE *err)
 		    (unsigned long long)pool, (unsigned long long)RECV_POOL_MAX);
 		rc = -1;
 	}
+	if (tls_files_check(cfg, &w) != 0)
+		rc = -1;
 	return rc;
 }
 

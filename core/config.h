@@ -63,6 +63,8 @@ struct config {
 	struct listen_addr smtps_listen[LISTEN_MAX]; /* implicit TLS (RFC 8314), default none */
 	unsigned nsmtps_listen;
 	bool listen_from_o; /* private to config.c: an -o listen replaced the list */
+	unsigned tls_session_cache_size; /* session-ID cache entries, default 20000; 0 = off */
+	unsigned tls_session_timeout;	 /* seconds, default 3600: cache entries and tickets */
 };
 
 /* Fills cfg with the defaults. Never fails; accept_domains gets "localhost". */
