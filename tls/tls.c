@@ -10,9 +10,31 @@
  * sessions, and a key rotated out keeps opening tickets until it is
  * removed. A ticket opened with an older key is answered with a new one.
  *
+ * Certificates: tls_cert_file and tls_key_file list one or two files each,
+ * in the same order; with two, one key is ECDSA and the other RSA. wolfSSL
+ * as built here has no certificate callback, so each certificate gets its
+ * own WOLFSSL_CTX (same policy, same ticket keys) and a session picks one
+ * before wolfSSL_new, from its ClientHello (hello.h): the ECDSA one when the
+ * client accepts it, else the RSA one; a ClientHello the scanner cannot
+ * judge gets the first listed, and wolfSSL answers it. So the WOLFSSL object
+ * (the costly part of a session) is made when the first ClientHello bytes
+ * arrive, not at STARTTLS; a ClientHello split over several inputs is kept
+ * (at most HELLO_INPUT_MAX bytes) and replayed to wolfSSL.
+ *
+ * Session-ID resumption (RFC 5246 7.3) for TLS 1.2 clients without tickets:
+ * one sesscache.h cache for the process, made by the first tls_ctx_new and
+ * kept across reloads, reached through wolfSSL's external cache callbacks
+ * (its internal cache, 33 entries behind one global lock, is off). Entries
+ * are wolfSSL_i2d_SSL_SESSION blobs; lacking wolfSSL_SESSION_get_id without
+ * the OpenSSL layer, the session ID is read from the blob (byte 9 its
+ * length, the ID from byte 10: wolfSSL 5.5.4's layout, checked by
+ * tests/unit/tls). TLS 1.3 sessions are not stored: tickets resume them.
+ * tls_session_timeout bounds both cache entries and tickets.
+ *
  * Bounds: a session's ciphertext output is at most TLS_OUT_MAX bytes
  * before the shard sends it (wolfSSL is told WANT_WRITE past that); the
- * ticket key file holds at most TICKET_KEYS_MAX keys.
+ * ticket key file holds at most TICKET_KEYS_MAX keys; a key file is at most
+ * KEY_FILE_MAX bytes; two certificates at most.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -20,18 +42,30 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
+#include <wolfssl/wolfcrypt/asn_public.h>
 #include <wolfssl/wolfcrypt/chacha20_poly1305.h>
+#include <wolfssl/wolfcrypt/ecc.h>
+#include <wolfssl/wolfcrypt/error-crypt.h>
 #include <wolfssl/wolfcrypt/random.h>
+#include <wolfssl/wolfcrypt/rsa.h>
 
-#include "log.h"
+#include "hello.h"
+#include "sesscache.h"
 #include "tls.h"
 
 #define TICKET_KEYS_MAX 8
 #define TLS_OUT_MAX	(256u * 1024)
 #define TLS_OUT_MIN	4096u
+#define CERTS_MAX	2
+#define KEY_FILE_MAX	(64u * 1024)
+#define HELLO_BUF_MIN	1024u
+/* wolfSSL 5.5.4's session blob: side(1) bornOn(4) timeout(4) idLen(1) id. */
+#define BLOB_ID_LEN_AT 9
+#define BLOB_ID_AT     10
 
 #define DEFAULT_CIPHERS                                                                            \
 	"TLS13-AES128-GCM-SHA256:TLS13-CHACHA20-POLY1305-SHA256:TLS13-AES256-GCM-SHA384:"          \
@@ -44,18 +78,31 @@ struct ticket_key {
 	uint8_t key[CHACHA20_POLY1305_AEAD_KEYSIZE];
 };
 
+enum cert_kind { CERT_RSA = 0, CERT_ECDSA = 1 };
+
+struct cert {
+	WOLFSSL_CTX *ctx; /* owned: the policy with this certificate */
+	enum cert_kind kind;
+	unsigned curve; /* ECDSA: a hello_curve bit */
+};
+
 struct tls_ctx {
 	_Atomic int refs;
-	WOLFSSL_CTX *ctx; /* owned */
+	struct cert certs[CERTS_MAX];
+	unsigned ncerts; /* certs[0] is the default */
+	int ecdsa, rsa;	 /* index in certs, or -1 */
 	struct ticket_key keys[TICKET_KEYS_MAX];
 	unsigned nkeys; /* keys[0] seals */
 };
 
 struct tls_conn {
-	WOLFSSL *ssl;	     /* owned */
+	WOLFSSL *ssl;	     /* owned; NULL until the ClientHello picked a certificate */
 	struct tls_ctx *ctx; /* a reference */
 	const uint8_t *in;   /* borrowed: the shard's receive buffer */
 	size_t in_len, in_used;
+	uint8_t *hello; /* owned, lazily: a ClientHello split over inputs, replayed to wolfSSL */
+	uint32_t hello_len, hello_cap, hello_used;
+	int cert; /* index in ctx->certs, -1 before the choice */
 	uint8_t *out; /* owned */
 	size_t out_len, out_cap;
 	int err;
@@ -64,6 +111,9 @@ struct tls_conn {
 
 static pthread_mutex_t current_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct tls_ctx *current;
+
+/* The session-ID cache: made once, under current_lock, then only read. */
+static struct sesscache *_Atomic shared_cache;
 
 static _Thread_local WC_RNG rng;
 static _Thread_local bool rng_ready;
@@ -98,6 +148,20 @@ static int io_recv(WOLFSSL *ssl, char *buf, int sz, void *vctx)
 {
 	struct tls_conn *t = vctx;
 	(void)ssl;
+	if (t->hello) {
+		/* The ClientHello bytes kept while choosing the certificate come first. */
+		size_t n = t->hello_len - t->hello_used;
+		if ((size_t)sz < n)
+			n = (size_t)sz;
+		memcpy(buf, t->hello + t->hello_used, n);
+		t->hello_used += (uint32_t)n;
+		if (t->hello_used == t->hello_len) {
+			free(t->hello);
+			t->hello = NULL;
+			t->hello_len = t->hello_cap = t->hello_used = 0;
+		}
+		return (int)n;
+	}
 	size_t avail = t->in_len - t->in_used;
 	if (avail == 0)
 		return WOLFSSL_CBIO_ERR_WANT_READ;
@@ -234,29 +298,325 @@ static int load_ticket_keys(struct tls_ctx *c, const char *path, FILE *err)
 	return rc;
 }
 
+/* ---- session-ID cache ----------------------------------------------------- */
+
+static uint64_t now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec;
+}
+
+/* The session ID inside a blob of n bytes, or 0 when there is none. */
+static size_t blob_id(const uint8_t *blob, size_t n, const uint8_t **id)
+{
+	if (n <= BLOB_ID_AT)
+		return 0;
+	size_t len = blob[BLOB_ID_LEN_AT];
+	if (len > SESSCACHE_ID_MAX || BLOB_ID_AT + len > n)
+		return 0;
+	*id = blob + BLOB_ID_AT;
+	return len;
+}
+
+/* wolfSSL made a session: keep a copy (a TLS 1.2 one with an ID). */
+static int cache_new_cb(WOLFSSL *ssl, WOLFSSL_SESSION *sess)
+{
+	struct sesscache *cache = atomic_load(&shared_cache);
+	if (!cache || wolfSSL_GetVersion(ssl) == WOLFSSL_TLSV1_3)
+		return 0; /* 0: wolfSSL keeps ownership of sess */
+	int n = wolfSSL_i2d_SSL_SESSION(sess, NULL);
+	if (n <= 0 || n > (int)SESSCACHE_BLOB_MAX) {
+		/* Counted as refused; the ID cannot be read without the blob. */
+		(void)sesscache_store(cache, NULL, 0, NULL, n > 0 ? (size_t)n : 0, now_s());
+		return 0;
+	}
+	uint8_t blob[SESSCACHE_BLOB_MAX];
+	uint8_t *p = blob;
+	const uint8_t *id;
+	size_t id_len;
+	if (wolfSSL_i2d_SSL_SESSION(sess, &p) == n && (id_len = blob_id(blob, (size_t)n, &id)) > 0)
+		(void)sesscache_store(cache, id, id_len, blob, (size_t)n, now_s());
+	explicit_bzero(blob, sizeof(blob));
+	return 0;
+}
+
+static WOLFSSL_SESSION *cache_get_cb(WOLFSSL *ssl, const unsigned char *id, int len, int *copy)
+{
+	(void)ssl;
+	*copy = 0; /* the session returned is wolfSSL's to free */
+	struct sesscache *cache = atomic_load(&shared_cache);
+	if (!cache || len <= 0)
+		return NULL;
+	uint8_t blob[SESSCACHE_BLOB_MAX];
+	int n = sesscache_lookup(cache, id, (size_t)len, now_s(), blob, sizeof(blob));
+	if (n <= 0)
+		return NULL;
+	const unsigned char *p = blob;
+	WOLFSSL_SESSION *s = wolfSSL_d2i_SSL_SESSION(NULL, &p, n);
+	explicit_bzero(blob, sizeof(blob));
+	return s;
+}
+
+/*
+ * A connection that ends in a fatal error must not be resumed (RFC 5246
+ * 7.2.2): its session leaves the cache. (wolfSSL 5.5.4's remove callback
+ * is not used: it fires whenever a session object is freed, not when a
+ * session turns bad.)
+ */
+static void cache_forget(WOLFSSL *ssl)
+{
+	struct sesscache *cache = atomic_load(&shared_cache);
+	WOLFSSL_SESSION *sess = cache ? wolfSSL_get_session(ssl) : NULL;
+	int n = sess ? wolfSSL_i2d_SSL_SESSION(sess, NULL) : 0;
+	if (n <= 0 || n > (int)SESSCACHE_BLOB_MAX)
+		return;
+	uint8_t blob[SESSCACHE_BLOB_MAX];
+	uint8_t *p = blob;
+	const uint8_t *id;
+	size_t id_len;
+	if (wolfSSL_i2d_SSL_SESSION(sess, &p) == n && (id_len = blob_id(blob, (size_t)n, &id)) > 0)
+		(void)sesscache_remove(cache, id, id_len);
+	explicit_bzero(blob, sizeof(blob));
+}
+
+/* Makes the process's cache at the first call; later calls keep it (a
+ * reload does not empty it; a new size needs a restart). */
+static int cache_start(const struct config *cfg, FILE *err)
+{
+	if (cfg->tls_session_cache_size == 0 || atomic_load(&shared_cache))
+		return 0;
+	struct sesscache *c;
+	int rc = sesscache_new(cfg->tls_session_cache_size, cfg->tls_session_timeout, &c);
+	if (rc) {
+		fprintf(err, "mxring: tls_session_cache_size %u: %s\n", cfg->tls_session_cache_size,
+			strerror(-rc));
+		return -1;
+	}
+	pthread_mutex_lock(&current_lock);
+	struct sesscache *none = NULL;
+	if (!atomic_compare_exchange_strong(&shared_cache, &none, c))
+		sesscache_free(c);
+	pthread_mutex_unlock(&current_lock);
+	return 0;
+}
+
+void tls_session_cache_stats(struct sesscache_stats *out)
+{
+	struct sesscache *c = atomic_load(&shared_cache);
+	if (c)
+		sesscache_stats(c, out);
+	else
+		memset(out, 0, sizeof(*out));
+}
+
+/* ---- certificates ------------------------------------------------------- */
+
+/*
+ * Splits a comma-separated list of at most CERTS_MAX paths into out (blanks
+ * around each trimmed). The count, or -1 when empty, too long or too many.
+ */
+static int split_paths(const char *list, char out[CERTS_MAX][1024])
+{
+	int n = 0;
+	const char *p = list;
+	for (;;) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+		while (len && (*p == ' ' || *p == '\t'))
+			p++, len--;
+		while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+			len--;
+		if (len == 0 || len >= sizeof(out[0]) || n == CERTS_MAX)
+			return -1;
+		memcpy(out[n], p, len);
+		out[n][len] = 0;
+		n++;
+		if (!comma)
+			return n;
+		p = comma + 1;
+	}
+}
+
+/* Reads a PEM private key file into DER (der: KEY_FILE_MAX bytes). Length or -1. */
+static int read_key_der(const char *path, uint8_t *der, FILE *err)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		fprintf(err, "mxring: tls_key_file %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	uint8_t *pem = malloc(KEY_FILE_MAX);
+	size_t n = pem ? fread(pem, 1, KEY_FILE_MAX, f) : 0;
+	bool whole = n < KEY_FILE_MAX && !ferror(f);
+	fclose(f);
+	int len = whole ? wc_KeyPemToDer(pem, (int)n, der, (int)KEY_FILE_MAX, NULL) : -1;
+	if (pem) {
+		explicit_bzero(pem, KEY_FILE_MAX);
+		free(pem);
+	}
+	if (len <= 0)
+		fprintf(err, "mxring: tls_key_file %s: not an unencrypted PEM private key%s\n", path,
+			whole ? "" : " (or over 64 KiB)");
+	return len > 0 ? len : -1;
+}
+
+/* ECDSA (and its curve) or RSA, from the key's DER. -1 if neither. */
+static int key_kind(const uint8_t *der, int len, unsigned *curve)
+{
+	ecc_key ek;
+	word32 idx = 0;
+	int kind = -1;
+	*curve = 0;
+	if (wc_ecc_init(&ek) == 0) {
+		if (wc_EccPrivateKeyDecode(der, &idx, &ek, (word32)len) == 0 && ek.dp) {
+			kind = CERT_ECDSA;
+			*curve = ek.dp->id == ECC_SECP256R1   ? HELLO_P256
+				 : ek.dp->id == ECC_SECP384R1 ? HELLO_P384
+				 : ek.dp->id == ECC_SECP521R1 ? HELLO_P521
+							      : 0;
+		}
+		wc_ecc_free(&ek);
+	}
+	if (kind >= 0)
+		return *curve ? kind : -1;
+	RsaKey rk;
+	idx = 0;
+	if (wc_InitRsaKey(&rk, NULL) == 0) {
+		if (wc_RsaPrivateKeyDecode(der, &idx, &rk, (word32)len) == 0)
+			kind = CERT_RSA;
+		wc_FreeRsaKey(&rk);
+	}
+	return kind;
+}
+
+/* A context with the policy of cfg, for one certificate. NULL + message. */
+static WOLFSSL_CTX *policy_ctx(struct tls_ctx *c, const struct config *cfg, FILE *err)
+{
+	WOLFSSL_CTX *ctx = wolfSSL_CTX_new(wolfSSLv23_server_method());
+	if (!ctx) {
+		fprintf(err, "mxring: wolfSSL_CTX_new failed\n");
+		return NULL;
+	}
+	if (wolfSSL_CTX_SetMinVersion(ctx, WOLFSSL_TLSV1_2) != WOLFSSL_SUCCESS) {
+		fprintf(err, "mxring: this wolfSSL cannot restrict itself to TLS 1.2+\n");
+		goto fail;
+	}
+	const char *ciphers = cfg->tls_ciphers[0] ? cfg->tls_ciphers : DEFAULT_CIPHERS;
+	if (wolfSSL_CTX_set_cipher_list(ctx, ciphers) != WOLFSSL_SUCCESS) {
+		fprintf(err, "mxring: tls_ciphers '%s': no cipher this wolfSSL supports\n",
+			ciphers);
+		goto fail;
+	}
+	int groups[] = {WOLFSSL_ECC_X25519, WOLFSSL_ECC_SECP256R1};
+	if (wolfSSL_CTX_set_groups(ctx, groups, 2) != WOLFSSL_SUCCESS) {
+		fprintf(err, "mxring: this wolfSSL lacks X25519 or P-256\n");
+		goto fail;
+	}
+	/* One lifetime for cache entries and tickets (RFC 5246 F.1.4: 24 h at most). */
+	if (wolfSSL_CTX_set_timeout(ctx, cfg->tls_session_timeout) != WOLFSSL_SUCCESS) {
+		fprintf(err, "mxring: tls_session_timeout %u refused by wolfSSL\n",
+			cfg->tls_session_timeout);
+		goto fail;
+	}
+	wolfSSL_CTX_set_session_cache_mode(ctx, WOLFSSL_SESS_CACHE_NO_INTERNAL);
+	if (cfg->tls_session_cache_size > 0) {
+		wolfSSL_CTX_sess_set_new_cb(ctx, cache_new_cb);
+		wolfSSL_CTX_sess_set_get_cb(ctx, cache_get_cb);
+	}
+	wolfSSL_CTX_set_TicketEncCb(ctx, ticket_cb);
+	wolfSSL_CTX_set_TicketEncCtx(ctx, c);
+	wolfSSL_CTX_SetIORecv(ctx, io_recv);
+	wolfSSL_CTX_SetIOSend(ctx, io_send);
+	return ctx;
+fail:
+	wolfSSL_CTX_free(ctx);
+	return NULL;
+}
+
+/* Loads one certificate chain and its key into a new policy context. */
+static int load_cert(struct tls_ctx *c, struct cert *ct, const struct config *cfg,
+		     const char *cert_file, const char *key_file, FILE *err)
+{
+	uint8_t *der = malloc(KEY_FILE_MAX);
+	int rc = -1;
+	if (!der) {
+		fprintf(err, "mxring: out of memory\n");
+		return -1;
+	}
+	int len = read_key_der(key_file, der, err);
+	if (len < 0)
+		goto out;
+	int kind = key_kind(der, len, &ct->curve);
+	if (kind < 0) {
+		fprintf(err, "mxring: tls_key_file %s: neither RSA nor ECDSA on P-256/384/521\n",
+			key_file);
+		goto out;
+	}
+	ct->kind = (enum cert_kind)kind;
+	ct->ctx = policy_ctx(c, cfg, err);
+	if (!ct->ctx)
+		goto out;
+	if (wolfSSL_CTX_use_certificate_chain_file(ct->ctx, cert_file) != WOLFSSL_SUCCESS) {
+		fprintf(err, "mxring: tls_cert_file %s: cannot load a PEM certificate chain\n",
+			cert_file);
+		goto out;
+	}
+	if (wolfSSL_CTX_use_PrivateKey_buffer(ct->ctx, der, len, WOLFSSL_FILETYPE_ASN1) !=
+	    WOLFSSL_SUCCESS) {
+		fprintf(err, "mxring: tls_key_file %s: cannot load the private key\n", key_file);
+		goto out;
+	}
+	if (wolfSSL_CTX_check_private_key(ct->ctx) != WOLFSSL_SUCCESS) {
+		fprintf(err, "mxring: tls_key_file %s does not match tls_cert_file %s\n", key_file,
+			cert_file);
+		goto out;
+	}
+	rc = 0;
+out:
+	explicit_bzero(der, KEY_FILE_MAX);
+	free(der);
+	return rc;
+}
+
+static int load_certs(struct tls_ctx *c, const struct config *cfg, FILE *err)
+{
+	char certs[CERTS_MAX][1024], keys[CERTS_MAX][1024];
+	int nc = split_paths(cfg->tls_cert_file, certs);
+	int nk = split_paths(cfg->tls_key_file, keys);
+	if (nc < 0 || nk < 0 || nc != nk) {
+		fprintf(err,
+			"mxring: tls_cert_file and tls_key_file must list the same number of "
+			"files, one or two (an ECDSA and an RSA pair), comma-separated\n");
+		return -1;
+	}
+	for (int i = 0; i < nc; i++) {
+		if (load_cert(c, &c->certs[i], cfg, certs[i], keys[i], err) != 0)
+			return -1;
+		c->ncerts++;
+		int *slot = c->certs[i].kind == CERT_ECDSA ? &c->ecdsa : &c->rsa;
+		if (*slot >= 0) {
+			fprintf(err, "mxring: tls_key_file: two %s keys; two certificates must be "
+				     "one ECDSA and one RSA\n",
+				c->certs[i].kind == CERT_ECDSA ? "ECDSA" : "RSA");
+			return -1;
+		}
+		*slot = i;
+	}
+	return 0;
+}
+
 /* ---- context ------------------------------------------------------------ */
 
 static bool wolf_ready;
 
-static int load_certs(struct tls_ctx *c, const struct config *cfg, FILE *err)
+static void ctx_free(struct tls_ctx *c)
 {
-	if (wolfSSL_CTX_use_certificate_chain_file(c->ctx, cfg->tls_cert_file) != WOLFSSL_SUCCESS) {
-		fprintf(err, "mxring: tls_cert_file %s: cannot load a PEM certificate chain\n",
-			cfg->tls_cert_file);
-		return -1;
-	}
-	if (wolfSSL_CTX_use_PrivateKey_file(c->ctx, cfg->tls_key_file, WOLFSSL_FILETYPE_PEM) !=
-	    WOLFSSL_SUCCESS) {
-		fprintf(err, "mxring: tls_key_file %s: cannot load a PEM private key\n",
-			cfg->tls_key_file);
-		return -1;
-	}
-	if (wolfSSL_CTX_check_private_key(c->ctx) != WOLFSSL_SUCCESS) {
-		fprintf(err, "mxring: tls_key_file %s does not match tls_cert_file %s\n",
-			cfg->tls_key_file, cfg->tls_cert_file);
-		return -1;
-	}
-	return 0;
+	for (unsigned i = 0; i < CERTS_MAX; i++)
+		if (c->certs[i].ctx)
+			wolfSSL_CTX_free(c->certs[i].ctx);
+	explicit_bzero(c->keys, sizeof(c->keys));
+	free(c);
 }
 
 int tls_ctx_new(const struct config *cfg, struct tls_ctx **out, FILE *err)
@@ -268,30 +628,13 @@ int tls_ctx_new(const struct config *cfg, struct tls_ctx **out, FILE *err)
 		}
 		wolf_ready = true;
 	}
+	if (cache_start(cfg, err) != 0)
+		return -1;
 	struct tls_ctx *c = calloc(1, sizeof(*c));
 	if (!c)
 		return -1;
 	atomic_init(&c->refs, 1);
-	c->ctx = wolfSSL_CTX_new(wolfSSLv23_server_method());
-	if (!c->ctx) {
-		fprintf(err, "mxring: wolfSSL_CTX_new failed\n");
-		goto fail;
-	}
-	if (wolfSSL_CTX_SetMinVersion(c->ctx, WOLFSSL_TLSV1_2) != WOLFSSL_SUCCESS) {
-		fprintf(err, "mxring: this wolfSSL cannot restrict itself to TLS 1.2+\n");
-		goto fail;
-	}
-	const char *ciphers = cfg->tls_ciphers[0] ? cfg->tls_ciphers : DEFAULT_CIPHERS;
-	if (wolfSSL_CTX_set_cipher_list(c->ctx, ciphers) != WOLFSSL_SUCCESS) {
-		fprintf(err, "mxring: tls_ciphers '%s': no cipher this wolfSSL supports\n",
-			ciphers);
-		goto fail;
-	}
-	int groups[] = {WOLFSSL_ECC_X25519, WOLFSSL_ECC_SECP256R1};
-	if (wolfSSL_CTX_set_groups(c->ctx, groups, 2) != WOLFSSL_SUCCESS) {
-		fprintf(err, "mxring: this wolfSSL lacks X25519 or P-256\n");
-		goto fail;
-	}
+	c->ecdsa = c->rsa = -1;
 	if (load_certs(c, cfg, err) != 0)
 		goto fail;
 	if (cfg->tls_ticket_key_file[0]) {
@@ -303,16 +646,10 @@ int tls_ctx_new(const struct config *cfg, struct tls_ctx **out, FILE *err)
 		if (random_bytes((uint8_t *)&c->keys[0], sizeof(c->keys[0])) != 0)
 			goto fail;
 	}
-	wolfSSL_CTX_set_TicketEncCb(c->ctx, ticket_cb);
-	wolfSSL_CTX_set_TicketEncCtx(c->ctx, c);
-	wolfSSL_CTX_SetIORecv(c->ctx, io_recv);
-	wolfSSL_CTX_SetIOSend(c->ctx, io_send);
 	*out = c;
 	return 0;
 fail:
-	if (c->ctx)
-		wolfSSL_CTX_free(c->ctx);
-	free(c);
+	ctx_free(c);
 	return -1;
 }
 
@@ -323,11 +660,8 @@ void tls_ctx_ref(struct tls_ctx *c)
 
 void tls_ctx_unref(struct tls_ctx *c)
 {
-	if (c && atomic_fetch_sub(&c->refs, 1) == 1) {
-		wolfSSL_CTX_free(c->ctx);
-		memset(c->keys, 0, sizeof(c->keys));
-		free(c);
-	}
+	if (c && atomic_fetch_sub(&c->refs, 1) == 1)
+		ctx_free(c);
 }
 
 struct tls_ctx *tls_current(void)
@@ -351,31 +685,138 @@ void tls_set_current(struct tls_ctx *c)
 
 /* ---- sessions ----------------------------------------------------------- */
 
-struct tls_conn *tls_conn_new(struct tls_ctx *ctx)
+/* The certificate for a client that sent p[0..len): an index, or -EAGAIN. */
+static int choose_cert(const struct tls_ctx *c, const uint8_t *p, size_t len)
+{
+	if (c->ncerts == 1)
+		return 0;
+	struct hello_info h;
+	switch (hello_scan(p, len, &h)) {
+	case HELLO_MORE:
+		return -EAGAIN;
+	case HELLO_BAD:
+		return 0; /* wolfSSL judges these bytes itself */
+	case HELLO_OK:
+		break;
+	}
+	if (c->ecdsa >= 0 && hello_accepts_ecdsa(&h, c->certs[c->ecdsa].curve))
+		return c->ecdsa;
+	return c->rsa >= 0 ? c->rsa : 0;
+}
+
+static struct tls_conn *conn_alloc(struct tls_ctx *ctx)
 {
 	struct tls_conn *t = calloc(1, sizeof(*t));
 	if (!t)
 		return NULL;
-	t->ssl = wolfSSL_new(ctx->ctx);
-	if (!t->ssl) {
-		free(t);
-		return NULL;
-	}
 	tls_ctx_ref(ctx);
 	t->ctx = ctx;
+	t->cert = -1;
+	return t;
+}
+
+/* Makes the WOLFSSL object on certificate i. 0 or -ENOMEM. */
+static int conn_open(struct tls_conn *t, int i)
+{
+	t->ssl = wolfSSL_new(t->ctx->certs[i].ctx);
+	if (!t->ssl)
+		return -ENOMEM;
+	t->cert = i;
 	wolfSSL_SetIOReadCtx(t->ssl, t);
 	wolfSSL_SetIOWriteCtx(t->ssl, t);
-	return t;
+	return 0;
+}
+
+struct tls_conn *tls_conn_new(struct tls_ctx *ctx)
+{
+	return conn_alloc(ctx);
+}
+
+int tls_conn_new_from_hello(const uint8_t *p, size_t len, struct tls_conn **out)
+{
+	*out = NULL;
+	struct tls_ctx *ctx = tls_current();
+	if (!ctx)
+		return -ENOENT;
+	int i = choose_cert(ctx, p, len), rc = 0;
+	if (i == -EAGAIN) {
+		rc = -EAGAIN;
+	} else {
+		struct tls_conn *t = conn_alloc(ctx);
+		rc = t ? conn_open(t, i) : -ENOMEM;
+		if (rc == 0)
+			*out = t;
+		else
+			tls_conn_free(t);
+	}
+	tls_ctx_unref(ctx);
+	return rc;
 }
 
 void tls_conn_free(struct tls_conn *t)
 {
 	if (!t)
 		return;
-	wolfSSL_free(t->ssl);
+	if (t->ssl)
+		wolfSSL_free(t->ssl);
 	tls_ctx_unref(t->ctx);
+	free(t->hello);
 	free(t->out);
 	free(t);
+}
+
+/* Moves the unread input into the kept ClientHello (at most HELLO_INPUT_MAX). */
+static int hello_keep(struct tls_conn *t)
+{
+	size_t avail = t->in_len - t->in_used;
+	size_t n = HELLO_INPUT_MAX - t->hello_len;
+	if (n > avail)
+		n = avail;
+	size_t need = t->hello_len + n;
+	if (need > t->hello_cap) {
+		size_t cap = t->hello_cap ? 2u * t->hello_cap : HELLO_BUF_MIN;
+		while (cap < need)
+			cap *= 2;
+		if (cap > HELLO_INPUT_MAX)
+			cap = HELLO_INPUT_MAX;
+		uint8_t *p = realloc(t->hello, cap);
+		if (!p)
+			return -ENOMEM;
+		t->hello = p;
+		t->hello_cap = (uint32_t)cap;
+	}
+	memcpy(t->hello + t->hello_len, t->in + t->in_used, n);
+	t->hello_len += (uint32_t)n;
+	t->in_used += n;
+	return 0;
+}
+
+/*
+ * Before the first handshake step: picks the certificate from the
+ * ClientHello and makes the WOLFSSL object. A ClientHello not yet whole is
+ * kept (its input counts as used). 0, -EAGAIN or -ENOMEM.
+ */
+static int conn_start(struct tls_conn *t)
+{
+	size_t avail = t->in_len - t->in_used;
+	int i;
+	if (avail == 0 && t->hello_len == 0)
+		return -EAGAIN;
+	if (t->hello_len == 0) {
+		i = choose_cert(t->ctx, t->in + t->in_used, avail);
+		if (i == -EAGAIN) {
+			int rc = hello_keep(t);
+			return rc ? rc : -EAGAIN;
+		}
+	} else {
+		int rc = hello_keep(t);
+		if (rc)
+			return rc;
+		i = choose_cert(t->ctx, t->hello, t->hello_len);
+		if (i == -EAGAIN)
+			return -EAGAIN;
+	}
+	return conn_open(t, i);
 }
 
 void tls_input(struct tls_conn *t, const uint8_t *in, size_t len)
@@ -418,11 +859,21 @@ static enum tls_status status(struct tls_conn *t, int ret)
 	if (e == WOLFSSL_ERROR_ZERO_RETURN)
 		return TLS_CLOSED;
 	t->err = e;
+	cache_forget(t->ssl);
 	return TLS_ERROR;
 }
 
 enum tls_status tls_handshake(struct tls_conn *t)
 {
+	if (!t->ssl) {
+		int rc = conn_start(t);
+		if (rc == -EAGAIN)
+			return TLS_AGAIN;
+		if (rc) {
+			t->err = MEMORY_E;
+			return TLS_ERROR;
+		}
+	}
 	int ret = wolfSSL_accept(t->ssl);
 	return ret == WOLFSSL_SUCCESS ? TLS_OK : status(t, ret);
 }
@@ -430,6 +881,8 @@ enum tls_status tls_handshake(struct tls_conn *t)
 enum tls_status tls_read(struct tls_conn *t, uint8_t *buf, size_t cap, size_t *n)
 {
 	*n = 0;
+	if (!t->ssl)
+		return TLS_ERROR;
 	int ret = wolfSSL_read(t->ssl, buf, (int)cap);
 	if (ret > 0) {
 		*n = (size_t)ret;
@@ -440,6 +893,8 @@ enum tls_status tls_read(struct tls_conn *t, uint8_t *buf, size_t cap, size_t *n
 
 enum tls_status tls_write(struct tls_conn *t, const uint8_t *p, size_t len)
 {
+	if (!t->ssl)
+		return TLS_ERROR;
 	int ret = wolfSSL_write(t->ssl, p, (int)len);
 	if (ret == (int)len)
 		return TLS_OK;
@@ -448,17 +903,25 @@ enum tls_status tls_write(struct tls_conn *t, const uint8_t *p, size_t len)
 
 void tls_close_notify(struct tls_conn *t)
 {
-	(void)wolfSSL_shutdown(t->ssl); /* "not done": the peer's alert is not awaited */
+	if (t->ssl)
+		(void)wolfSSL_shutdown(t->ssl); /* "not done": the peer's alert is not awaited */
 }
 
 const char *tls_describe(struct tls_conn *t, char *buf, size_t cap, int *resumed)
 {
-	const char *v = wolfSSL_get_version(t->ssl);
-	const char *c = wolfSSL_get_cipher_name(t->ssl);
+	const char *v = t->ssl ? wolfSSL_get_version(t->ssl) : NULL;
+	const char *c = t->ssl ? wolfSSL_get_cipher_name(t->ssl) : NULL;
 	snprintf(buf, cap, "%s %s", v ? v : "?", c ? c : "?");
 	if (resumed)
-		*resumed = wolfSSL_session_reused(t->ssl);
+		*resumed = t->ssl ? wolfSSL_session_reused(t->ssl) : 0;
 	return buf;
+}
+
+const char *tls_cert_type(const struct tls_conn *t)
+{
+	if (t->cert < 0)
+		return "none";
+	return t->ctx->certs[t->cert].kind == CERT_ECDSA ? "ecdsa" : "rsa";
 }
 
 const char *tls_error(struct tls_conn *t)

@@ -6,11 +6,16 @@
  * append ciphertext to an output buffer the shard sends. So one thread, one
  * ring, and the same buffer accounting serve plaintext and TLS sessions.
  *
- * One tls_ctx (WOLFSSL_CTX with certificates, cipher policy, ticket keys and
- * the shared session cache) serves every shard. A reload (SIGHUP) builds a
- * new tls_ctx and swaps it in; sessions already running keep the one they
- * started with (reference counted), new ones take the new one. A bad file
- * keeps the old context and says why.
+ * One tls_ctx (a WOLFSSL_CTX per certificate, ECDSA and/or RSA, with the
+ * cipher policy and ticket keys) serves every shard. A reload (SIGHUP)
+ * builds a new tls_ctx and swaps it in; sessions already running keep the
+ * one they started with (reference counted), new ones take the new one. A
+ * bad file keeps the old context and says why. The session-ID cache is the
+ * process's, not the context's: a reload keeps it.
+ *
+ * A session picks its certificate from the client's ClientHello (the ECDSA
+ * one when the client accepts it), so its WOLFSSL object is made at the
+ * first handshake step that has ClientHello bytes, not by tls_conn_new.
  */
 #ifndef MXRING_TLS_H
 #define MXRING_TLS_H
@@ -20,6 +25,7 @@
 #include <stdio.h>
 
 #include "config.h"
+#include "sesscache.h"
 
 struct tls_ctx;
 struct tls_conn;
@@ -35,8 +41,23 @@ struct tls_ctx *tls_current(void);
 /* Replaces the current context (takes over the caller's reference). */
 void tls_set_current(struct tls_ctx *c);
 
-/* A session at STARTTLS. NULL on failure (memory). */
+/*
+ * A session at STARTTLS (or at accept on an implicit-TLS port). NULL on
+ * failure (memory). It holds no WOLFSSL object yet: tls_handshake makes one
+ * once the ClientHello has chosen the certificate; until then it keeps a
+ * ClientHello that came in pieces (at most HELLO_INPUT_MAX bytes, counted as
+ * used input) and replays it to wolfSSL.
+ */
 struct tls_conn *tls_conn_new(struct tls_ctx *ctx);
+
+/*
+ * The same, with the certificate chosen now from the first ciphertext bytes
+ * p[0..len) (not consumed: pass them to tls_input next), on tls_current().
+ * 0; -EAGAIN: the ClientHello is not whole, call again with more bytes
+ * (from the start); -ENOMEM; -ENOENT: TLS is off.
+ */
+int tls_conn_new_from_hello(const uint8_t *p, size_t len, struct tls_conn **out)
+    __attribute__((warn_unused_result));
 void tls_conn_free(struct tls_conn *t);
 
 /*
@@ -68,6 +89,13 @@ void tls_close_notify(struct tls_conn *t);
 
 /* "TLSv1.3 TLS_AES_128_GCM_SHA256", and whether the session was resumed. */
 const char *tls_describe(struct tls_conn *t, char *buf, size_t cap, int *resumed);
+
+/* The certificate the session presents: "ecdsa", "rsa", or "none" before the choice. */
+const char *tls_cert_type(const struct tls_conn *t);
+
+/* Counters of the process's session-ID cache (all zero when it is off), for
+ * the exit stats line. */
+void tls_session_cache_stats(struct sesscache_stats *out);
 
 /* Why the last call failed, for the log. */
 const char *tls_error(struct tls_conn *t);

@@ -3,6 +3,9 @@
  * or no wolfSSL found): every request for TLS is refused with a clear
  * message, so a configuration that asks for STARTTLS fails at start-up.
  */
+#include <errno.h>
+#include <string.h>
+
 #include "tls.h"
 
 int tls_ctx_new(const struct config *cfg, struct tls_ctx **out, FILE *err)
@@ -38,6 +41,13 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx)
 {
 	(void)ctx;
 	return NULL;
+}
+
+int tls_conn_new_from_hello(const uint8_t *p, size_t len, struct tls_conn **out)
+{
+	(void)p, (void)len;
+	*out = NULL;
+	return -ENOENT;
 }
 
 void tls_conn_free(struct tls_conn *t)
@@ -99,6 +109,17 @@ const char *tls_describe(struct tls_conn *t, char *buf, size_t cap, int *resumed
 	if (resumed)
 		*resumed = 0;
 	return buf;
+}
+
+const char *tls_cert_type(const struct tls_conn *t)
+{
+	(void)t;
+	return "none";
+}
+
+void tls_session_cache_stats(struct sesscache_stats *out)
+{
+	memset(out, 0, sizeof(*out));
 }
 
 const char *tls_error(struct tls_conn *t)
