@@ -960,8 +960,9 @@ static int tls_files_check(const struct config *cfg, const struct where *w)
 		return -1;
 	}
 	if (nc != nk) {
-		say(w, "tls_key_file", "%u files for %u in tls_cert_file (the same order: a key "
-				       "for each certificate)",
+		say(w, "tls_key_file",
+		    "%u files for %u in tls_cert_file (the same order: a key "
+		    "for each certificate)",
 		    nk, nc);
 		return -1;
 	}

@@ -25,13 +25,13 @@
 #define EXT_GROUPS	   10u
 
 struct cursor {
-	const uint8_t *p;	/* borrowed: the input */
-	size_t len;		/* input bytes looked at (at most HELLO_INPUT_MAX) */
-	size_t pos;		/* next input byte */
-	size_t rec_left;	/* bytes left in the current record */
-	size_t hs;		/* handshake bytes read so far */
-	bool capped;		/* len was cut to HELLO_INPUT_MAX */
-	enum hello_result err;	/* HELLO_OK until something stops the scan */
+	const uint8_t *p;      /* borrowed: the input */
+	size_t len;	       /* input bytes looked at (at most HELLO_INPUT_MAX) */
+	size_t pos;	       /* next input byte */
+	size_t rec_left;       /* bytes left in the current record */
+	size_t hs;	       /* handshake bytes read so far */
+	bool capped;	       /* len was cut to HELLO_INPUT_MAX */
+	enum hello_result err; /* HELLO_OK until something stops the scan */
 };
 
 static bool fail(struct cursor *c, enum hello_result r)

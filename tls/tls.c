@@ -102,7 +102,7 @@ struct tls_conn {
 	size_t in_len, in_used;
 	uint8_t *hello; /* owned, lazily: a ClientHello split over inputs, replayed to wolfSSL */
 	uint32_t hello_len, hello_cap, hello_used;
-	int cert; /* index in ctx->certs, -1 before the choice */
+	int cert;     /* index in ctx->certs, -1 before the choice */
 	uint8_t *out; /* owned */
 	size_t out_len, out_cap;
 	int err;
@@ -456,8 +456,8 @@ static int read_key_der(const char *path, uint8_t *der, FILE *err)
 		free(pem);
 	}
 	if (len <= 0)
-		fprintf(err, "mxring: tls_key_file %s: not an unencrypted PEM private key%s\n", path,
-			whole ? "" : " (or over 64 KiB)");
+		fprintf(err, "mxring: tls_key_file %s: not an unencrypted PEM private key%s\n",
+			path, whole ? "" : " (or over 64 KiB)");
 	return len > 0 ? len : -1;
 }
 
@@ -585,9 +585,8 @@ static int load_certs(struct tls_ctx *c, const struct config *cfg, FILE *err)
 	int nc = split_paths(cfg->tls_cert_file, certs);
 	int nk = split_paths(cfg->tls_key_file, keys);
 	if (nc < 0 || nk < 0 || nc != nk) {
-		fprintf(err,
-			"mxring: tls_cert_file and tls_key_file must list the same number of "
-			"files, one or two (an ECDSA and an RSA pair), comma-separated\n");
+		fprintf(err, "mxring: tls_cert_file and tls_key_file must list the same number of "
+			     "files, one or two (an ECDSA and an RSA pair), comma-separated\n");
 		return -1;
 	}
 	for (int i = 0; i < nc; i++) {
@@ -596,8 +595,9 @@ static int load_certs(struct tls_ctx *c, const struct config *cfg, FILE *err)
 		c->ncerts++;
 		int *slot = c->certs[i].kind == CERT_ECDSA ? &c->ecdsa : &c->rsa;
 		if (*slot >= 0) {
-			fprintf(err, "mxring: tls_key_file: two %s keys; two certificates must be "
-				     "one ECDSA and one RSA\n",
+			fprintf(err,
+				"mxring: tls_key_file: two %s keys; two certificates must be "
+				"one ECDSA and one RSA\n",
 				c->certs[i].kind == CERT_ECDSA ? "ECDSA" : "RSA");
 			return -1;
 		}

@@ -36,8 +36,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	same_info(&h, &h2);
 	FUZZ_CHECK(h.bytes <= size && h.bytes <= HELLO_INPUT_MAX && h.bytes > 9, "bytes %u of %zu",
 		   h.bytes, size);
-	FUZZ_CHECK(h.ecdsa_suites + h.rsa_suites <= h.nsuites, "suites %u+%u of %u",
-		   h.ecdsa_suites, h.rsa_suites, h.nsuites);
+	FUZZ_CHECK(h.ecdsa_suites + h.rsa_suites <= h.nsuites, "suites %u+%u of %u", h.ecdsa_suites,
+		   h.rsa_suites, h.nsuites);
 	/* Prefixes: every one of a short hello, a spread of a long one. */
 	size_t step = h.bytes <= 512 ? 1 : h.bytes / 257;
 	for (size_t n = 0; n < h.bytes; n += step) {
@@ -50,7 +50,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		uint8_t *more = fuzz_alloc(h.bytes + 64);
 		memcpy(more, data, h.bytes);
 		memset(more + h.bytes, 0xa5, 64);
-		FUZZ_CHECK(hello_scan(more, h.bytes + 64, &h2) == HELLO_OK, "extra bytes change it");
+		FUZZ_CHECK(hello_scan(more, h.bytes + 64, &h2) == HELLO_OK,
+			   "extra bytes change it");
 		same_info(&h, &h2);
 		free(more);
 	}

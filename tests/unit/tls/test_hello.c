@@ -301,12 +301,32 @@ static void test_oversize(void **state)
 	static uint8_t b[HELLO_INPUT_MAX + 100];
 	const size_t body = 60000, ext = body - (2 + 32 + 1 + 4 + 2 + 2);
 	memset(b, 0, sizeof b);
-	uint8_t head[] = {22, 3, 1, 0x40, 0x00, /* a record of 16384 */
-			  1, (uint8_t)(body >> 16), (uint8_t)(body >> 8), (uint8_t)body, 3, 3};
+	uint8_t head[] = {22,
+			  3,
+			  1,
+			  0x40,
+			  0x00, /* a record of 16384 */
+			  1,
+			  (uint8_t)(body >> 16),
+			  (uint8_t)(body >> 8),
+			  (uint8_t)body,
+			  3,
+			  3};
 	memcpy(b, head, sizeof head);
 	size_t o = sizeof head + 32;
-	uint8_t rest[] = {0, /* session id */ 0, 2, 0xc0, 0x2b, 1, 0, (uint8_t)(ext >> 8),
-			  (uint8_t)ext, 0x77, 0x77, (uint8_t)((ext - 4) >> 8), (uint8_t)(ext - 4)};
+	uint8_t rest[] = {0,
+			  /* session id */ 0,
+			  2,
+			  0xc0,
+			  0x2b,
+			  1,
+			  0,
+			  (uint8_t)(ext >> 8),
+			  (uint8_t)ext,
+			  0x77,
+			  0x77,
+			  (uint8_t)((ext - 4) >> 8),
+			  (uint8_t)(ext - 4)};
 	memcpy(b + o, rest, sizeof rest);
 	b[16389] = 22, b[16390] = 3, b[16391] = 1, b[16392] = 0x40, b[16393] = 0;
 	struct hello_info h;

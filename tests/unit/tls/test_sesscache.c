@@ -258,10 +258,9 @@ static void test_threads(void **state)
 	assert_true(st.entries <= HAMMER_CAP);
 	printf("threads=%d ops=%d: hits=%llu misses=%llu stores=%llu evictions=%llu "
 	       "removed=%llu entries=%llu\n",
-	       THREADS, THREADS * OPS, (unsigned long long)st.hits,
-	       (unsigned long long)st.misses, (unsigned long long)st.stores,
-	       (unsigned long long)st.evictions, (unsigned long long)st.removed,
-	       (unsigned long long)st.entries);
+	       THREADS, THREADS * OPS, (unsigned long long)st.hits, (unsigned long long)st.misses,
+	       (unsigned long long)st.stores, (unsigned long long)st.evictions,
+	       (unsigned long long)st.removed, (unsigned long long)st.entries);
 	sesscache_free(c);
 }
 

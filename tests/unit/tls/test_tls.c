@@ -44,21 +44,23 @@
 #include "tls.h"
 
 /* A throw-away ECDSA P-256 certificate (CN=mx.test, valid to 2126) and key. */
-static const char ec_cert_pem[] = "-----BEGIN CERTIFICATE-----\n"
-				  "MIIBejCCASGgAwIBAgIUcgUnbtHSUflpHYvEWIpDsdGDidAwCgYIKoZIzj0EAwIw\n"
-				  "EjEQMA4GA1UEAwwHbXgudGVzdDAgFw0yNjExMjgwNTE1MTFaGA8yMTI2MTEwNDA1\n"
-				  "MTUxMVowEjEQMA4GA1UEAwwHbXgudGVzdDBZMBMGByqGSM49AgEGCCqGSM49AwEH\n"
-				  "A0IABJ1i+e/x4yCq0zvwTsxYC1aFzQ1pn3H7/eHYXX6scg4G+PgnloGjv5M+EAoJ\n"
-				  "KBYyPilzXNgMZ9o9II51gZqnDv2jUzBRMB0GA1UdDgQWBBQSNyEAHQkp+p2AR9rV\n"
-				  "am/1yPw/wTAfBgNVHSMEGDAWgBQSNyEAHQkp+p2AR9rVam/1yPw/wTAPBgNVHRMB\n"
-				  "Af8EBTADAQH/MAoGCCqGSM49BAMCA0cAMEQCIDGG3IV5b6O/7KOqySUfHURf/Mmb\n"
-				  "8/kEsRvaV8Qx3tBEAiAuVtBEgacHkZSHre5uQ7UcAMoHeo3Ib48T5p4OrsM6qQ==\n"
-				  "-----END CERTIFICATE-----\n";
-static const char ec_key_pem[] = "-----BEGIN PRIVATE KEY-----\n"
-				 "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg8DaSONvVrBGU9xXU\n"
-				 "0+OICc27q21LDce4OSc0YWDIX52hRANCAASdYvnv8eMgqtM78E7MWAtWhc0NaZ9x\n"
-				 "+/3h2F1+rHIOBvj4J5aBo7+TPhAKCSgWMj4pc1zYDGfaPSCOdYGapw79\n"
-				 "-----END PRIVATE KEY-----\n";
+static const char ec_cert_pem[] =
+    "-----BEGIN CERTIFICATE-----\n"
+    "MIIBejCCASGgAwIBAgIUcgUnbtHSUflpHYvEWIpDsdGDidAwCgYIKoZIzj0EAwIw\n"
+    "EjEQMA4GA1UEAwwHbXgudGVzdDAgFw0yNjExMjgwNTE1MTFaGA8yMTI2MTEwNDA1\n"
+    "MTUxMVowEjEQMA4GA1UEAwwHbXgudGVzdDBZMBMGByqGSM49AgEGCCqGSM49AwEH\n"
+    "A0IABJ1i+e/x4yCq0zvwTsxYC1aFzQ1pn3H7/eHYXX6scg4G+PgnloGjv5M+EAoJ\n"
+    "KBYyPilzXNgMZ9o9II51gZqnDv2jUzBRMB0GA1UdDgQWBBQSNyEAHQkp+p2AR9rV\n"
+    "am/1yPw/wTAfBgNVHSMEGDAWgBQSNyEAHQkp+p2AR9rVam/1yPw/wTAPBgNVHRMB\n"
+    "Af8EBTADAQH/MAoGCCqGSM49BAMCA0cAMEQCIDGG3IV5b6O/7KOqySUfHURf/Mmb\n"
+    "8/kEsRvaV8Qx3tBEAiAuVtBEgacHkZSHre5uQ7UcAMoHeo3Ib48T5p4OrsM6qQ==\n"
+    "-----END CERTIFICATE-----\n";
+static const char ec_key_pem[] =
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg8DaSONvVrBGU9xXU\n"
+    "0+OICc27q21LDce4OSc0YWDIX52hRANCAASdYvnv8eMgqtM78E7MWAtWhc0NaZ9x\n"
+    "+/3h2F1+rHIOBvj4J5aBo7+TPhAKCSgWMj4pc1zYDGfaPSCOdYGapw79\n"
+    "-----END PRIVATE KEY-----\n";
 
 /* A throw-away RSA-2048 certificate (CN=mx.test, valid to 2126) and key. */
 static const char rsa_cert_pem[] =
@@ -335,9 +337,9 @@ static int resumed(struct link *l)
 
 struct choice {
 	const char *what;
-	int v13;	       /* 1: TLS 1.3-capable client, 0: TLS 1.2 only */
-	const char *ciphers;   /* client's list, NULL for its default */
-	const char *want;      /* "ecdsa" or "rsa" */
+	int v13;	     /* 1: TLS 1.3-capable client, 0: TLS 1.2 only */
+	const char *ciphers; /* client's list, NULL for its default */
+	const char *want;    /* "ecdsa" or "rsa" */
 };
 
 static void test_choice_memory(void **state)
@@ -346,8 +348,8 @@ static void test_choice_memory(void **state)
 	static const struct choice cases[] = {
 	    {"default client", 1, NULL, "ecdsa"},
 	    {"TLS 1.2 client", 0, NULL, "ecdsa"},
-	    {"TLS 1.2, RSA suites only", 0, "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-CHACHA20-POLY1305",
-	     "rsa"},
+	    {"TLS 1.2, RSA suites only", 0,
+	     "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-CHACHA20-POLY1305", "rsa"},
 	    {"TLS 1.2, ECDSA suites only", 0, "ECDHE-ECDSA-AES128-GCM-SHA256", "ecdsa"},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -392,8 +394,8 @@ static void test_from_hello(void **state)
 {
 	(void)state;
 	/* The ClientHello of a wolfSSL client, captured from its first flight. */
-	WOLFSSL_CTX *cctx = client_ctx(wolfTLSv1_2_client_method(), "ECDHE-RSA-AES128-GCM-SHA256",
-				       rsa_cert_pem);
+	WOLFSSL_CTX *cctx =
+	    client_ctx(wolfTLSv1_2_client_method(), "ECDHE-RSA-AES128-GCM-SHA256", rsa_cert_pem);
 	struct link l;
 	link_open(&l, cctx, NULL, 0);
 	assert_int_equal(wolfSSL_connect(l.c), -1);
@@ -528,8 +530,8 @@ static void test_choice_s_client(void **state)
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		bool verified;
 		const char *want = cases[i].ecdsa ? "ecdsa" : "rsa";
-		const char *got = serve_s_client(cases[i].args, cases[i].ecdsa ? ec_cert : rsa_cert,
-						 &verified);
+		const char *got =
+		    serve_s_client(cases[i].args, cases[i].ecdsa ? ec_cert : rsa_cert, &verified);
 		printf("s_client %-44s cert=%s verified=%d\n", cases[i].args, got, verified);
 		assert_string_equal(got, want);
 		assert_true(verified);
@@ -687,8 +689,9 @@ static void test_fatal_error_forgets(void **state)
 	struct sesscache_stats before, after;
 	tls_session_cache_stats(&before);
 	/* A record whose authentication tag fails. */
-	const uint8_t bad[] = {23, 3, 3, 0, 32, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
-			       17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
+	const uint8_t bad[] = {23, 3,  3,  0,  32, 1,  2,  3,  4,  5,  6,  7,  8,
+			       9,  10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
+			       22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
 	memcpy(l.c2s.b, bad, sizeof bad);
 	l.c2s.len = sizeof bad;
 	uint8_t buf[64];
@@ -753,8 +756,7 @@ static void test_hit_rate(void **state)
 	struct sesscache_stats before, after;
 	tls_session_cache_stats(&before);
 	for (unsigned i = 0; i < SHARDS; i++) {
-		jobs[i] = (struct shard_job){
-		    .cctx = cctx, .sess = sess, .round = &round, .id = i};
+		jobs[i] = (struct shard_job){.cctx = cctx, .sess = sess, .round = &round, .id = i};
 		assert_int_equal(pthread_create(&th[i], NULL, shard_thread, &jobs[i]), 0);
 	}
 	unsigned attempts = 0, ok = 0;
