@@ -8,7 +8,9 @@
  * under keys from tls_ticket_key_file: the first key seals, every key
  * opens, so all nodes of a fleet that share the file resume each other's
  * sessions, and a key rotated out keeps opening tickets until it is
- * removed. A ticket opened with an older key is answered with a new one.
+ * removed. A TLS 1.3 ticket opened with an older key is answered with a
+ * new one; wolfSSL 5.5.4 sends none in an abbreviated TLS 1.2 handshake, so
+ * a TLS 1.2 client keeps its old ticket until that key is removed.
  *
  * Certificates: tls_cert_file and tls_key_file list one or two files each,
  * in the same order; with two, one key is ECDSA and the other RSA. wolfSSL
