@@ -1132,9 +1132,15 @@ def testssl():
     # the two findings of self-signed certificates remain (not cert_trust).
     with start_tls_server(make_certs("127.0.0.1")) as srv:
         jf = os.path.join(srv.tmp, "testssl.json")
-        p = h.run_cmd([exe, "--quiet", "--warnings", "off", "--jsonfile", jf, "-t", "smtp",
-                       srv.hostport()], TESTSSL_TIMEOUT_S, cwd=srv.tmp)
-        out = p.stdout.decode("utf-8", "replace")
+        # testssl itself now and then ends without its JSON on a loaded
+        # machine (seen once: exit 8, output complete): one more run then.
+        for attempt in range(2):
+            p = h.run_cmd([exe, "--quiet", "--warnings", "off", "--jsonfile", jf, "-t",
+                           "smtp", srv.hostport()], TESTSSL_TIMEOUT_S, cwd=srv.tmp)
+            out = p.stdout.decode("utf-8", "replace")
+            if os.path.exists(jf):
+                break
+            print("# testssl wrote no JSON (exit %d); running it again" % p.returncode)
         check(os.path.exists(jf), "testssl wrote no JSON file (exit %d):\n%s"
               % (p.returncode, out[-4000:]))
         with open(jf) as f:
