@@ -1,0 +1,364 @@
+#!/usr/bin/env python3
+"""
+test_bench.py - mxring-bench (bench/) against the real mxring, and its
+verification path (bench/verify-acks.py over mxring-spool).
+
+  - argument errors: each exits 2 with a message that names the argument;
+    --help exits 0 and documents the size mix;
+  - closed loop, 2,000 messages over 20 connections: pipelining on, off,
+    and BDAT with 3 recipients and reconnects; every run exits 0, its JSON
+    counts 2,000 accepted, and verify-acks.py proves every acknowledged
+    queue id is in the spool with its sequence number and checksum; the
+    spool holds exactly the messages of those runs;
+  - the verifier is not fooled: a swapped acknowledgement, a queue id the
+    spool lacks, or a body changed after the fact make it exit 1;
+  - STARTTLS with a new session per message and --resume tickets: one full
+    handshake per connection slot, the rest resumed, all verified; TLS 1.2
+    session IDs resume too; implicit TLS (smtps_listen) works (skipped when
+    either binary has no wolfSSL);
+  - open loop: --rate 400 for 1.5 s sends about 600 messages on schedule;
+  - a closed port: exit 1 within seconds, "Connection refused" and a hint;
+    a server that accepts and never greets: exit 1 after --timeout with
+    "no reply to the greeting".
+
+The path of the tool comes as --bench PATH (meson passes it), else
+$MXRING_BENCH, else build/bench/mxring-bench.
+"""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import harness as h
+from harness import check, check_eq
+
+suite = h.Suite("bench")
+
+BENCH = None
+VERIFY = os.path.join(h.REPO, "bench", "verify-acks.py")
+CERT_TOOL = os.path.join(h.REPO, "tools", "mxring-cert.sh")
+RUN_TIMEOUT_S = 60
+
+
+def take_bench_arg(argv):
+    """Removes --bench PATH from argv (harness parses the rest); returns the path."""
+    path = os.environ.get("MXRING_BENCH") or os.path.join(h.REPO, "build/bench/mxring-bench")
+    if "--bench" in argv:
+        i = argv.index("--bench")
+        path = argv[i + 1]
+        del argv[i:i + 2]
+    return os.path.abspath(path)
+
+
+def bench(*args, timeout=RUN_TIMEOUT_S):
+    if not os.path.exists(BENCH):
+        raise h.Fail("mxring-bench not found at %s" % BENCH)
+    return h.run_cmd([BENCH] + [str(a) for a in args], timeout)
+
+
+def bench_ok(srv, *args, json_path=None, ack_path=None):
+    """Runs the tool against srv; requires exit 0; returns the JSON report."""
+    d = h.new_tmpdir("bench")
+    json_path = json_path or os.path.join(d, "report.json")
+    extra = ["--json", json_path, "--quiet"]
+    if ack_path:
+        extra += ["--ack-log", ack_path]
+    p = bench("--server", "127.0.0.1:%d" % srv.port, *(list(args) + extra))
+    check_eq(p.returncode, 0, "mxring-bench %s exit status\nstdout:\n%s\nstderr:\n%s"
+             % (" ".join(map(str, args)), p.stdout.decode(errors="replace"),
+                p.stderr.decode(errors="replace")[-3000:]))
+    with open(json_path) as f:
+        return json.load(f)
+
+
+def verify(ack, spool, *extra):
+    p = h.run_cmd([sys.executable, VERIFY, ack, spool, "--spool-tool", h.Paths.spool_tool]
+                  + list(extra), 120)
+    return p.returncode, p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
+
+
+def verify_ok(ack, spool, n):
+    rc, out = verify(ack, spool)
+    check_eq(rc, 0, "verify-acks.py exit status; output:\n%s" % out)
+    check(re.search(r"\b%d acknowledged, %d in the spool" % (n, n), out),
+          "verify-acks.py summary: %r" % out)
+
+
+def have_tls():
+    p = bench("--version", timeout=10)
+    return b"without wolfSSL" not in p.stdout
+
+
+def make_certs():
+    h.require_program("openssl")
+    d = h.new_tmpdir("cert")
+    p = h.run_cmd(["bash", CERT_TOOL, d, h.HOSTNAME], 60)
+    check_eq(p.returncode, 0, "mxring-cert.sh exit status (stderr %r)" % p.stderr)
+    return d
+
+
+class TLSServer(h.Server):
+    """A Server offering STARTTLS; skips the case when mxring has no wolfSSL."""
+
+    def start(self):
+        try:
+            return super().start()
+        except h.Fail:
+            if "built without wolfSSL" in self.log():
+                raise h.Skip("mxring was built without wolfSSL")
+            raise
+
+
+def tls_server(**extra):
+    """A TLS-offering server (start it with `with`); skips when mxring-bench lacks TLS."""
+    if not have_tls():
+        raise h.Skip("mxring-bench was built without wolfSSL")
+    certs = make_certs()
+    cfg = {"tls_security_level": "may",
+           "tls_cert_file": os.path.join(certs, "cert.pem"),
+           "tls_key_file": os.path.join(certs, "key.pem"),
+           "tls_ticket_key_file": os.path.join(certs, "ticket.keys")}
+    cfg.update(extra)
+    return TLSServer(cfg)
+
+
+# ---------------------------------------------------------------- arguments
+
+ARG_ERRORS = [
+    # arguments, the argument the message must name
+    ([], "--connections"),
+    (["--connections", "0", "--messages", "1"], "--connections"),
+    (["--connections", "many", "--messages", "1"], "--connections"),
+    (["--connections", "2"], "--messages"),
+    (["--connections", "2", "--messages", "5", "--duration", "1"], "--messages"),
+    (["--connections", "2", "--messages", "5", "--size", "1x"], "--size"),
+    (["--connections", "2", "--messages", "5", "--size", "1k", "--size-dist", "mix"], "--size"),
+    (["--connections", "2", "--messages", "5", "--size-dist", "normal"], "--size-dist"),
+    (["--connections", "2", "--messages", "5", "--pipelining", "maybe"], "--pipelining"),
+    (["--connections", "2", "--messages", "5", "--bdat", "2"], "--bdat"),
+    (["--connections", "2", "--messages", "5", "--bdat-chunk", "4096"], "--bdat-chunk"),
+    (["--connections", "2", "--messages", "5", "--rcpts", "101"], "--rcpts"),
+    (["--connections", "2", "--messages", "5", "--threads", "3"], "--threads"),
+    (["--connections", "2", "--messages", "5", "--timeout", "0"], "--timeout"),
+    (["--connections", "2", "--messages", "5", "--rate", "-1"], "--rate"),
+    (["--connections", "2", "--messages", "5", "--server", "localhost"], "--server"),
+    (["--connections", "2", "--messages", "5", "--server", "127.0.0.1:99999"], "--server"),
+    (["--connections", "2", "--messages", "5", "--to", "nobody"], "--to"),
+    (["--connections", "2", "--messages", "5", "--from", "a%x@example.com"], "--from"),
+    (["--connections", "2", "--messages", "5", "--resume", "tickets"], "--resume"),
+    (["--connections", "2", "--messages", "5", "--tls-version", "1.3"], "--tls-version"),
+    (["--connections", "2", "--messages", "5", "--starttls", "--tls"], "--tls"),
+    (["--connections", "2", "--messages", "5", "--starttls", "--resume", "ids"], "--resume"),
+    (["--connections", "2", "--messages", "5", "--starttls", "--tls-version", "1.1"],
+     "--tls-version"),
+    (["--connections", "2", "--messages", "5", "--frobnicate"], "--frobnicate"),
+    (["--connections", "2", "--messages"], "--messages"),
+    (["--connections", "2", "--messages", "5", "extra"], "extra"),
+]
+
+
+@suite.case
+def argument_errors():
+    for args, name in ARG_ERRORS:
+        p = bench(*args, timeout=10)
+        err = p.stderr.decode(errors="replace")
+        check_eq(p.returncode, 2, "exit status of mxring-bench %s (stderr %r)"
+                 % (" ".join(args), err))
+        check(("mxring-bench: %s:" % name) in err,
+              "mxring-bench %s: the message should name %s: %r" % (" ".join(args), name, err))
+        check(not p.stdout, "mxring-bench %s printed on stdout: %r" % (" ".join(args), p.stdout))
+    p = bench("--help", timeout=10)
+    check_eq(p.returncode, 0, "--help exit status")
+    out = p.stdout.decode()
+    for want in ("--size-dist mix", "large attachments", "--resume tickets|ids|none", "--rate"):
+        check(want in out, "--help lacks %r" % want)
+
+
+# ---------------------------------------------------------------- closed loop
+
+
+@suite.case
+def closed_loop_runs_verified():
+    runs = [
+        ["--pipelining", "on"],
+        ["--pipelining", "off", "--msgs-per-conn", "50"],
+        ["--bdat", "on", "--rcpts", "3", "--msgs-per-conn", "7", "--size", "3k"],
+    ]
+    total = 0
+    with h.Server() as srv:
+        for args in runs:
+            ack = os.path.join(h.new_tmpdir("ack"), "acks")
+            rep = bench_ok(srv, "--connections", 20, "--messages", 2000, *args, ack_path=ack)
+            check_eq(rep["messages"], {"accepted": 2000, "tempfail": 0, "rejected": 0,
+                                       "failed": 0}, "messages of %s" % args)
+            check(rep["msgs_per_s"] > 0 and rep["latency_ms"]["data_end_reply"]["count"] == 2000,
+                  "JSON report of %s: %r" % (args, rep))
+            check_eq(sum(rep["errors"].values()), 0, "errors of %s" % args)
+            verify_ok(ack, srv.spool, 2000)
+            total += 2000
+        ls = h.spool_list(srv.spool)
+        check_eq(len(ls), total, "messages in the spool")
+        check(all(e["rcpts"] in (1, 3) for e in ls), "recipient counts")
+    check_eq(h.spool_verify(srv.spool), total, "mxring-spool verify count after stop")
+
+
+@suite.case
+def verifier_catches_damage():
+    with h.Server() as srv:
+        d = h.new_tmpdir("ack")
+        ack = os.path.join(d, "acks")
+        bench_ok(srv, "--connections", 4, "--messages", 40, "--size", "2k", ack_path=ack)
+        verify_ok(ack, srv.spool, 40)
+        lines = open(ack).read().splitlines()
+        head, body = lines[0], lines[1:]
+
+        def bad(name, new_body, want):
+            path = os.path.join(d, name)
+            with open(path, "w") as f:
+                f.write("\n".join([head] + new_body) + "\n")
+            rc, out = verify(path, srv.spool)
+            check_eq(rc, 1, "verify-acks.py on %s: exit status; output:\n%s" % (name, out))
+            check(want in out, "verify-acks.py on %s should say %r:\n%s" % (name, want, out))
+
+        # Two acknowledgements with their queue ids swapped.
+        a, b = body[0].split(), body[1].split()
+        swapped = [" ".join([a[0], b[1], a[2]]), " ".join([b[0], a[1], b[2]])] + body[2:]
+        bad("swapped", swapped, "acknowledged as")
+        # A queue id the spool does not hold.
+        missing = body[:-1] + [" ".join([body[-1].split()[0], "0000000000000000", "1000"])]
+        bad("missing", missing, "acknowledged but not in the spool")
+        # The same message acknowledged twice.
+        bad("twice", body + [body[0]], "acknowledged twice")
+        # A wrong size.
+        s = body[0].split()
+        bad("size", [" ".join([s[0], s[1], str(int(s[2]) + 1)])] + body[1:], "bytes stored")
+
+
+# ---------------------------------------------------------------- TLS
+
+
+@suite.case
+def starttls_with_resumption():
+    with tls_server() as srv:
+        ack = os.path.join(h.new_tmpdir("ack"), "acks")
+        rep = bench_ok(srv, "--connections", 10, "--messages", 300, "--msgs-per-conn", 1,
+                       "--starttls", "--resume", "tickets", ack_path=ack)
+        check_eq(rep["messages"]["accepted"], 300, "accepted over STARTTLS")
+        hs = rep["handshakes"]
+        check_eq(hs["full"] + hs["resumed"], 300, "handshakes (one per message) %r" % hs)
+        check_eq(hs["full"], 10, "full handshakes: one per connection slot %r" % hs)
+        check(rep["latency_ms"]["handshake_resumed"]["count"] == 290, "resumed latency count")
+        verify_ok(ack, srv.spool, 300)
+
+        rep = bench_ok(srv, "--connections", 5, "--messages", 100, "--msgs-per-conn", 1,
+                       "--starttls", "--tls-version", "1.2", "--resume", "ids")
+        hs = rep["handshakes"]
+        check_eq(hs["full"] + hs["resumed"], 100, "TLS 1.2 handshakes %r" % hs)
+        check(hs["resumed"] >= 50, "TLS 1.2 session IDs resume most sessions %r" % hs)
+
+        rep = bench_ok(srv, "--connections", 5, "--messages", 100, "--msgs-per-conn", 10,
+                       "--starttls", "--bdat", "on", "--size-dist", "mix")
+        check_eq(rep["messages"]["accepted"], 100, "BDAT with the size mix over STARTTLS")
+        check_eq(rep["handshakes"]["full"], rep["connections_opened"],
+                 "one full handshake per session (no --resume)")
+
+
+@suite.case
+def implicit_tls():
+    port2 = h.free_port()
+    with tls_server(smtps_listen="127.0.0.1:%d" % port2) as srv:
+        d = h.new_tmpdir("bench")
+        ack = os.path.join(d, "acks")
+        p = bench("--server", "127.0.0.1:%d" % port2, "--tls", "--resume", "tickets",
+                  "--connections", 4, "--messages", 80, "--msgs-per-conn", 4, "--quiet",
+                  "--json", os.path.join(d, "r.json"), "--ack-log", ack)
+        check_eq(p.returncode, 0, "implicit TLS run; stderr %r" % p.stderr[-2000:])
+        rep = json.load(open(os.path.join(d, "r.json")))
+        hs = rep["handshakes"]
+        check_eq(hs["full"] + hs["resumed"], rep["connections_opened"],
+                 "handshakes over implicit TLS %r" % hs)
+        check_eq(hs["full"], 4, "full handshakes over implicit TLS (one per slot) %r" % hs)
+        verify_ok(ack, srv.spool, 80)
+
+
+# ---------------------------------------------------------------- open loop
+
+
+@suite.case
+def open_loop_keeps_the_schedule():
+    with h.Server() as srv:
+        rep = bench_ok(srv, "--connections", 10, "--duration", 1.5, "--rate", 400,
+                       "--msgs-per-conn", 1000)
+        n = rep["messages"]["accepted"]
+        check(590 <= n <= 600, "open loop at 400/s for 1.5 s accepted %d" % n)
+        check_eq(rep["config"]["rate"], 400, "rate in the JSON config")
+        check_eq(rep["latency_ms"]["message"]["count"], n, "message latency samples")
+
+
+# ---------------------------------------------------------------- failures
+
+
+@suite.case
+def closed_port_fails_fast():
+    port = h.free_port()
+    t0 = time.monotonic()
+    p = bench("--server", "127.0.0.1:%d" % port, "--connections", 5, "--messages", 1000,
+              "--quiet", timeout=30)
+    took = time.monotonic() - t0
+    err = p.stderr.decode(errors="replace")
+    check_eq(p.returncode, 1, "exit status against a closed port (stderr %r)" % err)
+    check("Connection refused" in err, "stderr names the refusal: %r" % err)
+    check("is the server running?" in err, "stderr has the hint: %r" % err)
+    check(took < 5, "took %.1f s against a closed port" % took)
+
+
+@suite.case
+def silent_server_times_out():
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)
+    port = ls.getsockname()[1]
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        ls.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(ls.accept()[0])  # accepted, never answered
+            except socket.timeout:
+                pass
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        t0 = time.monotonic()
+        p = bench("--server", "127.0.0.1:%d" % port, "--connections", 2, "--messages", 2,
+                  "--timeout", 1, "--quiet", timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        stop.set()
+        t.join(5)
+        for c in held:
+            c.close()
+        ls.close()
+    err = p.stderr.decode(errors="replace")
+    check_eq(p.returncode, 1, "exit status against a silent server (stderr %r)" % err)
+    check("no reply to the greeting within 1 s" in err, "stderr: %r" % err)
+    check(took < 10, "took %.1f s with --timeout 1" % took)
+    out = p.stdout.decode(errors="replace")
+    check(re.search(r"failed 2\b", out), "two messages failed: %r" % out)
+
+
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    BENCH = take_bench_arg(argv)
+    if not os.path.exists(BENCH):
+        print("1..0 # SKIP mxring-bench not built (%s)" % BENCH)
+        sys.exit(77)
+    suite.main(argv)
