@@ -934,18 +934,16 @@ static void start_tls(struct shard *sh, struct conn *c)
 	c->tls_state = TLS_HANDSHAKE;
 }
 
-static void conn_process(struct shard *sh, struct conn *c)
+/*
+ * Feeds queued plaintext to the engine until it is used up, the engine waits
+ * (end of data with the writer, a full reply buffer) or the session ends.
+ * false = the connection was closed.
+ */
+static bool engine_run(struct shard *sh, struct conn *c)
 {
-	if (c->flags & C_SHUT)
-		return;
-	mark_dirty(sh, c);
-	if (c->flags & C_CLOSE)
-		return;
-	if (c->tls && !tls_pump(sh, c))
-		return;
 	if (ensure_out(c) != 0) {
 		conn_close(sh, c, "nomem");
-		return;
+		return false;
 	}
 	/* Bounded: each pass consumes input or stops. */
 	for (uint32_t guard = 0; guard < 4u * sh->nbufs + 8; guard++) {
@@ -987,7 +985,7 @@ static void conn_process(struct shard *sh, struct conn *c)
 				/* A partial command line: keep it, free the buffer. */
 				if (!c->line && !(c->line = malloc(smtp_line_max(sh->sconf)))) {
 					conn_close(sh, c, "nomem");
-					return;
+					return false;
 				}
 				c->in.off += (uint32_t)stash_take(sh, c, p + used, len - used);
 			}
@@ -996,6 +994,35 @@ static void conn_process(struct shard *sh, struct conn *c)
 		}
 		if (c->in.off == sh->len[b])
 			bufq_pop(sh, &c->in);
+	}
+	return true;
+}
+
+/* Whether a TLS session should decrypt more now: the engine took all it had. */
+static bool tls_more(const struct conn *c)
+{
+	return c->tls && c->ct.head != BUF_NONE && c->in.head == BUF_NONE && !c->line_len &&
+	       !(c->flags & (C_CLOSE | C_SHUT | C_PLAIN_WAIT)) &&
+	       (c->smtp.state == SMTP_S_CMD || smtp_in_content(&c->smtp)) &&
+	       OUT_CAP - c->out_len >= SMTP_OUT_RESERVE;
+}
+
+static void conn_process(struct shard *sh, struct conn *c)
+{
+	if (c->flags & C_SHUT)
+		return;
+	mark_dirty(sh, c);
+	if (c->flags & C_CLOSE)
+		return;
+	/* Under TLS, decrypting stops at IN_PAUSE_BUFS plaintext buffers: once
+	 * the engine has used them, decrypt again (bounded like the queues). */
+	for (uint32_t round = 0; round < 2u * (sh->nbufs + sh->nplain) + 2; round++) {
+		if (c->tls && !tls_pump(sh, c))
+			return;
+		if (!engine_run(sh, c))
+			return;
+		if (!tls_more(c))
+			break;
 	}
 	if (c->smtp.state == SMTP_S_STARTTLS && !c->tls) {
 		start_tls(sh, c);
@@ -1007,8 +1034,8 @@ static void conn_process(struct shard *sh, struct conn *c)
 		c->flags &= ~C_PAUSED;
 		arm_recv(sh, c);
 	}
-	if (c->flags & C_PEER_EOF && c->in.head == BUF_NONE && c->smtp.state != SMTP_S_WAIT &&
-	    !(c->flags & C_CLOSE)) {
+	if (c->flags & C_PEER_EOF && c->in.head == BUF_NONE && c->ct.head == BUF_NONE &&
+	    c->smtp.state != SMTP_S_WAIT && !(c->flags & C_CLOSE)) {
 		/* Nothing more will come: what is unanswered is answered, then close. */
 		c->reason = c->reason ? c->reason : "peer-closed";
 		c->flags |= C_CLOSE;
@@ -1160,8 +1187,12 @@ static void on_recv(struct shard *sh, struct io_uring_cqe *cqe, struct conn *c)
 		starve(sh, c);
 		return;
 	}
-	if (cqe->res == -ECANCELED && (c->flags & C_PAUSED))
+	if (cqe->res == -ECANCELED && (c->flags & C_PAUSED)) {
+		/* The pause took effect; if the input was drained meanwhile, this is
+		 * the last chance to resume (conn_process re-arms when it is low). */
+		conn_process(sh, c);
 		return;
+	}
 	if (cqe->res == 0) {
 		/* Answer what came before the EOF, then close (conn_flush). */
 		c->flags |= C_PEER_EOF;
