@@ -529,6 +529,25 @@ def message_content_over_tls():
 
 
 @suite.case
+def concurrent_large_messages_over_tls():
+    # Two clients stream 8 MiB messages at once: more ciphertext arrives than
+    # the shard decrypts per pass, so receives are paused and resumed, and the
+    # shard must come back for the rest (this stalled both clients once).
+    body = HDR + (b"y" * 1022 + b"\r\n") * 8192
+    with start_tls_server(shards=1) as srv:
+        def one(i):
+            c = tls_client(srv, "1.3")
+            qids = [c.send_message(body) for _ in range(3)]
+            c.quit()
+            return qids
+        results = h.parallel([lambda i=i: one(i) for i in range(2)], timeout=120)
+    qids = [q for r in results for q in r]
+    check_eq(len(set(qids)), 6, "distinct queue ids")
+    check_eq(h.spool_verify(srv.spool), 6, "verify count")
+    h.check_body(srv.spool, qids[0], body, "8 MiB body over TLS")
+
+
+@suite.case
 def tls_records_of_one_byte():
     # Every byte of a pipelined session in its own TLS record: commands,
     # DATA content and BDAT cut at every offset inside TLS.
