@@ -11,7 +11,9 @@ verification path (bench/verify-acks.py over mxring-spool).
     queue id is in the spool with its sequence number and checksum; the
     spool holds exactly the messages of those runs;
   - the verifier is not fooled: a swapped acknowledgement, a queue id the
-    spool lacks, or a body changed after the fact make it exit 1;
+    spool lacks, a double acknowledgement, a wrong size, or a stored body
+    whose X-Bench-Sum does not match make it exit 1 (reading bodies through
+    the maildir export and through `cat --body`, which must agree);
   - STARTTLS with a new session per message and --resume tickets: one full
     handshake per connection slot, the rest resumed, all verified; TLS 1.2
     session IDs resume too; implicit TLS (smtps_listen) works (skipped when
@@ -77,6 +79,7 @@ def bench_ok(srv, *args, json_path=None, ack_path=None):
 
 
 def verify(ack, spool, *extra):
+    """Runs verify-acks.py; (exit status, its output)."""
     p = h.run_cmd([sys.executable, VERIFY, ack, spool, "--spool-tool", h.Paths.spool_tool]
                   + list(extra), 120)
     return p.returncode, p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
@@ -214,16 +217,22 @@ def verifier_catches_damage():
         ack = os.path.join(d, "acks")
         bench_ok(srv, "--connections", 4, "--messages", 40, "--size", "2k", ack_path=ack)
         verify_ok(ack, srv.spool, 40)
+        rc, out = verify(ack, srv.spool, "--method", "cat", "--exact")
+        check_eq(rc, 0, "verify-acks.py --method cat --exact; output:\n%s" % out)
         lines = open(ack).read().splitlines()
         head, body = lines[0], lines[1:]
+        run = re.match(r"# mxring-bench ack-log run=([0-9a-f]{16})", head).group(1)
 
         def bad(name, new_body, want):
             path = os.path.join(d, name)
             with open(path, "w") as f:
                 f.write("\n".join([head] + new_body) + "\n")
-            rc, out = verify(path, srv.spool)
-            check_eq(rc, 1, "verify-acks.py on %s: exit status; output:\n%s" % (name, out))
-            check(want in out, "verify-acks.py on %s should say %r:\n%s" % (name, want, out))
+            for method in ("export", "cat"):
+                rc, out = verify(path, srv.spool, "--method", method)
+                check_eq(rc, 1, "verify-acks.py --method %s on %s: exit status; output:\n%s"
+                         % (method, name, out))
+                check(want in out, "verify-acks.py --method %s on %s should say %r:\n%s"
+                      % (method, name, want, out))
 
         # Two acknowledgements with their queue ids swapped.
         a, b = body[0].split(), body[1].split()
@@ -237,6 +246,18 @@ def verifier_catches_damage():
         # A wrong size.
         s = body[0].split()
         bad("size", [" ".join([s[0], s[1], str(int(s[2]) + 1)])] + body[1:], "bytes stored")
+        # A stored message whose checksum does not match its body.
+        msg = (b"X-Bench-Sum: 00000000\r\nX-Bench-Seq: %s-999999\r\nSubject: forged\r\n\r\n"
+               b"not what the sum says\r\n" % run.encode())
+        c = srv.client()
+        c.ehlo()
+        qid = c.send_message(msg)
+        c.quit()
+        bad("sum", body + ["%s-999999 %s %d" % (run, qid, len(msg))], "checksum")
+        # --exact: a message of the run stored but never acknowledged.
+        rc, out = verify(ack, srv.spool, "--exact")
+        check_eq(rc, 1, "verify-acks.py --exact with an unacknowledged message; output:\n%s" % out)
+        check("never acknowledged" in out, "--exact names it: %r" % out)
 
 
 # ---------------------------------------------------------------- TLS
