@@ -1095,19 +1095,20 @@ static void on_connect(struct conn *c, int res)
 
 static void on_recv(struct conn *c, int res)
 {
+	if (res <= 0 && c->state == CS_QUIT) {
+		conn_close(c); /* the server closed (or reset) after QUIT: done either way */
+		return;
+	}
 	if (res < 0) {
 		conn_error(c, res == -ECONNRESET ? BENCH_ERR_RESET : BENCH_ERR_IO,
 			   "receive while waiting for %s: %s", conn_what(c), strerror(-res));
 		return;
 	}
 	if (res == 0) {
-		if (c->state == CS_QUIT)
-			conn_close(c);
-		else
-			conn_error(c, BENCH_ERR_CLOSED,
-				   "connection closed by the server while waiting for %s "
-				   "(%u messages done on it)",
-				   conn_what(c), c->msgs_on_conn);
+		conn_error(c, BENCH_ERR_CLOSED,
+			   "connection closed by the server while waiting for %s "
+			   "(%u messages done on it)",
+			   conn_what(c), c->msgs_on_conn);
 		return;
 	}
 	touch(c);
@@ -1116,6 +1117,10 @@ static void on_recv(struct conn *c, int res)
 		tls_feed(c);
 	} else if (c->tls) {
 		/* Armed before STARTTLS took effect: the bytes are ciphertext. */
+		if (c->crx_len + (size_t)res > CRX_CAP) {
+			conn_error(c, BENCH_ERR_PROTOCOL, "too much data right after STARTTLS");
+			return;
+		}
 		memcpy(c->crx + c->crx_len, c->rx + c->rx_len, (size_t)res);
 		c->crx_len += (size_t)res;
 		tls_feed(c);
@@ -1127,6 +1132,10 @@ static void on_recv(struct conn *c, int res)
 
 static void on_send(struct conn *c, int res)
 {
+	if (res < 0 && c->state == CS_QUIT) {
+		conn_close(c);
+		return;
+	}
 	if (res < 0) {
 		conn_error(c, res == -EPIPE || res == -ECONNRESET ? BENCH_ERR_RESET : BENCH_ERR_IO,
 			   "send while waiting for %s: %s", conn_what(c), strerror(-res));

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -429,6 +430,22 @@ static void cfg_defaults(struct bench_cfg *cfg)
 	cfg->max_errors = BENCH_MAX_ERRORS;
 }
 
+/* Raises the open-files limit for the connections (one descriptor each). */
+static int check_nofile(const struct bench_cfg *cfg)
+{
+	rlim_t need = (rlim_t)cfg->connections + 64;
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need)
+		return 0;
+	rl.rlim_cur = rl.rlim_max < need ? rl.rlim_max : need;
+	(void)setrlimit(RLIMIT_NOFILE, &rl);
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur >= need)
+		return 0;
+	return usage_error(
+	    "--connections", "%u connections need %llu open files; the limit is %llu (ulimit -n)",
+	    cfg->connections, (unsigned long long)need, (unsigned long long)rl.rlim_cur);
+}
+
 /* The checks that involve more than one option. */
 static int check_cfg(struct bench_cfg *cfg, const struct seen *seen)
 {
@@ -462,7 +479,7 @@ static int check_cfg(struct bench_cfg *cfg, const struct seen *seen)
 				   "%u chunks",
 				   (unsigned long long)cfg->bdat_chunk, (unsigned long long)largest,
 				   BENCH_BDAT_CHUNKS_MAX);
-	return 0;
+	return check_nofile(cfg);
 }
 
 int bench_parse_args(struct bench_cfg *cfg, int argc, char **argv)
@@ -710,6 +727,10 @@ static int finish(struct bench_run *run, struct worker *w, double elapsed)
 	struct bench_totals t;
 	static struct hist hist[BENCH_LAT__COUNT];
 	totals(w, cfg->threads, &t);
+	struct rusage ru;
+	if (getrusage(RUSAGE_SELF, &ru) == 0)
+		t.cpu_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+			  (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 	for (unsigned l = 0; l < BENCH_LAT__COUNT; l++) {
 		hist_init(&hist[l]);
 		for (unsigned i = 0; i < cfg->threads; i++)

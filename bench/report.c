@@ -116,6 +116,13 @@ static double ms(uint64_t ns)
 
 static void table_latency(FILE *f, const struct hist hist[BENCH_LAT__COUNT])
 {
+	uint64_t samples = 0;
+	for (unsigned l = 0; l < BENCH_LAT__COUNT; l++)
+		samples += hist[l].count;
+	if (samples == 0) {
+		fprintf(f, "  latency                no samples\n");
+		return;
+	}
 	fprintf(f,
 		"latency (ms)               count      p50      p90      p99    p99.9      max\n");
 	for (unsigned l = 0; l < BENCH_LAT__COUNT; l++) {
@@ -158,6 +165,9 @@ void report_table(FILE *f, const struct bench_run *run, double elapsed_s,
 		fprintf(f, "  handshakes             %.1f/s full (%llu), %.1f/s resumed (%llu)\n",
 			(double)t->hs_full / e, (unsigned long long)t->hs_full,
 			(double)t->hs_resumed / e, (unsigned long long)t->hs_resumed);
+	fprintf(f, "  client CPU             %.2f s (%.0f%% of one core), %.1f us per message\n",
+		t->cpu_s, 100 * t->cpu_s / e,
+		t->accepted ? t->cpu_s * 1e6 / (double)t->accepted : 0.0);
 	errors_text(errs, sizeof(errs), t, 64);
 	fprintf(f, "  errors                 %s\n", errs);
 	table_latency(f, hist);
@@ -224,14 +234,16 @@ int report_json(const char *path, const struct bench_run *run, double elapsed_s,
 		"\"%s\",\n",
 		run->run_id, tlsc_library());
 	json_config(f, run->cfg);
-	fprintf(f,
-		"  \"elapsed_s\": %.6f,\n  \"messages\": {\"accepted\": %llu, \"tempfail\": %llu, "
-		"\"rejected\": %llu, \"failed\": %llu},\n  \"bytes\": %llu,\n  \"msgs_per_s\": "
-		"%.3f,\n  \"mb_per_s\": %.3f,\n  \"connections_opened\": %llu,\n",
-		elapsed_s, (unsigned long long)t->accepted, (unsigned long long)t->tempfail,
-		(unsigned long long)t->rejected, (unsigned long long)t->failed,
-		(unsigned long long)t->bytes, (double)t->accepted / e, (double)t->bytes / e / 1e6,
-		(unsigned long long)t->conns_opened);
+	fprintf(
+	    f,
+	    "  \"elapsed_s\": %.6f,\n  \"messages\": {\"accepted\": %llu, \"tempfail\": %llu, "
+	    "\"rejected\": %llu, \"failed\": %llu},\n  \"bytes\": %llu,\n  \"msgs_per_s\": "
+	    "%.3f,\n  \"mb_per_s\": %.3f,\n  \"connections_opened\": %llu,\n  \"client_cpu_s\": "
+	    "%.3f,\n",
+	    elapsed_s, (unsigned long long)t->accepted, (unsigned long long)t->tempfail,
+	    (unsigned long long)t->rejected, (unsigned long long)t->failed,
+	    (unsigned long long)t->bytes, (double)t->accepted / e, (double)t->bytes / e / 1e6,
+	    (unsigned long long)t->conns_opened, t->cpu_s);
 	fprintf(f,
 		"  \"handshakes\": {\"full\": %llu, \"resumed\": %llu, \"full_per_s\": %.3f, "
 		"\"resumed_per_s\": %.3f},\n",

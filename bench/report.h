@@ -19,6 +19,7 @@ struct bench_totals {
 	uint64_t hs_full, hs_resumed, conns_opened, conns_open, errors;
 	uint64_t err[BENCH_ERR__COUNT];
 	uint64_t code[BENCH_CODE_MAX];
+	double cpu_s; /* the tool's own CPU time (user + system, all threads); set at the end */
 };
 
 /* Adds one thread's counters into t. */
