@@ -141,6 +141,7 @@ struct client {
 	int64_t next_due;
 	struct conn *park_head, *park_tail;
 	bool aborted;
+	char tls_desc[80]; /* what the first handshake negotiated */
 	char ehlo[300];
 	uint32_t iov_cap, steps_cap, txbuf_cap;
 	uint8_t *ack; /* owned, ACK_BUF_CAP: ack-log lines not yet written */
@@ -996,6 +997,8 @@ static void hs_finished(struct conn *c)
 	struct client *cl = c->cl;
 	bool resumed = tlsc_resumed(c->tls);
 	c->hs_done = true;
+	if (!cl->tls_desc[0])
+		tlsc_describe(c->tls, cl->tls_desc, sizeof(cl->tls_desc));
 	ctr_add(resumed ? &cl->ctr.hs_resumed : &cl->ctr.hs_full, 1);
 	hist_record(&cl->hist[resumed ? BENCH_LAT_HS_RESUMED : BENCH_LAT_HS_FULL],
 		    (uint64_t)(cl->now - c->t_hs_ns));
@@ -1414,4 +1417,9 @@ struct bench_counters *client_counters(struct client *cl)
 const struct hist *client_hist(const struct client *cl, enum bench_lat l)
 {
 	return &cl->hist[l];
+}
+
+const char *client_tls_desc(const struct client *cl)
+{
+	return cl->tls_desc;
 }

@@ -24,5 +24,7 @@ int client_run(struct client *c);
 
 struct bench_counters *client_counters(struct client *c);
 const struct hist *client_hist(const struct client *c, enum bench_lat l);
+/* Version and cipher of the thread's first handshake ("" if none); valid after client_run. */
+const char *client_tls_desc(const struct client *c);
 
 #endif

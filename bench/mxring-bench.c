@@ -731,6 +731,8 @@ static int finish(struct bench_run *run, struct worker *w, double elapsed)
 	if (getrusage(RUSAGE_SELF, &ru) == 0)
 		t.cpu_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
 			  (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+	for (unsigned i = 0; i < cfg->threads && !t.tls_desc[0]; i++)
+		snprintf(t.tls_desc, sizeof(t.tls_desc), "%s", client_tls_desc(w[i].cl));
 	for (unsigned l = 0; l < BENCH_LAT__COUNT; l++) {
 		hist_init(&hist[l]);
 		for (unsigned i = 0; i < cfg->threads; i++)

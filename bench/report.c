@@ -161,6 +161,8 @@ void report_table(FILE *f, const struct bench_run *run, double elapsed_s,
 		(double)t->accepted / e, (double)t->bytes / e / 1e6, (unsigned long long)t->bytes);
 	fprintf(f, "  connections            %llu opened, %.1f/s\n",
 		(unsigned long long)t->conns_opened, (double)t->conns_opened / e);
+	if (cfg->tls && t->tls_desc[0])
+		fprintf(f, "  TLS                    %s (%s)\n", t->tls_desc, tlsc_library());
 	if (cfg->tls)
 		fprintf(f, "  handshakes             %.1f/s full (%llu), %.1f/s resumed (%llu)\n",
 			(double)t->hs_full / e, (unsigned long long)t->hs_full,
@@ -246,9 +248,9 @@ int report_json(const char *path, const struct bench_run *run, double elapsed_s,
 	    (unsigned long long)t->conns_opened, t->cpu_s);
 	fprintf(f,
 		"  \"handshakes\": {\"full\": %llu, \"resumed\": %llu, \"full_per_s\": %.3f, "
-		"\"resumed_per_s\": %.3f},\n",
+		"\"resumed_per_s\": %.3f, \"negotiated\": \"%s\"},\n",
 		(unsigned long long)t->hs_full, (unsigned long long)t->hs_resumed,
-		(double)t->hs_full / e, (double)t->hs_resumed / e);
+		(double)t->hs_full / e, (double)t->hs_resumed / e, t->tls_desc);
 	json_errors(f, t);
 	fprintf(f, "  \"latency_ms\": {");
 	for (unsigned l = 0; l < BENCH_LAT__COUNT; l++) {

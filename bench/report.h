@@ -20,6 +20,7 @@ struct bench_totals {
 	uint64_t err[BENCH_ERR__COUNT];
 	uint64_t code[BENCH_CODE_MAX];
 	double cpu_s; /* the tool's own CPU time (user + system, all threads); set at the end */
+	char tls_desc[80]; /* what a handshake negotiated ("TLSv1.3 TLS13-AES128-GCM-SHA256") */
 };
 
 /* Adds one thread's counters into t. */
