@@ -47,6 +47,8 @@ struct bench_cfg {
 	socklen_t addrlen;
 	unsigned connections;
 	unsigned threads;
+	unsigned ncpus; /* --cpus: thread i runs on cpus[i % ncpus]; 0: not pinned */
+	unsigned short cpus[BENCH_THREADS_MAX];
 	uint64_t messages; /* 0: run for duration_s */
 	double duration_s; /* 0: run for messages */
 	unsigned msgs_per_conn;
@@ -95,8 +97,8 @@ extern const char *const bench_err_names[BENCH_ERR__COUNT];
 
 /* Latency histograms. */
 enum bench_lat {
-	BENCH_LAT_BANNER,     /* connect submitted -> 220 greeting */
-	BENCH_LAT_HS_FULL,    /* ClientHello -> handshake done, full */
+	BENCH_LAT_BANNER,  /* connect submitted -> 220 greeting (with --tls: after the handshake) */
+	BENCH_LAT_HS_FULL, /* ClientHello -> handshake done, full */
 	BENCH_LAT_HS_RESUMED, /* the same, resumed */
 	BENCH_LAT_DATA_END,   /* last body byte sent -> final reply */
 	BENCH_LAT_MESSAGE,    /* message due (open loop) or started -> final reply */

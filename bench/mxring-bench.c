@@ -22,6 +22,7 @@
 #include <getopt.h>
 #include <netdb.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -67,6 +68,8 @@ static const char usage_text[] =
     "                          time; latency counts from that time (default: closed\n"
     "                          loop, each connection sends as soon as it may)\n"
     "  --threads T             client threads, one io_uring each (default 1)\n"
+    "  --cpus LIST             pin thread i to the i-th CPU of LIST (e.g. 2,3 or 4-7),\n"
+    "                          round robin; keeps the tool off the server's CPUs\n"
     "\n"
     "Messages:\n"
     "  --size BYTES            message size as stored (default 1024; k and m suffixes\n"
@@ -241,6 +244,43 @@ static int parse_resume(struct bench_cfg *cfg, const char *text)
 	return 0;
 }
 
+/* "2,3" or "4-7" or "0,2-3": CPU numbers below CPU_SETSIZE, at most BENCH_THREADS_MAX. */
+static int parse_cpus(struct bench_cfg *cfg, const char *text)
+{
+	const char *p = text;
+	cfg->ncpus = 0;
+	while (*p) {
+		char *end;
+		unsigned long lo = strtoul(p, &end, 10), hi = lo;
+		if (end == p)
+			goto bad;
+		if (*end == '-') {
+			p = end + 1;
+			hi = strtoul(p, &end, 10);
+			if (end == p)
+				goto bad;
+		}
+		if (lo > hi || hi >= CPU_SETSIZE)
+			goto bad;
+		for (unsigned long c = lo; c <= hi; c++) {
+			if (cfg->ncpus == BENCH_THREADS_MAX)
+				return usage_error("--cpus", "more than %u CPUs in '%s'",
+						   BENCH_THREADS_MAX, text);
+			cfg->cpus[cfg->ncpus++] = (unsigned short)c;
+		}
+		p = end;
+		if (*p == ',' && p[1])
+			p++;
+		else if (*p)
+			goto bad;
+	}
+	if (cfg->ncpus)
+		return 0;
+bad:
+	return usage_error("--cpus", "expected CPU numbers like 2,3 or 4-7 (below %d), got '%s'",
+			   CPU_SETSIZE, text);
+}
+
 static int parse_pattern(char *dst, size_t cap, const char *arg, const char *text)
 {
 	char why[128];
@@ -286,6 +326,7 @@ enum {
 	O_RESUME,
 	O_RATE,
 	O_THREADS,
+	O_CPUS,
 	O_TIMEOUT,
 	O_MAX_ERRORS,
 	O_ACK_LOG,
@@ -316,6 +357,7 @@ static const struct option options[] = {
     {"resume", required_argument, NULL, O_RESUME},
     {"rate", required_argument, NULL, O_RATE},
     {"threads", required_argument, NULL, O_THREADS},
+    {"cpus", required_argument, NULL, O_CPUS},
     {"timeout", required_argument, NULL, O_TIMEOUT},
     {"max-errors", required_argument, NULL, O_MAX_ERRORS},
     {"ack-log", required_argument, NULL, O_ACK_LOG},
@@ -397,6 +439,8 @@ static int parse_two(struct bench_cfg *cfg, struct seen *seen, int opt, const ch
 		return parse_double("--rate", v, 0.001, BENCH_RATE_MAX, &cfg->rate);
 	case O_THREADS:
 		return parse_uint("--threads", v, 1, BENCH_THREADS_MAX, &cfg->threads);
+	case O_CPUS:
+		return parse_cpus(cfg, v);
 	case O_TIMEOUT:
 		return parse_double("--timeout", v, 0.01, 3600, &cfg->timeout_s);
 	case O_MAX_ERRORS:
@@ -455,6 +499,13 @@ static int check_cfg(struct bench_cfg *cfg, const struct seen *seen)
 		return usage_error("--messages", "give exactly one of --messages and --duration");
 	if (seen->size && seen->size_dist)
 		return usage_error("--size", "give one of --size and --size-dist");
+	cpu_set_t allowed;
+	if (cfg->ncpus && sched_getaffinity(0, sizeof(allowed), &allowed) == 0)
+		for (unsigned i = 0; i < cfg->ncpus; i++)
+			if (!CPU_ISSET(cfg->cpus[i], &allowed))
+				return usage_error("--cpus",
+						   "CPU %u is not one this process may run on",
+						   cfg->cpus[i]);
 	if (cfg->threads > cfg->connections)
 		return usage_error("--threads",
 				   "%u threads for %u connections (at most one "
@@ -668,7 +719,16 @@ static int start_threads(struct bench_run *run, struct worker *w)
 		run->end_ns = run->t0_ns + (int64_t)(cfg->duration_s * 1e9);
 	int rc = 0;
 	for (unsigned i = 0; i < cfg->threads && rc == 0; i++) {
-		rc = -pthread_create(&w[i].tid, NULL, worker_main, &w[i]);
+		pthread_attr_t attr;
+		pthread_attr_init(&attr);
+		if (cfg->ncpus) {
+			cpu_set_t set;
+			CPU_ZERO(&set);
+			CPU_SET(cfg->cpus[i % cfg->ncpus], &set);
+			pthread_attr_setaffinity_np(&attr, sizeof(set), &set);
+		}
+		rc = -pthread_create(&w[i].tid, &attr, worker_main, &w[i]);
+		pthread_attr_destroy(&attr);
 		w[i].started = rc == 0;
 		if (rc) {
 			fprintf(stderr, BENCH_NAME ": pthread_create: %s\n", strerror(-rc));

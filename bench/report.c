@@ -114,7 +114,8 @@ static double ms(uint64_t ns)
 	return (double)ns / 1e6;
 }
 
-static void table_latency(FILE *f, const struct hist hist[BENCH_LAT__COUNT])
+static void table_latency(FILE *f, const struct bench_cfg *cfg,
+			  const struct hist hist[BENCH_LAT__COUNT])
 {
 	uint64_t samples = 0;
 	for (unsigned l = 0; l < BENCH_LAT__COUNT; l++)
@@ -129,7 +130,10 @@ static void table_latency(FILE *f, const struct hist hist[BENCH_LAT__COUNT])
 		const struct hist *h = &hist[l];
 		if (h->count == 0)
 			continue;
-		fprintf(f, "  %-22s %9llu %8.3f %8.3f %8.3f %8.3f %8.3f\n", lat_titles[l],
+		const char *title = lat_titles[l];
+		if (l == BENCH_LAT_BANNER && cfg->tls == BENCH_TLS_IMPLICIT)
+			title = "connect -> TLS, banner";
+		fprintf(f, "  %-22s %9llu %8.3f %8.3f %8.3f %8.3f %8.3f\n", title,
 			(unsigned long long)h->count, ms(hist_quantile(h, 0.5)),
 			ms(hist_quantile(h, 0.9)), ms(hist_quantile(h, 0.99)),
 			ms(hist_quantile(h, 0.999)), ms(h->max));
@@ -172,7 +176,7 @@ void report_table(FILE *f, const struct bench_run *run, double elapsed_s,
 		t->accepted ? t->cpu_s * 1e6 / (double)t->accepted : 0.0);
 	errors_text(errs, sizeof(errs), t, 64);
 	fprintf(f, "  errors                 %s\n", errs);
-	table_latency(f, hist);
+	table_latency(f, cfg, hist);
 	fflush(f);
 }
 

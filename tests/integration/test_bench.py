@@ -159,6 +159,7 @@ ARG_ERRORS = [
     (["--connections", "2", "--messages", "5", "--starttls", "--resume", "ids"], "--resume"),
     (["--connections", "2", "--messages", "5", "--starttls", "--tls-version", "1.1"],
      "--tls-version"),
+    (["--connections", "2", "--messages", "5", "--cpus", "1-"], "--cpus"),
     (["--connections", "2", "--messages", "5", "--frobnicate"], "--frobnicate"),
     (["--connections", "2", "--messages"], "--messages"),
     (["--connections", "2", "--messages", "5", "extra"], "extra"),
