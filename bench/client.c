@@ -969,8 +969,9 @@ static void parse_replies(struct conn *c)
 		bool digits = n >= 4 && p[0] >= '2' && p[0] <= '5' && p[1] >= '0' && p[1] <= '9' &&
 			      p[2] >= '0' && p[2] <= '9';
 		if (!digits || (p[3] != ' ' && p[3] != '-' && p[3] != '\r' && p[3] != '\n')) {
+			size_t show = strcspn((const char *)p, "\r\n");
 			conn_error(c, BENCH_ERR_PROTOCOL, "malformed reply line: %.*s",
-				   (int)(n > 100 ? 100 : n), (const char *)p);
+				   (int)(show > 100 ? 100 : show), (const char *)p);
 			return;
 		}
 		pos += n;
