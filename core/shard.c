@@ -587,13 +587,22 @@ static struct shard *conn_shard(struct conn *c)
 	return current;
 }
 
+/* Links c onto one of the shard's lists of slots (dirty, starved, waiting
+ * for a plaintext buffer); flag marks membership so a slot is on it once.
+ * pass_end walks and empties the lists. */
+static void list_push(struct shard *sh, uint32_t *head, struct conn *c, uint16_t flag,
+		      uint32_t *link)
+{
+	if (c->flags & flag)
+		return;
+	c->flags |= flag;
+	*link = *head;
+	*head = (uint32_t)(c - sh->conns);
+}
+
 static void mark_dirty(struct shard *sh, struct conn *c)
 {
-	if (c->flags & C_DIRTY)
-		return;
-	c->flags |= C_DIRTY;
-	c->next_dirty = sh->dirty_head;
-	sh->dirty_head = (uint32_t)(c - sh->conns);
+	list_push(sh, &sh->dirty_head, c, C_DIRTY, &c->next_dirty);
 }
 
 static void arm_recv(struct shard *sh, struct conn *c)
@@ -825,11 +834,7 @@ static bool after_feed(struct shard *sh, struct conn *c, enum smtp_result r)
 
 static void plain_wait(struct shard *sh, struct conn *c)
 {
-	if (c->flags & C_PLAIN_WAIT)
-		return;
-	c->flags |= C_PLAIN_WAIT;
-	c->next_wait = sh->wait_head;
-	sh->wait_head = (uint32_t)(c - sh->conns);
+	list_push(sh, &sh->wait_head, c, C_PLAIN_WAIT, &c->next_wait);
 }
 
 /* The handshake is done: the session starts again inside TLS (RFC 3207 4.2). */
@@ -1139,11 +1144,7 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, unsigned li)
 
 static void starve(struct shard *sh, struct conn *c)
 {
-	if (c->flags & C_STARVED)
-		return;
-	c->flags |= C_STARVED;
-	c->next_starved = sh->starved_head;
-	sh->starved_head = (uint32_t)(c - sh->conns);
+	list_push(sh, &sh->starved_head, c, C_STARVED, &c->next_starved);
 }
 
 static void on_recv(struct shard *sh, struct io_uring_cqe *cqe, struct conn *c)
