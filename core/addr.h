@@ -19,10 +19,10 @@
 
 enum addr_status {
 	ADDR_OK = 0,
-	ADDR_SYNTAX,	/* 501 5.1.3 bad address syntax (or 501 5.1.7 for MAIL) */
-	ADDR_TOO_LONG,	/* 501 5.1.3 path, local part or domain past RFC 5321 4.5.3.1 */
-	ADDR_NULL,	/* "<>" where the caller did not allow it */
-	ADDR_UTF8,	/* 8-bit octets without SMTPUTF8: 553 5.6.7 */
+	ADDR_SYNTAX,   /* 501 5.1.3 bad address syntax (or 501 5.1.7 for MAIL) */
+	ADDR_TOO_LONG, /* 501 5.1.3 path, local part or domain past RFC 5321 4.5.3.1 */
+	ADDR_NULL,     /* "<>" where the caller did not allow it */
+	ADDR_UTF8,     /* 8-bit octets without SMTPUTF8: 553 5.6.7 */
 };
 
 struct addr {
@@ -31,8 +31,8 @@ struct addr {
 	size_t at;			   /* index of the '@' that splits local part and domain */
 	bool is_null;			   /* "<>" */
 	bool is_literal;		   /* domain is an address literal "[...]" */
-	bool has_routing;		   /* local part holds '%', '!' or '@' (quoted): a relay trick */
-	bool has_8bit;			   /* octets >= 0x80 */
+	bool has_routing; /* local part holds '%', '!' or '@' (quoted): a relay trick */
+	bool has_8bit;	  /* octets >= 0x80 */
 };
 
 /*

@@ -37,24 +37,24 @@ struct slice {
  * msg comes back from the writer. Strings are NUL-terminated. */
 struct envelope {
 	char qid[QID_LEN + 1];
-	uint64_t time_us;		 /* MAIL FROM time, CLOCK_REALTIME */
+	uint64_t time_us;		   /* MAIL FROM time, CLOCK_REALTIME */
 	char client_addr[CLIENT_ADDR_MAX]; /* "192.0.2.1" or "2001:db8::1" */
 	uint16_t client_port;
-	char helo[HELO_MAX + 1];	 /* as given, escaped on output */
-	char tls[TLS_DESC_MAX];		 /* "" when plaintext, else "TLSv1.3 CIPHER" */
+	char helo[HELO_MAX + 1]; /* as given, escaped on output */
+	char tls[TLS_DESC_MAX];	 /* "" when plaintext, else "TLSv1.3 CIPHER" */
 	char myhostname[DOMAIN_MAX + 1];
-	uint32_t flags;			 /* ENV_* */
-	char from[PATH_MAX_OCTETS + 1];	 /* without <>; "" = null sender */
+	uint32_t flags;			/* ENV_* */
+	char from[PATH_MAX_OCTETS + 1]; /* without <>; "" = null sender */
 	uint32_t nrcpt;
-	uint32_t rcpts_len;		 /* bytes used in rcpts */
+	uint32_t rcpts_len; /* bytes used in rcpts */
 	uint32_t rcpts_cap;
-	char *rcpts;			 /* owned: nrcpt NUL-terminated addresses, packed */
+	char *rcpts; /* owned: nrcpt NUL-terminated addresses, packed */
 };
 
-#define ENV_ESMTP     0x1u /* EHLO, not HELO */
-#define ENV_8BITMIME  0x2u /* BODY=8BITMIME */
-#define ENV_SMTPUTF8  0x4u
-#define ENV_BDAT      0x8u /* body came by BDAT */
+#define ENV_ESMTP      0x1u /* EHLO, not HELO */
+#define ENV_8BITMIME   0x2u /* BODY=8BITMIME */
+#define ENV_SMTPUTF8   0x4u
+#define ENV_BDAT       0x8u /* body came by BDAT */
 #define ENV_BINARYMIME 0x10u
 
 enum msg_kind {
@@ -68,18 +68,18 @@ struct msg {
 	enum msg_kind kind;
 	uint16_t shard;
 	uint16_t writer;
-	uint32_t conn_slot;		/* connection table index */
-	uint32_t conn_gen;		/* connection generation, to spot reuse */
-	uint32_t part;			/* 0, 1, ... within the transaction */
-	const struct envelope *env;	/* borrowed from the connection */
-	struct slice *slices;		/* owned by the msg */
+	uint32_t conn_slot;	    /* connection table index */
+	uint32_t conn_gen;	    /* connection generation, to spot reuse */
+	uint32_t part;		    /* 0, 1, ... within the transaction */
+	const struct envelope *env; /* borrowed from the connection */
+	struct slice *slices;	    /* owned by the msg */
 	uint32_t nslices;
 	uint32_t slices_cap;
-	uint64_t part_bytes;		/* bytes in these slices */
-	uint64_t body_offset;		/* body bytes written by earlier parts */
+	uint64_t part_bytes;  /* bytes in these slices */
+	uint64_t body_offset; /* body bytes written by earlier parts */
 	/* Set by the writer before it returns the msg. */
-	int result;			/* 0 = durable (FINAL) / written (PART), or -errno */
-	uint64_t done_us;		/* when the writer finished it */
+	int result;	  /* 0 = durable (FINAL) / written (PART), or -errno */
+	uint64_t done_us; /* when the writer finished it */
 };
 
 /* Total body bytes including this part. */

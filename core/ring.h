@@ -24,9 +24,9 @@
 
 struct ring {
 	_Alignas(RING_CACHE_LINE) _Atomic uint32_t head; /* next slot to pop */
-	uint32_t tail_cache; /* consumer's copy of tail */
+	uint32_t tail_cache;				 /* consumer's copy of tail */
 	_Alignas(RING_CACHE_LINE) _Atomic uint32_t tail; /* next slot to push */
-	uint32_t head_cache; /* producer's copy of head */
+	uint32_t head_cache;				 /* producer's copy of head */
 	_Alignas(RING_CACHE_LINE) uint32_t mask;
 	void **slot; /* owned: mask + 1 entries */
 };

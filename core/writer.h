@@ -32,7 +32,7 @@ struct writer_set;
  * is returned; else -errno and a message on stderr.
  */
 int writers_start(const struct config *cfg, unsigned nshards, struct writer_set **out)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /*
  * Shard side. Queues m for writer m->writer. 0, or -EAGAIN when that ring is
@@ -40,7 +40,7 @@ int writers_start(const struct config *cfg, unsigned nshards, struct writer_set 
  * Does not wake the writer: call writer_kick once per event-loop pass.
  */
 int writer_submit(struct writer_set *ws, unsigned shard, struct msg *m)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /* Shard side: wakes every writer that shard queued to since its last kick and
  * that may be asleep. Cheap when nothing is pending. */
