@@ -13,6 +13,10 @@
  *    is out are batched into the next one (RFC 2920);
  *  - one 1-second timeout drives the timer wheel (timer.h);
  *  - a read on the eventfd the writers signal when they return msgs.
+ * Under TLS (STARTTLS or an smtps_listen address) received bytes queue as
+ * ciphertext (c->ct) for wolfSSL, which decrypts into the shard's plaintext
+ * buffers (ids past the kernel's); those queue as input (c->in) exactly like
+ * receive buffers do for plaintext sessions.
  * user_data holds op, slot and generation, so a completion for a slot that
  * was closed and reused is recognised and dropped.
  *
@@ -1006,7 +1010,7 @@ static bool engine_run(struct shard *sh, struct conn *c)
 /* Whether a TLS session should decrypt more now: the engine took all it had. */
 static bool tls_more(const struct conn *c)
 {
-	return c->tls && c->ct.head != BUF_NONE && c->in.head == BUF_NONE && !c->line_len &&
+	return c->tls && c->ct.head != BUF_NONE && c->in.head == BUF_NONE &&
 	       !(c->flags & (C_CLOSE | C_SHUT | C_PLAIN_WAIT)) &&
 	       (c->smtp.state == SMTP_S_CMD || smtp_in_content(&c->smtp)) &&
 	       OUT_CAP - c->out_len >= SMTP_OUT_RESERVE;
