@@ -1573,7 +1573,13 @@ static void *shard_main(void *arg)
 
 /* ---- set-up ------------------------------------------------------------ */
 
-static int listen_socket(const struct listen_addr *la)
+/*
+ * A listening socket for la. With reuseport, each shard gets its own on the
+ * same address (SO_REUSEPORT); without, it is a probe: it fails with
+ * EADDRINUSE when anything listens there already, even another mxring whose
+ * sockets would otherwise share the port and take half of its connections.
+ */
+static int listen_socket(const struct listen_addr *la, bool reuseport)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl;
@@ -1596,7 +1602,8 @@ static int listen_socket(const struct listen_addr *la)
 		return -errno;
 	int one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	if (reuseport)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	/* Replies are batched by the shard; accepted sockets inherit this. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (ss.ss_family == AF_INET6)
@@ -1706,7 +1713,11 @@ int shard_create(unsigned id, const struct config *cfg, const struct smtp_conf *
 	for (unsigned i = 0; i < cfg->nlisten + cfg->nsmtps_listen; i++) {
 		const struct listen_addr *la =
 		    i < cfg->nlisten ? &cfg->listen[i] : &cfg->smtps_listen[i - cfg->nlisten];
-		int fd = listen_socket(la);
+		int fd = id == 0 ? listen_socket(la, false) : 0;
+		if (fd > 0)
+			close(fd); /* the probe: nobody else listens here */
+		if (fd >= 0)
+			fd = listen_socket(la, true);
 		if (fd < 0) {
 			rc = fd;
 			fprintf(stderr, "mxring: listen %s port %u: %s\n", la->host, la->port,
