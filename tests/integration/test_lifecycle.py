@@ -13,6 +13,8 @@ connection may drop between fsync and the reply) and only reported.
 """
 
 import os
+import shutil
+import tempfile
 import re
 import signal
 import socket
@@ -403,6 +405,25 @@ def receive_buffers_run_dry():
           "the buffer ring never ran dry (enobufs=%s): the case tests nothing" % st.get("enobufs"))
     check_eq(h.spool_verify(srv.spool), 96, "verify count")
     check_stored(srv.spool, sent, sample=30)
+
+
+@suite.case
+def second_instance_on_same_address_refused():
+    # Shards bind with SO_REUSEPORT; a second receiver on the same address
+    # must not silently share the port (and half of the connections).
+    with h.Server({}) as srv:
+        other = tempfile.mkdtemp(prefix="mxring-it-second-")
+        try:
+            p = h.run_cmd([h.Paths.mxring, "-o", "listen=127.0.0.1:%d" % srv.port,
+                           "-o", "spool_dir=%s" % os.path.join(other, "spool")], 15)
+        finally:
+            shutil.rmtree(other, ignore_errors=True)
+        err = p.stderr.decode("utf-8", "replace") if p.stderr else ""
+        check_eq(p.returncode, 1, "exit code of a second mxring on the same address")
+        check("Address already in use" in err, "no clear message: %r" % err[-300:])
+        c = srv.client()
+        c.ehlo()
+        c.quit()
 
 
 @suite.case
