@@ -1362,7 +1362,7 @@ static void on_tick(struct shard *sh)
 			c->reason = "timeout";
 			c->flags |= C_CLOSE;
 			input_drop(sh, c);
-			timer_set(&sh->wheel, idx[i], sh->now_s + 10); /* for the 421 to go out */
+			timer_set(&sh->wheel, idx[i], sh->now_s + 5); /* for the 421 to go out */
 			mark_dirty(sh, c);
 		}
 	} while (n == EXPIRE_MAX && ++rounds < 1024);

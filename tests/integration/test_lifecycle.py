@@ -18,6 +18,7 @@ import tempfile
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 
@@ -424,6 +425,63 @@ def second_instance_on_same_address_refused():
         c = srv.client()
         c.ehlo()
         c.quit()
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+@suite.case
+def clients_that_never_read_are_bounded_then_closed():
+    # Clients pipeline NOOPs (each answered) and never read a reply: the
+    # server's replies pile up only to its fixed reply buffer, then it stops
+    # reading (TCP pushes back), its memory stays flat, a normal client is
+    # served throughout, and the command timeout closes the silent readers.
+    # A small receive-buffer pool (2 shards x 128 x 16 KiB = 4 MiB): the
+    # kernel cycles through all of it, so RSS may grow by the pool, no more.
+    with h.Server({"command_timeout": 2, "recv_buffers": 128}) as srv:
+        flood = b"NOOP\r\n" * 4096
+        socks = []
+        before = rss_kib(srv.proc.pid)
+        limit = 2700  # sends of 24 KiB: 64 MiB, far past what socket buffers hold
+        for _ in range(5):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(0.5)
+            sent = 0
+            try:
+                for _ in range(limit):
+                    sent += s.send(flood)
+            except (socket.timeout, BlockingIOError):
+                pass  # the server stopped reading: TCP pushes back
+            socks.append((s, sent))
+        check(all(sent < limit * len(flood) for _, sent in socks),
+              "a client wrote 64 MiB of commands without reading a reply: no back-pressure "
+              "(sent %r)" % [n for _, n in socks])
+        grown = rss_kib(srv.proc.pid) - before
+        check(grown < 4 * 1024 + 4 * 1024,
+              "RSS grew by %d KiB for 5 clients that never read (pool: 4 MiB)" % grown)
+        c = srv.client()
+        c.ehlo()
+        c.cmd("NOOP", h.R_OK)
+        c.quit()
+        # command_timeout (2 s) plus the 5 s a closing session gets for its 421.
+        deadline = time.monotonic() + 20
+        closed = 0
+        for s, _ in socks:
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                while s.recv(65536):
+                    pass
+                closed += 1
+            except (ConnectionResetError, socket.timeout):
+                closed += isinstance(sys.exc_info()[1], ConnectionResetError)
+            s.close()
+        check_eq(closed, len(socks), "silent readers closed by the server within 20 s")
 
 
 @suite.case
