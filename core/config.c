@@ -114,6 +114,7 @@ static const struct key config_keys[] = {
     {"body_flush_bytes", K_SIZE, FIELD(body_flush_bytes), RECV_BUF_SIZE_MIN, 1u << 30, NULL},
     {"pin_shards", K_BOOL, FIELD(pin_shards), 0, 1, bool_names},
     {"smtps_listen", K_LISTEN_TLS, FIELD(smtps_listen), 0, 0, NULL},
+    {"pregreet_wait", K_TIME, FIELD(pregreet_wait), 0, 60, NULL},
     {"tls_security_level", K_ENUM, FIELD(tls_security_level), 0, 1, tls_level_names},
     {"tls_cert_file", K_TEXT, FIELD(tls_cert_file), 0, 0, NULL},
     {"tls_key_file", K_TEXT, FIELD(tls_key_file), 0, 0, NULL},

@@ -82,6 +82,7 @@ static_assert(OUT_CAP >= 2 * SMTP_OUT_RESERVE, "reply buffer holds a reserve and
 #define C_STARVED    0x40u  /* on the starved list (waits for buffers) */
 #define C_PEER_EOF   0x80u  /* the client closed its side */
 #define C_PLAIN_WAIT 0x100u /* on the plain-wait list (waits for a plaintext buffer) */
+#define C_PREGREET   0x200u /* the greeting is held back (pregreet_wait) */
 #define C_NOTIFIED   0x200u /* TLS close_notify queued */
 
 /* A connection's queue of buffers (ids into the shard's pools), oldest first. */
@@ -1136,6 +1137,15 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, unsigned li)
 		}
 		c->tls_state = TLS_HANDSHAKE;
 		c->implicit_tls = 1;
+	} else if (sh->cfg->pregreet_wait) {
+		/* A legitimate client waits for the greeting; one that talks first
+		 * is refused (the pre-greeting test of Postfix's postscreen). */
+		c->flags |= C_PREGREET;
+		arm_recv(sh, c);
+		/* Whole seconds on the wheel: wait at least pregreet_wait. */
+		timer_set(&sh->wheel, (uint32_t)(c - sh->conns),
+			  sh->now_s + sh->cfg->pregreet_wait + 1);
+		return;
 	} else {
 		struct smtp_out out = {.buf = c->out, .len = 0, .cap = OUT_CAP};
 		smtp_greet(&c->smtp, &out);
@@ -1143,6 +1153,42 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, unsigned li)
 	}
 	arm_recv(sh, c);
 	set_deadline(sh, c);
+	mark_dirty(sh, c);
+}
+
+/* pregreet_wait is over and the client kept quiet: greet it. */
+static void pregreet_done(struct shard *sh, struct conn *c)
+{
+	c->flags &= ~C_PREGREET;
+	if (ensure_out(c) != 0) {
+		conn_close(sh, c, "nomem");
+		return;
+	}
+	struct smtp_out out = {.buf = c->out, .len = c->out_len, .cap = OUT_CAP};
+	smtp_greet(&c->smtp, &out);
+	c->out_len = (uint32_t)out.len;
+	set_deadline(sh, c);
+	mark_dirty(sh, c);
+}
+
+/* The client talked before the greeting: refuse it, read nothing it sent. */
+static void pregreet_talker(struct shard *sh, struct conn *c)
+{
+	c->flags &= ~C_PREGREET;
+	input_drop(sh, c);
+	if (ensure_out(c) != 0) {
+		conn_close(sh, c, "nomem");
+		return;
+	}
+	int n =
+	    snprintf((char *)c->out + c->out_len, OUT_CAP - c->out_len,
+		     "554 5.5.1 %s Error: talking before the greeting\r\n", sh->cfg->myhostname);
+	if (n > 0 && (uint32_t)n < OUT_CAP - c->out_len)
+		c->out_len += (uint32_t)n;
+	smtp_close(&c->smtp);
+	c->reason = "pregreet";
+	c->flags |= C_CLOSE;
+	timer_set(&sh->wheel, (uint32_t)(c - sh->conns), sh->now_s + 5);
 	mark_dirty(sh, c);
 }
 
@@ -1172,6 +1218,12 @@ static void on_recv(struct shard *sh, struct io_uring_cqe *cqe, struct conn *c)
 		/* Under TLS the bytes are ciphertext for wolfSSL, else input for the engine. */
 		struct bufq *q = c->tls ? &c->ct : &c->in;
 		bufq_push(sh, q, b, (uint32_t)cqe->res);
+		if (c->flags & C_PREGREET) {
+			pregreet_talker(sh, c);
+			if (!more && !(c->flags & C_SHUT))
+				arm_recv(sh, c); /* to see the EOF; input is dropped on close */
+			return;
+		}
 		if (c->in.n + c->ct.n > IN_PAUSE_BUFS && (c->flags & C_RECV) &&
 		    !(c->flags & C_PAUSED)) {
 			c->flags |= C_PAUSED;
@@ -1338,6 +1390,10 @@ static void on_tick(struct shard *sh)
 			struct conn *c = &sh->conns[idx[i]];
 			if (!c->open || (c->flags & C_SHUT))
 				continue;
+			if (c->flags & C_PREGREET) {
+				pregreet_done(sh, c);
+				continue;
+			}
 			if (c->smtp.state == SMTP_S_WAIT) {
 				set_deadline(sh, c); /* the writer has it: not the client's fault */
 				continue;

@@ -12,6 +12,7 @@ so errors of one case never count towards another's error limit.
 
 import os
 import re
+import socket
 import subprocess
 import time
 
@@ -644,6 +645,32 @@ def accept_subdomains():
         c.cmd("RSET", h.R_OK)
         c.quit()
 
+
+
+@suite.case
+def pregreet_talker_refused():
+    # pregreet_wait = 1: a client that talks before the greeting gets 554 and
+    # is closed, its command unanswered; a client that waits is greeted after
+    # at least a second and served.
+    with h.Server({"pregreet_wait": 1}) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        s.sendall(b"EHLO early.example\r\nMAIL FROM:<a@example.com>\r\n")
+        got = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        s.close()
+        check_eq(got, b"554 5.5.1 %s Error: talking before the greeting\r\n" % h.HOSTNAME.encode(),
+                 "all a pre-greeting talker gets")
+        t0 = time.monotonic()
+        c = srv.client()
+        waited = time.monotonic() - t0
+        check(waited >= 0.9, "greeted after %.2f s, before pregreet_wait" % waited)
+        c.ehlo()
+        c.cmd("NOOP", h.R_OK)
+        c.quit()
 
 if __name__ == "__main__":
     suite.main()
