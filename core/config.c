@@ -115,6 +115,7 @@ static const struct key config_keys[] = {
     {"pin_shards", K_BOOL, FIELD(pin_shards), 0, 1, bool_names},
     {"smtps_listen", K_LISTEN_TLS, FIELD(smtps_listen), 0, 0, NULL},
     {"pregreet_wait", K_TIME, FIELD(pregreet_wait), 0, 60, NULL},
+    {"min_data_rate", K_SIZE, FIELD(min_data_rate), 0, 1u << 30, NULL},
     {"tls_security_level", K_ENUM, FIELD(tls_security_level), 0, 1, tls_level_names},
     {"tls_cert_file", K_TEXT, FIELD(tls_cert_file), 0, 0, NULL},
     {"tls_key_file", K_TEXT, FIELD(tls_key_file), 0, 0, NULL},
@@ -708,6 +709,7 @@ void config_defaults(struct config *cfg)
 	cfg->pin_shards = true;
 	cfg->tls_security_level = TLS_LEVEL_NONE;
 	cfg->tls_handshake_timeout = 30;
+	cfg->min_data_rate = 500;
 	cfg->listen_from_o = false;
 	cfg->tls_session_cache_size = 20000;
 	cfg->tls_session_timeout = 3600;

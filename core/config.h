@@ -62,9 +62,10 @@ struct config {
 	unsigned tls_handshake_timeout;	   /* seconds, default 30 */
 	struct listen_addr smtps_listen[LISTEN_MAX]; /* implicit TLS (RFC 8314), default none */
 	unsigned nsmtps_listen;
-	unsigned pregreet_wait;	 /* seconds; 0 (default) = greet at once; else a client that
-					  * talks before the greeting is refused with 554 */
-	bool listen_from_o;		 /* private to config.c: an -o listen replaced the list */
+	unsigned pregreet_wait; /* seconds; 0 (default) = greet at once; else a client that
+				 * talks before the greeting is refused with 554 */
+	unsigned min_data_rate; /* bytes/s a DATA/BDAT request must keep up; default 500, 0 = off */
+	bool listen_from_o;	/* private to config.c: an -o listen replaced the list */
 	unsigned tls_session_cache_size; /* session-ID cache entries, default 20000; 0 = off */
 	unsigned tls_session_timeout;	 /* seconds, default 3600: cache entries and tickets */
 };

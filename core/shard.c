@@ -132,7 +132,8 @@ struct conn {
 	uint32_t nmsgs;
 	uint64_t start_ms;
 	uint64_t mail_ms;
-	const char *reason; /* why the session ended, for the log */
+	uint64_t content_start_s; /* when DATA/BDAT content began (min_data_rate), 0 if not */
+	const char *reason;	  /* why the session ended, for the log */
 };
 
 struct shard {
@@ -636,12 +637,33 @@ static uint8_t *out_block(void)
 	return malloc(OUT_CAP);
 }
 
+/*
+ * Commands: command_timeout from the last input. Content (DATA, BDAT): with
+ * min_data_rate, a deadline per request that only the content moves on,
+ * data_timeout plus one second per min_data_rate bytes since the content
+ * began (Postfix's smtpd_min_data_rate), so a client trickling a byte now
+ * and then cannot hold the connection; without, data_timeout from the last
+ * input.
+ */
 static void set_deadline(struct shard *sh, struct conn *c)
 {
-	unsigned t = smtp_in_content(&c->smtp) ? sh->cfg->data_timeout : sh->cfg->command_timeout;
-	if (c->tls_state == TLS_HANDSHAKE)
-		t = sh->cfg->tls_handshake_timeout;
-	timer_set(&sh->wheel, (uint32_t)(c - sh->conns), sh->now_s + t);
+	uint32_t slot = (uint32_t)(c - sh->conns);
+	unsigned rate = sh->cfg->min_data_rate;
+	if (!smtp_in_content(&c->smtp)) {
+		c->content_start_s = 0;
+		unsigned t = c->tls_state == TLS_HANDSHAKE ? sh->cfg->tls_handshake_timeout
+							   : sh->cfg->command_timeout;
+		timer_set(&sh->wheel, slot, sh->now_s + t);
+		return;
+	}
+	if (!rate) {
+		timer_set(&sh->wheel, slot, sh->now_s + sh->cfg->data_timeout);
+		return;
+	}
+	if (!c->content_start_s)
+		c->content_start_s = sh->now_s;
+	uint64_t d = c->content_start_s + sh->cfg->data_timeout + c->smtp.body_bytes / rate;
+	timer_set(&sh->wheel, slot, d > sh->now_s ? d : sh->now_s + 1);
 }
 
 /* Drops the unread input. */

@@ -672,5 +672,40 @@ def pregreet_talker_refused():
         c.cmd("NOOP", h.R_OK)
         c.quit()
 
+
+@suite.case
+def slow_data_trickle_cut_by_min_data_rate():
+    # data_timeout = 2 s, min_data_rate = 100 bytes/s: a client trickling
+    # a byte every 0.3 s (under the rate) gets 421 once 2 s plus its bytes
+    # / 100 have passed, though it is never silent for 2 s; a fast 1 MiB
+    # message on another connection is not cut.
+    with h.Server({"data_timeout": 2, "min_data_rate": 100}) as srv:
+        c = srv.client()
+        c.ehlo()
+        c.cmd("MAIL FROM:<sender@example.com>", h.R_MAIL_OK)
+        c.cmd("RCPT TO:<rcpt@example.com>", h.R_RCPT_OK)
+        c.cmd("DATA", h.R_DATA)
+        t0 = time.monotonic()
+        got = b""
+        c.sock.settimeout(0.3)
+        while time.monotonic() - t0 < 10 and not got:
+            try:
+                c.sock.sendall(b"x")
+            except OSError:
+                break
+            try:
+                got = c.sock.recv(4096)
+            except socket.timeout:
+                pass
+        elapsed = time.monotonic() - t0
+        check(got.startswith(b"421 4.4.2 "), "trickling client got %r after %.1f s" % (got, elapsed))
+        check(elapsed < 6, "cut only after %.1f s" % elapsed)
+        d = srv.client()
+        d.ehlo()
+        big = b"Subject: fast\r\n\r\n" + (b"z" * 998 + b"\r\n") * 1100
+        q = d.send_message(big)
+        d.quit()
+        h.check_body(srv.spool, q, big, "fast 1 MiB message under min_data_rate")
+
 if __name__ == "__main__":
     suite.main()
