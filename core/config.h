@@ -65,7 +65,8 @@ struct config {
 	unsigned pregreet_wait; /* seconds; 0 (default) = greet at once; else a client that
 				 * talks before the greeting is refused with 554 */
 	unsigned min_data_rate; /* bytes/s a DATA/BDAT request must keep up; default 500, 0 = off */
-	bool listen_from_o;	/* private to config.c: an -o listen replaced the list */
+	unsigned max_connections_per_ip; /* across all shards; 0 (default) = no limit */
+	bool listen_from_o;		 /* private to config.c: an -o listen replaced the list */
 	unsigned tls_session_cache_size; /* session-ID cache entries, default 20000; 0 = off */
 	unsigned tls_session_timeout;	 /* seconds, default 3600: cache entries and tickets */
 };

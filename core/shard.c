@@ -133,6 +133,7 @@ struct conn {
 	uint64_t start_ms;
 	uint64_t mail_ms;
 	uint64_t content_start_s; /* when DATA/BDAT content began (min_data_rate), 0 if not */
+	uint32_t ip_bucket;	  /* counted in ip_conns[], or IP_BUCKETS */
 	const char *reason;	  /* why the session ended, for the log */
 };
 
@@ -183,6 +184,15 @@ struct shard {
 	uint64_t stop_deadline;
 	_Alignas(64) struct shard_stats stats;
 };
+
+/*
+ * Connections per client address, shared by all shards: a fixed table of
+ * counters indexed by a hash of the IPv4 address or of the IPv6 /64 (one
+ * host's usual allocation). Two addresses may share a counter, which only
+ * ever makes the limit stricter for both; no lock, no allocation.
+ */
+#define IP_BUCKETS 65536u
+static _Atomic uint16_t ip_conns[IP_BUCKETS];
 
 static inline uint64_t ud(unsigned op, uint32_t slot, uint32_t gen)
 {
@@ -699,6 +709,8 @@ static void conn_release(struct shard *sh, struct conn *c)
 		return;
 	uint32_t slot = (uint32_t)(c - sh->conns);
 	close(c->fd);
+	if (c->ip_bucket < IP_BUCKETS)
+		atomic_fetch_sub_explicit(&ip_conns[c->ip_bucket], 1, memory_order_relaxed);
 	free(c->line);
 	free(c->out);
 	free(c->snd);
@@ -1092,6 +1104,36 @@ static void conn_process(struct shard *sh, struct conn *c)
 
 /* ---- completions ------------------------------------------------------- */
 
+static uint32_t ip_bucket(const struct sockaddr_storage *ss)
+{
+	const uint8_t *p;
+	size_t n;
+	if (ss->ss_family == AF_INET) {
+		p = (const uint8_t *)&((const struct sockaddr_in *)ss)->sin_addr;
+		n = 4;
+	} else if (ss->ss_family == AF_INET6) {
+		p = (const uint8_t *)&((const struct sockaddr_in6 *)ss)->sin6_addr;
+		n = 8;
+	} else {
+		return IP_BUCKETS;
+	}
+	uint32_t h = 2166136261u; /* FNV-1a */
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ p[i]) * 16777619u;
+	return (h ^ (h >> 16)) & (IP_BUCKETS - 1);
+}
+
+/* Refuses a connection at accept, before any slot is taken. */
+static void refuse(struct shard *sh, int fd, const char *why)
+{
+	char msg[REPLY_MAX];
+	int n = snprintf(msg, sizeof(msg), "421 4.7.0 %s %s\r\n", sh->cfg->myhostname, why);
+	ssize_t w = send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	(void)w;
+	close(fd);
+	stat_add(&sh->stats.conns_refused, 1);
+}
+
 static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, unsigned li)
 {
 	if (!(cqe->flags & IORING_CQE_F_MORE) && !sh->stopping) {
@@ -1106,15 +1148,23 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, unsigned li)
 		return;
 	}
 	int fd = cqe->res;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	bool peer = getpeername(fd, (struct sockaddr *)&ss, &sl) == 0;
 	if (sh->stopping || sh->free_head == NONE32) {
-		char msg[REPLY_MAX];
-		int n = snprintf(msg, sizeof(msg), "421 4.7.0 %s Error: too many connections\r\n",
-				 sh->cfg->myhostname);
-		ssize_t w = send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
-		(void)w;
-		close(fd);
-		stat_add(&sh->stats.conns_refused, 1);
+		refuse(sh, fd, "Error: too many connections");
 		return;
+	}
+	uint32_t bucket = peer ? ip_bucket(&ss) : IP_BUCKETS;
+	if (bucket < IP_BUCKETS && sh->cfg->max_connections_per_ip) {
+		unsigned n = atomic_fetch_add_explicit(&ip_conns[bucket], 1, memory_order_relaxed);
+		if (n >= sh->cfg->max_connections_per_ip) {
+			atomic_fetch_sub_explicit(&ip_conns[bucket], 1, memory_order_relaxed);
+			refuse(sh, fd, "Error: too many connections from your address");
+			return;
+		}
+	} else {
+		bucket = IP_BUCKETS; /* not counted */
 	}
 	uint32_t slot = sh->free_head;
 	struct conn *c = &sh->conns[slot];
@@ -1127,10 +1177,9 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, unsigned li)
 	c->fd = fd;
 	c->in.head = c->in.tail = c->ct.head = c->ct.tail = c->feed_buf = BUF_NONE;
 	c->start_ms = mono_ms();
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
+	c->ip_bucket = bucket;
 	snprintf(c->addr, sizeof(c->addr), "unknown");
-	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+	if (peer) {
 		if (ss.ss_family == AF_INET) {
 			struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
 			inet_ntop(AF_INET, &s4->sin_addr, c->addr, sizeof(c->addr));

@@ -485,6 +485,31 @@ def clients_that_never_read_are_bounded_then_closed():
 
 
 @suite.case
+def max_connections_per_ip_shared_by_shards():
+    # max_connections_per_ip = 3 with 2 shards: SO_REUSEPORT spreads the
+    # connections, the count is shared; the 4th gets 421 and closing one
+    # makes room again.
+    limit = 3
+    with h.Server({"max_connections_per_ip": limit, "shards": 2}) as srv:
+        held = [srv.client() for _ in range(limit)]
+        for _ in range(3):
+            extra = h.Client("127.0.0.1", srv.port, timeout=5)
+            r = extra.reply1(4)
+            check_eq(r, "421 4.7.0 %s Error: too many connections from your address"
+                     % h.HOSTNAME, "reply past max_connections_per_ip")
+            extra.close()
+        held.pop().quit()
+        time.sleep(0.3)  # the slot is released after the close completes
+        c = srv.client()
+        c.ehlo()
+        c.quit()
+        for c in held:
+            c.quit()
+    st = srv.stats()
+    check(int(st.get("conns_refused", "0")) == 3, "conns_refused=%s" % st.get("conns_refused"))
+
+
+@suite.case
 def max_connections_bounded():
     # Past max_connections a connection is answered 421, closed, or left
     # waiting (accept paused) - never greeted while the limit is in use.
