@@ -673,7 +673,9 @@ static void set_deadline(struct shard *sh, struct conn *c)
 	if (!c->content_start_s)
 		c->content_start_s = sh->now_s;
 	uint64_t d = c->content_start_s + sh->cfg->data_timeout + c->smtp.body_bytes / rate;
-	timer_set(&sh->wheel, slot, d > sh->now_s ? d : sh->now_s + 1);
+	/* A past deadline stays put (filed for the next tick): more trickling
+	 * must not move it. */
+	timer_set(&sh->wheel, slot, d);
 }
 
 /* Drops the unread input. */

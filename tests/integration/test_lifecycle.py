@@ -463,8 +463,13 @@ def clients_that_never_read_are_bounded_then_closed():
               "a client wrote 64 MiB of commands without reading a reply: no back-pressure "
               "(sent %r)" % [n for _, n in socks])
         grown = rss_kib(srv.proc.pid) - before
-        check(grown < 4 * 1024 + 4 * 1024,
-              "RSS grew by %d KiB for 5 clients that never read (pool: 4 MiB)" % grown)
+        with open("/proc/%d/maps" % srv.proc.pid) as f:
+            sanitized = "libasan" in f.read()
+        if sanitized:
+            print("# RSS not checked: AddressSanitizer's shadow and quarantine grow it")
+        else:
+            check(grown < 4 * 1024 + 4 * 1024,
+                  "RSS grew by %d KiB for 5 clients that never read (pool: 4 MiB)" % grown)
         c = srv.client()
         c.ehlo()
         c.cmd("NOOP", h.R_OK)
