@@ -1451,6 +1451,28 @@ static void arm_wake(struct shard *sh)
 
 static void begin_stop(struct shard *sh);
 
+/*
+ * Ends a session with a 421 from the engine (timeout, shutdown): the reply
+ * goes out, unread input is dropped, and a client that never reads its
+ * replies is closed 5 s later anyway.
+ */
+static void end_with_421(struct shard *sh, struct conn *c,
+			 void (*say)(struct smtp_session *, struct smtp_out *), const char *reason)
+{
+	if (ensure_out(c) != 0) {
+		conn_close(sh, c, "nomem");
+		return;
+	}
+	struct smtp_out out = {.buf = c->out, .len = c->out_len, .cap = OUT_CAP};
+	say(&c->smtp, &out);
+	c->out_len = (uint32_t)out.len;
+	c->reason = reason;
+	c->flags |= C_CLOSE;
+	input_drop(sh, c);
+	timer_set(&sh->wheel, (uint32_t)(c - sh->conns), sh->now_s + 5);
+	mark_dirty(sh, c);
+}
+
 static void on_tick(struct shard *sh)
 {
 	uint32_t idx[EXPIRE_MAX];
@@ -1481,18 +1503,7 @@ static void on_tick(struct shard *sh)
 					   "tls-handshake-timeout"); /* no plaintext 421 here */
 				continue;
 			}
-			if (ensure_out(c) != 0) {
-				conn_close(sh, c, "nomem");
-				continue;
-			}
-			struct smtp_out out = {.buf = c->out, .len = c->out_len, .cap = OUT_CAP};
-			smtp_timeout(&c->smtp, &out);
-			c->out_len = (uint32_t)out.len;
-			c->reason = "timeout";
-			c->flags |= C_CLOSE;
-			input_drop(sh, c);
-			timer_set(&sh->wheel, idx[i], sh->now_s + 5); /* for the 421 to go out */
-			mark_dirty(sh, c);
+			end_with_421(sh, c, smtp_timeout, "timeout");
 		}
 	} while (n == EXPIRE_MAX && ++rounds < 1024);
 	if (sh->stopping && sh->now_s >= sh->stop_deadline) {
@@ -1502,18 +1513,7 @@ static void on_tick(struct shard *sh)
 			if (!c->open || (c->flags & (C_SHUT | C_CLOSE)) ||
 			    c->smtp.state == SMTP_S_WAIT)
 				continue;
-			if (ensure_out(c) != 0) {
-				conn_close(sh, c, "shutdown");
-				continue;
-			}
-			struct smtp_out out = {.buf = c->out, .len = c->out_len, .cap = OUT_CAP};
-			smtp_shutdown(&c->smtp, &out);
-			c->out_len = (uint32_t)out.len;
-			c->reason = "shutdown";
-			c->flags |= C_CLOSE;
-			input_drop(sh, c);
-			timer_set(&sh->wheel, i, sh->now_s + 5); /* a client that never reads */
-			mark_dirty(sh, c);
+			end_with_421(sh, c, smtp_shutdown, "shutdown");
 		}
 	}
 	if (atomic_load(&sh->stop_req) && !sh->stopping)
