@@ -958,6 +958,20 @@ static bool tls_pump(struct shard *sh, struct conn *c)
 	return true;
 }
 
+/* A TLS session on the current context; false = the connection was closed. */
+static bool tls_begin(struct shard *sh, struct conn *c)
+{
+	struct tls_ctx *ctx = tls_current();
+	c->tls = ctx ? tls_conn_new(ctx) : NULL;
+	tls_ctx_unref(ctx);
+	if (!c->tls) {
+		conn_close(sh, c, "nomem");
+		return false;
+	}
+	c->tls_state = TLS_HANDSHAKE;
+	return true;
+}
+
 /*
  * The engine answered STARTTLS with 220 (in c->out, sent in plaintext).
  * Anything the client sent after the STARTTLS line was sent before it saw
@@ -970,14 +984,7 @@ static void start_tls(struct shard *sh, struct conn *c)
 	if (dropped)
 		log_line("starttls dropped_bytes=%llu client=%s port=%u",
 			 (unsigned long long)dropped, c->addr, c->port);
-	struct tls_ctx *ctx = tls_current();
-	c->tls = ctx ? tls_conn_new(ctx) : NULL;
-	tls_ctx_unref(ctx);
-	if (!c->tls) {
-		conn_close(sh, c, "nomem");
-		return;
-	}
-	c->tls_state = TLS_HANDSHAKE;
+	tls_begin(sh, c);
 }
 
 /*
@@ -1201,15 +1208,9 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, unsigned li)
 	}
 	if (li >= sh->cfg->nlisten) {
 		/* Implicit TLS (RFC 8314): the handshake first, the greeting inside it. */
-		struct tls_ctx *ctx = tls_current();
-		c->tls = ctx ? tls_conn_new(ctx) : NULL;
-		tls_ctx_unref(ctx);
-		if (!c->tls) {
-			conn_close(sh, c, "nomem");
-			return;
-		}
-		c->tls_state = TLS_HANDSHAKE;
 		c->implicit_tls = 1;
+		if (!tls_begin(sh, c))
+			return;
 	} else if (sh->cfg->pregreet_wait) {
 		/* A legitimate client waits for the greeting; one that talks first
 		 * is refused (the pre-greeting test of Postfix's postscreen). */
