@@ -375,6 +375,22 @@ class Server:
         lines = self.log().splitlines()
         return "\n".join("  | " + l for l in lines[-n:])
 
+    def wait_log(self, pattern, count=1, timeout=5.0):
+        """Lines of the log matching pattern; waits (bounded) until there are count.
+
+        Shards write their log lines in batches, so a line about a connection
+        can reach the file a little after the client has seen it close."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [l for l in self.log().splitlines() if rx.search(l)]
+            if len(lines) >= count or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        check(len(lines) >= count, "want %d log line(s) matching %r within %.0f s, found %d; log:\n%s"
+              % (count, pattern, timeout, len(lines), self.log_tail()))
+        return lines
+
     def stats(self):
         """key=value pairs of the last 'stats' log line (written at exit)."""
         lines = [l for l in self.log().splitlines() if re.search(r"\bstats\b", l)]

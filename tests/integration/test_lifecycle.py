@@ -656,10 +656,9 @@ def per_message_log_lines():
         sent[c.queued()] = b""
         c.quit()
         time.sleep(0.2)
-    log = srv.log()
     for q in sent:
-        n = len([l for l in log.splitlines() if re.search(r"=<?%s\b" % q, l)])
-        check(n >= 1, "no log line names queue id %s" % q)
+        srv.wait_log(r"=<?%s\b" % q)
+    log = srv.log()
     logged = srv.queue_ids_logged(next(iter(sent)))
     check_eq(logged, set(sent), "queue ids in the per-message log lines")
     check(" qid=AAAAAAAAAAAAAAAA" not in log, "client text forged a qid= key in the log:\n%s"

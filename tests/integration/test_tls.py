@@ -194,17 +194,7 @@ def fields(line):
 
 
 def wait_log(srv, pattern, count=1, timeout=5.0):
-    """Lines of the log matching pattern; waits (bounded) until there are count."""
-    rx = re.compile(pattern)
-    deadline = time.monotonic() + timeout
-    while True:
-        lines = [l for l in srv.log().splitlines() if rx.search(l)]
-        if len(lines) >= count or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
-    check(len(lines) >= count, "want %d log line(s) matching %r within %.0f s, found %d; log:\n%s"
-          % (count, pattern, timeout, len(lines), srv.log_tail()))
-    return lines
+    return srv.wait_log(pattern, count, timeout)
 
 
 def session_ends(srv, count=1):
