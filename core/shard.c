@@ -1651,6 +1651,10 @@ static void *shard_main(void *arg)
 {
 	struct shard *sh = arg;
 	current = sh;
+	/* "shard3" in top -H and /proc/PID/task/TID/comm (bench/ reads it). */
+	char name[16];
+	snprintf(name, sizeof(name), "shard%u", sh->id);
+	pthread_setname_np(pthread_self(), name);
 	if (sh->cfg->pin_shards) {
 		cpu_set_t set;
 		CPU_ZERO(&set);

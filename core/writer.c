@@ -206,6 +206,9 @@ static void writer_sleep(struct writer *w)
 static void *writer_main(void *arg)
 {
 	struct writer *w = arg;
+	char name[16];
+	snprintf(name, sizeof(name), "writer%u", w->id);
+	pthread_setname_np(pthread_self(), name);
 	for (;;) {
 		unsigned n = writer_collect(w);
 		if (n > 0) {
