@@ -952,13 +952,15 @@ struct spool {
 	char segname[SEG_NAME_LEN + 1];
 	uint64_t run_us; /* spool_open time: the run part of segment names */
 	uint32_t seq;
-	uint32_t seed;	      /* CRC seed of the segment's records */
-	uint64_t end_off;     /* end of the records queued so far */
-	uint64_t flushed_off; /* end of what pwritev has taken */
-	uint64_t synced_off;  /* end of what fdatasync has made durable */
-	bool final_pending;   /* a FINAL was queued since the last sync */
-	bool need_truncate;   /* cutting back after a failure failed: retry */
-	int batch_err;	      /* first failure of this batch */
+	uint32_t seed;	       /* CRC seed of the segment's records */
+	uint64_t end_off;      /* end of the records queued so far */
+	uint64_t flushed_off;  /* end of what pwritev has taken */
+	uint64_t synced_off;   /* end of what fdatasync has made durable */
+	bool final_pending;    /* a FINAL was queued since the last sync */
+	bool need_truncate;    /* cutting back after a failure failed: retry */
+	int batch_err;	       /* first failure of this batch */
+	int repair_err;	       /* seg_repair failed in this batch: not tried again in it */
+	uint64_t repair_fails; /* batches seg_repair failed in since it last worked */
 
 	unsigned batch_n, batch_max;
 	uint64_t gen;	/* bumped at each successful sync and each failure */
@@ -1343,7 +1345,17 @@ static int seg_truncate(struct spool *sp)
 	return 0;
 }
 
-static void seg_fail(struct spool *sp, int err)
+/*
+ * The batch failed in op (write, fdatasync): everything after synced_off is
+ * cut. On Linux a failed fdatasync leaves the pages it could not write
+ * marked clean, so a later one succeeds without them: those bytes are never
+ * counted as stored. The cut (ftruncate, fdatasync) also takes them out of
+ * the page cache, where a reader would otherwise see records that a reboot
+ * loses, and has the block that holds synced_off written again (truncation
+ * zeroes its tail). Appending goes on in the same segment once the cut is
+ * durable (seg_repair).
+ */
+static void seg_fail(struct spool *sp, const char *op, int err)
 {
 	wb_drop(sp);
 	ent_fail_dirty(sp, err);
@@ -1351,9 +1363,47 @@ static void seg_fail(struct spool *sp, int err)
 	sp->batch_err = 0;
 	sp->end_off = sp->flushed_off = sp->synced_off;
 	int r = sp->segfd >= 0 ? seg_truncate(sp) : 0;
-	log_line("spool=%s writer=%u segment=%s error=\"%s\" cut_to=%" PRIu64 "%s", sp->dir,
-		 sp->writer, sp->segname, strerror(-err), sp->synced_off,
-		 r < 0 ? " truncate=failed" : "");
+	if (r < 0)
+		log_line("spool=%s writer=%u segment=%s op=%s error=\"%s\" cut_to=%" PRIu64
+			 " cut=failed cut_error=\"%s\"",
+			 sp->dir, sp->writer, sp->segname, op, strerror(-err), sp->synced_off,
+			 strerror(-r));
+	else
+		log_line("spool=%s writer=%u segment=%s op=%s error=\"%s\" cut_to=%" PRIu64
+			 " cut=done",
+			 sp->dir, sp->writer, sp->segname, op, strerror(-err), sp->synced_off);
+}
+
+/*
+ * Makes the segment writable again after a failure: the cut that did not
+ * become durable, or a new segment when creating one failed. Tried at most
+ * once per batch: a failing disk may take long to answer each try, and every
+ * msg of the batch would fail alike. 0 when the spool may append.
+ */
+static int seg_repair(struct spool *sp)
+{
+	if (sp->repair_err)
+		return sp->repair_err;
+	bool cut = sp->need_truncate;
+	int r = cut ? seg_truncate(sp) : 0;
+	if (r == 0 && sp->segfd < 0)
+		r = seg_create(sp);
+	if (r < 0) {
+		sp->repair_err = r;
+		sp->repair_fails++;
+		return r;
+	}
+	/* The disk works again: say so, and for how many batches it did not. */
+	if (cut)
+		log_line("spool=%s writer=%u segment=%s action=cut cut_to=%" PRIu64
+			 " result=ok batches_failed=%" PRIu64,
+			 sp->dir, sp->writer, sp->segname, sp->synced_off, sp->repair_fails);
+	else
+		log_line(
+		    "spool=%s writer=%u segment=%s action=create result=ok batches_failed=%" PRIu64,
+		    sp->dir, sp->writer, sp->segname, sp->repair_fails);
+	sp->repair_fails = 0;
+	return 0;
 }
 
 static int seg_write(struct spool *sp, const struct msg *m)
@@ -1367,10 +1417,8 @@ static int seg_write(struct spool *sp, const struct msg *m)
 	int r = msg_admit(sp, m, &e);
 	if (r == 0 && sp->batch_err)
 		r = sp->batch_err;
-	if (r == 0 && sp->need_truncate)
-		r = seg_truncate(sp);
-	if (r == 0 && sp->segfd < 0)
-		r = seg_create(sp);
+	if (r == 0 && (sp->need_truncate || sp->segfd < 0))
+		r = seg_repair(sp);
 	if (r == 0)
 		r = seg_queue(sp, m, e);
 	return msg_done(sp, m, e, r);
@@ -1403,17 +1451,20 @@ static void seg_rotate(struct spool *sp)
 		log_line("spool=%s writer=%u action=rotate segment=%s fsync_error=\"%s\"", sp->dir,
 			 sp->writer, old, strerror(-r));
 	r = seg_create(sp);
-	if (r < 0) /* seg_write tries again */
+	if (r < 0) /* seg_repair tries again, once per batch */
 		log_line("spool=%s writer=%u action=create error=\"%s\"", sp->dir, sp->writer,
 			 strerror(-r));
 }
 
 static int seg_sync(struct spool *sp)
 {
+	const char *op = "write";
+	sp->repair_err = 0; /* the batch ends: the next one may try to repair again */
 	int r = sp->batch_err;
 	if (r == 0)
 		r = wb_flush(sp);
 	if (r == 0 && sp->final_pending) {
+		op = "fdatasync";
 		if (fdatasync(sp->segfd) < 0) {
 			r = -errno;
 		} else {
@@ -1424,7 +1475,7 @@ static int seg_sync(struct spool *sp)
 		}
 	}
 	if (r < 0) {
-		seg_fail(sp, r);
+		seg_fail(sp, op, r);
 		return r;
 	}
 	if (sp->segfd >= 0 && sp->synced_off == sp->end_off && sp->end_off >= sp->segment_size)
@@ -1553,17 +1604,19 @@ static int seg_close(struct spool *sp)
 {
 	if (sp->segfd < 0)
 		return 0;
+	const char *op = "write";
 	int r = sp->batch_err;
 	if (r == 0)
 		r = wb_flush(sp);
 	if (r == 0 && sp->end_off > sp->synced_off) {
+		op = "fdatasync";
 		if (fdatasync(sp->segfd) < 0)
 			r = -errno;
 		else
 			sp->synced_off = sp->end_off;
 	}
 	if (r < 0)
-		seg_fail(sp, r);
+		seg_fail(sp, op, r);
 	if (sp->need_truncate) /* unknown bytes past synced_off: leave it to recovery */
 		return r;
 	if (sp->synced_off <= SPOOL_SEG_REC_LEN) { /* no record: drop it */

@@ -247,11 +247,13 @@ def spool_on(fs):
 # ---------------------------------------------------------------- write and sync errors
 
 
-def error_then_recovery(fault, want, log_error):
+def error_then_recovery(fault, want, op, log_error, repaired):
     """
     The common course of the error cases: messages acked, then fault set:
     small and multi-part messages get exactly want on one session, other
     sessions too; fault cleared: the same session and a new one get 250.
+    The spool logs the operation that failed (op) and, when the cut back
+    failed too (repaired), the line saying that it stores again.
     """
     with FaultFS() as fs:
         spool = spool_on(fs)
@@ -274,14 +276,17 @@ def error_then_recovery(fault, want, log_error):
             c.quit()
             c2.quit()
             srv.wait_log(r"store-failed qid=\S+ .*error=%s" % log_error, count=6)
-            srv.wait_log(r"spool=.* error=\"%s\" cut_to=\d+" % log_error)
+            srv.wait_log(r"spool=.* op=%s error=\"%s\" cut_to=\d+ cut=%s"
+                         % (op, log_error, "failed" if repaired else "done"))
+            if repaired:
+                srv.wait_log(r"spool=.* action=cut cut_to=\d+ result=ok batches_failed=\d+")
         check_spool(spool, acked)
         return fs.log()
 
 
 @suite.case
 def write_eio_tempfails_then_recovers():
-    log = error_then_recovery({"write": "eio"}, R_TEMPFAIL, "Input/output error")
+    log = error_then_recovery({"write": "eio"}, R_TEMPFAIL, "write", "Input/output error", False)
     check(" op=write " in log, "no write failed:\n%s" % log)
 
 
@@ -290,7 +295,8 @@ def fsync_eio_tempfails_then_recovers():
     # The important one: after a failed fdatasync nothing written since the
     # last good one may be acknowledged, and faultfs has thrown those bytes
     # away; the receiver cuts the segment back and goes on once syncs work.
-    log = error_then_recovery({"fsync": "eio"}, R_TEMPFAIL, "Input/output error")
+    log = error_then_recovery({"fsync": "eio"}, R_TEMPFAIL, "fdatasync", "Input/output error",
+                              True)
     check(" op=fdatasync " in log, "no fdatasync failed:\n%s" % log)
     check("faultfs: lost bytes=" in log, "no written bytes were lost:\n%s" % log)
 
@@ -319,8 +325,49 @@ def fsync_fails_once_batch_not_acked():
 
 
 @suite.case
+def failing_cut_tried_once_per_batch():
+    # Syncs fail, each after 1 s. After the first failure the segment cut
+    # back cannot be made durable either; the writer retries that cut once
+    # per batch, not once per message: 8 messages that arrive together
+    # while a try is running fail together with the next try, instead of
+    # queueing one slow failing sync each.
+    with FaultFS() as fs:
+        spool = spool_on(fs)
+        with h.Server(spool_dir=spool) as srv:
+            c = srv.client(timeout=60)
+            c.ehlo()
+            acked = send_ok(c, "before", 1)
+            fs.set(fsync="eio", fsync_delay_ms=1000)
+            send_refused(c, "first", 1, R_TEMPFAIL)  # its sync fails, then the cut's
+            check_eq(fs.injected(), 2, "failed syncs for the first message")
+
+            def one(i):
+                c = srv.client(timeout=60)
+                c.ehlo()
+                t0 = time.monotonic()
+                q, r = try_message(c, body_for("batch%d" % i, 0), timeout=60)
+                c.quit()
+                return q, r, time.monotonic() - t0
+
+            results = h.parallel([lambda i=i: one(i) for i in range(8)], timeout=120)
+            for q, r, _ in results:
+                check(q is None, "message acknowledged (%s) while every sync failed" % q)
+                check_eq(r, R_TEMPFAIL, "reply while the cut back cannot be synced")
+            tries = fs.injected() - 2
+            check(1 <= tries < 8, "%d tries of the cut for 8 messages sent together" % tries)
+            print("# 8 messages: %d tries of the cut, answered in %.1f-%.1f s"
+                  % (tries, min(r[2] for r in results), max(r[2] for r in results)))
+            fs.clear()
+            send_ok(c, "after", 2, acked=acked)
+            c.quit()
+            srv.wait_log(r"spool=.* action=cut cut_to=\d+ result=ok batches_failed=%d\b"
+                         % tries)
+        check_spool(spool, acked)
+
+
+@suite.case
 def enospc_452_then_recovers():
-    error_then_recovery({"write": "enospc"}, R_NOSPACE, "No space left on device")
+    error_then_recovery({"write": "enospc"}, R_NOSPACE, "write", "No space left on device", False)
 
 
 @suite.case
