@@ -1478,7 +1478,9 @@ static int seg_sync(struct spool *sp)
 		seg_fail(sp, op, r);
 		return r;
 	}
-	if (sp->segfd >= 0 && sp->synced_off == sp->end_off && sp->end_off >= sp->segment_size)
+	/* Never into ready/ with a cut that is not durable: recovery reads only active/. */
+	if (sp->segfd >= 0 && !sp->need_truncate && sp->synced_off == sp->end_off &&
+	    sp->end_off >= sp->segment_size)
 		seg_rotate(sp);
 	return 0;
 }
