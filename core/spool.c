@@ -1680,29 +1680,39 @@ static int md_header(struct spool *sp, const struct envelope *env, uint8_t *p, s
 	return 0;
 }
 
-/* Appends m to its tmp file (created at part 0); a FINAL is synced and renamed into new/. */
-static int md_queue(struct spool *sp, const struct msg *m, struct inflight *e)
+/*
+ * Appends m to its tmp file (created at part 0); a FINAL is synced and
+ * renamed into new/. On a failed system call *op names it (else NULL).
+ */
+static int md_queue(struct spool *sp, const struct msg *m, struct inflight *e, const char **op)
 {
 	const struct envelope *env = m->env;
 	char tmp[QID_LEN + 8];
 	md_tmp_name(sp, env->qid, tmp, sizeof(tmp));
 	sp->wb_off = &e->file_off;
+	*op = "write";
 	if (m->part == 0) {
 		e->fd = openat(sp->tmpfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-		if (e->fd < 0)
+		if (e->fd < 0) {
+			*op = "create";
 			return -errno;
+		}
 		e->file_off = 0;
 		size_t len;
 		int r = md_header(sp, env, sp->arena, sp->arena_cap, &len, &e->trace_len);
-		if (r < 0)
+		if (r < 0) {
+			*op = NULL;
 			return r;
+		}
 		sp->wb_fd = e->fd;
 		r = wb_add(sp, sp->arena, len);
 		if (r < 0)
 			return r;
 	}
-	if (e->fd < 0)
+	if (e->fd < 0) {
+		*op = NULL;
 		return -EIO;
+	}
 	sp->wb_fd = e->fd;
 	int r = 0;
 	for (uint32_t i = 0; r == 0 && i < m->nslices; i++)
@@ -1712,15 +1722,18 @@ static int md_queue(struct spool *sp, const struct msg *m, struct inflight *e)
 	wb_drop(sp);
 	if (r < 0 || m->kind != MSG_FINAL)
 		return r;
+	*op = "fdatasync";
 	if (fdatasync(e->fd) < 0)
 		return -errno;
 	close_fd(&e->fd);
 	if (sp->ndone >= sp->batch_max) {
 		unlinkat(sp->tmpfd, tmp, 0);
+		*op = NULL;
 		return -ENOBUFS;
 	}
 	char name[MD_NAME_MAX + 1];
 	md_final_name(sp, env->time_us, env->qid, name, sizeof(name));
+	*op = "rename";
 	r = rename_noreplace(sp->tmpfd, tmp, sp->newfd, name);
 	if (r < 0) {
 		unlinkat(sp->tmpfd, tmp, 0);
@@ -1732,6 +1745,14 @@ static int md_queue(struct spool *sp, const struct msg *m, struct inflight *e)
 	return 0;
 }
 
+/* Says which system call failed for qid (the shard's store-failed line does not). */
+static void md_log_fail(const struct spool *sp, const char *qid, const char *op, int r)
+{
+	if (r < 0 && op)
+		log_line("spool=%s writer=%u qid=%s op=%s file=tmp/%s.w%02u error=\"%s\"", sp->dir,
+			 sp->writer, qid, op, qid, sp->writer, strerror(-r));
+}
+
 static int md_write(struct spool *sp, const struct msg *m)
 {
 	struct inflight *e = ent_get(sp, m->env->qid);
@@ -1740,17 +1761,21 @@ static int md_write(struct spool *sp, const struct msg *m)
 			ent_del(sp, e);
 		return 0;
 	}
+	const char *op = NULL;
 	int r = msg_admit(sp, m, &e);
 	/* A one-part message needs no table entry: it is done within this call. */
 	struct inflight local = {.fd = -1};
 	if (r == 0 && !e) {
 		memcpy(local.qid, m->env->qid, sizeof(local.qid));
-		r = md_queue(sp, m, &local);
+		r = md_queue(sp, m, &local, &op);
+		md_log_fail(sp, m->env->qid, op, r);
 		md_discard(sp, &local);
 		return msg_done(sp, m, NULL, r);
 	}
-	if (r == 0)
-		r = md_queue(sp, m, e);
+	if (r == 0) {
+		r = md_queue(sp, m, e, &op);
+		md_log_fail(sp, m->env->qid, op, r);
+	}
 	return msg_done(sp, m, e, r);
 }
 

@@ -247,17 +247,17 @@ def spool_on(fs):
 # ---------------------------------------------------------------- write and sync errors
 
 
-def error_then_recovery(fault, want, op, log_error, repaired):
+def error_then_recovery(fault, want, op, log_error, repaired, cfg=None):
     """
     The common course of the error cases: messages acked, then fault set:
     small and multi-part messages get exactly want on one session, other
     sessions too; fault cleared: the same session and a new one get 250.
-    The spool logs the operation that failed (op) and, when the cut back
-    failed too (repaired), the line saying that it stores again.
+    The segment spool logs the operation that failed (op) and, when the cut
+    back failed too (repaired), the line saying that it stores again.
     """
     with FaultFS() as fs:
         spool = spool_on(fs)
-        with h.Server(spool_dir=spool) as srv:
+        with h.Server(cfg, spool_dir=spool) as srv:
             c = srv.client(timeout=30)
             c.ehlo()
             acked = send_ok(c, "before", 3)
@@ -276,6 +276,10 @@ def error_then_recovery(fault, want, op, log_error, repaired):
             c.quit()
             c2.quit()
             srv.wait_log(r"store-failed qid=\S+ .*error=%s" % log_error, count=6)
+            if cfg and cfg.get("spool_format") == "maildir":
+                srv.wait_log(r"spool=.* qid=\S+ op=%s file=tmp/\S+ error=\"%s\""
+                             % (op, log_error), count=6)
+                return fs.log()
             srv.wait_log(r"spool=.* op=%s error=\"%s\" cut_to=\d+ cut=%s"
                          % (op, log_error, "failed" if repaired else "done"))
             if repaired:
@@ -299,6 +303,15 @@ def fsync_eio_tempfails_then_recovers():
                               True)
     check(" op=fdatasync " in log, "no fdatasync failed:\n%s" % log)
     check("faultfs: lost bytes=" in log, "no written bytes were lost:\n%s" % log)
+
+
+@suite.case
+def maildir_fsync_eio_tempfails_then_recovers():
+    # The same with spool_format = maildir: a file whose fdatasync, or a
+    # new/ whose fsync, fails is never acknowledged, and is taken away.
+    log = error_then_recovery({"fsync": "eio"}, R_TEMPFAIL, "fdatasync", "Input/output error",
+                              False, cfg={"spool_format": "maildir"})
+    check(" op=fdatasync " in log, "no fdatasync failed:\n%s" % log)
 
 
 @suite.case
