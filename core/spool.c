@@ -1619,8 +1619,15 @@ static int seg_close(struct spool *sp)
 	}
 	if (r < 0)
 		seg_fail(sp, op, r);
-	if (sp->need_truncate) /* unknown bytes past synced_off: leave it to recovery */
+	if (sp->need_truncate) {
+		/* Unknown bytes past synced_off: leave it to recovery. No error of the
+		 * close (nothing acknowledged is at stake), so spool_close says
+		 * nothing of it: say it here. */
+		log_line("spool=%s writer=%u segment=%s action=close cut=pending "
+			 "result=left_in_active",
+			 sp->dir, sp->writer, sp->segname);
 		return r;
+	}
 	if (sp->synced_off <= SPOOL_SEG_REC_LEN) { /* no record: drop it */
 		close_fd(&sp->segfd);
 		if (unlinkat(sp->activefd, sp->segname, 0) < 0)

@@ -516,7 +516,38 @@ def slow_fsync_many_clients_bounded():
         check_spool(spool, acked)
 
 
-# ---------------------------------------------------------------- crash while failing
+# ---------------------------------------------------------------- stop and crash while failing
+
+
+@suite.case
+def sigterm_while_syncs_fail():
+    # SIGTERM while syncs fail: the receiver still exits 0, says what it
+    # could not finish, and the next start (disk fixed) recovers the segment.
+    # First with a cut back pending (left in active/), then with only the
+    # directory syncs of the final move into ready/ failing.
+    with FaultFS() as fs:
+        spool = spool_on(fs)
+        with h.Server(spool_dir=spool) as srv:
+            c = srv.client(timeout=30)
+            c.ehlo()
+            acked = send_ok(c, "before", 3)
+            fs.set(fsync="eio")
+            send_refused(c, "during", 1, R_TEMPFAIL)
+            c.quit()
+        srv.wait_log(r"spool=.* action=close cut=pending result=left_in_active")
+        check(os.listdir(os.path.join(spool, "active")), "active/ is empty after the stop")
+        fs.clear()
+        with h.Server(spool_dir=spool) as srv:
+            c = srv.client(timeout=30)
+            c.ehlo()
+            send_ok(c, "restarted", 2, acked=acked)
+            c.quit()
+            fs.set(fsync="eio")
+        srv.wait_log(r"spool=.* action=recover segments=1")
+        srv.wait_log(r"spool .* writer 0: close: Input/output error")
+        fs.clear()
+        check_spool(spool, acked)
+
 
 
 @suite.case
