@@ -4,8 +4,9 @@
  *   faultfs [-d] BACKING MOUNTPOINT CONTROL
  *
  * Mirrors the directory BACKING at MOUNTPOINT and runs in the foreground
- * until the mount goes (fusermount3 -u, umount) or SIGTERM/SIGINT/SIGHUP;
- * then it unmounts and exits 0. Exit 77: the mount itself failed (no
+ * until the mount goes (fusermount3 -u, umount) or SIGTERM/SIGINT/SIGHUP,
+ * which it also gets when the process that started it dies; then it
+ * unmounts and exits 0. Exit 77: the mount itself failed (no
  * /dev/fuse, no permission), which tests treat as "skip"; 1 any other error.
  * -d prints every FUSE request (libfuse's debug output).
  *
@@ -60,6 +61,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -601,6 +604,11 @@ int main(int argc, char **argv)
 	back_fd = open(argv[1], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (back_fd < 0) {
 		fprintf(stderr, "faultfs: %s: %s\n", argv[1], strerror(errno));
+		return 1;
+	}
+	/* A test runner killed before it could unmount: go too, which unmounts (lazily as root). */
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() == 1) {
+		fprintf(stderr, "faultfs: cannot follow the parent process\n");
 		return 1;
 	}
 	control_path = argv[3];
