@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """
 test_disk.py - disk faults under the spool: write errors (EIO), failed
-fsyncs, a full disk, a slow disk, and a SIGKILL while the disk fails.
+fsyncs (segment and maildir spools, once or until cleared), a full disk
+(ENOSPC, and a small tmpfs grown by remount), a slow disk (a sync slower
+than data_timeout; many clients on a small writer ring), a failed cut back
+retried once per batch, and SIGTERM or SIGKILL while the disk fails.
 
 The faults come from tests/tools/faultfs, a FUSE pass-through file system
 that each case mounts over a folder of its own and always unmounts (see

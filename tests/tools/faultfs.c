@@ -38,9 +38,14 @@
  *   write_delay_ms=N     each write waits N ms first (a slow disk)
  *   fsync_delay_ms=N     each fsync/fdatasync waits N ms first; N <= 60000
  * Log lines on stderr: "faultfs: faults ..." when the control file is
- * taken, "faultfs: inject op=OP error=E path=P" for each error injected and
+ * taken, "faultfs: inject op=OP error=E path=P" for each error injected,
+ * "faultfs: lost bytes=N path=P" for each failed file sync and
  * "faultfs: delay op=OP ms=N path=P" for each delay, so a test can see that
- * its fault was met.
+ * its fault was met (P: the name the file was opened by).
+ *
+ * Limits of the model: the loss is kept per open file, so bytes written
+ * through another descriptor of the same file survive its failed sync; a
+ * failed sync loses whole written ranges, never a part of a page.
  *
  * Bounds: the dirty ranges kept per open file (RANGES_MAX; past it a range
  * is not tracked and its loss not simulated, logged), the delay, the
