@@ -952,13 +952,15 @@ struct spool {
 	char segname[SEG_NAME_LEN + 1];
 	uint64_t run_us; /* spool_open time: the run part of segment names */
 	uint32_t seq;
-	uint32_t seed;	      /* CRC seed of the segment's records */
-	uint64_t end_off;     /* end of the records queued so far */
-	uint64_t flushed_off; /* end of what pwritev has taken */
-	uint64_t synced_off;  /* end of what fdatasync has made durable */
-	bool final_pending;   /* a FINAL was queued since the last sync */
-	bool need_truncate;   /* cutting back after a failure failed: retry */
-	int batch_err;	      /* first failure of this batch */
+	uint32_t seed;	       /* CRC seed of the segment's records */
+	uint64_t end_off;      /* end of the records queued so far */
+	uint64_t flushed_off;  /* end of what pwritev has taken */
+	uint64_t synced_off;   /* end of what fdatasync has made durable */
+	bool final_pending;    /* a FINAL was queued since the last sync */
+	bool need_truncate;    /* cutting back after a failure failed: retry */
+	int batch_err;	       /* first failure of this batch */
+	int repair_err;	       /* seg_repair failed in this batch: not tried again in it */
+	uint64_t repair_fails; /* batches seg_repair failed in since it last worked */
 
 	unsigned batch_n, batch_max;
 	uint64_t gen;	/* bumped at each successful sync and each failure */
@@ -1343,7 +1345,17 @@ static int seg_truncate(struct spool *sp)
 	return 0;
 }
 
-static void seg_fail(struct spool *sp, int err)
+/*
+ * The batch failed in op (write, fdatasync): everything after synced_off is
+ * cut. On Linux a failed fdatasync leaves the pages it could not write
+ * marked clean, so a later one succeeds without them: those bytes are never
+ * counted as stored. The cut (ftruncate, fdatasync) also takes them out of
+ * the page cache, where a reader would otherwise see records that a reboot
+ * loses, and has the block that holds synced_off written again (truncation
+ * zeroes its tail). Appending goes on in the same segment once the cut is
+ * durable (seg_repair).
+ */
+static void seg_fail(struct spool *sp, const char *op, int err)
 {
 	wb_drop(sp);
 	ent_fail_dirty(sp, err);
@@ -1351,9 +1363,47 @@ static void seg_fail(struct spool *sp, int err)
 	sp->batch_err = 0;
 	sp->end_off = sp->flushed_off = sp->synced_off;
 	int r = sp->segfd >= 0 ? seg_truncate(sp) : 0;
-	log_line("spool=%s writer=%u segment=%s error=\"%s\" cut_to=%" PRIu64 "%s", sp->dir,
-		 sp->writer, sp->segname, strerror(-err), sp->synced_off,
-		 r < 0 ? " truncate=failed" : "");
+	if (r < 0)
+		log_line("spool=%s writer=%u segment=%s op=%s error=\"%s\" cut_to=%" PRIu64
+			 " cut=failed cut_error=\"%s\"",
+			 sp->dir, sp->writer, sp->segname, op, strerror(-err), sp->synced_off,
+			 strerror(-r));
+	else
+		log_line("spool=%s writer=%u segment=%s op=%s error=\"%s\" cut_to=%" PRIu64
+			 " cut=done",
+			 sp->dir, sp->writer, sp->segname, op, strerror(-err), sp->synced_off);
+}
+
+/*
+ * Makes the segment writable again after a failure: the cut that did not
+ * become durable, or a new segment when creating one failed. Tried at most
+ * once per batch: a failing disk may take long to answer each try, and every
+ * msg of the batch would fail alike. 0 when the spool may append.
+ */
+static int seg_repair(struct spool *sp)
+{
+	if (sp->repair_err)
+		return sp->repair_err;
+	bool cut = sp->need_truncate;
+	int r = cut ? seg_truncate(sp) : 0;
+	if (r == 0 && sp->segfd < 0)
+		r = seg_create(sp);
+	if (r < 0) {
+		sp->repair_err = r;
+		sp->repair_fails++;
+		return r;
+	}
+	/* The disk works again: say so, and for how many batches it did not. */
+	if (cut)
+		log_line("spool=%s writer=%u segment=%s action=cut cut_to=%" PRIu64
+			 " result=ok batches_failed=%" PRIu64,
+			 sp->dir, sp->writer, sp->segname, sp->synced_off, sp->repair_fails);
+	else
+		log_line(
+		    "spool=%s writer=%u segment=%s action=create result=ok batches_failed=%" PRIu64,
+		    sp->dir, sp->writer, sp->segname, sp->repair_fails);
+	sp->repair_fails = 0;
+	return 0;
 }
 
 static int seg_write(struct spool *sp, const struct msg *m)
@@ -1367,10 +1417,8 @@ static int seg_write(struct spool *sp, const struct msg *m)
 	int r = msg_admit(sp, m, &e);
 	if (r == 0 && sp->batch_err)
 		r = sp->batch_err;
-	if (r == 0 && sp->need_truncate)
-		r = seg_truncate(sp);
-	if (r == 0 && sp->segfd < 0)
-		r = seg_create(sp);
+	if (r == 0 && (sp->need_truncate || sp->segfd < 0))
+		r = seg_repair(sp);
 	if (r == 0)
 		r = seg_queue(sp, m, e);
 	return msg_done(sp, m, e, r);
@@ -1403,17 +1451,20 @@ static void seg_rotate(struct spool *sp)
 		log_line("spool=%s writer=%u action=rotate segment=%s fsync_error=\"%s\"", sp->dir,
 			 sp->writer, old, strerror(-r));
 	r = seg_create(sp);
-	if (r < 0) /* seg_write tries again */
+	if (r < 0) /* seg_repair tries again, once per batch */
 		log_line("spool=%s writer=%u action=create error=\"%s\"", sp->dir, sp->writer,
 			 strerror(-r));
 }
 
 static int seg_sync(struct spool *sp)
 {
+	const char *op = "write";
+	sp->repair_err = 0; /* the batch ends: the next one may try to repair again */
 	int r = sp->batch_err;
 	if (r == 0)
 		r = wb_flush(sp);
 	if (r == 0 && sp->final_pending) {
+		op = "fdatasync";
 		if (fdatasync(sp->segfd) < 0) {
 			r = -errno;
 		} else {
@@ -1424,10 +1475,12 @@ static int seg_sync(struct spool *sp)
 		}
 	}
 	if (r < 0) {
-		seg_fail(sp, r);
+		seg_fail(sp, op, r);
 		return r;
 	}
-	if (sp->segfd >= 0 && sp->synced_off == sp->end_off && sp->end_off >= sp->segment_size)
+	/* Never into ready/ with a cut that is not durable: recovery reads only active/. */
+	if (sp->segfd >= 0 && !sp->need_truncate && sp->synced_off == sp->end_off &&
+	    sp->end_off >= sp->segment_size)
 		seg_rotate(sp);
 	return 0;
 }
@@ -1553,19 +1606,28 @@ static int seg_close(struct spool *sp)
 {
 	if (sp->segfd < 0)
 		return 0;
+	const char *op = "write";
 	int r = sp->batch_err;
 	if (r == 0)
 		r = wb_flush(sp);
 	if (r == 0 && sp->end_off > sp->synced_off) {
+		op = "fdatasync";
 		if (fdatasync(sp->segfd) < 0)
 			r = -errno;
 		else
 			sp->synced_off = sp->end_off;
 	}
 	if (r < 0)
-		seg_fail(sp, r);
-	if (sp->need_truncate) /* unknown bytes past synced_off: leave it to recovery */
+		seg_fail(sp, op, r);
+	if (sp->need_truncate) {
+		/* Unknown bytes past synced_off: leave it to recovery. No error of the
+		 * close (nothing acknowledged is at stake), so spool_close says
+		 * nothing of it: say it here. */
+		log_line("spool=%s writer=%u segment=%s action=close cut=pending "
+			 "result=left_in_active",
+			 sp->dir, sp->writer, sp->segname);
 		return r;
+	}
 	if (sp->synced_off <= SPOOL_SEG_REC_LEN) { /* no record: drop it */
 		close_fd(&sp->segfd);
 		if (unlinkat(sp->activefd, sp->segname, 0) < 0)
@@ -1625,29 +1687,39 @@ static int md_header(struct spool *sp, const struct envelope *env, uint8_t *p, s
 	return 0;
 }
 
-/* Appends m to its tmp file (created at part 0); a FINAL is synced and renamed into new/. */
-static int md_queue(struct spool *sp, const struct msg *m, struct inflight *e)
+/*
+ * Appends m to its tmp file (created at part 0); a FINAL is synced and
+ * renamed into new/. On a failed system call *op names it (else NULL).
+ */
+static int md_queue(struct spool *sp, const struct msg *m, struct inflight *e, const char **op)
 {
 	const struct envelope *env = m->env;
 	char tmp[QID_LEN + 8];
 	md_tmp_name(sp, env->qid, tmp, sizeof(tmp));
 	sp->wb_off = &e->file_off;
+	*op = "write";
 	if (m->part == 0) {
 		e->fd = openat(sp->tmpfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-		if (e->fd < 0)
+		if (e->fd < 0) {
+			*op = "create";
 			return -errno;
+		}
 		e->file_off = 0;
 		size_t len;
 		int r = md_header(sp, env, sp->arena, sp->arena_cap, &len, &e->trace_len);
-		if (r < 0)
+		if (r < 0) {
+			*op = NULL;
 			return r;
+		}
 		sp->wb_fd = e->fd;
 		r = wb_add(sp, sp->arena, len);
 		if (r < 0)
 			return r;
 	}
-	if (e->fd < 0)
+	if (e->fd < 0) {
+		*op = NULL;
 		return -EIO;
+	}
 	sp->wb_fd = e->fd;
 	int r = 0;
 	for (uint32_t i = 0; r == 0 && i < m->nslices; i++)
@@ -1657,15 +1729,18 @@ static int md_queue(struct spool *sp, const struct msg *m, struct inflight *e)
 	wb_drop(sp);
 	if (r < 0 || m->kind != MSG_FINAL)
 		return r;
+	*op = "fdatasync";
 	if (fdatasync(e->fd) < 0)
 		return -errno;
 	close_fd(&e->fd);
 	if (sp->ndone >= sp->batch_max) {
 		unlinkat(sp->tmpfd, tmp, 0);
+		*op = NULL;
 		return -ENOBUFS;
 	}
 	char name[MD_NAME_MAX + 1];
 	md_final_name(sp, env->time_us, env->qid, name, sizeof(name));
+	*op = "rename";
 	r = rename_noreplace(sp->tmpfd, tmp, sp->newfd, name);
 	if (r < 0) {
 		unlinkat(sp->tmpfd, tmp, 0);
@@ -1677,6 +1752,14 @@ static int md_queue(struct spool *sp, const struct msg *m, struct inflight *e)
 	return 0;
 }
 
+/* Says which system call failed for qid (the shard's store-failed line does not). */
+static void md_log_fail(const struct spool *sp, const char *qid, const char *op, int r)
+{
+	if (r < 0 && op)
+		log_line("spool=%s writer=%u qid=%s op=%s file=tmp/%s.w%02u error=\"%s\"", sp->dir,
+			 sp->writer, qid, op, qid, sp->writer, strerror(-r));
+}
+
 static int md_write(struct spool *sp, const struct msg *m)
 {
 	struct inflight *e = ent_get(sp, m->env->qid);
@@ -1685,17 +1768,21 @@ static int md_write(struct spool *sp, const struct msg *m)
 			ent_del(sp, e);
 		return 0;
 	}
+	const char *op = NULL;
 	int r = msg_admit(sp, m, &e);
 	/* A one-part message needs no table entry: it is done within this call. */
 	struct inflight local = {.fd = -1};
 	if (r == 0 && !e) {
 		memcpy(local.qid, m->env->qid, sizeof(local.qid));
-		r = md_queue(sp, m, &local);
+		r = md_queue(sp, m, &local, &op);
+		md_log_fail(sp, m->env->qid, op, r);
 		md_discard(sp, &local);
 		return msg_done(sp, m, NULL, r);
 	}
-	if (r == 0)
-		r = md_queue(sp, m, e);
+	if (r == 0) {
+		r = md_queue(sp, m, e, &op);
+		md_log_fail(sp, m->env->qid, op, r);
+	}
 	return msg_done(sp, m, e, r);
 }
 

@@ -149,7 +149,8 @@ int spool_open(const struct config *cfg, unsigned writer, unsigned batch_max, un
  * message: the write failed, an earlier part of the message failed, the
  * batch already failed, -ENOBUFS when part 0 of a later part was refused
  * or forgotten (or past batch_max), -EMSGSIZE for a part over
- * SPOOL_REC_MAX, -EPROTO for parts out of order, -EINVAL for a malformed msg.
+ * SPOOL_REC_MAX, -EPROTO for parts out of order, -EINVAL for a malformed msg,
+ * or the error of the repair an earlier failure left pending (spool_sync).
  * Once a part of a message failed, its later parts and FINAL fail with the
  * same error. At most batch_max calls between two spool_sync calls.
  */
@@ -161,8 +162,11 @@ int spool_write(struct spool *sp, const struct msg *m) __attribute__((warn_unuse
  * (maildir). Then, for segments past cfg->segment_size, rotates into ready/.
  * Returns 0, or -errno: every msg of the batch that spool_write accepted
  * (returned 0 for) has failed with that error, and so will the later parts
- * of those messages; the segment is cut back to its last synced record and
- * the spool serves the next batch.
+ * of those messages; the segment is cut back to its last synced record
+ * (ftruncate, fdatasync) and the spool serves the next batch. Segment: when
+ * that cut, or creating a segment, fails, spool_write tries it again once
+ * per batch and fails every msg of the batch with its error until it
+ * works; then appending goes on in the same segment (logged).
  */
 int spool_sync(struct spool *sp) __attribute__((warn_unused_result));
 

@@ -11,7 +11,7 @@ set -euo pipefail
 
 pkgs=(gcc pkg-config meson ninja-build liburing-dev libjemalloc-dev openssl)
 if [ "${1:-}" = "--test" ]; then
-	pkgs+=(libcmocka-dev python3 swaks postfix testssl.sh)
+	pkgs+=(libcmocka-dev python3 swaks postfix testssl.sh libfuse3-dev fuse3)
 fi
 
 missing=()
