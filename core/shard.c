@@ -83,7 +83,7 @@ static_assert(OUT_CAP >= 2 * SMTP_OUT_RESERVE, "reply buffer holds a reserve and
 #define C_PEER_EOF   0x80u  /* the client closed its side */
 #define C_PLAIN_WAIT 0x100u /* on the plain-wait list (waits for a plaintext buffer) */
 #define C_PREGREET   0x200u /* the greeting is held back (pregreet_wait) */
-#define C_NOTIFIED   0x200u /* TLS close_notify queued */
+#define C_NOTIFIED   0x400u /* TLS close_notify queued */
 
 /* A connection's queue of buffers (ids into the shard's pools), oldest first. */
 struct bufq {
