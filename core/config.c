@@ -117,7 +117,6 @@ static const struct key config_keys[] = {
     {"pregreet_wait", K_TIME, FIELD(pregreet_wait), 0, 60, NULL},
     {"min_data_rate", K_SIZE, FIELD(min_data_rate), 0, 1u << 30, NULL},
     {"max_connections_per_ip", K_COUNT, FIELD(max_connections_per_ip), 0, 65535, NULL},
-    {"max_connections_per_ip", K_COUNT, FIELD(max_connections_per_ip), 0, 65535, NULL},
     {"tls_security_level", K_ENUM, FIELD(tls_security_level), 0, 1, tls_level_names},
     {"tls_cert_file", K_TEXT, FIELD(tls_cert_file), 0, 0, NULL},
     {"tls_key_file", K_TEXT, FIELD(tls_key_file), 0, 0, NULL},
