@@ -67,8 +67,10 @@ enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_TICK, OP_WAKE, OP_CANCEL };
 #define REAP_MAX	256u
 #define EXPIRE_MAX	256u
 #define NONE32		UINT32_MAX
-#define PART_SLICES_MAX 64u    /* slices (about buffers) a message gathers before a part */
-#define PLAIN_SIZE	16384u /* a TLS record's plaintext (RFC 8446 5.1) */
+#define PART_SLICES_MAX 64u	    /* slices (about buffers) a message gathers before a part */
+#define PLAIN_SIZE	16384u	    /* a TLS record's plaintext (RFC 8446 5.1) */
+#define LINGER_S	2u	    /* a closed session's input is read this long at most */
+#define LINGER_BYTES	(64u << 10) /* and this much */
 
 static_assert(OUT_CAP >= 2 * SMTP_OUT_RESERVE, "reply buffer holds a reserve and a reply");
 
@@ -84,6 +86,7 @@ static_assert(OUT_CAP >= 2 * SMTP_OUT_RESERVE, "reply buffer holds a reserve and
 #define C_PLAIN_WAIT 0x100u /* on the plain-wait list (waits for a plaintext buffer) */
 #define C_PREGREET   0x200u /* the greeting is held back (pregreet_wait) */
 #define C_NOTIFIED   0x400u /* TLS close_notify queued */
+#define C_LINGER     0x800u /* session over, FIN sent: input is read and dropped */
 
 /* A connection's queue of buffers (ids into the shard's pools), oldest first. */
 struct bufq {
@@ -134,6 +137,7 @@ struct conn {
 	uint64_t mail_ms;
 	uint64_t content_start_s; /* when DATA/BDAT content began (min_data_rate), 0 if not */
 	uint32_t ip_bucket;	  /* counted in ip_conns[], or IP_BUCKETS */
+	uint32_t linger_bytes;	  /* input dropped while lingering */
 	const char *reason;	  /* why the session ended, for the log */
 };
 
@@ -621,6 +625,11 @@ static void mark_dirty(struct shard *sh, struct conn *c)
 	list_push(sh, &sh->dirty_head, c, C_DIRTY, &c->next_dirty);
 }
 
+static void starve(struct shard *sh, struct conn *c)
+{
+	list_push(sh, &sh->starved_head, c, C_STARVED, &c->next_starved);
+}
+
 static void arm_recv(struct shard *sh, struct conn *c)
 {
 	uint32_t slot = (uint32_t)(c - sh->conns);
@@ -711,8 +720,6 @@ static void conn_release(struct shard *sh, struct conn *c)
 		return;
 	uint32_t slot = (uint32_t)(c - sh->conns);
 	close(c->fd);
-	if (c->ip_bucket < IP_BUCKETS)
-		atomic_fetch_sub_explicit(&ip_conns[c->ip_bucket], 1, memory_order_relaxed);
 	free(c->line);
 	free(c->out);
 	free(c->snd);
@@ -730,24 +737,82 @@ static void conn_release(struct shard *sh, struct conn *c)
 	stat_add(&sh->stats.conns_closed, 1);
 }
 
-/* Shuts the connection down now; the slot is freed when its ops complete. */
-static void conn_close(struct shard *sh, struct conn *c, const char *reason)
+/* The session is over: its transaction is dropped, its input too, its end
+ * is logged, and its address no longer counts toward max_connections_per_ip. */
+static void conn_finish(struct shard *sh, struct conn *c, const char *reason)
 {
-	if (c->flags & C_SHUT)
-		return;
 	if (!c->reason)
 		c->reason = reason;
-	c->flags |= C_SHUT;
 	/* A message with the writer keeps its envelope (refs) and its buffers;
 	 * its completion finds the slot gone and only logs. */
 	if (c->smtp.state != SMTP_S_WAIT)
 		smtp_close(&c->smtp);
 	txn_end(sh, c);
 	input_drop(sh, c);
-	timer_cancel(&sh->wheel, (uint32_t)(c - sh->conns));
 	conn_log_end(sh, c);
+	if (c->ip_bucket < IP_BUCKETS)
+		atomic_fetch_sub_explicit(&ip_conns[c->ip_bucket], 1, memory_order_relaxed);
+	c->ip_bucket = IP_BUCKETS;
+}
+
+/* Shuts the connection down now; the slot is freed when its ops complete. */
+static void conn_close(struct shard *sh, struct conn *c, const char *reason)
+{
+	if (c->flags & C_SHUT)
+		return;
+	if (!(c->flags & C_LINGER))
+		conn_finish(sh, c, reason);
+	c->flags |= C_SHUT;
+	timer_cancel(&sh->wheel, (uint32_t)(c - sh->conns));
 	shutdown(c->fd, SHUT_RDWR); /* ends the multishot recv and any send */
 	conn_release(sh, c);
+}
+
+/*
+ * Lingering close (as nginx's lingering_close and Postfix do): the last
+ * reply is sent, a FIN follows it (SHUT_WR), and what the client still sends
+ * is read and dropped until it closes, for at most LINGER_S seconds and
+ * LINGER_BYTES. Closing at once with unread input would make the kernel
+ * answer with a reset, and a client still sending (a trickle, a pipelined
+ * flood) would see its send fail, or its unread 421 destroyed, before it
+ * reads why it was cut off. The slot stays taken meanwhile (bounded by
+ * both limits); the address no longer counts toward max_connections_per_ip.
+ */
+static void conn_linger(struct shard *sh, struct conn *c)
+{
+	if (c->flags & C_PEER_EOF) {
+		conn_close(sh, c, NULL); /* the client sends nothing more */
+		return;
+	}
+	conn_finish(sh, c, NULL);
+	c->flags = (uint16_t)((c->flags | C_LINGER) & ~C_PAUSED);
+	c->linger_bytes = 0;
+	shutdown(c->fd, SHUT_WR);
+	timer_set(&sh->wheel, (uint32_t)(c - sh->conns), sh->now_s + LINGER_S);
+	if (!(c->flags & (C_RECV | C_STARVED)))
+		arm_recv(sh, c);
+	stat_add(&sh->stats.conns_lingered, 1);
+}
+
+/* Input of a lingering connection: n bytes were dropped, or (n = 0) its recv
+ * ended with res. Closes at the client's EOF, an error, or LINGER_BYTES. */
+static void linger_input(struct shard *sh, struct conn *c, uint32_t n, int res, bool more)
+{
+	c->linger_bytes += n;
+	if (n > 0 && c->linger_bytes <= LINGER_BYTES) {
+		if (!more)
+			arm_recv(sh, c);
+		return;
+	}
+	if (res == -ENOBUFS) {
+		starve(sh, c); /* re-armed when buffers return */
+		return;
+	}
+	if (res == -ECANCELED && !(c->flags & C_RECV)) {
+		arm_recv(sh, c); /* the pause's cancel, from before the linger */
+		return;
+	}
+	conn_close(sh, c, NULL);
 }
 
 /* Queues the send of what is in out, if nothing is in flight. */
@@ -768,7 +833,7 @@ static void send_block(struct shard *sh, struct conn *c, uint8_t *p, uint32_t le
  * is in flight; closes when that was the last of a closing session. */
 static void conn_flush(struct shard *sh, struct conn *c)
 {
-	if (c->flags & C_SHUT)
+	if (c->flags & (C_SHUT | C_LINGER))
 		return;
 	if (c->tls_state == TLS_UP && c->out_len > 0) {
 		if (tls_write(c->tls, c->out, c->out_len) != TLS_OK) {
@@ -806,7 +871,7 @@ static void conn_flush(struct shard *sh, struct conn *c)
 		tls_output_consumed(c->tls, tlen);
 		send_block(sh, c, p, (uint32_t)tlen);
 	} else if (c->flags & C_CLOSE) {
-		conn_close(sh, c, NULL);
+		conn_linger(sh, c);
 	}
 }
 
@@ -865,7 +930,8 @@ static bool after_feed(struct shard *sh, struct conn *c, enum smtp_result r)
 		return false; /* conn_process starts TLS once the loop is left */
 	case SMTP_CLOSE:
 		if (!c->reason)
-			c->reason = "quit";
+			c->reason =
+			    c->smtp.errors >= sh->cfg->error_limit ? "too-many-errors" : "quit";
 		c->flags |= C_CLOSE;
 		input_drop(sh, c);
 		return false;
@@ -1139,6 +1205,12 @@ static void refuse(struct shard *sh, int fd, const char *why)
 	int n = snprintf(msg, sizeof(msg), "421 4.7.0 %s %s\r\n", sh->cfg->myhostname, why);
 	ssize_t w = send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
 	(void)w;
+	/* No slot, so no lingering: but what the client sent already is read,
+	 * so that the close sends a FIN after the 421 rather than a reset. */
+	shutdown(fd, SHUT_WR);
+	char sink[4096];
+	for (int i = 0; i < 4 && recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0; i++)
+		;
 	close(fd);
 	stat_add(&sh->stats.conns_refused, 1);
 }
@@ -1266,11 +1338,6 @@ static void pregreet_talker(struct shard *sh, struct conn *c)
 	mark_dirty(sh, c);
 }
 
-static void starve(struct shard *sh, struct conn *c)
-{
-	list_push(sh, &sh->starved_head, c, C_STARVED, &c->next_starved);
-}
-
 static void on_recv(struct shard *sh, struct io_uring_cqe *cqe, struct conn *c)
 {
 	bool more = cqe->flags & IORING_CQE_F_MORE;
@@ -1287,6 +1354,11 @@ static void on_recv(struct shard *sh, struct io_uring_cqe *cqe, struct conn *c)
 		if (c->flags & C_SHUT) {
 			buf_put(sh, b);
 			conn_release(sh, c);
+			return;
+		}
+		if (c->flags & C_LINGER) {
+			buf_put(sh, b);
+			linger_input(sh, c, (uint32_t)cqe->res, cqe->res, more);
 			return;
 		}
 		/* Under TLS the bytes are ciphertext for wolfSSL, else input for the engine. */
@@ -1311,6 +1383,10 @@ static void on_recv(struct shard *sh, struct io_uring_cqe *cqe, struct conn *c)
 	}
 	if (c->flags & C_SHUT) {
 		conn_release(sh, c);
+		return;
+	}
+	if (c->flags & C_LINGER) {
+		linger_input(sh, c, 0, cqe->res, more);
 		return;
 	}
 	if (cqe->res == -ENOBUFS) {
@@ -1390,7 +1466,7 @@ static void log_msg(struct shard *sh, struct conn *c, const struct msg *m)
 static void on_returned(struct shard *sh, struct msg *m)
 {
 	struct conn *c = &sh->conns[m->conn_slot];
-	bool alive = c->open && c->gen == m->conn_gen && !(c->flags & C_SHUT);
+	bool alive = c->open && c->gen == m->conn_gen && !(c->flags & (C_SHUT | C_LINGER));
 	if (m->kind == MSG_FINAL) {
 		log_msg(sh, alive ? c : NULL, m);
 		if (m->result == 0) {
@@ -1486,6 +1562,10 @@ static void on_tick(struct shard *sh)
 			struct conn *c = &sh->conns[idx[i]];
 			if (!c->open || (c->flags & C_SHUT))
 				continue;
+			if (c->flags & C_LINGER) {
+				conn_close(sh, c, NULL); /* lingered long enough */
+				continue;
+			}
 			if (c->flags & C_PREGREET) {
 				pregreet_done(sh, c);
 				continue;
