@@ -75,18 +75,19 @@ enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_TICK, OP_WAKE, OP_CANCEL };
 static_assert(OUT_CAP >= 2 * SMTP_OUT_RESERVE, "reply buffer holds a reserve and a reply");
 
 /* Connection flags. */
-#define C_RECV	     0x01u  /* multishot recv armed */
-#define C_SEND	     0x02u  /* a send is in flight */
-#define C_PAUSED     0x04u  /* recv cancelled: too much unread input */
-#define C_CLOSE	     0x08u  /* close once the replies are sent */
-#define C_SHUT	     0x10u  /* socket shut down; slot freed when no op is in flight */
-#define C_DIRTY	     0x20u  /* on the dirty list */
-#define C_STARVED    0x40u  /* on the starved list (waits for buffers) */
-#define C_PEER_EOF   0x80u  /* the client closed its side */
-#define C_PLAIN_WAIT 0x100u /* on the plain-wait list (waits for a plaintext buffer) */
-#define C_PREGREET   0x200u /* the greeting is held back (pregreet_wait) */
-#define C_NOTIFIED   0x400u /* TLS close_notify queued */
-#define C_LINGER     0x800u /* session over, FIN sent: input is read and dropped */
+#define C_RECV	     0x01u   /* multishot recv armed */
+#define C_SEND	     0x02u   /* a send is in flight */
+#define C_PAUSED     0x04u   /* recv cancelled: too much unread input */
+#define C_CLOSE	     0x08u   /* close once the replies are sent */
+#define C_SHUT	     0x10u   /* socket shut down; slot freed when no op is in flight */
+#define C_DIRTY	     0x20u   /* on the dirty list */
+#define C_STARVED    0x40u   /* on the starved list (waits for buffers) */
+#define C_PEER_EOF   0x80u   /* the client closed its side */
+#define C_PLAIN_WAIT 0x100u  /* on the plain-wait list (waits for a plaintext buffer) */
+#define C_PREGREET   0x200u  /* the greeting is held back (pregreet_wait) */
+#define C_NOTIFIED   0x400u  /* TLS close_notify queued */
+#define C_RX	     0x800u  /* bytes arrived since cmd_start_s was set */
+#define C_LINGER     0x1000u /* session over, FIN sent: input is read and dropped */
 
 /* A connection's queue of buffers (ids into the shard's pools), oldest first. */
 struct bufq {
@@ -136,6 +137,10 @@ struct conn {
 	uint64_t start_ms;
 	uint64_t mail_ms;
 	uint64_t content_start_s; /* when DATA/BDAT content began (min_data_rate), 0 if not */
+	uint64_t cmd_start_s;	  /* when the server became ready for the command line being
+				   * read (command_timeout), 0 if it is not reading one */
+	uint32_t lines_seen;	  /* smtp.lines when cmd_start_s was set */
+	uint64_t tls_start_s;	  /* when the TLS handshake began, 0 before */
 	uint32_t ip_bucket;	  /* counted in ip_conns[], or IP_BUCKETS */
 	uint32_t linger_bytes;	  /* input dropped while lingering */
 	const char *reason;	  /* why the session ended, for the log */
@@ -657,12 +662,18 @@ static uint8_t *out_block(void)
 }
 
 /*
- * Commands: command_timeout from the last input. Content (DATA, BDAT): with
- * min_data_rate, a deadline per request that only the content moves on,
- * data_timeout plus one second per min_data_rate bytes since the content
- * began (Postfix's smtpd_min_data_rate), so a client trickling a byte now
- * and then cannot hold the connection; without, data_timeout from the last
- * input.
+ * Commands: a command line must arrive whole within command_timeout of the
+ * server becoming ready for it (the greeting, the reply to the line before
+ * it, the end of content or of the TLS handshake). Part of a line does not
+ * move the deadline, so a client sending a byte now and then is cut off
+ * like a silent one, while each whole command starts the clock again.
+ * The TLS handshake: done within tls_handshake_timeout of its start.
+ * Content (DATA, BDAT): with min_data_rate, a deadline per request that
+ * only the content moves on, data_timeout plus one second per
+ * min_data_rate bytes since the content began (Postfix's
+ * smtpd_min_data_rate), so a client trickling a byte now and then cannot
+ * hold the connection; without, data_timeout from the last input.
+ * A past deadline stays put (timer.c files it for the next tick).
  */
 static void set_deadline(struct shard *sh, struct conn *c)
 {
@@ -670,11 +681,33 @@ static void set_deadline(struct shard *sh, struct conn *c)
 	unsigned rate = sh->cfg->min_data_rate;
 	if (!smtp_in_content(&c->smtp)) {
 		c->content_start_s = 0;
-		unsigned t = c->tls_state == TLS_HANDSHAKE ? sh->cfg->tls_handshake_timeout
-							   : sh->cfg->command_timeout;
-		timer_set(&sh->wheel, slot, sh->now_s + t);
+		if (c->tls_state == TLS_HANDSHAKE) {
+			/* The whole handshake within tls_handshake_timeout of its start. */
+			c->cmd_start_s = 0;
+			if (!c->tls_start_s)
+				c->tls_start_s = sh->now_s;
+			timer_set(&sh->wheel, slot,
+				  c->tls_start_s + sh->cfg->tls_handshake_timeout);
+			return;
+		}
+		if (c->smtp.state == SMTP_S_WAIT) {
+			/* A message with the writer is not the client's delay; its
+			 * clock starts when the reply is out. */
+			c->cmd_start_s = 0;
+			timer_set(&sh->wheel, slot, sh->now_s + sh->cfg->command_timeout);
+			return;
+		}
+		/* Bytes that ended no line (a partial line, an overlong one being
+		 * dropped, part of a TLS record) leave the clock running. */
+		if (!c->cmd_start_s || c->smtp.lines != c->lines_seen || !(c->flags & C_RX)) {
+			c->cmd_start_s = sh->now_s;
+			c->lines_seen = c->smtp.lines;
+			c->flags &= ~C_RX;
+		}
+		timer_set(&sh->wheel, slot, c->cmd_start_s + sh->cfg->command_timeout);
 		return;
 	}
+	c->cmd_start_s = 0;
 	if (!rate) {
 		timer_set(&sh->wheel, slot, sh->now_s + sh->cfg->data_timeout);
 		return;
@@ -682,8 +715,6 @@ static void set_deadline(struct shard *sh, struct conn *c)
 	if (!c->content_start_s)
 		c->content_start_s = sh->now_s;
 	uint64_t d = c->content_start_s + sh->cfg->data_timeout + c->smtp.body_bytes / rate;
-	/* A past deadline stays put (filed for the next tick): more trickling
-	 * must not move it. */
 	timer_set(&sh->wheel, slot, d);
 }
 
@@ -1361,6 +1392,7 @@ static void on_recv(struct shard *sh, struct io_uring_cqe *cqe, struct conn *c)
 			linger_input(sh, c, (uint32_t)cqe->res, cqe->res, more);
 			return;
 		}
+		c->flags |= C_RX;
 		/* Under TLS the bytes are ciphertext for wolfSSL, else input for the engine. */
 		struct bufq *q = c->tls ? &c->ct : &c->in;
 		bufq_push(sh, q, b, (uint32_t)cqe->res);

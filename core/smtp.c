@@ -543,6 +543,7 @@ static size_t feed_cmd(struct smtp_session *s, const uint8_t *in, size_t len, st
 		if (!lf)
 			return len;
 		s->flags &= ~F_DISCARD;
+		s->lines++;
 		error(s, out, R_TOO_LONG);
 		return (size_t)(lf - in) + 1;
 	}
@@ -557,6 +558,7 @@ static size_t feed_cmd(struct smtp_session *s, const uint8_t *in, size_t len, st
 	size_t used = n + 1;
 	if (n > 0 && in[n - 1] == '\r')
 		n--;
+	s->lines++;
 	command(s, (const char *)in, n, out);
 	return used;
 }

@@ -95,6 +95,7 @@ struct smtp_session {
 	uint32_t nrcpt;			/* accepted recipients in this transaction */
 	uint32_t env_flags;		/* ENV_* of this transaction */
 	uint32_t discard;		/* private: bytes of an overlong line being dropped */
+	uint32_t lines;			/* command lines ended so far (wraps): a host's clock */
 	uint64_t body_bytes;		/* content reported (or counted) in this transaction */
 	uint64_t bdat_left;		/* bytes left in the current BDAT chunk */
 	uint64_t bdat_chunk;		/* size of the current BDAT chunk */

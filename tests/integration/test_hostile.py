@@ -134,6 +134,121 @@ def not_logged(srv, pattern, what):
     check(not lines, "%s:\n%s" % (what, "\n".join(lines[:5])))
 
 
+# ---------------------------------------------------------------- slowloris
+
+
+@suite.case
+def command_slowloris_cut_by_command_timeout():
+    # command_timeout = 2: a client dribbling a command a byte every 0.5 s is
+    # never silent for 2 s, yet its line does not arrive within 2 s of the
+    # server being ready for it: it gets 421 4.4.2 and an orderly close,
+    # while a normal client on another connection is served meanwhile.
+    with h.Server({"command_timeout": 2}) as srv:
+        s = raw(srv)
+        check_eq(read_line(s), (h.R_GREETING + "\r\n").encode(), "greeting")
+        s.sendall(b"EHLO slow.example\r\n")
+        ehlo = b""
+        while not ehlo.endswith(b"250 ENHANCEDSTATUSCODES\r\n"):
+            ehlo += read_line(s)
+        result = {}
+        t = threading.Thread(target=lambda: result.update(
+            r=dribble(s, b"MAIL FROM:<slow@example.com> SIZE=1000", 0.5, 15)), daemon=True)
+        t.start()
+        check_served(srv)
+        t.join(20)
+        check(not t.is_alive(), "the dribbling client's thread did not end")
+        got, dt, end, send_error = result["r"]
+        check_eq(got, TIMEOUT_LINE, "all the dribbling client reads")
+        check_eq(end, "eof", "how its stream ends")
+        check(send_error is None, "a send failed before the 421 was read: %r" % send_error)
+        check(0.9 <= dt <= 6, "cut after %.1f s of dribbling (command_timeout 2 s)" % dt)
+        s.close()
+        srv.wait_log(r"\bsession end\b.*\bhelo=\"slow\.example\".*\breason=timeout\b")
+        # Whole lines, each within the timeout of the last reply, are not cut,
+        # however long the session lasts (4 lines of 0.6 s each).
+        c = srv.client()
+        c.ehlo()
+        for i in range(4):
+            c.send_slowly(b"NOOP\r\n", pause=0.1)
+            c.expect(h.R_OK)
+        c.quit()
+
+
+@suite.case
+def overlong_line_dribble_cut_by_command_timeout():
+    # A line past command_line_limit is dropped as it comes: dribbling it on
+    # (past the limit, so the bytes are consumed, not stashed) does not keep
+    # the session alive either. The dropped line is answered when it ends,
+    # which it never does here: only the 421 comes.
+    with h.Server({"command_timeout": 2}) as srv:
+        s = raw(srv)
+        check_eq(read_line(s), (h.R_GREETING + "\r\n").encode(), "greeting")
+        s.sendall(b"NOOP " + b"x" * 600)
+        got, dt, end, send_error = dribble(s, b"y", 0.3, 15)
+        check_eq(got, TIMEOUT_LINE, "all the client reads")
+        check_eq(end, "eof", "how its stream ends")
+        check(send_error is None, "a send failed before the 421 was read: %r" % send_error)
+        s.close()
+        check_served(srv)
+
+
+def make_certs():
+    """cert.pem and key.pem from tools/mxring-cert.sh (skips without openssl)."""
+    h.require_program("openssl")
+    d = h.new_tmpdir("cert")
+    p = h.run_cmd(["bash", os.path.join(h.REPO, "tools", "mxring-cert.sh"), d, h.HOSTNAME], 60)
+    check_eq(p.returncode, 0, "mxring-cert.sh exit status (stderr %r)" % p.stderr)
+    return d
+
+
+def client_hello():
+    """The first flight of a real TLS client (Python's ssl), as bytes."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=h.HOSTNAME)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    hello = outgoing.read()
+    check(len(hello) > 100, "no ClientHello from Python's ssl (%d bytes)" % len(hello))
+    return hello
+
+
+@suite.case
+def tls_handshake_dribble_cut_by_handshake_timeout():
+    # An implicit-TLS listener with tls_handshake_timeout = 2: a ClientHello
+    # dribbled a byte every 0.3 s is closed within the timeout of the
+    # handshake's start (no plaintext 421 inside TLS), though every byte
+    # comes sooner than 2 s after the one before.
+    certs = make_certs()
+    cfg = {"smtps_listen": "127.0.0.1:%d" % h.free_port(),
+           "tls_cert_file": os.path.join(certs, "cert.pem"),
+           "tls_key_file": os.path.join(certs, "key.pem"),
+           "tls_handshake_timeout": 2}
+    srv = h.Server(cfg)
+    try:
+        srv.start()
+    except h.Fail:
+        if "built without wolfSSL" in srv.log():
+            raise h.Skip("mxring was built without wolfSSL")
+        raise
+    try:
+        tls_port = int(cfg["smtps_listen"].rsplit(":", 1)[1])
+        s = socket.create_connection(("127.0.0.1", tls_port), timeout=5)
+        got, dt, end, send_error = dribble(s, client_hello(), 0.3, 15)
+        s.close()
+        check_eq(got, b"", "what a dribbled handshake gets back")
+        check(end in ("eof", "reset"), "the dribbled handshake was not closed within 15 s")
+        check(dt <= 6, "closed after %.1f s of dribbling (tls_handshake_timeout 2 s)" % dt)
+        srv.wait_log(r"\bsession end\b.*\breason=tls-handshake-timeout\b")
+        check_served(srv)
+    finally:
+        srv.stop()
+
+
 # ---------------------------------------------------------------- lingering close
 
 
