@@ -99,6 +99,8 @@ static const struct key config_keys[] = {
     {"writers", K_COUNT, FIELD(writers), 1, WRITERS_MAX, NULL},
     {"message_size_limit", K_SIZE, FIELD(message_size_limit), 1, SIZE_HUGE, NULL},
     {"recipient_limit", K_COUNT, FIELD(recipient_limit), 1, RCPT_LIMIT_MAX, NULL},
+    {"recipient_overshoot_limit", K_COUNT, FIELD(recipient_overshoot_limit), 0, RCPT_LIMIT_MAX * 10,
+     NULL},
     {"command_line_limit", K_SIZE, FIELD(command_line_limit), CMD_LINE_LIMIT_MIN,
      CMD_LINE_LIMIT_MAX, NULL},
     {"error_limit", K_COUNT, FIELD(error_limit), 1, ERROR_LIMIT_MAX, NULL},
@@ -696,6 +698,7 @@ void config_defaults(struct config *cfg)
 	cfg->writers = 1;
 	cfg->message_size_limit = 10240000;
 	cfg->recipient_limit = 100;
+	cfg->recipient_overshoot_limit = 1000;
 	cfg->command_line_limit = 512;
 	cfg->error_limit = 20;
 	cfg->max_connections = 20000;

@@ -69,6 +69,9 @@ struct config {
 	bool listen_from_o;		 /* private to config.c: an -o listen replaced the list */
 	unsigned tls_session_cache_size; /* session-ID cache entries, default 20000; 0 = off */
 	unsigned tls_session_timeout;	 /* seconds, default 3600: cache entries and tickets */
+	/* 452s past recipient_limit in one transaction before each counts toward
+	 * error_limit; default 1000 (Postfix's smtpd_recipient_overshoot_limit) */
+	unsigned recipient_overshoot_limit;
 };
 
 /* Fills cfg with the defaults. Never fails; accept_domains gets "localhost". */

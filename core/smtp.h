@@ -93,6 +93,7 @@ struct smtp_session {
 	uint16_t flags;			/* private: SMTP_F_* in smtp.c */
 	uint16_t errors;		/* protocol errors so far */
 	uint32_t nrcpt;			/* accepted recipients in this transaction */
+	uint32_t overshoot;		/* private: 452s past recipient_limit in it */
 	uint32_t env_flags;		/* ENV_* of this transaction */
 	uint32_t discard;		/* private: bytes of an overlong line being dropped */
 	uint32_t lines;			/* command lines ended so far (wraps): a host's clock */

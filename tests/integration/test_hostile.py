@@ -113,6 +113,81 @@ def dribble(s, data, interval, limit_s):
     return got, dt, end, send_error
 
 
+def pump(s, data, want_lines=None, timeout=30.0, read_pause=0.0, read_size=65536):
+    """
+    Sends all of data while reading what the server sends (so neither side
+    blocks the other), until want_lines reply lines have come or, without
+    want_lines, the server ends the stream. A failed send stops the sending,
+    not the reading. read_pause slows the reader down (a slow client).
+    Returns (reply lines as str without CRLF, 'eof' / 'reset' / None, the
+    send error or None, bytes sent).
+    """
+    got = b""
+    nlines = 0
+    sent = 0
+    end = None
+    send_error = None
+    deadline = time.monotonic() + timeout
+    s.setblocking(False)
+    try:
+        while True:
+            if want_lines is not None and nlines >= want_lines:
+                break
+            left = deadline - time.monotonic()
+            check(left > 0, "no end within %.0f s: sent %d of %d bytes, %d lines read (last %r)"
+                  % (timeout, sent, len(data), nlines, got[-200:]))
+            wlist = [s] if sent < len(data) and send_error is None else []
+            r, w, _ = select.select([s], wlist, [], min(left, 0.5))
+            if w:
+                try:
+                    sent += s.send(data[sent:sent + 65536])
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError as e:
+                    send_error = e
+            if r:
+                try:
+                    chunk = s.recv(read_size)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except ConnectionResetError:
+                    end = "reset"
+                    break
+                if not chunk:
+                    end = "eof"
+                    break
+                got += chunk
+                nlines += chunk.count(b"\n")
+                if read_pause:
+                    time.sleep(read_pause)
+    finally:
+        s.setblocking(True)
+    text = got.decode("utf-8", "replace")
+    check(text == "" or text.endswith("\r\n"), "a reply line cut short: %r" % text[-200:])
+    return text.split("\r\n")[:-1], end, send_error, sent
+
+
+def expect_lines(got, want, what):
+    """got equals want; on a difference, names the first line that differs."""
+    if got == want:
+        return
+    i = next((k for k in range(min(len(got), len(want))) if got[k] != want[k]),
+             min(len(got), len(want)))
+    raise h.Fail("%s: %d lines, want %d; first difference at line %d:\n  want %r\n  got  %r"
+                 % (what, len(got), len(want), i, want[i] if i < len(want) else None,
+                    got[i] if i < len(got) else None))
+
+
+def greeted_ehlo(srv, source=None):
+    """A raw socket past the greeting and EHLO."""
+    s = raw(srv, source)
+    check_eq(read_line(s), (h.R_GREETING + "\r\n").encode(), "greeting")
+    s.sendall(b"EHLO hostile.example\r\n")
+    while not read_line(s).startswith(b"250 "):
+        pass
+    return s
+
+
 def served(srv, tag="normal"):
     """A normal client gets a message stored while (or after) the abuse goes on."""
     c = srv.client()
@@ -339,6 +414,72 @@ def linger_is_bounded_in_time_and_bytes():
             pass
         check(sent < 4 << 20, "the server read 4 MiB after the 421")
         s.close()
+        check_served(srv)
+
+
+# ---------------------------------------------------------------- recipients
+
+
+def maildir_rcpts(spool, qid):
+    """The X-Mxring-Rcpt lines of the maildir file of qid, in order."""
+    folder = os.path.join(spool, "maildir", "new")
+    for name in os.listdir(folder):
+        with open(os.path.join(folder, name), "rb") as f:
+            head = f.read(1 << 20).split(b"\r\n\r\n", 1)[0]
+        if b" qid=%s " % qid.encode() in head:
+            return re.findall(rb"^X-Mxring-Rcpt: (\S+)\r?$", head, re.M)
+    raise h.Fail("no file of %s in %s" % (qid, folder))
+
+
+@suite.case
+def thousands_of_rcpts_end_in_421():
+    # 5,000 RCPTs pipelined in one burst (then DATA, content, QUIT), default
+    # limits: 100 accepted, 1,000 refused with 452 without counting as
+    # errors (recipient_overshoot_limit), then 20 more 452s that do count,
+    # and the 20th error (error_limit) ends the session with 421. Nothing
+    # after it is read as a command, nothing is stored.
+    with h.Server() as srv:
+        s = greeted_ehlo(srv)
+        s.sendall(b"MAIL FROM:<flood@example.com>\r\n")
+        check_eq(read_line(s), (h.R_MAIL_OK + "\r\n").encode(), "MAIL")
+        burst = b"".join(b"RCPT TO:<r%d@example.com>\r\n" % i for i in range(5000))
+        burst += b"DATA\r\nSubject: never\r\n\r\nx\r\n.\r\nQUIT\r\n"
+        lines, end, send_error, sent = pump(s, burst)
+        want = [h.R_RCPT_OK] * 100 + [h.R_TOO_MANY_RCPTS] * (1000 + 20) + [h.R_TOO_MANY_ERRORS]
+        expect_lines(lines, want, "replies to 5,000 pipelined RCPTs")
+        check(end in ("eof", "reset"), "the stream did not end")
+        s.close()
+        srv.wait_log(r"\bsession end\b.*\berrors=20\b.*\breason=too-many-errors\b")
+        q = check_served(srv)
+        check_eq([e["qid"] for e in h.spool_list(srv.spool)], [q], "stored messages")
+
+
+@suite.case
+def rcpts_within_overshoot_stored_with_the_limit():
+    # 1,100 RCPTs and DATA pipelined: 100 accepted, 1,000 refused with 452
+    # (none an error), 354; the message is stored for exactly the first 100
+    # and the session goes on.
+    with h.Server({"error_limit": 2, "spool_format": "maildir"}) as srv:
+        s = greeted_ehlo(srv)
+        burst = b"MAIL FROM:<many@example.com>\r\n"
+        burst += b"".join(b"RCPT TO:<r%d@example.com>\r\n" % i for i in range(1100))
+        burst += b"DATA\r\n"
+        lines, end, send_error, sent = pump(s, burst, want_lines=1102)
+        want = [h.R_MAIL_OK] + [h.R_RCPT_OK] * 100 + [h.R_TOO_MANY_RCPTS] * 1000 + [h.R_DATA]
+        expect_lines(lines, want, "replies to 1,100 pipelined RCPTs")
+        check(end is None and send_error is None, "the session ended: %r %r" % (end, send_error))
+        body = b"Subject: 100 of 1100\r\n\r\nx\r\n"
+        s.sendall(body + b".\r\nNOOP\r\nQUIT\r\n")
+        m = h.QUEUED_RE.match(read_line(s).decode().rstrip("\r\n"))
+        check(m is not None, "no queued reply")
+        check_eq(read_line(s), (h.R_OK + "\r\n").encode(), "NOOP after the message")
+        check_eq(read_line(s), (h.R_QUIT + "\r\n").encode(), "QUIT")
+        s.close()
+        e = {x["qid"]: x for x in h.spool_list(srv.spool)}[m.group(1)]
+        check_eq(e["rcpts"], 100, "recipients stored")
+        h.check_body(srv.spool, m.group(1), body)
+        check_eq(maildir_rcpts(srv.spool, m.group(1)),
+                 [b"<r%d@example.com>" % i for i in range(100)], "recipients stored")
         check_served(srv)
 
 

@@ -91,6 +91,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.writers, 1);
 	assert_int_equal(cfg.message_size_limit, 10240000);
 	assert_int_equal(cfg.recipient_limit, 100);
+	assert_int_equal(cfg.recipient_overshoot_limit, 1000);
 	assert_int_equal(cfg.command_line_limit, 512);
 	assert_int_equal(cfg.error_limit, 20);
 	assert_int_equal(cfg.max_connections, 20000);
@@ -122,6 +123,7 @@ static const char every_key[] = "# every key, none at its default\n"
 				"writers = 2\n"
 				"message_size_limit = 50m\n"
 				"recipient_limit = 500\n"
+				"recipient_overshoot_limit = 50\n"
 				"command_line_limit = 1024\n"
 				"error_limit = 5\n"
 				"max_connections = 1000\n"
@@ -153,6 +155,7 @@ static void check_every_key(const struct config *cfg)
 	assert_int_equal(cfg->writers, 2);
 	assert_int_equal(cfg->message_size_limit, 50ull << 20);
 	assert_int_equal(cfg->recipient_limit, 500);
+	assert_int_equal(cfg->recipient_overshoot_limit, 50);
 	assert_int_equal(cfg->command_line_limit, 1024);
 	assert_int_equal(cfg->error_limit, 5);
 	assert_int_equal(cfg->max_connections, 1000);
@@ -218,6 +221,8 @@ static uint64_t get_field(const struct config *cfg, const char *line)
 		return cfg->writers;
 	if (strncmp(line, "recipient_limit", 15) == 0)
 		return cfg->recipient_limit;
+	if (strncmp(line, "recipient_overshoot_limit", 25) == 0)
+		return cfg->recipient_overshoot_limit;
 	if (strncmp(line, "error_limit", 11) == 0)
 		return cfg->error_limit;
 	if (strncmp(line, "max_connections", 15) == 0)
@@ -275,6 +280,10 @@ static const struct value_case value_cases[] = {
     {"recipient_limit = 0", 0, 0},
     {"recipient_limit = 10001", 0, 0},
     {"recipient_limit = 1k", 0, 0},
+    {"recipient_overshoot_limit = 0", 1, 0},
+    {"recipient_overshoot_limit = 100000", 1, 100000},
+    {"recipient_overshoot_limit = 100001", 0, 0},
+    {"recipient_overshoot_limit = many", 0, 0},
     {"writers = 64", 1, 64},
     {"writers = 0", 0, 0},
     {"writers = 65", 0, 0},
@@ -375,6 +384,8 @@ static const struct msg_case msg_cases[] = {
     {"  writers = 2\n", "mxring: %s:1: continuation line without a key before it\n"},
     {"writers = two\n", "mxring: %s:1: key 'writers': bad number 'two'\n"},
     {"writers = 100\n", "mxring: %s:1: key 'writers': '100' is out of range 1..64\n"},
+    {"recipient_overshoot_limit = 100001\n",
+     "mxring: %s:1: key 'recipient_overshoot_limit': '100001' is out of range 0..100000\n"},
     {"command_timeout = 5x\n", "mxring: %s:1: key 'command_timeout': bad time '5x'\n"},
     {"shards = x\n", "mxring: %s:1: key 'shards': bad number 'x' (expected auto or a number)\n"},
     {"recv_buffers = 1000\n", "mxring: %s:1: key 'recv_buffers': '1000' is not a power of two\n"},
