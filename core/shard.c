@@ -1229,6 +1229,22 @@ static uint32_t ip_bucket(const struct sockaddr_storage *ss)
 	return (h ^ (h >> 16)) & (IP_BUCKETS - 1);
 }
 
+/* Whether the client is in connection_limit_exceptions. */
+static bool limit_exempt(const struct config *cfg, const struct sockaddr_storage *ss)
+{
+	if (cfg->nconnection_limit_exceptions == 0)
+		return false;
+	if (ss->ss_family == AF_INET)
+		return cidr_list_match(
+		    cfg->connection_limit_exceptions, cfg->nconnection_limit_exceptions, false,
+		    (const uint8_t *)&((const struct sockaddr_in *)ss)->sin_addr);
+	if (ss->ss_family == AF_INET6)
+		return cidr_list_match(
+		    cfg->connection_limit_exceptions, cfg->nconnection_limit_exceptions, true,
+		    (const uint8_t *)&((const struct sockaddr_in6 *)ss)->sin6_addr);
+	return false;
+}
+
 /* Refuses a connection at accept, before any slot is taken. */
 static void refuse(struct shard *sh, int fd, const char *why)
 {
@@ -1268,7 +1284,7 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, unsigned li)
 		return;
 	}
 	uint32_t bucket = peer ? ip_bucket(&ss) : IP_BUCKETS;
-	if (bucket < IP_BUCKETS && sh->cfg->max_connections_per_ip) {
+	if (bucket < IP_BUCKETS && sh->cfg->max_connections_per_ip && !limit_exempt(sh->cfg, &ss)) {
 		unsigned n = atomic_fetch_add_explicit(&ip_conns[bucket], 1, memory_order_relaxed);
 		if (n >= sh->cfg->max_connections_per_ip) {
 			atomic_fetch_sub_explicit(&ip_conns[bucket], 1, memory_order_relaxed);

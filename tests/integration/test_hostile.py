@@ -483,5 +483,54 @@ def rcpts_within_overshoot_stored_with_the_limit():
         check_served(srv)
 
 
+# ---------------------------------------------------------------- connection limits
+
+
+def greeting_from(srv, source=None, v6=False):
+    """What a new connection gets first: the greeting line or a 421 (str), and its socket."""
+    if v6:
+        s = socket.create_connection(("::1", srv.port6), timeout=5)
+    else:
+        s = raw(srv, source)
+    return read_line(s).decode().rstrip("\r\n"), s
+
+
+@suite.case
+def connection_limit_exceptions_exempt_listed_addresses():
+    # max_connections_per_ip = 2 with 127.0.0.2 and [::1]/128 exempt:
+    # 127.0.0.2 holds five sessions, ::1 three, while 127.0.0.3 gets 421 for
+    # its third; every held session is then served.
+    refused = "421 4.7.0 %s Error: too many connections from your address" % h.HOSTNAME
+    ipv6 = h.have_ipv6_loopback()
+    cfg = {"max_connections_per_ip": 2,
+           "connection_limit_exceptions": "127.0.0.2, [::1]/128"}
+    with h.Server(cfg, ipv6=ipv6) as srv:
+        held = []
+        for source, count in (("127.0.0.2", 5), ("127.0.0.3", 2)):
+            for i in range(count):
+                r, s = greeting_from(srv, source)
+                check_eq(r, h.R_GREETING, "session %d from %s" % (i + 1, source))
+                held.append(s)
+        for i in range(2):
+            r, s = greeting_from(srv, "127.0.0.3")
+            check_eq(r, refused, "session %d from 127.0.0.3" % (3 + i))
+            check_eq(read_to_end(s), (b"", "eof"), "after the refusal")
+            s.close()
+        if ipv6:
+            for i in range(3):
+                r, s = greeting_from(srv, v6=True)
+                check_eq(r, h.R_GREETING, "session %d from ::1" % (i + 1))
+                held.append(s)
+        else:
+            print("# no IPv6 loopback: ::1 not tried")
+        for s in held:
+            s.sendall(b"NOOP\r\nQUIT\r\n")
+            check_eq(read_line(s), (h.R_OK + "\r\n").encode(), "NOOP on a held session")
+            check_eq(read_line(s), (h.R_QUIT + "\r\n").encode(), "QUIT on a held session")
+            s.close()
+        check_served(srv)
+    check_eq(srv.stats().get("conns_refused"), "2", "connections refused")
+
+
 if __name__ == "__main__":
     suite.main()
