@@ -15,11 +15,14 @@ served during or after the abuse:
     end of stream, never a reset;
   - thousands of pipelined RCPTs: recipient_limit, then 452s that do not
     count as errors up to recipient_overshoot_limit, then ones that do;
-  - a 100,000-command pipelined burst read slowly: every reply, in order,
+  - a 120,000-command pipelined burst read slowly: every reply, in order,
     with the server's memory flat; content sent before the 354; commands
     pipelined after the end-of-data dot;
-  - BDAT that never ends, ends in a disconnect, or has absurd sizes;
-  - 8-bit bytes in EHLO, verbs and addresses;
+  - BDAT that never ends, ends in a disconnect, has absurd sizes, or whose
+    chunks add up past message_size_limit;
+  - 8-bit bytes in EHLO and HELO (kept out of the Received: header; the
+    exact replies to 8-bit verbs and addresses are in test_protocol.py's
+    tables);
   - connection_limit_exceptions exempting addresses from
     max_connections_per_ip (loopback 127.0.0.2 against 127.0.0.3).
 
@@ -480,6 +483,266 @@ def rcpts_within_overshoot_stored_with_the_limit():
         h.check_body(srv.spool, m.group(1), body)
         check_eq(maildir_rcpts(srv.spool, m.group(1)),
                  [b"<r%d@example.com>" % i for i in range(100)], "recipients stored")
+        check_served(srv)
+
+
+# ---------------------------------------------------------------- pipelining
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def sanitized(pid):
+    with open("/proc/%d/maps" % pid) as f:
+        return "libasan" in f.read()
+
+
+class RssPeak:
+    """The highest resident size of a process, sampled every 20 ms in a thread."""
+
+    def __init__(self, pid):
+        self.pid, self.peak, self.stop = pid, rss_kib(pid), False
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        while not self.stop:
+            self.peak = max(self.peak, rss_kib(self.pid))
+            time.sleep(0.02)
+
+    def end(self):
+        self.stop = True
+        self.t.join(5)
+        return self.peak
+
+
+@suite.case
+def pipelined_120k_commands_read_slowly():
+    # 120,000 short commands (1.6 MB, 5.5 MB of replies: more than the
+    # kernel buffers between the two hold) in one burst from a client that
+    # reads its replies 8 KiB every 2 ms at most: every command is answered,
+    # in order, and the server, once the reader falls behind, stops reading
+    # (TCP pushes back) and holds no more than its fixed buffers. Receive
+    # pool: 2 shards x 128 x 16 KiB = 4 MiB, which the kernel may cycle
+    # through.
+    cycle = [(b"VRFY x", h.R_VRFY), (b"MAIL FROM:<p@example.com>", h.R_MAIL_OK),
+             (b"VRFY y", h.R_VRFY), (b"RCPT TO:<r@example.com>", h.R_RCPT_OK),
+             (b"HELP", "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY "
+                       "HELP"), (b"RSET", h.R_OK)]
+    rounds = 20000
+    burst = b"".join(c + b"\r\n" for c, _ in cycle) * rounds + b"QUIT\r\n"
+    want = [r for _, r in cycle] * rounds + [h.R_QUIT]
+    with h.Server({"recv_buffers": 128}) as srv:
+        s = greeted_ehlo(srv)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 << 10)  # no autotuning
+        before = rss_kib(srv.proc.pid)
+        peak = RssPeak(srv.proc.pid)
+        t0 = time.monotonic()
+        try:
+            lines, end, send_error, sent = pump(s, burst, timeout=120, read_pause=0.002,
+                                                read_size=8192)
+        finally:
+            grown = peak.end() - before
+        dt = time.monotonic() - t0
+        check(send_error is None, "a send failed: %r" % send_error)
+        expect_lines(lines, want, "replies to 120,000 pipelined commands")
+        check_eq(end, "eof", "end of stream after QUIT")
+        s.close()
+        print("# %d commands (%d bytes) answered in %.1f s; server RSS grew by %d KiB at most"
+              % (len(want), len(burst), dt, grown))
+        if sanitized(srv.proc.pid):
+            print("# RSS not checked: AddressSanitizer's shadow and quarantine grow it")
+        else:
+            check(grown < 8 * 1024, "RSS grew by %d KiB for one pipelining client (pool: 4 MiB)"
+                  % grown)
+        check_served(srv)
+    paused = int(srv.stats().get("recv_paused", "0"))
+    check(paused >= 1, "the server never stopped reading (recv_paused=%d): the reader was not "
+          "slow enough for the case to test back-pressure" % paused)
+
+
+@suite.case
+def content_sent_before_the_354():
+    # RFC 2920 has the client wait for 354; one that does not is taken at
+    # its word when DATA is accepted (what follows is the message), and
+    # when DATA is refused what follows is read as commands, each answered:
+    # a client that does not wait gets its content run as commands.
+    with h.Server() as srv:
+        s = greeted_ehlo(srv)
+        body = b"Subject: eager\r\n\r\nsent with DATA\r\n"
+        lines, end, err, _ = pump(s, b"MAIL FROM:<eager@example.com>\r\n"
+                                     b"RCPT TO:<rcpt@example.com>\r\nDATA\r\n" + body + b".\r\n",
+                                  want_lines=4)
+        check_eq(lines[:3], [h.R_MAIL_OK, h.R_RCPT_OK, h.R_DATA], "replies")
+        m = h.QUEUED_RE.match(lines[3])
+        check(m is not None, "no queued reply: %r" % lines[3])
+        h.check_body(srv.spool, m.group(1), body, "content sent before the 354")
+        lines, end, err, _ = pump(s, b"MAIL FROM:<eager@example.com>\r\n"
+                                     b"RCPT TO:<rcpt@other.example>\r\nDATA\r\n"
+                                     b"Subject: refused\r\n\r\nNOOP\r\n.\r\nQUIT\r\n")
+        expect_lines(lines, [h.R_MAIL_OK, h.R_RELAY, h.R_NO_VALID_RCPT, h.R_UNKNOWN, h.R_UNKNOWN,
+                             h.R_OK, h.R_UNKNOWN, h.R_QUIT],
+                     "content after a refused DATA, read as commands")
+        check_eq(end, "eof", "end of stream after QUIT")
+        s.close()
+        check_eq([e["qid"] for e in h.spool_list(srv.spool)], [m.group(1)], "stored messages")
+        check_served(srv)
+
+
+@suite.case
+def commands_pipelined_after_the_dot():
+    # Commands after the end-of-data dot wait while the message is stored,
+    # then are answered in order; a client that sends its last message, QUIT
+    # and its FIN at once still gets the queued reply and the 221.
+    with h.Server() as srv:
+        s = greeted_ehlo(srv)
+        one = b"Subject: one\r\n\r\nfirst\r\n"
+        two = b"Subject: two\r\n\r\nsecond\r\n"
+        s.sendall(b"MAIL FROM:<p@example.com>\r\nRCPT TO:<rcpt@example.com>\r\nDATA\r\n")
+        for want in (h.R_MAIL_OK, h.R_RCPT_OK, h.R_DATA):
+            check_eq(read_line(s), (want + "\r\n").encode(), "reply")
+        lines, end, err, _ = pump(s, one + b".\r\nNOOP\r\nMAIL FROM:<p@example.com>\r\n"
+                                  b"RCPT TO:<rcpt@example.com>\r\nDATA\r\n", want_lines=5)
+        check(h.QUEUED_RE.match(lines[0]), "first message: %r" % lines[0])
+        check_eq(lines[1:], [h.R_OK, h.R_MAIL_OK, h.R_RCPT_OK, h.R_DATA], "replies after the dot")
+        s.sendall(two + b".\r\nQUIT\r\n")
+        s.shutdown(socket.SHUT_WR)
+        got, end = read_to_end(s)
+        lines = got.decode().split("\r\n")[:-1]
+        check_eq(len(lines), 2, "replies to the last message and QUIT: %r" % lines)
+        check(h.QUEUED_RE.match(lines[0]), "second message: %r" % lines[0])
+        check_eq(lines[1], h.R_QUIT, "QUIT")
+        check_eq(end, "eof", "end of stream")
+        s.close()
+        q1 = h.QUEUED_RE.match(lines[0]).group(1)
+        h.check_body(srv.spool, q1, two)
+        check_eq(len(h.spool_list(srv.spool)), 2, "stored messages")
+        check_served(srv)
+
+
+# ---------------------------------------------------------------- BDAT
+
+
+@suite.case
+def bdat_never_finished_times_out():
+    # BDAT 100000, ten bytes, then silence: data_timeout (2 s; min_data_rate
+    # adds nothing for ten bytes) ends it with 421; nothing is stored. A
+    # chunk size no message could reach (19 digits) is read the same way.
+    with h.Server({"data_timeout": 2}) as srv:
+        for size in (b"100000", b"9999999999999999999 LAST"):
+            s = greeted_ehlo(srv)
+            s.sendall(b"MAIL FROM:<p@example.com>\r\nRCPT TO:<rcpt@example.com>\r\n")
+            check_eq(read_line(s), (h.R_MAIL_OK + "\r\n").encode(), "MAIL")
+            check_eq(read_line(s), (h.R_RCPT_OK + "\r\n").encode(), "RCPT")
+            t0 = time.monotonic()
+            s.sendall(b"BDAT " + size + b"\r\n0123456789")
+            got, end = read_to_end(s, timeout=15)
+            dt = time.monotonic() - t0
+            check_eq(got, TIMEOUT_LINE, "reply to an unfinished BDAT %s" % size.decode())
+            check_eq(end, "eof", "end of stream")
+            check(dt <= 8, "cut after %.1f s (data_timeout 2 s)" % dt)
+            s.close()
+        srv.wait_log(r"\bsession end\b.*\breason=timeout\b", count=2)
+        not_logged(srv, r"\bqueued\b.*from=<p@example\.com>", "an unfinished BDAT was queued")
+        check_served(srv)
+    check_eq(h.spool_verify(srv.spool), 1, "messages stored (only the normal one)")
+
+
+@suite.case
+def bdat_last_cut_by_disconnect():
+    # BDAT 300000 LAST, 200,000 bytes (parts of which reach the writer:
+    # body_flush_bytes 64k), then the client goes away: nothing is stored,
+    # no queued line is logged, the spool verifies.
+    with h.Server({"body_flush_bytes": "64k"}) as srv:
+        s = greeted_ehlo(srv)
+        s.sendall(b"MAIL FROM:<gone@example.com>\r\nRCPT TO:<rcpt@example.com>\r\n")
+        read_line(s)
+        read_line(s)
+        s.sendall(b"BDAT 300000 LAST\r\n" + (b"z" * 98 + b"\r\n") * 2000)
+        s.close()
+        srv.wait_log(r"\bsession end\b.*\bhelo=\"hostile\.example\".*\breason=peer-closed\b")
+        check_served(srv)
+        not_logged(srv, r"\bqueued\b.*from=<gone@example\.com>", "a cut BDAT was queued")
+    check_eq(h.spool_verify(srv.spool), 1, "messages stored (only the normal one)")
+    check(int(srv.stats().get("parts", "0")) >= 1, "no part reached the writer: the case "
+          "tests less than it says (parts=%s)" % srv.stats().get("parts"))
+
+
+@suite.case
+def bdat_absurd_arguments():
+    # BDAT lines the engine cannot parse get 501; it cannot know how many
+    # octets follow, so the next bytes are read as commands (here a chunk
+    # of ten that the client sent anyway: one unknown command).
+    syntax = "501 5.5.4 Syntax: BDAT count [LAST]"
+    with h.Server() as srv:
+        s = greeted_ehlo(srv)
+        lines, end, err, _ = pump(s, b"MAIL FROM:<p@example.com>\r\nRCPT TO:<rcpt@example.com>\r\n"
+                                  b"BDAT 99999999999999999999\r\nBDAT -1\r\nBDAT 10 LAST junk\r\n"
+                                  b"0123456789\r\nBDAT\r\nBDAT 1x\r\nBDAT 10 LASTX\r\nNOOP\r\n",
+                                  want_lines=10)
+        expect_lines(lines, [h.R_MAIL_OK, h.R_RCPT_OK, syntax, syntax, syntax, h.R_UNKNOWN,
+                             syntax, syntax, syntax, h.R_OK], "replies to absurd BDAT lines")
+        # The transaction survives them: a real chunk completes it.
+        body = b"Subject: after\r\n\r\nok\r\n"
+        s.sendall(b"BDAT %d LAST\r\n" % len(body) + body)
+        m = h.QUEUED_RE.match(read_line(s).decode().rstrip("\r\n"))
+        check(m is not None, "no queued reply after the absurd BDAT lines")
+        h.check_body(srv.spool, m.group(1), body)
+        s.close()
+        check_served(srv)
+
+
+@suite.case
+def bdat_chunks_past_the_size_limit():
+    # message_size_limit 20000 and thirty chunks of 1,000 pipelined: twenty
+    # fit, the 21st crosses the limit (552, the transaction is dropped), the
+    # rest have no transaction (503, read and dropped), nothing is stored.
+    with h.Server({"message_size_limit": 20000}) as srv:
+        s = greeted_ehlo(srv)
+        chunk = (b"c" * 998 + b"\r\n")
+        burst = b"MAIL FROM:<big@example.com>\r\nRCPT TO:<rcpt@example.com>\r\n"
+        burst += (b"BDAT 1000\r\n" + chunk) * 30 + b"BDAT 0 LAST\r\nNOOP\r\n"
+        lines, end, err, _ = pump(s, burst, want_lines=2 + 30 + 2)
+        expect_lines(lines, [h.R_MAIL_OK, h.R_RCPT_OK] + [h.r_chunk(1000)] * 20 + [h.R_TOO_BIG]
+                     + [h.R_NEED_MAIL] * 10 + [h.R_OK], "replies to chunks past the limit")
+        s.close()
+        not_logged(srv, r"\bqueued\b.*from=<big@example\.com>", "an oversize message was queued")
+        check_served(srv)
+    check_eq(h.spool_verify(srv.spool), 1, "messages stored (only the normal one)")
+
+
+# ---------------------------------------------------------------- 8-bit
+
+
+@suite.case
+def eight_bit_helo_kept_out_of_the_trace_header():
+    # EHLO with UTF-8 and HELO with Latin-1 are accepted (the name is only
+    # recorded); the Received: header the spool adds carries '?' for each
+    # byte outside printable ASCII, never the raw bytes.
+    with h.Server() as srv:
+        for greet, name, shown in ((b"EHLO", b"caf\xc3\xa9.example", b"caf??.example"),
+                                   (b"HELO", b"\xe9t\xe9.example", b"?t?.example")):
+            s = raw(srv)
+            read_line(s)
+            s.sendall(greet + b" " + name + b"\r\n")
+            while not read_line(s).startswith(b"250 "):
+                pass
+            body = b"Subject: 8-bit helo\r\n\r\nx\r\n"
+            lines, end, err, _ = pump(s, b"MAIL FROM:<p@example.com>\r\n"
+                                      b"RCPT TO:<rcpt@example.com>\r\nDATA\r\n" + body +
+                                      b".\r\nQUIT\r\n")
+            check_eq(lines[:3], [h.R_MAIL_OK, h.R_RCPT_OK, h.R_DATA], "replies")
+            m = h.QUEUED_RE.match(lines[3])
+            check(m is not None and lines[4:] == [h.R_QUIT], "replies %r" % lines)
+            s.close()
+            stored = h.spool_raw(srv.spool, m.group(1))
+            check(stored.startswith(b"Received: from " + shown + b" ("),
+                  "trace header for %r: %r" % (name, stored[:80]))
         check_served(srv)
 
 
