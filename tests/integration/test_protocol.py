@@ -97,6 +97,23 @@ TABLE = [
      h.R_SIZE_DECLARED, False),
     ("relay_other_domain", [("MAIL FROM:<a@example.com>", h.R_MAIL_OK)],
      b"RCPT TO:<user@other.example>\r\n", h.R_RELAY, False),
+    # 8-bit bytes: UTF-8 addresses need SMTPUTF8 on MAIL (RFC 6531); bytes
+    # that are not UTF-8 (Latin-1) are bad syntax with or without it; an
+    # 8-bit verb is no command.
+    ("utf8_mail_without_smtputf8", [], b"MAIL FROM:<j\xc3\xb6rg@example.com>\r\n",
+     h.R_NEED_UTF8, False),
+    ("utf8_rcpt_without_smtputf8", [("MAIL FROM:<a@example.com>", h.R_MAIL_OK)],
+     b"RCPT TO:<j\xc3\xb6rg@example.com>\r\n", h.R_NEED_UTF8, False),
+    ("latin1_mail", [], b"MAIL FROM:<j\xf6rg@example.com>\r\n", h.R_BAD_SENDER, False),
+    ("latin1_mail_smtputf8", [], b"MAIL FROM:<j\xf6rg@example.com> SMTPUTF8\r\n",
+     h.R_BAD_SENDER, False),
+    ("latin1_rcpt_smtputf8", [("MAIL FROM:<a@example.com> SMTPUTF8", h.R_MAIL_OK)],
+     b"RCPT TO:<j\xf6rg@example.com>\r\n", h.R_BAD_RCPT, False),
+    ("utf8_in_verb", [], b"NO\xc3\x8fOP\r\n", h.R_UNKNOWN, False),
+    ("latin1_in_verb", [], b"N\xd6OP\r\n", h.R_UNKNOWN, False),
+    ("eight_bit_line", [], b"\xff\xfe\x80\r\n", h.R_UNKNOWN, False),
+    ("utf8_in_mail_param", [], b"MAIL FROM:<a@example.com> B\xc3\xb6DY=8BITMIME\r\n",
+     h.r_unsupported("B??DY"), False),
 ]
 
 # Inputs the receiver accepts (same shape: commands before, input, reply).
@@ -116,6 +133,13 @@ ACCEPT = [
      b"RCPT TO:<User@EXAMPLE.COM>\r\n", h.R_RCPT_OK),
     ("source_route_to_local", [("MAIL FROM:<a@example.com>", h.R_MAIL_OK)],
      b"RCPT TO:<@other.example:user@example.com>\r\n", h.R_RCPT_OK),
+    ("utf8_mail_smtputf8", [], b"MAIL FROM:<j\xc3\xb6rg@example.com> SMTPUTF8\r\n",
+     h.R_MAIL_OK),
+    ("utf8_rcpt_smtputf8", [("MAIL FROM:<a@example.com> SMTPUTF8", h.R_MAIL_OK)],
+     b"RCPT TO:<j\xc3\xb6rg@example.com>\r\n", h.R_RCPT_OK),
+    ("utf8_ehlo", [], b"EHLO caf\xc3\xa9.example\r\n", EHLO_LINES),
+    ("latin1_helo", [], b"HELO \xe9t\xe9.example\r\n", h.R_HELO),
+    ("eight_bit_noop_argument", [], b"NOOP \xe9\xff\r\n", h.R_OK),
 ]
 
 
