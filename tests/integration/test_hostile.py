@@ -239,7 +239,8 @@ def command_slowloris_cut_by_command_timeout():
         check_eq(got, TIMEOUT_LINE, "all the dribbling client reads")
         check_eq(end, "eof", "how its stream ends")
         check(send_error is None, "a send failed before the 421 was read: %r" % send_error)
-        check(0.9 <= dt <= 6, "cut after %.1f s of dribbling (command_timeout 2 s)" % dt)
+        # The wheel turns once a second: a 2 s timeout ends after 1 to 3 s.
+        check(0.8 <= dt <= 10, "cut after %.1f s of dribbling (command_timeout 2 s)" % dt)
         s.close()
         srv.wait_log(r"\bsession end\b.*\bhelo=\"slow\.example\".*\breason=timeout\b")
         # Whole lines, each within the timeout of the last reply, are not cut,
@@ -320,7 +321,7 @@ def tls_handshake_dribble_cut_by_handshake_timeout():
         s.close()
         check_eq(got, b"", "what a dribbled handshake gets back")
         check(end in ("eof", "reset"), "the dribbled handshake was not closed within 15 s")
-        check(dt <= 6, "closed after %.1f s of dribbling (tls_handshake_timeout 2 s)" % dt)
+        check(dt <= 10, "closed after %.1f s of dribbling (tls_handshake_timeout 2 s)" % dt)
         srv.wait_log(r"\bsession end\b.*\breason=tls-handshake-timeout\b")
         check_served(srv)
     finally:
@@ -400,7 +401,7 @@ def linger_is_bounded_in_time_and_bytes():
                 failed = time.monotonic() - t0
             time.sleep(0.05)
         check(failed is not None, "sends after the 421 still succeed after 10 s")
-        check(failed < 4.5, "the server read a trickle for %.1f s after the 421" % failed)
+        check(failed < 6, "the server read a trickle for %.1f s after the 421" % failed)
         s.close()
         # Bytes: 4 MiB sent after the 421 are not all read.
         s = raw(srv)
@@ -409,12 +410,15 @@ def linger_is_bounded_in_time_and_bytes():
         read_line(s)
         read_line(s)
         sent = 0
-        s.settimeout(5)
+        s.settimeout(10)
         try:
             while sent < 4 << 20:
                 sent += s.send(b"y" * 65536)
-        except OSError:
-            pass
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # the server closed: the reset answers what it no longer reads
+        except socket.timeout:
+            raise h.Fail("the server stopped reading after the 421 without closing "
+                         "(%d bytes sent)" % sent)
         check(sent < 4 << 20, "the server read 4 MiB after the 421")
         s.close()
         check_served(srv)
@@ -645,7 +649,7 @@ def bdat_never_finished_times_out():
             dt = time.monotonic() - t0
             check_eq(got, TIMEOUT_LINE, "reply to an unfinished BDAT %s" % size.decode())
             check_eq(end, "eof", "end of stream")
-            check(dt <= 8, "cut after %.1f s (data_timeout 2 s)" % dt)
+            check(dt <= 12, "cut after %.1f s (data_timeout 2 s)" % dt)
             s.close()
         srv.wait_log(r"\bsession end\b.*\breason=timeout\b", count=2)
         not_logged(srv, r"\bqueued\b.*from=<p@example\.com>", "an unfinished BDAT was queued")
