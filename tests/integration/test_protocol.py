@@ -619,7 +619,8 @@ def usage_errors():
 KEYS = ["listen", "myhostname", "accept_domains", "spool_dir", "spool_format", "segment_size",
         "shards", "writers", "message_size_limit", "recipient_limit", "command_line_limit",
         "error_limit", "max_connections", "command_timeout", "data_timeout", "bare_newline",
-        "recv_buffer_size", "recv_buffers", "ring_size", "body_flush_bytes", "pin_shards"]
+        "recv_buffer_size", "recv_buffers", "ring_size", "body_flush_bytes", "pin_shards",
+        "recipient_overshoot_limit", "connection_limit_exceptions"]
 
 
 def _keys_of(text):
@@ -634,7 +635,8 @@ def _keys_of(text):
 @suite.case
 def config_print_effective():
     d, path = conf_file("# comment\nmyhostname = mx.test\n\naccept_domains = example.com,\n"
-                        "    .example.org\nrecipient_limit = 50\n")
+                        "    .example.org\nrecipient_limit = 50\n"
+                        "connection_limit_exceptions = 192.0.2.0/24 [2001:db8::]/32\n")
     rc, out, err = run_mxring(["-c", path, "-o", "recipient_limit=7", "-n"])
     check_eq(rc, 0, "exit status of -n (stderr %r)" % err)
     keys = _keys_of(out)
@@ -642,6 +644,8 @@ def config_print_effective():
     check(not missing, "-n output lacks keys %r:\n%s" % (missing, out))
     check_eq(keys["recipient_limit"], "7", "-o overrides the file")
     check_eq(keys["myhostname"], "mx.test", "myhostname")
+    check_eq(keys["connection_limit_exceptions"], "192.0.2.0/24, 2001:db8::/32",
+             "connection_limit_exceptions as printed")
     check("example.org" in keys["accept_domains"] and "example.com" in keys["accept_domains"],
           "continuation line lost: accept_domains = %r" % keys["accept_domains"])
     check("ready" not in err, "-n started listening: %r" % err)
