@@ -62,6 +62,7 @@ enum key_type {
 	K_SHARDS,
 	K_TIME,
 	K_BOOL,
+	K_CIDRS, /* address prefixes: a.b.c.d[/n], v6[/n] or [v6][/n]; may be empty */
 };
 
 struct key {
@@ -99,6 +100,8 @@ static const struct key config_keys[] = {
     {"writers", K_COUNT, FIELD(writers), 1, WRITERS_MAX, NULL},
     {"message_size_limit", K_SIZE, FIELD(message_size_limit), 1, SIZE_HUGE, NULL},
     {"recipient_limit", K_COUNT, FIELD(recipient_limit), 1, RCPT_LIMIT_MAX, NULL},
+    {"recipient_overshoot_limit", K_COUNT, FIELD(recipient_overshoot_limit), 0, RCPT_LIMIT_MAX * 10,
+     NULL},
     {"command_line_limit", K_SIZE, FIELD(command_line_limit), CMD_LINE_LIMIT_MIN,
      CMD_LINE_LIMIT_MAX, NULL},
     {"error_limit", K_COUNT, FIELD(error_limit), 1, ERROR_LIMIT_MAX, NULL},
@@ -117,7 +120,6 @@ static const struct key config_keys[] = {
     {"pregreet_wait", K_TIME, FIELD(pregreet_wait), 0, 60, NULL},
     {"min_data_rate", K_SIZE, FIELD(min_data_rate), 0, 1u << 30, NULL},
     {"max_connections_per_ip", K_COUNT, FIELD(max_connections_per_ip), 0, 65535, NULL},
-    {"max_connections_per_ip", K_COUNT, FIELD(max_connections_per_ip), 0, 65535, NULL},
     {"tls_security_level", K_ENUM, FIELD(tls_security_level), 0, 1, tls_level_names},
     {"tls_cert_file", K_TEXT, FIELD(tls_cert_file), 0, 0, NULL},
     {"tls_key_file", K_TEXT, FIELD(tls_key_file), 0, 0, NULL},
@@ -128,6 +130,7 @@ static const struct key config_keys[] = {
      * 24 h either (RFC 5246 F.1.4). */
     {"tls_session_cache_size", K_COUNT, FIELD(tls_session_cache_size), 0, 1000000, NULL},
     {"tls_session_timeout", K_TIME, FIELD(tls_session_timeout), 1, 86400, NULL},
+    {"connection_limit_exceptions", K_CIDRS, FIELD(connection_limit_exceptions), 0, 0, NULL},
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -581,6 +584,124 @@ static int set_domains(struct config *cfg, const char *v, size_t n, const struct
 	return 0;
 }
 
+/* --- address prefixes --------------------------------------------------- */
+
+/* Whether the first bits of a and b are equal. */
+static bool prefix_eq(const uint8_t *a, const uint8_t *b, unsigned bits)
+{
+	unsigned whole = bits / 8, rest = bits % 8;
+
+	if (memcmp(a, b, whole) != 0)
+		return false;
+	return rest == 0 || ((a[whole] ^ b[whole]) & (uint8_t)(0xff << (8 - rest))) == 0;
+}
+
+/* Clears the bits of c past its length; returns whether any was set. */
+static bool cidr_mask(struct cidr *c)
+{
+	unsigned len = c->v6 ? 16 : 4, i;
+	bool set = false;
+
+	for (i = 0; i < len; i++) {
+		unsigned keep = c->bits >= 8 * (i + 1) ? 8 : c->bits > 8 * i ? c->bits - 8 * i : 0;
+		uint8_t m = (uint8_t)(0xff00 >> keep);
+
+		set |= (c->addr[i] & (uint8_t)~m) != 0;
+		c->addr[i] &= m;
+	}
+	return set;
+}
+
+/* "a.b.c.d[/n]", "v6[/n]" or "[v6][/n]" into c; 0 or -1 with a message. */
+static int parse_cidr(struct cidr *c, const char *name, const char *t, size_t n,
+		      const struct where *w)
+{
+	char q[CONFIG_QUOTE_MAX], host[INET6_ADDRSTRLEN + 1], net[INET6_ADDRSTRLEN];
+	const char *slash = memchr(t, '/', n), *hp = t;
+	size_t hlen = slash ? (size_t)(slash - t) : n;
+	bool bracket = hlen >= 2 && t[0] == '[' && t[hlen - 1] == ']';
+	uint64_t bits;
+	unsigned max;
+
+	if (bracket) {
+		hp++;
+		hlen -= 2;
+	}
+	memset(c, 0, sizeof(*c));
+	if (hlen == 0 || hlen >= sizeof(host))
+		goto bad;
+	memcpy(host, hp, hlen);
+	host[hlen] = '\0';
+	if (!bracket && inet_pton(AF_INET, host, c->addr) == 1) {
+		max = 32;
+	} else if (inet_pton(AF_INET6, host, c->addr) == 1) {
+		c->v6 = true;
+		max = 128;
+	} else {
+		goto bad;
+	}
+	bits = max;
+	if (slash &&
+	    parse_number(slash + 1, n - hlen - (bracket ? 2 : 0) - 1, NULL, NULL, &bits) != 0) {
+		say(w, name, "bad prefix length in '%s'", quote(q, t, n));
+		return -1;
+	}
+	if (bits > max) {
+		say(w, name, "prefix length in '%s' is out of range 0..%u", quote(q, t, n), max);
+		return -1;
+	}
+	c->bits = (uint8_t)bits;
+	if (cidr_mask(c)) {
+		inet_ntop(c->v6 ? AF_INET6 : AF_INET, c->addr, net, sizeof(net));
+		say(w, name, "'%s' has address bits past its prefix length (the network is %s/%u)",
+		    quote(q, t, n), net, c->bits);
+		return -1;
+	}
+	return 0;
+bad:
+	say(w, name, "bad address '%s' (expected IPv4 or IPv6, optionally /prefix length)",
+	    quote(q, t, n));
+	return -1;
+}
+
+/* Replaces the list of connection_limit_exceptions; an empty value empties it. */
+static int set_cidrs(struct config *cfg, const struct key *k, const char *v, size_t n,
+		     const struct where *w)
+{
+	struct cidr tmp[CIDR_LIST_MAX];
+	unsigned cnt = 0;
+	size_t pos = 0, tlen;
+	const char *t;
+
+	while ((tlen = next_token(v, n, &pos, &t)) > 0) {
+		if (cnt == CIDR_LIST_MAX) {
+			say(w, k->name, "more than %d prefixes", CIDR_LIST_MAX);
+			return -1;
+		}
+		if (parse_cidr(&tmp[cnt], k->name, t, tlen, w) != 0)
+			return -1;
+		cnt++;
+	}
+	memcpy(cfg->connection_limit_exceptions, tmp, cnt * sizeof(tmp[0]));
+	cfg->nconnection_limit_exceptions = cnt;
+	return 0;
+}
+
+bool cidr_list_match(const struct cidr *list, unsigned n, bool v6, const uint8_t *addr)
+{
+	static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+	bool v4_in_v6 = v6 && memcmp(addr, mapped, sizeof(mapped)) == 0;
+	unsigned i;
+
+	for (i = 0; i < n && i < CIDR_LIST_MAX; i++) {
+		if (list[i].v6 == v6 && prefix_eq(list[i].addr, addr, list[i].bits))
+			return true;
+		if (v4_in_v6 && !list[i].v6 && prefix_eq(list[i].addr, addr + 12, list[i].bits))
+			return true;
+	}
+	return false;
+}
+
 /* --- one setting --------------------------------------------------------- */
 
 static const struct key *key_find(const char *name, size_t n)
@@ -597,7 +718,8 @@ static const struct key *key_find(const char *name, size_t n)
 static int set_value(struct config *cfg, const struct key *k, const char *v, size_t n,
 		     bool listen_replace, const struct where *w)
 {
-	if (n == 0 && k->type != K_DOMAINS && k->type != K_TEXT && k->type != K_LISTEN_TLS) {
+	if (n == 0 && k->type != K_DOMAINS && k->type != K_TEXT && k->type != K_LISTEN_TLS &&
+	    k->type != K_CIDRS) {
 		say(w, k->name, "empty value");
 		return -1;
 	}
@@ -613,6 +735,8 @@ static int set_value(struct config *cfg, const struct key *k, const char *v, siz
 				       true, w);
 	case K_HOSTNAME:
 		return set_hostname(cfg, k, v, n, w);
+	case K_CIDRS:
+		return set_cidrs(cfg, k, v, n, w);
 	case K_DOMAINS:
 		return set_domains(cfg, v, n, w);
 	case K_PATH:
@@ -697,6 +821,7 @@ void config_defaults(struct config *cfg)
 	cfg->writers = 1;
 	cfg->message_size_limit = 10240000;
 	cfg->recipient_limit = 100;
+	cfg->recipient_overshoot_limit = 1000;
 	cfg->command_line_limit = 512;
 	cfg->error_limit = 20;
 	cfg->max_connections = 20000;
@@ -903,6 +1028,23 @@ static int check_key(const struct config *cfg, const struct key *k, const struct
 		return 0;
 	case K_TEXT:
 		return 0;
+	case K_CIDRS:
+		if (cfg->nconnection_limit_exceptions > CIDR_LIST_MAX) {
+			say(w, k->name, "%u prefixes (at most %d)",
+			    cfg->nconnection_limit_exceptions, CIDR_LIST_MAX);
+			return -1;
+		}
+		for (i = 0; i < cfg->nconnection_limit_exceptions; i++) {
+			const struct cidr *c = &cfg->connection_limit_exceptions[i];
+			struct cidr m = *c;
+
+			if (c->bits > (c->v6 ? 128 : 32) || cidr_mask(&m)) {
+				say(w, k->name, "prefix %u is not a network (length %u)", i + 1,
+				    c->bits);
+				return -1;
+			}
+		}
+		return 0;
 	case K_SHARDS:
 		if (field_get(cfg, k) == 0)
 			return 0;
@@ -1053,6 +1195,15 @@ static void print_key(const struct config *cfg, const struct key *k, FILE *out)
 		break;
 	case K_HOSTNAME:
 		fprintf(out, " %s", cfg->myhostname);
+		break;
+	case K_CIDRS:
+		for (i = 0; i < cfg->nconnection_limit_exceptions && i < CIDR_LIST_MAX; i++) {
+			const struct cidr *c = &cfg->connection_limit_exceptions[i];
+			char a[INET6_ADDRSTRLEN];
+
+			inet_ntop(c->v6 ? AF_INET6 : AF_INET, c->addr, a, sizeof(a));
+			fprintf(out, "%s %s/%u", i ? "," : "", a, c->bits);
+		}
 		break;
 	case K_DOMAINS:
 		for (i = 0; i < cfg->naccept_domains && cfg->accept_domains; i++)

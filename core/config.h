@@ -29,6 +29,14 @@ struct listen_addr {
 	uint16_t port;
 };
 
+/* An address prefix: IPv4 (addr[0..3]) or IPv6, and its length in bits. The
+ * bits past the length are zero. */
+struct cidr {
+	uint8_t addr[16];
+	uint8_t bits;
+	bool v6;
+};
+
 struct config {
 	struct listen_addr listen[LISTEN_MAX];
 	unsigned nlisten;		   /* default: 127.0.0.1:2525 */
@@ -69,6 +77,13 @@ struct config {
 	bool listen_from_o;		 /* private to config.c: an -o listen replaced the list */
 	unsigned tls_session_cache_size; /* session-ID cache entries, default 20000; 0 = off */
 	unsigned tls_session_timeout;	 /* seconds, default 3600: cache entries and tickets */
+	/* 452s past recipient_limit in one transaction before each counts toward
+	 * error_limit; default 1000 (Postfix's smtpd_recipient_overshoot_limit) */
+	unsigned recipient_overshoot_limit;
+	/* Clients max_connections_per_ip does not apply to (Postfix's
+	 * smtpd_client_event_limit_exceptions); default none */
+	struct cidr connection_limit_exceptions[CIDR_LIST_MAX];
+	unsigned nconnection_limit_exceptions;
 };
 
 /* Fills cfg with the defaults. Never fails; accept_domains gets "localhost". */
@@ -89,6 +104,10 @@ int config_check(const struct config *cfg, FILE *err) __attribute__((warn_unused
 
 /* Writes the effective configuration as "key = value" lines, every key. */
 void config_print(const struct config *cfg, FILE *out);
+
+/* Whether an address (4 bytes, or 16 when v6) lies in one of the n prefixes of
+ * list. An IPv4-mapped IPv6 address (::ffff:a.b.c.d) matches IPv4 prefixes. */
+bool cidr_list_match(const struct cidr *list, unsigned n, bool v6, const uint8_t *addr);
 
 /* Frees what config_load/config_set allocated. */
 void config_free(struct config *cfg);

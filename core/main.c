@@ -67,24 +67,25 @@ static void log_stats(struct shard **shards, unsigned n, struct writer_set *ws)
 	writers_stats(ws, &w);
 	struct sesscache_stats cs;
 	tls_session_cache_stats(&cs);
-	log_line("stats conns_accepted=%llu conns_refused=%llu conns_closed=%llu msgs_queued=%llu "
-		 "msgs_failed=%llu body_bytes=%llu body_copied=%llu parts=%llu enobufs=%llu "
-		 "recv_paused=%llu ring_full=%llu tls_handshakes=%llu tls_resumed=%llu "
-		 "tls_failed=%llu tls_plain_bytes=%llu tls_cache_hits=%llu tls_cache_misses=%llu "
-		 "tls_cache_stores=%llu tls_cache_evictions=%llu tls_cache_entries=%llu "
-		 "writer_batches=%llu writer_finals=%llu writer_errors=%llu",
-		 (unsigned long long)sum.conns_accepted, (unsigned long long)sum.conns_refused,
-		 (unsigned long long)sum.conns_closed, (unsigned long long)sum.msgs_queued,
-		 (unsigned long long)sum.msgs_failed, (unsigned long long)sum.body_bytes,
-		 (unsigned long long)sum.body_copied, (unsigned long long)sum.parts,
-		 (unsigned long long)sum.enobufs, (unsigned long long)sum.recv_paused,
-		 (unsigned long long)sum.ring_full, (unsigned long long)sum.tls_handshakes,
-		 (unsigned long long)sum.tls_resumed, (unsigned long long)sum.tls_failed,
-		 (unsigned long long)sum.tls_plain_bytes, (unsigned long long)cs.hits,
-		 (unsigned long long)cs.misses, (unsigned long long)cs.stores,
-		 (unsigned long long)cs.evictions, (unsigned long long)cs.entries,
-		 (unsigned long long)w.batches, (unsigned long long)w.finals,
-		 (unsigned long long)w.errors);
+	log_line(
+	    "stats conns_accepted=%llu conns_refused=%llu conns_closed=%llu conns_lingered=%llu "
+	    "msgs_queued=%llu msgs_failed=%llu body_bytes=%llu body_copied=%llu parts=%llu "
+	    "enobufs=%llu recv_paused=%llu ring_full=%llu tls_handshakes=%llu tls_resumed=%llu "
+	    "tls_failed=%llu tls_plain_bytes=%llu tls_cache_hits=%llu tls_cache_misses=%llu "
+	    "tls_cache_stores=%llu tls_cache_evictions=%llu tls_cache_entries=%llu "
+	    "writer_batches=%llu writer_finals=%llu writer_errors=%llu",
+	    (unsigned long long)sum.conns_accepted, (unsigned long long)sum.conns_refused,
+	    (unsigned long long)sum.conns_closed, (unsigned long long)sum.conns_lingered,
+	    (unsigned long long)sum.msgs_queued, (unsigned long long)sum.msgs_failed,
+	    (unsigned long long)sum.body_bytes, (unsigned long long)sum.body_copied,
+	    (unsigned long long)sum.parts, (unsigned long long)sum.enobufs,
+	    (unsigned long long)sum.recv_paused, (unsigned long long)sum.ring_full,
+	    (unsigned long long)sum.tls_handshakes, (unsigned long long)sum.tls_resumed,
+	    (unsigned long long)sum.tls_failed, (unsigned long long)sum.tls_plain_bytes,
+	    (unsigned long long)cs.hits, (unsigned long long)cs.misses,
+	    (unsigned long long)cs.stores, (unsigned long long)cs.evictions,
+	    (unsigned long long)cs.entries, (unsigned long long)w.batches,
+	    (unsigned long long)w.finals, (unsigned long long)w.errors);
 }
 
 /* Each connection is a descriptor: raise the soft limit as far as the hard one allows. */

@@ -67,23 +67,27 @@ enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_TICK, OP_WAKE, OP_CANCEL };
 #define REAP_MAX	256u
 #define EXPIRE_MAX	256u
 #define NONE32		UINT32_MAX
-#define PART_SLICES_MAX 64u    /* slices (about buffers) a message gathers before a part */
-#define PLAIN_SIZE	16384u /* a TLS record's plaintext (RFC 8446 5.1) */
+#define PART_SLICES_MAX 64u	    /* slices (about buffers) a message gathers before a part */
+#define PLAIN_SIZE	16384u	    /* a TLS record's plaintext (RFC 8446 5.1) */
+#define LINGER_S	2u	    /* a closed session's input is read this long at most */
+#define LINGER_BYTES	(64u << 10) /* and this much */
 
 static_assert(OUT_CAP >= 2 * SMTP_OUT_RESERVE, "reply buffer holds a reserve and a reply");
 
 /* Connection flags. */
-#define C_RECV	     0x01u  /* multishot recv armed */
-#define C_SEND	     0x02u  /* a send is in flight */
-#define C_PAUSED     0x04u  /* recv cancelled: too much unread input */
-#define C_CLOSE	     0x08u  /* close once the replies are sent */
-#define C_SHUT	     0x10u  /* socket shut down; slot freed when no op is in flight */
-#define C_DIRTY	     0x20u  /* on the dirty list */
-#define C_STARVED    0x40u  /* on the starved list (waits for buffers) */
-#define C_PEER_EOF   0x80u  /* the client closed its side */
-#define C_PLAIN_WAIT 0x100u /* on the plain-wait list (waits for a plaintext buffer) */
-#define C_PREGREET   0x200u /* the greeting is held back (pregreet_wait) */
-#define C_NOTIFIED   0x200u /* TLS close_notify queued */
+#define C_RECV	     0x01u   /* multishot recv armed */
+#define C_SEND	     0x02u   /* a send is in flight */
+#define C_PAUSED     0x04u   /* recv cancelled: too much unread input */
+#define C_CLOSE	     0x08u   /* close once the replies are sent */
+#define C_SHUT	     0x10u   /* socket shut down; slot freed when no op is in flight */
+#define C_DIRTY	     0x20u   /* on the dirty list */
+#define C_STARVED    0x40u   /* on the starved list (waits for buffers) */
+#define C_PEER_EOF   0x80u   /* the client closed its side */
+#define C_PLAIN_WAIT 0x100u  /* on the plain-wait list (waits for a plaintext buffer) */
+#define C_PREGREET   0x200u  /* the greeting is held back (pregreet_wait) */
+#define C_NOTIFIED   0x400u  /* TLS close_notify queued */
+#define C_RX	     0x800u  /* bytes arrived since cmd_start_s was set */
+#define C_LINGER     0x1000u /* session over, FIN sent: input is read and dropped */
 
 /* A connection's queue of buffers (ids into the shard's pools), oldest first. */
 struct bufq {
@@ -133,7 +137,12 @@ struct conn {
 	uint64_t start_ms;
 	uint64_t mail_ms;
 	uint64_t content_start_s; /* when DATA/BDAT content began (min_data_rate), 0 if not */
+	uint64_t cmd_start_s;	  /* when the server became ready for the command line being
+				   * read (command_timeout), 0 if it is not reading one */
+	uint32_t lines_seen;	  /* smtp.lines when cmd_start_s was set */
+	uint64_t tls_start_s;	  /* when the TLS handshake began, 0 before */
 	uint32_t ip_bucket;	  /* counted in ip_conns[], or IP_BUCKETS */
+	uint32_t linger_bytes;	  /* input dropped while lingering */
 	const char *reason;	  /* why the session ended, for the log */
 };
 
@@ -621,6 +630,11 @@ static void mark_dirty(struct shard *sh, struct conn *c)
 	list_push(sh, &sh->dirty_head, c, C_DIRTY, &c->next_dirty);
 }
 
+static void starve(struct shard *sh, struct conn *c)
+{
+	list_push(sh, &sh->starved_head, c, C_STARVED, &c->next_starved);
+}
+
 static void arm_recv(struct shard *sh, struct conn *c)
 {
 	uint32_t slot = (uint32_t)(c - sh->conns);
@@ -648,12 +662,18 @@ static uint8_t *out_block(void)
 }
 
 /*
- * Commands: command_timeout from the last input. Content (DATA, BDAT): with
- * min_data_rate, a deadline per request that only the content moves on,
- * data_timeout plus one second per min_data_rate bytes since the content
- * began (Postfix's smtpd_min_data_rate), so a client trickling a byte now
- * and then cannot hold the connection; without, data_timeout from the last
- * input.
+ * Commands: a command line must arrive whole within command_timeout of the
+ * server becoming ready for it (the greeting, the reply to the line before
+ * it, the end of content or of the TLS handshake). Part of a line does not
+ * move the deadline, so a client sending a byte now and then is cut off
+ * like a silent one, while each whole command starts the clock again.
+ * The TLS handshake: done within tls_handshake_timeout of its start.
+ * Content (DATA, BDAT): with min_data_rate, a deadline per request that
+ * only the content moves on, data_timeout plus one second per
+ * min_data_rate bytes since the content began (Postfix's
+ * smtpd_min_data_rate), so a client trickling a byte now and then cannot
+ * hold the connection; without, data_timeout from the last input.
+ * A past deadline stays put (timer.c files it for the next tick).
  */
 static void set_deadline(struct shard *sh, struct conn *c)
 {
@@ -661,11 +681,33 @@ static void set_deadline(struct shard *sh, struct conn *c)
 	unsigned rate = sh->cfg->min_data_rate;
 	if (!smtp_in_content(&c->smtp)) {
 		c->content_start_s = 0;
-		unsigned t = c->tls_state == TLS_HANDSHAKE ? sh->cfg->tls_handshake_timeout
-							   : sh->cfg->command_timeout;
-		timer_set(&sh->wheel, slot, sh->now_s + t);
+		if (c->tls_state == TLS_HANDSHAKE) {
+			/* The whole handshake within tls_handshake_timeout of its start. */
+			c->cmd_start_s = 0;
+			if (!c->tls_start_s)
+				c->tls_start_s = sh->now_s;
+			timer_set(&sh->wheel, slot,
+				  c->tls_start_s + sh->cfg->tls_handshake_timeout);
+			return;
+		}
+		if (c->smtp.state == SMTP_S_WAIT) {
+			/* A message with the writer is not the client's delay; its
+			 * clock starts when the reply is out. */
+			c->cmd_start_s = 0;
+			timer_set(&sh->wheel, slot, sh->now_s + sh->cfg->command_timeout);
+			return;
+		}
+		/* Bytes that ended no line (a partial line, an overlong one being
+		 * dropped, part of a TLS record) leave the clock running. */
+		if (!c->cmd_start_s || c->smtp.lines != c->lines_seen || !(c->flags & C_RX)) {
+			c->cmd_start_s = sh->now_s;
+			c->lines_seen = c->smtp.lines;
+			c->flags &= ~C_RX;
+		}
+		timer_set(&sh->wheel, slot, c->cmd_start_s + sh->cfg->command_timeout);
 		return;
 	}
+	c->cmd_start_s = 0;
 	if (!rate) {
 		timer_set(&sh->wheel, slot, sh->now_s + sh->cfg->data_timeout);
 		return;
@@ -673,8 +715,6 @@ static void set_deadline(struct shard *sh, struct conn *c)
 	if (!c->content_start_s)
 		c->content_start_s = sh->now_s;
 	uint64_t d = c->content_start_s + sh->cfg->data_timeout + c->smtp.body_bytes / rate;
-	/* A past deadline stays put (filed for the next tick): more trickling
-	 * must not move it. */
 	timer_set(&sh->wheel, slot, d);
 }
 
@@ -711,8 +751,6 @@ static void conn_release(struct shard *sh, struct conn *c)
 		return;
 	uint32_t slot = (uint32_t)(c - sh->conns);
 	close(c->fd);
-	if (c->ip_bucket < IP_BUCKETS)
-		atomic_fetch_sub_explicit(&ip_conns[c->ip_bucket], 1, memory_order_relaxed);
 	free(c->line);
 	free(c->out);
 	free(c->snd);
@@ -730,24 +768,82 @@ static void conn_release(struct shard *sh, struct conn *c)
 	stat_add(&sh->stats.conns_closed, 1);
 }
 
-/* Shuts the connection down now; the slot is freed when its ops complete. */
-static void conn_close(struct shard *sh, struct conn *c, const char *reason)
+/* The session is over: its transaction is dropped, its input too, its end
+ * is logged, and its address no longer counts toward max_connections_per_ip. */
+static void conn_finish(struct shard *sh, struct conn *c, const char *reason)
 {
-	if (c->flags & C_SHUT)
-		return;
 	if (!c->reason)
 		c->reason = reason;
-	c->flags |= C_SHUT;
 	/* A message with the writer keeps its envelope (refs) and its buffers;
 	 * its completion finds the slot gone and only logs. */
 	if (c->smtp.state != SMTP_S_WAIT)
 		smtp_close(&c->smtp);
 	txn_end(sh, c);
 	input_drop(sh, c);
-	timer_cancel(&sh->wheel, (uint32_t)(c - sh->conns));
 	conn_log_end(sh, c);
+	if (c->ip_bucket < IP_BUCKETS)
+		atomic_fetch_sub_explicit(&ip_conns[c->ip_bucket], 1, memory_order_relaxed);
+	c->ip_bucket = IP_BUCKETS;
+}
+
+/* Shuts the connection down now; the slot is freed when its ops complete. */
+static void conn_close(struct shard *sh, struct conn *c, const char *reason)
+{
+	if (c->flags & C_SHUT)
+		return;
+	if (!(c->flags & C_LINGER))
+		conn_finish(sh, c, reason);
+	c->flags |= C_SHUT;
+	timer_cancel(&sh->wheel, (uint32_t)(c - sh->conns));
 	shutdown(c->fd, SHUT_RDWR); /* ends the multishot recv and any send */
 	conn_release(sh, c);
+}
+
+/*
+ * Lingering close (as nginx's lingering_close and Postfix do): the last
+ * reply is sent, a FIN follows it (SHUT_WR), and what the client still sends
+ * is read and dropped until it closes, for at most LINGER_S seconds and
+ * LINGER_BYTES. Closing at once with unread input would make the kernel
+ * answer with a reset, and a client still sending (a trickle, a pipelined
+ * flood) would see its send fail, or its unread 421 destroyed, before it
+ * reads why it was cut off. The slot stays taken meanwhile (bounded by
+ * both limits); the address no longer counts toward max_connections_per_ip.
+ */
+static void conn_linger(struct shard *sh, struct conn *c)
+{
+	if (c->flags & C_PEER_EOF) {
+		conn_close(sh, c, NULL); /* the client sends nothing more */
+		return;
+	}
+	conn_finish(sh, c, NULL);
+	c->flags = (uint16_t)((c->flags | C_LINGER) & ~C_PAUSED);
+	c->linger_bytes = 0;
+	shutdown(c->fd, SHUT_WR);
+	timer_set(&sh->wheel, (uint32_t)(c - sh->conns), sh->now_s + LINGER_S);
+	if (!(c->flags & (C_RECV | C_STARVED)))
+		arm_recv(sh, c);
+	stat_add(&sh->stats.conns_lingered, 1);
+}
+
+/* Input of a lingering connection: n bytes were dropped, or (n = 0) its recv
+ * ended with res. Closes at the client's EOF, an error, or LINGER_BYTES. */
+static void linger_input(struct shard *sh, struct conn *c, uint32_t n, int res, bool more)
+{
+	c->linger_bytes += n;
+	if (n > 0 && c->linger_bytes <= LINGER_BYTES) {
+		if (!more)
+			arm_recv(sh, c);
+		return;
+	}
+	if (res == -ENOBUFS) {
+		starve(sh, c); /* re-armed when buffers return */
+		return;
+	}
+	if (res == -ECANCELED && !(c->flags & C_RECV)) {
+		arm_recv(sh, c); /* the pause's cancel, from before the linger */
+		return;
+	}
+	conn_close(sh, c, NULL);
 }
 
 /* Queues the send of what is in out, if nothing is in flight. */
@@ -768,7 +864,7 @@ static void send_block(struct shard *sh, struct conn *c, uint8_t *p, uint32_t le
  * is in flight; closes when that was the last of a closing session. */
 static void conn_flush(struct shard *sh, struct conn *c)
 {
-	if (c->flags & C_SHUT)
+	if (c->flags & (C_SHUT | C_LINGER))
 		return;
 	if (c->tls_state == TLS_UP && c->out_len > 0) {
 		if (tls_write(c->tls, c->out, c->out_len) != TLS_OK) {
@@ -806,7 +902,7 @@ static void conn_flush(struct shard *sh, struct conn *c)
 		tls_output_consumed(c->tls, tlen);
 		send_block(sh, c, p, (uint32_t)tlen);
 	} else if (c->flags & C_CLOSE) {
-		conn_close(sh, c, NULL);
+		conn_linger(sh, c);
 	}
 }
 
@@ -865,7 +961,8 @@ static bool after_feed(struct shard *sh, struct conn *c, enum smtp_result r)
 		return false; /* conn_process starts TLS once the loop is left */
 	case SMTP_CLOSE:
 		if (!c->reason)
-			c->reason = "quit";
+			c->reason =
+			    c->smtp.errors >= sh->cfg->error_limit ? "too-many-errors" : "quit";
 		c->flags |= C_CLOSE;
 		input_drop(sh, c);
 		return false;
@@ -1132,6 +1229,22 @@ static uint32_t ip_bucket(const struct sockaddr_storage *ss)
 	return (h ^ (h >> 16)) & (IP_BUCKETS - 1);
 }
 
+/* Whether the client is in connection_limit_exceptions. */
+static bool limit_exempt(const struct config *cfg, const struct sockaddr_storage *ss)
+{
+	if (cfg->nconnection_limit_exceptions == 0)
+		return false;
+	if (ss->ss_family == AF_INET)
+		return cidr_list_match(
+		    cfg->connection_limit_exceptions, cfg->nconnection_limit_exceptions, false,
+		    (const uint8_t *)&((const struct sockaddr_in *)ss)->sin_addr);
+	if (ss->ss_family == AF_INET6)
+		return cidr_list_match(
+		    cfg->connection_limit_exceptions, cfg->nconnection_limit_exceptions, true,
+		    (const uint8_t *)&((const struct sockaddr_in6 *)ss)->sin6_addr);
+	return false;
+}
+
 /* Refuses a connection at accept, before any slot is taken. */
 static void refuse(struct shard *sh, int fd, const char *why)
 {
@@ -1139,6 +1252,12 @@ static void refuse(struct shard *sh, int fd, const char *why)
 	int n = snprintf(msg, sizeof(msg), "421 4.7.0 %s %s\r\n", sh->cfg->myhostname, why);
 	ssize_t w = send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
 	(void)w;
+	/* No slot, so no lingering: but what the client sent already is read,
+	 * so that the close sends a FIN after the 421 rather than a reset. */
+	shutdown(fd, SHUT_WR);
+	char sink[4096];
+	for (int i = 0; i < 4 && recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0; i++)
+		;
 	close(fd);
 	stat_add(&sh->stats.conns_refused, 1);
 }
@@ -1165,7 +1284,7 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, unsigned li)
 		return;
 	}
 	uint32_t bucket = peer ? ip_bucket(&ss) : IP_BUCKETS;
-	if (bucket < IP_BUCKETS && sh->cfg->max_connections_per_ip) {
+	if (bucket < IP_BUCKETS && sh->cfg->max_connections_per_ip && !limit_exempt(sh->cfg, &ss)) {
 		unsigned n = atomic_fetch_add_explicit(&ip_conns[bucket], 1, memory_order_relaxed);
 		if (n >= sh->cfg->max_connections_per_ip) {
 			atomic_fetch_sub_explicit(&ip_conns[bucket], 1, memory_order_relaxed);
@@ -1266,11 +1385,6 @@ static void pregreet_talker(struct shard *sh, struct conn *c)
 	mark_dirty(sh, c);
 }
 
-static void starve(struct shard *sh, struct conn *c)
-{
-	list_push(sh, &sh->starved_head, c, C_STARVED, &c->next_starved);
-}
-
 static void on_recv(struct shard *sh, struct io_uring_cqe *cqe, struct conn *c)
 {
 	bool more = cqe->flags & IORING_CQE_F_MORE;
@@ -1289,6 +1403,12 @@ static void on_recv(struct shard *sh, struct io_uring_cqe *cqe, struct conn *c)
 			conn_release(sh, c);
 			return;
 		}
+		if (c->flags & C_LINGER) {
+			buf_put(sh, b);
+			linger_input(sh, c, (uint32_t)cqe->res, cqe->res, more);
+			return;
+		}
+		c->flags |= C_RX;
 		/* Under TLS the bytes are ciphertext for wolfSSL, else input for the engine. */
 		struct bufq *q = c->tls ? &c->ct : &c->in;
 		bufq_push(sh, q, b, (uint32_t)cqe->res);
@@ -1311,6 +1431,10 @@ static void on_recv(struct shard *sh, struct io_uring_cqe *cqe, struct conn *c)
 	}
 	if (c->flags & C_SHUT) {
 		conn_release(sh, c);
+		return;
+	}
+	if (c->flags & C_LINGER) {
+		linger_input(sh, c, 0, cqe->res, more);
 		return;
 	}
 	if (cqe->res == -ENOBUFS) {
@@ -1390,7 +1514,7 @@ static void log_msg(struct shard *sh, struct conn *c, const struct msg *m)
 static void on_returned(struct shard *sh, struct msg *m)
 {
 	struct conn *c = &sh->conns[m->conn_slot];
-	bool alive = c->open && c->gen == m->conn_gen && !(c->flags & C_SHUT);
+	bool alive = c->open && c->gen == m->conn_gen && !(c->flags & (C_SHUT | C_LINGER));
 	if (m->kind == MSG_FINAL) {
 		log_msg(sh, alive ? c : NULL, m);
 		if (m->result == 0) {
@@ -1486,6 +1610,10 @@ static void on_tick(struct shard *sh)
 			struct conn *c = &sh->conns[idx[i]];
 			if (!c->open || (c->flags & C_SHUT))
 				continue;
+			if (c->flags & C_LINGER) {
+				conn_close(sh, c, NULL); /* lingered long enough */
+				continue;
+			}
 			if (c->flags & C_PREGREET) {
 				pregreet_done(sh, c);
 				continue;

@@ -21,6 +21,7 @@ struct shard_stats {
 	uint64_t conns_accepted;
 	uint64_t conns_refused; /* past max_connections: 421 at accept */
 	uint64_t conns_closed;
+	uint64_t conns_lingered;  /* closed with a lingering close (their input read, dropped) */
 	uint64_t msgs_queued;	  /* 250 sent after the writer stored it */
 	uint64_t msgs_failed;	  /* 4xx/5xx at end of data */
 	uint64_t body_bytes;	  /* content bytes handed to writers */

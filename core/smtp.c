@@ -13,9 +13,14 @@
  * Bounds: a command line is at most command_line_limit octets including
  * CRLF; a longer one is dropped up to its LF and answered 500 5.5.2 (the
  * engine keeps only a counter, not the bytes). Every 4xx/5xx caused by the
- * client counts toward error_limit, after which the session ends with 421.
- * Recipients stop at recipient_limit (452 4.5.3); content stops being
- * reported past message_size_limit (552 5.3.4 at its end).
+ * client counts toward error_limit, after which the session ends with 421,
+ * except 452 for too many recipients: recipients stop at recipient_limit
+ * (452 4.5.3), and only the 452s of a transaction past
+ * recipient_overshoot_limit count (as Postfix's
+ * smtpd_recipient_overshoot_limit), so a client with a long list gets it
+ * delivered in several transactions while one that goes on sending
+ * thousands is cut off. Content stops being reported past
+ * message_size_limit (552 5.3.4 at its end).
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -137,6 +142,7 @@ static void txn_reset(struct smtp_session *s, bool tell_host)
 		s->hooks->abort(s->ctx);
 	s->flags &= ~(F_MAIL | F_RCPT_TRY | F_CONTENT | F_DEAD | F_OVERSIZE | F_BDAT_LAST);
 	s->nrcpt = 0;
+	s->overshoot = 0;
 	s->env_flags = 0;
 	s->body_bytes = 0;
 	s->bdat_left = 0;
@@ -374,8 +380,13 @@ static void cmd_rcpt(struct smtp_session *s, const char *arg, size_t len, struct
 		return error(s, out, R_NEED_UTF8);
 	if (!addr_accepted(s->conf->cfg, &a))
 		return error(s, out, R_RELAY);
-	if (s->nrcpt >= s->conf->cfg->recipient_limit)
-		return reply(out, R_RCPT_MAX);
+	if (s->nrcpt >= s->conf->cfg->recipient_limit) {
+		if (s->overshoot < s->conf->cfg->recipient_overshoot_limit) {
+			s->overshoot++;
+			return reply(out, R_RCPT_MAX);
+		}
+		return error(s, out, R_RCPT_MAX);
+	}
 	enum smtp_verdict v = s->hooks->rcpt(s->ctx, &a);
 	if (v != SMTP_V_OK)
 		return reply(out, verdict_reply(v));
@@ -543,6 +554,7 @@ static size_t feed_cmd(struct smtp_session *s, const uint8_t *in, size_t len, st
 		if (!lf)
 			return len;
 		s->flags &= ~F_DISCARD;
+		s->lines++;
 		error(s, out, R_TOO_LONG);
 		return (size_t)(lf - in) + 1;
 	}
@@ -557,6 +569,7 @@ static size_t feed_cmd(struct smtp_session *s, const uint8_t *in, size_t len, st
 	size_t used = n + 1;
 	if (n > 0 && in[n - 1] == '\r')
 		n--;
+	s->lines++;
 	command(s, (const char *)in, n, out);
 	return used;
 }

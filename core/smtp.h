@@ -93,8 +93,10 @@ struct smtp_session {
 	uint16_t flags;			/* private: SMTP_F_* in smtp.c */
 	uint16_t errors;		/* protocol errors so far */
 	uint32_t nrcpt;			/* accepted recipients in this transaction */
+	uint32_t overshoot;		/* private: 452s past recipient_limit in it */
 	uint32_t env_flags;		/* ENV_* of this transaction */
 	uint32_t discard;		/* private: bytes of an overlong line being dropped */
+	uint32_t lines;			/* command lines ended so far (wraps): a host's clock */
 	uint64_t body_bytes;		/* content reported (or counted) in this transaction */
 	uint64_t bdat_left;		/* bytes left in the current BDAT chunk */
 	uint64_t bdat_chunk;		/* size of the current BDAT chunk */

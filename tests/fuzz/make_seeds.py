@@ -247,6 +247,8 @@ recv_buffers = 1024
 ring_size = 1024
 body_flush_bytes = 256k
 pin_shards = no
+recipient_overshoot_limit = 500
+connection_limit_exceptions = 10.0.0.0/8, [2001:db8::]/32 ::1
 ''')
     write(d, 's-errors', b'''listen = 127.0.0.1
 listen = [::1:25

@@ -75,6 +75,7 @@ R_TOO_MANY_ERRORS = "421 4.7.0 %s Error: too many errors" % HOSTNAME
 R_TIMEOUT = "421 4.4.2 %s Error: timeout exceeded" % HOSTNAME
 R_SHUTDOWN = "421 4.3.2 %s Service shutting down" % HOSTNAME
 R_NOT_IMPL = "502 5.5.1 Error: command not implemented"
+R_NEED_UTF8 = "553 5.6.7 Error: non-ASCII address requires SMTPUTF8"
 
 QUEUED_RE = re.compile(r"^250 2\.0\.0 Ok: queued as ([0-9A-Za-z]{16})$")
 CHUNK_RE = re.compile(r"^250 2\.0\.0 Ok: (\d+) octets received$")

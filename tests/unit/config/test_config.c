@@ -91,6 +91,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.writers, 1);
 	assert_int_equal(cfg.message_size_limit, 10240000);
 	assert_int_equal(cfg.recipient_limit, 100);
+	assert_int_equal(cfg.recipient_overshoot_limit, 1000);
 	assert_int_equal(cfg.command_line_limit, 512);
 	assert_int_equal(cfg.error_limit, 20);
 	assert_int_equal(cfg.max_connections, 20000);
@@ -122,6 +123,8 @@ static const char every_key[] = "# every key, none at its default\n"
 				"writers = 2\n"
 				"message_size_limit = 50m\n"
 				"recipient_limit = 500\n"
+				"recipient_overshoot_limit = 50\n"
+				"connection_limit_exceptions = 192.0.2.0/24, [2001:db8::]/48\n"
 				"command_line_limit = 1024\n"
 				"error_limit = 5\n"
 				"max_connections = 1000\n"
@@ -153,6 +156,15 @@ static void check_every_key(const struct config *cfg)
 	assert_int_equal(cfg->writers, 2);
 	assert_int_equal(cfg->message_size_limit, 50ull << 20);
 	assert_int_equal(cfg->recipient_limit, 500);
+	assert_int_equal(cfg->recipient_overshoot_limit, 50);
+	assert_int_equal(cfg->nconnection_limit_exceptions, 2);
+	assert_false(cfg->connection_limit_exceptions[0].v6);
+	assert_int_equal(cfg->connection_limit_exceptions[0].bits, 24);
+	assert_memory_equal(cfg->connection_limit_exceptions[0].addr, "\xc0\x00\x02\x00", 4);
+	assert_true(cfg->connection_limit_exceptions[1].v6);
+	assert_int_equal(cfg->connection_limit_exceptions[1].bits, 48);
+	assert_memory_equal(cfg->connection_limit_exceptions[1].addr,
+			    "\x20\x01\x0d\xb8\0\0\0\0\0\0\0\0\0\0\0\0", 16);
 	assert_int_equal(cfg->command_line_limit, 1024);
 	assert_int_equal(cfg->error_limit, 5);
 	assert_int_equal(cfg->max_connections, 1000);
@@ -218,6 +230,8 @@ static uint64_t get_field(const struct config *cfg, const char *line)
 		return cfg->writers;
 	if (strncmp(line, "recipient_limit", 15) == 0)
 		return cfg->recipient_limit;
+	if (strncmp(line, "recipient_overshoot_limit", 25) == 0)
+		return cfg->recipient_overshoot_limit;
 	if (strncmp(line, "error_limit", 11) == 0)
 		return cfg->error_limit;
 	if (strncmp(line, "max_connections", 15) == 0)
@@ -275,6 +289,10 @@ static const struct value_case value_cases[] = {
     {"recipient_limit = 0", 0, 0},
     {"recipient_limit = 10001", 0, 0},
     {"recipient_limit = 1k", 0, 0},
+    {"recipient_overshoot_limit = 0", 1, 0},
+    {"recipient_overshoot_limit = 100000", 1, 100000},
+    {"recipient_overshoot_limit = 100001", 0, 0},
+    {"recipient_overshoot_limit = many", 0, 0},
     {"writers = 64", 1, 64},
     {"writers = 0", 0, 0},
     {"writers = 65", 0, 0},
@@ -375,6 +393,22 @@ static const struct msg_case msg_cases[] = {
     {"  writers = 2\n", "mxring: %s:1: continuation line without a key before it\n"},
     {"writers = two\n", "mxring: %s:1: key 'writers': bad number 'two'\n"},
     {"writers = 100\n", "mxring: %s:1: key 'writers': '100' is out of range 1..64\n"},
+    {"connection_limit_exceptions = 10.0.0.1/8\n",
+     "mxring: %s:1: key 'connection_limit_exceptions': '10.0.0.1/8' has address bits past its "
+     "prefix length (the network is 10.0.0.0/8)\n"},
+    {"connection_limit_exceptions = 127.0.0.2 ::1/129\n",
+     "mxring: %s:1: key 'connection_limit_exceptions': prefix length in '::1/129' is out of "
+     "range 0..128\n"},
+    {"connection_limit_exceptions = 1.2.3.4/x\n",
+     "mxring: %s:1: key 'connection_limit_exceptions': bad prefix length in '1.2.3.4/x'\n"},
+    {"connection_limit_exceptions = [1.2.3.4]\n",
+     "mxring: %s:1: key 'connection_limit_exceptions': bad address '[1.2.3.4]' (expected IPv4 "
+     "or IPv6, optionally /prefix length)\n"},
+    {"connection_limit_exceptions = example.com\n",
+     "mxring: %s:1: key 'connection_limit_exceptions': bad address 'example.com' (expected "
+     "IPv4 or IPv6, optionally /prefix length)\n"},
+    {"recipient_overshoot_limit = 100001\n",
+     "mxring: %s:1: key 'recipient_overshoot_limit': '100001' is out of range 0..100000\n"},
     {"command_timeout = 5x\n", "mxring: %s:1: key 'command_timeout': bad time '5x'\n"},
     {"shards = x\n", "mxring: %s:1: key 'shards': bad number 'x' (expected auto or a number)\n"},
     {"recv_buffers = 1000\n", "mxring: %s:1: key 'recv_buffers': '1000' is not a power of two\n"},
@@ -724,6 +758,77 @@ static void test_check_by_hand(void **state)
 	config_free(&cfg);
 }
 
+/* connection_limit_exceptions: the list's bound, emptying it, and matching. */
+static void test_cidrs(void **state)
+{
+	static const uint8_t v4[][4] = {{10, 1, 2, 3},	  {11, 0, 0, 1},  {192, 168, 1, 255},
+					{192, 168, 2, 0}, {127, 0, 0, 2}, {127, 0, 0, 3}};
+	static const bool v4_in[] = {true, false, true, false, true, false};
+	struct config cfg;
+	struct errbuf e;
+	char kv[4096];
+	size_t i, n;
+	uint8_t a6[16];
+
+	(void)state;
+	config_defaults(&cfg);
+	assert_int_equal(cfg.nconnection_limit_exceptions, 0);
+	err_open(&e);
+	assert_int_equal(config_set(&cfg,
+				    "connection_limit_exceptions=10.0.0.0/8, 192.168.0.0/23 "
+				    "127.0.0.2,::1 2001:db8:1::/48",
+				    e.f),
+			 0);
+	assert_string_equal(err_text(&e), "");
+	assert_int_equal(cfg.nconnection_limit_exceptions, 5);
+	for (i = 0; i < sizeof(v4) / sizeof(v4[0]); i++)
+		if (cidr_list_match(cfg.connection_limit_exceptions,
+				    cfg.nconnection_limit_exceptions, false, v4[i]) != v4_in[i])
+			fail_msg("IPv4 case %zu", i);
+	/* ::1 and 2001:db8:1:ffff::1 are in, ::2 and 2001:db8:2::1 are not */
+	memset(a6, 0, sizeof(a6));
+	a6[15] = 1;
+	assert_true(cidr_list_match(cfg.connection_limit_exceptions, 5, true, a6));
+	a6[15] = 2;
+	assert_false(cidr_list_match(cfg.connection_limit_exceptions, 5, true, a6));
+	memcpy(a6, "\x20\x01\x0d\xb8\x00\x01\xff\xff\0\0\0\0\0\0\0\x01", 16);
+	assert_true(cidr_list_match(cfg.connection_limit_exceptions, 5, true, a6));
+	a6[5] = 2;
+	assert_false(cidr_list_match(cfg.connection_limit_exceptions, 5, true, a6));
+	/* IPv4-mapped IPv6 matches the IPv4 prefixes; IPv4 never an IPv6 one */
+	memcpy(a6, "\0\0\0\0\0\0\0\0\0\0\xff\xff\x0a\x09\x09\x09", 16);
+	assert_true(cidr_list_match(cfg.connection_limit_exceptions, 5, true, a6));
+	a6[12] = 11;
+	assert_false(cidr_list_match(cfg.connection_limit_exceptions, 5, true, a6));
+	assert_false(cidr_list_match(cfg.connection_limit_exceptions, 5, false,
+				     (const uint8_t *)"\0\0\0\x01"));
+	/* /0 matches every address of its family (IPv4-mapped ones too) */
+	assert_int_equal(config_set(&cfg, "connection_limit_exceptions=0.0.0.0/0", e.f), 0);
+	assert_true(cidr_list_match(cfg.connection_limit_exceptions, 1, false, v4[1]));
+	assert_true(cidr_list_match(cfg.connection_limit_exceptions, 1, true, a6)); /* 11.9.9.9 */
+	a6[10] = 0;
+	assert_false(cidr_list_match(cfg.connection_limit_exceptions, 1, true, a6));
+	/* an empty value empties the list */
+	assert_int_equal(config_set(&cfg, "connection_limit_exceptions=", e.f), 0);
+	assert_int_equal(cfg.nconnection_limit_exceptions, 0);
+	assert_false(cidr_list_match(cfg.connection_limit_exceptions, 0, false, v4[0]));
+	/* CIDR_LIST_MAX prefixes fit, one more does not (and the list is kept) */
+	for (n = 0, i = 0; i < CIDR_LIST_MAX; i++)
+		n += (size_t)snprintf(kv + n, sizeof(kv) - n, "%s10.0.%zu.0/24",
+				      i ? "," : "connection_limit_exceptions=", i);
+	assert_int_equal(config_set(&cfg, kv, e.f), 0);
+	assert_int_equal(cfg.nconnection_limit_exceptions, CIDR_LIST_MAX);
+	assert_string_equal(err_text(&e), "");
+	snprintf(kv + n, sizeof(kv) - n, ",10.1.0.0/16");
+	assert_int_equal(config_set(&cfg, kv, e.f), -1);
+	assert_non_null(strstr(err_text(&e), "key 'connection_limit_exceptions': more than 64 "
+					     "prefixes\n"));
+	assert_int_equal(cfg.nconnection_limit_exceptions, CIDR_LIST_MAX);
+	assert_int_equal(config_check(&cfg, NULL), 0);
+	err_close(&e);
+	config_free(&cfg);
+}
+
 static char *print_to_string(const struct config *cfg)
 {
 	char *text = NULL;
@@ -753,6 +858,7 @@ static void test_round_trip(void **state)
 	assert_non_null(strstr(t1, "command_timeout = 300s\n"));
 	assert_non_null(strstr(t1, "pin_shards = no\n"));
 	assert_non_null(strstr(t1, "spool_format = maildir\n"));
+	assert_non_null(strstr(t1, "connection_limit_exceptions = 192.0.2.0/24, 2001:db8::/48\n"));
 	assert_int_equal(load_text(&b, t1, &e, path), 0);
 	assert_string_equal(err_text(&e), "");
 	check_every_key(&b);
@@ -824,6 +930,7 @@ int main(void)
 	    cmocka_unit_test(test_listen),
 	    cmocka_unit_test(test_check),
 	    cmocka_unit_test(test_check_by_hand),
+	    cmocka_unit_test(test_cidrs),
 	    cmocka_unit_test(test_round_trip),
 	    cmocka_unit_test(test_override),
 	};

@@ -429,6 +429,36 @@ static void test_wait_state(void **state)
 	mini_free(&m);
 }
 
+/* s.lines counts the command lines that ended (a host's command clock):
+ * not part of a line, not content lines; an overlong line once, at its LF. */
+static void test_lines(void **state)
+{
+	(void)state;
+	struct mini m;
+	mini_init(&m);
+	uint32_t l0 = m.s.lines;
+	size_t used = 99;
+	uint8_t part[] = "NOOP\r\nNO";
+	assert_int_equal(smtp_feed(&m.s, part, 8, &used, &m.out), SMTP_MORE);
+	assert_int_equal(used, 6);
+	assert_int_equal(m.s.lines, l0 + 1);
+	uint8_t overlong[600];
+	memset(overlong, 'x', sizeof(overlong));
+	assert_int_equal(smtp_feed(&m.s, overlong, sizeof(overlong), &used, &m.out), SMTP_MORE);
+	assert_int_equal(used, sizeof(overlong));
+	assert_int_equal(m.s.lines, l0 + 1);
+	m.out.len = 0;
+	assert_int_equal(mini_feed(&m, "\r\n"), SMTP_MORE);
+	assert_true(out_has(&m, "500 5.5.2 Error: line too long\r\n"));
+	assert_int_equal(m.s.lines, l0 + 2);
+	start_txn(&m);
+	uint32_t l1 = m.s.lines;
+	assert_int_equal(l1, l0 + 5); /* HELO, MAIL, RCPT */
+	assert_int_equal(mini_feed(&m, "DATA\r\nline one\r\nline two\r\n.\r\n"), SMTP_BLOCKED);
+	assert_int_equal(m.s.lines, l1 + 1); /* DATA only */
+	mini_free(&m);
+}
+
 /* With less than SMTP_OUT_RESERVE free, nothing is started. */
 static void test_out_reserve(void **state)
 {
@@ -628,6 +658,7 @@ int main(void)
 	    cmocka_unit_test(test_shutdown),
 	    cmocka_unit_test(test_wait_state),
 	    cmocka_unit_test(test_out_reserve),
+	    cmocka_unit_test(test_lines),
 	    cmocka_unit_test(test_conf_replies_fit),
 	    cmocka_unit_test(test_random_sessions),
 	};
