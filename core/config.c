@@ -86,6 +86,7 @@ static const char *const spool_names[] = {"segment", "maildir", NULL};
 static const char *const newline_names[] = {"normalize", "reject", NULL};
 static const char *const bool_names[] = {"no", "yes", NULL};
 static const char *const tls_level_names[] = {"none", "may", NULL};
+static const char *const proxy_names[] = {"none", "haproxy", NULL};
 
 #define FIELD(f) offsetof(struct config, f), sizeof(((struct config *)0)->f)
 
@@ -131,12 +132,15 @@ static const struct key config_keys[] = {
     {"tls_session_cache_size", K_COUNT, FIELD(tls_session_cache_size), 0, 1000000, NULL},
     {"tls_session_timeout", K_TIME, FIELD(tls_session_timeout), 1, 86400, NULL},
     {"connection_limit_exceptions", K_CIDRS, FIELD(connection_limit_exceptions), 0, 0, NULL},
+    {"proxy_protocol", K_ENUM, FIELD(proxy_protocol), 0, 1, proxy_names},
+    {"proxy_timeout", K_TIME, FIELD(proxy_timeout), 1, TIMEOUT_MAX, NULL},
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
 static_assert(sizeof(((struct config *)0)->spool_format) == sizeof(unsigned), "enum as unsigned");
 static_assert(sizeof(((struct config *)0)->bare_newline) == sizeof(unsigned), "enum as unsigned");
+static_assert(sizeof(((struct config *)0)->proxy_protocol) == sizeof(unsigned), "enum as unsigned");
 
 static char default_domain[] = "localhost";
 static char *default_domains[] = {default_domain};
@@ -837,6 +841,8 @@ void config_defaults(struct config *cfg)
 	cfg->tls_security_level = TLS_LEVEL_NONE;
 	cfg->tls_handshake_timeout = 30;
 	cfg->min_data_rate = 500;
+	cfg->proxy_protocol = PROXY_PROTOCOL_NONE;
+	cfg->proxy_timeout = 5;
 	cfg->listen_from_o = false;
 	cfg->tls_session_cache_size = 20000;
 	cfg->tls_session_timeout = 3600;

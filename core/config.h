@@ -23,6 +23,7 @@
 enum spool_format { SPOOL_SEGMENT = 0, SPOOL_MAILDIR = 1 };
 enum bare_newline { BARE_NEWLINE_NORMALIZE = 0, BARE_NEWLINE_REJECT = 1 };
 enum tls_level { TLS_LEVEL_NONE = 0, TLS_LEVEL_MAY = 1 };
+enum proxy_protocol { PROXY_PROTOCOL_NONE = 0, PROXY_PROTOCOL_HAPROXY = 1 };
 
 struct listen_addr {
 	char host[64]; /* as written: "127.0.0.1", "::1", "0.0.0.0", "::" */
@@ -74,7 +75,11 @@ struct config {
 				 * talks before the greeting is refused with 554 */
 	unsigned min_data_rate; /* bytes/s a DATA/BDAT request must keep up; default 500, 0 = off */
 	unsigned max_connections_per_ip; /* across all shards; 0 (default) = no limit */
-	bool listen_from_o;		 /* private to config.c: an -o listen replaced the list */
+	/* haproxy: every connection starts with a PROXY header (v1 or v2) naming
+	 * the real client; default none */
+	enum proxy_protocol proxy_protocol;
+	unsigned proxy_timeout; /* seconds, default 5: the header must arrive whole within */
+	bool listen_from_o;	/* private to config.c: an -o listen replaced the list */
 	unsigned tls_session_cache_size; /* session-ID cache entries, default 20000; 0 = off */
 	unsigned tls_session_timeout;	 /* seconds, default 3600: cache entries and tickets */
 	/* 452s past recipient_limit in one transaction before each counts toward

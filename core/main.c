@@ -73,7 +73,7 @@ static void log_stats(struct shard **shards, unsigned n, struct writer_set *ws)
 	    "enobufs=%llu recv_paused=%llu ring_full=%llu tls_handshakes=%llu tls_resumed=%llu "
 	    "tls_failed=%llu tls_plain_bytes=%llu tls_cache_hits=%llu tls_cache_misses=%llu "
 	    "tls_cache_stores=%llu tls_cache_evictions=%llu tls_cache_entries=%llu "
-	    "writer_batches=%llu writer_finals=%llu writer_errors=%llu",
+	    "writer_batches=%llu writer_finals=%llu writer_errors=%llu proxy_errors=%llu",
 	    (unsigned long long)sum.conns_accepted, (unsigned long long)sum.conns_refused,
 	    (unsigned long long)sum.conns_closed, (unsigned long long)sum.conns_lingered,
 	    (unsigned long long)sum.msgs_queued, (unsigned long long)sum.msgs_failed,
@@ -85,7 +85,8 @@ static void log_stats(struct shard **shards, unsigned n, struct writer_set *ws)
 	    (unsigned long long)cs.hits, (unsigned long long)cs.misses,
 	    (unsigned long long)cs.stores, (unsigned long long)cs.evictions,
 	    (unsigned long long)cs.entries, (unsigned long long)w.batches,
-	    (unsigned long long)w.finals, (unsigned long long)w.errors);
+	    (unsigned long long)w.finals, (unsigned long long)w.errors,
+	    (unsigned long long)sum.proxy_errors);
 }
 
 /* Each connection is a descriptor: raise the soft limit as far as the hard one allows. */

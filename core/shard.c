@@ -45,6 +45,7 @@
 
 #include "log.h"
 #include "msg.h"
+#include "proxy.h"
 #include "shard.h"
 #include "timer.h"
 #include "tls.h"
@@ -88,6 +89,7 @@ static_assert(OUT_CAP >= 2 * SMTP_OUT_RESERVE, "reply buffer holds a reserve and
 #define C_NOTIFIED   0x400u  /* TLS close_notify queued */
 #define C_RX	     0x800u  /* bytes arrived since cmd_start_s was set */
 #define C_LINGER     0x1000u /* session over, FIN sent: input is read and dropped */
+#define C_PROXY	     0x2000u /* waiting for the PROXY protocol header (proxy_protocol) */
 
 /* A connection's queue of buffers (ids into the shard's pools), oldest first. */
 struct bufq {
@@ -117,6 +119,7 @@ struct conn {
 	uint16_t feed_buf;    /* buffer being fed to the engine, BUF_NONE for the stash */
 	uint8_t tls_state;    /* TLS_NONE, TLS_HANDSHAKE, TLS_UP */
 	uint8_t implicit_tls; /* accepted on an smtps_listen address */
+	uint8_t li;	      /* index of the listener that accepted it */
 	struct tls_conn *tls; /* owned, from STARTTLS on */
 	uint16_t line_len;
 	uint16_t writer; /* writer of the current transaction */
@@ -1245,6 +1248,42 @@ static bool limit_exempt(const struct config *cfg, const struct sockaddr_storage
 	return false;
 }
 
+/*
+ * Counts a connection from ss against max_connections_per_ip (shared by all
+ * shards). false: the address is at its limit (nothing counted). *bucket is
+ * the slot counted in, or IP_BUCKETS when none (no limit, or exempt).
+ */
+static bool ip_admit(struct shard *sh, const struct sockaddr_storage *ss, uint32_t *bucket)
+{
+	*bucket = IP_BUCKETS;
+	uint32_t b = ip_bucket(ss);
+	if (b >= IP_BUCKETS || !sh->cfg->max_connections_per_ip || limit_exempt(sh->cfg, ss))
+		return true;
+	unsigned n = atomic_fetch_add_explicit(&ip_conns[b], 1, memory_order_relaxed);
+	if (n >= sh->cfg->max_connections_per_ip) {
+		atomic_fetch_sub_explicit(&ip_conns[b], 1, memory_order_relaxed);
+		return false;
+	}
+	*bucket = b;
+	return true;
+}
+
+static void conn_set_addr(struct conn *c, const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+		inet_ntop(AF_INET, &s4->sin_addr, c->addr, sizeof(c->addr));
+		c->port = ntohs(s4->sin_port);
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+		inet_ntop(AF_INET6, &s6->sin6_addr, c->addr, sizeof(c->addr));
+		c->port = ntohs(s6->sin6_port);
+	}
+}
+
+static void session_start(struct shard *sh, struct conn *c);
+static void pregreet_talker(struct shard *sh, struct conn *c);
+
 /* Refuses a connection at accept, before any slot is taken. */
 static void refuse(struct shard *sh, int fd, const char *why)
 {
@@ -1283,16 +1322,12 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, unsigned li)
 		refuse(sh, fd, "Error: too many connections");
 		return;
 	}
-	uint32_t bucket = peer ? ip_bucket(&ss) : IP_BUCKETS;
-	if (bucket < IP_BUCKETS && sh->cfg->max_connections_per_ip && !limit_exempt(sh->cfg, &ss)) {
-		unsigned n = atomic_fetch_add_explicit(&ip_conns[bucket], 1, memory_order_relaxed);
-		if (n >= sh->cfg->max_connections_per_ip) {
-			atomic_fetch_sub_explicit(&ip_conns[bucket], 1, memory_order_relaxed);
-			refuse(sh, fd, "Error: too many connections from your address");
-			return;
-		}
-	} else {
-		bucket = IP_BUCKETS; /* not counted */
+	bool proxied = sh->cfg->proxy_protocol != PROXY_PROTOCOL_NONE;
+	/* Behind a balancer the per-address limit waits for the real address. */
+	uint32_t bucket = IP_BUCKETS;
+	if (!proxied && peer && !ip_admit(sh, &ss, &bucket)) {
+		refuse(sh, fd, "Error: too many connections from your address");
+		return;
 	}
 	uint32_t slot = sh->free_head;
 	struct conn *c = &sh->conns[slot];
@@ -1303,21 +1338,13 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, unsigned li)
 	c->gen = gen;
 	c->open = 1;
 	c->fd = fd;
+	c->li = (uint8_t)li;
 	c->in.head = c->in.tail = c->ct.head = c->ct.tail = c->feed_buf = BUF_NONE;
 	c->start_ms = mono_ms();
 	c->ip_bucket = bucket;
 	snprintf(c->addr, sizeof(c->addr), "unknown");
-	if (peer) {
-		if (ss.ss_family == AF_INET) {
-			struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-			inet_ntop(AF_INET, &s4->sin_addr, c->addr, sizeof(c->addr));
-			c->port = ntohs(s4->sin_port);
-		} else if (ss.ss_family == AF_INET6) {
-			struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-			inet_ntop(AF_INET6, &s6->sin6_addr, c->addr, sizeof(c->addr));
-			c->port = ntohs(s6->sin6_port);
-		}
-	}
+	if (peer)
+		conn_set_addr(c, &ss);
 	stat_add(&sh->stats.conns_accepted, 1);
 	current = sh;
 	smtp_init(&c->smtp, sh->sconf, &hooks, c);
@@ -1325,16 +1352,39 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, unsigned li)
 		conn_close(sh, c, "nomem");
 		return;
 	}
-	if (li >= sh->cfg->nlisten) {
+	if (proxied) {
+		/* Nothing is sent before the balancer's header has named the client. */
+		c->flags |= C_PROXY;
+		arm_recv(sh, c);
+		timer_set(&sh->wheel, slot, sh->now_s + sh->cfg->proxy_timeout + 1);
+		return;
+	}
+	session_start(sh, c);
+}
+
+/* The client is known: TLS first (smtps_listen), the pre-greeting wait, or the greeting. */
+static void session_start(struct shard *sh, struct conn *c)
+{
+	if (c->li >= sh->cfg->nlisten) {
 		/* Implicit TLS (RFC 8314): the handshake first, the greeting inside it. */
 		c->implicit_tls = 1;
 		if (!tls_begin(sh, c))
 			return;
+		/* What followed a PROXY header is the start of the ClientHello. */
+		c->ct = c->in;
+		c->in.head = c->in.tail = BUF_NONE;
+		c->in.n = 0;
+		c->in.off = 0;
 	} else if (sh->cfg->pregreet_wait) {
 		/* A legitimate client waits for the greeting; one that talks first
 		 * is refused (the pre-greeting test of Postfix's postscreen). */
+		if (c->in.n) {
+			pregreet_talker(sh, c);
+			return;
+		}
 		c->flags |= C_PREGREET;
-		arm_recv(sh, c);
+		if (!(c->flags & C_RECV))
+			arm_recv(sh, c);
 		/* Whole seconds on the wheel: wait at least pregreet_wait. */
 		timer_set(&sh->wheel, (uint32_t)(c - sh->conns),
 			  sh->now_s + sh->cfg->pregreet_wait + 1);
@@ -1344,9 +1394,99 @@ static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, unsigned li)
 		smtp_greet(&c->smtp, &out);
 		c->out_len = (uint32_t)out.len;
 	}
-	arm_recv(sh, c);
+	if (!(c->flags & C_RECV))
+		arm_recv(sh, c);
 	set_deadline(sh, c);
 	mark_dirty(sh, c);
+	if (c->in.n || c->ct.n)
+		conn_process(sh, c); /* bytes that came with the PROXY header */
+}
+
+/* Ends a session the client has not started: a 421 line, then close. */
+static void refuse_conn(struct shard *sh, struct conn *c, const char *why, const char *reason)
+{
+	input_drop(sh, c);
+	int n = snprintf((char *)c->out + c->out_len, OUT_CAP - c->out_len, "421 4.7.0 %s %s\r\n",
+			 sh->cfg->myhostname, why);
+	if (n > 0 && (uint32_t)n < OUT_CAP - c->out_len)
+		c->out_len += (uint32_t)n;
+	smtp_close(&c->smtp);
+	c->reason = reason;
+	c->flags |= C_CLOSE;
+	timer_set(&sh->wheel, (uint32_t)(c - sh->conns), sh->now_s + 5);
+	mark_dirty(sh, c);
+}
+
+/*
+ * C_PROXY: looks for the PROXY header at the start of the input (it is at
+ * most PROXY_HEADER_MAX bytes, copied once to parse it). A whole header
+ * gives the connection the client's address, then the session starts; a bad
+ * one ends the connection with 421 and a log line saying why.
+ */
+static void proxy_input(struct shard *sh, struct conn *c)
+{
+	uint8_t hdr[PROXY_HEADER_MAX];
+	size_t n = 0;
+	uint32_t off = c->in.off;
+	for (uint16_t b = c->in.head; b != BUF_NONE && n < sizeof(hdr); b = sh->next[b]) {
+		size_t take = sh->len[b] - off;
+		if (take > sizeof(hdr) - n)
+			take = sizeof(hdr) - n;
+		memcpy(hdr + n, buf_addr(sh, b) + off, take);
+		n += take;
+		off = 0;
+	}
+	struct proxy_info pi;
+	const char *why;
+	int r = proxy_parse(hdr, n, &pi, &why);
+	if (r == PROXY_NEED_MORE)
+		return;
+	if (r == PROXY_INVALID) {
+		char esc[LOG_CLIENT_TEXT_MAX * 4 + 8];
+		log_escape(esc, sizeof(esc), (const char *)hdr, n < 64 ? n : 64, 64);
+		log_line("proxy error balancer=%s port=%u error=\"%s\" start=\"%s\"", c->addr,
+			 c->port, why, esc);
+		stat_add(&sh->stats.proxy_errors, 1);
+		c->flags &= ~C_PROXY;
+		refuse_conn(sh, c, "Error: bad or missing PROXY protocol header", "proxy-error");
+		return;
+	}
+	/* Consume the header's bytes. */
+	for (size_t left = (size_t)r; left > 0 && c->in.head != BUF_NONE;) {
+		size_t avail = sh->len[c->in.head] - c->in.off;
+		if (avail > left) {
+			c->in.off += (uint32_t)left;
+			break;
+		}
+		left -= avail;
+		bufq_pop(sh, &c->in);
+	}
+	c->flags &= ~C_PROXY;
+	if (pi.has_addr) {
+		struct sockaddr_storage ss;
+		memset(&ss, 0, sizeof(ss));
+		if (pi.family == AF_INET) {
+			struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+			s4->sin_family = AF_INET;
+			memcpy(&s4->sin_addr, pi.src, 4);
+			s4->sin_port = htons(pi.src_port);
+		} else {
+			struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+			s6->sin6_family = AF_INET6;
+			memcpy(&s6->sin6_addr, pi.src, 16);
+			s6->sin6_port = htons(pi.src_port);
+		}
+		conn_set_addr(c, &ss);
+		uint32_t bucket;
+		if (!ip_admit(sh, &ss, &bucket)) {
+			stat_add(&sh->stats.conns_refused, 1);
+			refuse_conn(sh, c, "Error: too many connections from your address",
+				    "per-ip-limit");
+			return;
+		}
+		c->ip_bucket = bucket;
+	}
+	session_start(sh, c);
 }
 
 /* pregreet_wait is over and the client kept quiet: greet it. */
@@ -1416,6 +1556,12 @@ static void on_recv(struct shard *sh, struct io_uring_cqe *cqe, struct conn *c)
 			pregreet_talker(sh, c);
 			if (!more && !(c->flags & C_SHUT))
 				arm_recv(sh, c); /* to see the EOF; input is dropped on close */
+			return;
+		}
+		if (c->flags & C_PROXY) {
+			proxy_input(sh, c);
+			if (!more && !(c->flags & (C_SHUT | C_RECV)))
+				arm_recv(sh, c);
 			return;
 		}
 		if (c->in.n + c->ct.n > IN_PAUSE_BUFS && (c->flags & C_RECV) &&
@@ -1616,6 +1762,14 @@ static void on_tick(struct shard *sh)
 			}
 			if (c->flags & C_PREGREET) {
 				pregreet_done(sh, c);
+				continue;
+			}
+			if (c->flags & C_PROXY) {
+				log_line("proxy error balancer=%s port=%u error=\"no whole PROXY "
+					 "header within proxy_timeout\"",
+					 c->addr, c->port);
+				stat_add(&sh->stats.proxy_errors, 1);
+				conn_close(sh, c, "proxy-timeout");
 				continue;
 			}
 			if (c->smtp.state == SMTP_S_WAIT) {

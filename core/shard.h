@@ -34,6 +34,7 @@ struct shard_stats {
 	uint64_t tls_resumed;	  /* of which resumed */
 	uint64_t tls_failed;	  /* handshakes or records that failed */
 	uint64_t tls_plain_bytes; /* decrypted by wolfSSL into plaintext buffers (its one copy) */
+	uint64_t proxy_errors;	  /* bad, missing or late PROXY protocol headers */
 };
 
 /*

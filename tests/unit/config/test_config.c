@@ -240,6 +240,10 @@ static uint64_t get_field(const struct config *cfg, const char *line)
 		return cfg->spool_format;
 	if (strncmp(line, "bare_newline", 12) == 0)
 		return cfg->bare_newline;
+	if (strncmp(line, "proxy_protocol", 14) == 0)
+		return cfg->proxy_protocol;
+	if (strncmp(line, "proxy_timeout", 13) == 0)
+		return cfg->proxy_timeout;
 	if (strncmp(line, "pin_shards", 10) == 0)
 		return cfg->pin_shards;
 	fail_msg("no field for '%s'", line);
@@ -324,6 +328,11 @@ static const struct value_case value_cases[] = {
     {"bare_newline = normalize", 1, BARE_NEWLINE_NORMALIZE},
     {"bare_newline = reject", 1, BARE_NEWLINE_REJECT},
     {"bare_newline = strip", 0, 0},
+    {"proxy_protocol = none", 1, PROXY_PROTOCOL_NONE},
+    {"proxy_protocol = haproxy", 1, PROXY_PROTOCOL_HAPROXY},
+    {"proxy_protocol = yes", 0, 0},
+    {"proxy_timeout = 10", 1, 10},
+    {"proxy_timeout = 0", 0, 0},
     {"pin_shards = yes", 1, 1},
     {"pin_shards = no", 1, 0},
     {"pin_shards = Yes", 1, 1},
