@@ -1,19 +1,24 @@
 #!/usr/bin/env python3
 """
 test_bench.py - mxring-bench (bench/) against the real mxring, and its
-verification path (bench/verify-acks.py over mxring-spool).
+verification path (`mxring-spool verify --against ACKLOG`).
 
   - argument errors: each exits 2 with a message that names the argument;
     --help exits 0 and documents the size mix;
   - closed loop, 2,000 messages over 20 connections: pipelining on, off,
     and BDAT with 3 recipients and reconnects; every run exits 0, its JSON
-    counts 2,000 accepted, and verify-acks.py proves every acknowledged
-    queue id is in the spool with its sequence number and checksum; the
-    spool holds exactly the messages of those runs;
+    counts 2,000 accepted, and `mxring-spool verify --against` proves every
+    acknowledged queue id is in the spool with its sequence number and
+    checksum; the spool holds exactly the messages of those runs;
   - the verifier is not fooled: a swapped acknowledgement, a queue id the
-    spool lacks, a double acknowledgement, a wrong size, or a stored body
-    whose X-Bench-Sum does not match make it exit 1 (reading bodies through
-    the maildir export and through `cat --body`, which must agree);
+    spool lacks, a double acknowledgement, a wrong size, a stored body whose
+    X-Bench-Sum does not match, a body byte flipped on disk (caught by the
+    record CRC), and the same flip with the record CRC recomputed, as a
+    writer bug would leave it (caught by the X-Bench-Sum) make it exit 1;
+    --exact catches a message of the run stored but never acknowledged.
+    bench/verify-acks.py, an independent implementation (Python's zlib,
+    through the maildir export and `cat --body`), agrees on the good log
+    and on the forged checksum;
   - STARTTLS with a new session per message and --resume tickets: one full
     handshake per connection slot, the rest resumed, all verified; TLS 1.2
     session IDs resume too; implicit TLS (smtps_listen) works (skipped when
@@ -27,10 +32,13 @@ The path of the tool comes as --bench PATH (meson passes it), else
 $MXRING_BENCH, else build/bench/mxring-bench.
 """
 
+import glob
 import json
 import os
 import re
+import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -42,7 +50,7 @@ from harness import check, check_eq
 suite = h.Suite("bench")
 
 BENCH = None
-VERIFY = os.path.join(h.REPO, "bench", "verify-acks.py")
+VERIFY_PY = os.path.join(h.REPO, "bench", "verify-acks.py")
 CERT_TOOL = os.path.join(h.REPO, "tools", "mxring-cert.sh")
 RUN_TIMEOUT_S = 60
 
@@ -79,17 +87,23 @@ def bench_ok(srv, *args, json_path=None, ack_path=None):
 
 
 def verify(ack, spool, *extra):
-    """Runs verify-acks.py; (exit status, its output)."""
-    p = h.run_cmd([sys.executable, VERIFY, ack, spool, "--spool-tool", h.Paths.spool_tool]
-                  + list(extra), 120)
-    return p.returncode, p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
+    """Runs `mxring-spool verify SPOOL --against ACK`; (exit status, its output)."""
+    rc, out, err = h.spool_tool("verify", spool, "--against", ack, *extra, check_rc=False)
+    return rc, out.decode(errors="replace") + err.decode(errors="replace")
 
 
 def verify_ok(ack, spool, n):
     rc, out = verify(ack, spool)
-    check_eq(rc, 0, "verify-acks.py exit status; output:\n%s" % out)
-    check(re.search(r"\b%d acknowledged, %d in the spool" % (n, n), out),
-          "verify-acks.py summary: %r" % out)
+    check_eq(rc, 0, "mxring-spool verify --against exit status; output:\n%s" % out)
+    check(re.search(r"\backnowledged=%d intact=%d damaged=0 missing=0 twice=0\b" % (n, n), out),
+          "mxring-spool verify --against summary: %r" % out)
+
+
+def verify_py(ack, spool, *extra):
+    """The independent checker bench/verify-acks.py; (exit status, its output)."""
+    p = h.run_cmd([sys.executable, VERIFY_PY, ack, spool, "--spool-tool", h.Paths.spool_tool]
+                  + list(extra), 120)
+    return p.returncode, p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
 
 
 def have_tls():
@@ -211,37 +225,79 @@ def closed_loop_runs_verified():
     check_eq(h.spool_verify(srv.spool), total, "mxring-spool verify count after stop")
 
 
+def crc32c(data, crc=0):
+    """CRC-32C (Castagnoli), as core/crc32c.c computes it."""
+    if not CRC32C_TABLE:
+        for i in range(256):
+            c = i
+            for _ in range(8):
+                c = (c >> 1) ^ 0x82f63b78 if c & 1 else c >> 1
+            CRC32C_TABLE.append(c)
+    crc ^= 0xffffffff
+    for b in data:
+        crc = CRC32C_TABLE[(crc ^ b) & 0xff] ^ (crc >> 8)
+    return crc ^ 0xffffffff
+
+
+CRC32C_TABLE = []
+
+
+def flip_body_byte(seg_path, seq, fix_crc):
+    """
+    Flips one body byte of the message whose X-Bench-Seq is seq in a segment
+    (core/spool.h); with fix_crc, recomputes its record's CRC so that only
+    the bench checksum can tell.
+    """
+    with open(seg_path, "rb") as f:
+        seg = bytearray(f.read())
+    salt = bytes(seg[64:72])  # the SEGMENT record's payload starts with the salt
+    at = seg.find(b"X-Bench-Seq: " + seq.encode() + b"\r\n")
+    check(at > 0, "message %s not found in %s" % (seq, seg_path))
+    seg[at + 100] ^= 0x01
+    if fix_crc:
+        rec = seg.rfind(struct.pack("<I", 0x5253584d), 0, at)
+        rec_len = struct.unpack_from("<I", seg, rec + 12)[0]
+        check(rec >= 0 and struct.unpack_from("<I", seg, rec + 8)[0] == 64
+              and rec + rec_len > at + 100, "record of %s in %s" % (seq, seg_path))
+        crc = crc32c(seg[rec:rec + 16], crc32c(salt))
+        crc = crc32c(seg[rec + 20:rec + rec_len], crc)
+        struct.pack_into("<I", seg, rec + 16, crc)
+    with open(seg_path, "wb") as f:
+        f.write(seg)
+
+
 @suite.case
 def verifier_catches_damage():
+    d = h.new_tmpdir("ack")
+    ack = os.path.join(d, "acks")
     with h.Server() as srv:
-        d = h.new_tmpdir("ack")
-        ack = os.path.join(d, "acks")
         bench_ok(srv, "--connections", 4, "--messages", 40, "--size", "2k", ack_path=ack)
         verify_ok(ack, srv.spool, 40)
-        rc, out = verify(ack, srv.spool, "--method", "cat", "--exact")
-        check_eq(rc, 0, "verify-acks.py --method cat --exact; output:\n%s" % out)
+        rc, out = verify(ack, srv.spool, "--exact")
+        check_eq(rc, 0, "verify --against --exact; output:\n%s" % out)
+        rc, out = verify_py(ack, srv.spool, "--exact")
+        check_eq(rc, 0, "verify-acks.py --exact agrees; output:\n%s" % out)
         lines = open(ack).read().splitlines()
         head, body = lines[0], lines[1:]
         run = re.match(r"# mxring-bench ack-log run=([0-9a-f]{16})", head).group(1)
 
-        def bad(name, new_body, want):
+        def bad(name, new_body, want, spool=srv.spool):
             path = os.path.join(d, name)
             with open(path, "w") as f:
                 f.write("\n".join([head] + new_body) + "\n")
-            for method in ("export", "cat"):
-                rc, out = verify(path, srv.spool, "--method", method)
-                check_eq(rc, 1, "verify-acks.py --method %s on %s: exit status; output:\n%s"
-                         % (method, name, out))
-                check(want in out, "verify-acks.py --method %s on %s should say %r:\n%s"
-                      % (method, name, want, out))
+            rc, out = verify(path, spool)
+            check_eq(rc, 1, "verify --against %s: exit status; output:\n%s" % (name, out))
+            for w in [want] if isinstance(want, str) else want:
+                check(w in out, "verify --against %s should say %r:\n%s" % (name, w, out))
+            return path
 
         # Two acknowledgements with their queue ids swapped.
         a, b = body[0].split(), body[1].split()
         swapped = [" ".join([a[0], b[1], a[2]]), " ".join([b[0], a[1], b[2]])] + body[2:]
-        bad("swapped", swapped, "acknowledged as")
+        bad("swapped", swapped, ["acknowledged as", "damaged=2 "])
         # A queue id the spool does not hold.
         missing = body[:-1] + [" ".join([body[-1].split()[0], "0000000000000000", "1000"])]
-        bad("missing", missing, "acknowledged but not in the spool")
+        bad("missing", missing, ["acknowledged but not in the spool", "missing=1 "])
         # The same message acknowledged twice.
         bad("twice", body + [body[0]], "acknowledged twice")
         # A wrong size.
@@ -254,11 +310,35 @@ def verifier_catches_damage():
         c.ehlo()
         qid = c.send_message(msg)
         c.quit()
-        bad("sum", body + ["%s-999999 %s %d" % (run, qid, len(msg))], "checksum")
+        path = bad("sum", body + ["%s-999999 %s %d" % (run, qid, len(msg))], "checksum")
+        rc, out = verify_py(path, srv.spool)
+        check(rc == 1 and "checksum" in out, "verify-acks.py agrees on the forged sum:\n%s" % out)
         # --exact: a message of the run stored but never acknowledged.
         rc, out = verify(ack, srv.spool, "--exact")
-        check_eq(rc, 1, "verify-acks.py --exact with an unacknowledged message; output:\n%s" % out)
-        check("never acknowledged" in out, "--exact names it: %r" % out)
+        check_eq(rc, 1, "verify --against --exact with an unacknowledged message; output:\n%s"
+                 % out)
+        check("never acknowledged" in out and "unacknowledged=1" in out, "--exact names it: %r"
+              % out)
+        rc, out = verify(ack, srv.spool)
+        check_eq(rc, 0, "without --exact an unacknowledged message is no error:\n%s" % out)
+    # Damage on disk, in copies of the stopped server's spool.
+    seq = body[len(body) // 2].split()[0]
+    for fix_crc, want in ((False, ["bad record", "acknowledged but not in the spool"]),
+                          (True, ["checksum", "damaged=1 "])):
+        spool = os.path.join(d, "spool-%s" % ("crc-fixed" if fix_crc else "flipped"))
+        shutil.copytree(srv.spool, spool)
+        segs = glob.glob(os.path.join(spool, "ready", "*.seg"))
+        check_eq(len(segs), 1, "segments in %s" % spool)
+        flip_body_byte(segs[0], seq, fix_crc)
+        rc, out = verify(ack, spool)
+        check_eq(rc, 1, "verify --against a flipped byte (crc fixed: %s); output:\n%s"
+                 % (fix_crc, out))
+        for w in want:
+            check(w in out, "flipped byte (crc fixed: %s): output should say %r:\n%s"
+                  % (fix_crc, w, out))
+        if fix_crc:
+            rc, out = h.spool_tool("verify", spool, check_rc=False)[:2]
+            check_eq(rc, 0, "the recomputed record CRC fools plain verify (test premise)")
 
 
 # ---------------------------------------------------------------- TLS
