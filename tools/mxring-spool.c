@@ -1,7 +1,7 @@
 /*
  * mxring-spool - look into, check and export an mxring spool.
  *
- *   mxring-spool verify DIR [--against ACKLOG [--exact]]
+ *   mxring-spool verify DIR [--against ACKLOG]... [--exact]
  *   mxring-spool list DIR
  *   mxring-spool cat DIR QID [--body]
  *   mxring-spool export DIR --maildir OUTDIR
@@ -18,7 +18,8 @@
  * an aborted or failed transaction, or one cut by a crash) are information,
  * not errors.
  *
- * verify --against ACKLOG also proves that every message mxring-bench saw
+ * verify --against ACKLOG (repeatable: several runs in one pass over the
+ * spool) also proves that every message mxring-bench saw
  * acknowledged (its --ack-log: a "# mxring-bench ack-log run=RUNID ..."
  * line, then "RUNID-N QUEUEID SIZE" per accepted message) is stored intact:
  * the queue id is in the spool and named by one acknowledgement only, the
@@ -58,8 +59,8 @@ static const char usage_text[] =
     "usage: " PROG " COMMAND DIR [ARGS]\n"
     "\n"
     "  verify DIR                    check every record and message of the spool\n"
-    "    [--against ACKLOG [--exact]] and that every message mxring-bench's --ack-log\n"
-    "                                names is stored intact (--exact: and no other\n"
+    "    [--against ACKLOG]...       and that every message mxring-bench's --ack-log\n"
+    "    [--exact]                   names is stored intact (--exact: and no other\n"
     "                                message of that run)\n"
     "  list DIR                      one line per stored message\n"
     "  cat DIR QID [--body]          the stored message (trace header and body) on\n"
@@ -224,10 +225,11 @@ static void fmt_time(char *dst, size_t cap, uint64_t us)
 		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, us % 1000000u);
 }
 
-/* ---- verify --against ACKLOG ---- */
+/* ---- verify --against ACKLOG ... ---- */
 
 #define ACK_SHOWN     20	 /* problems printed in full */
-#define ACK_MAX	      (1u << 27) /* acknowledgements one log may hold */
+#define ACK_LOGS_MAX  64u	 /* --against options in one call */
+#define ACK_MAX	      (1u << 27) /* acknowledgements in all logs together */
 #define ACK_LINE_MAX  256u	 /* longer lines are not mxring-bench's */
 #define ACK_RUN_LEN   16u	 /* hex digits of a run id */
 #define ACK_SEQ_MAX   (ACK_RUN_LEN + 1 + 20)
@@ -238,6 +240,7 @@ static void fmt_time(char *dst, size_t cap, uint64_t us)
 
 static_assert(ACK_SUM_LINE + sizeof(ACK_SEQ_PFX) - 1 + ACK_SEQ_MAX + 2 <= ACK_HEAD_KEEP,
 	      "both X-Bench lines fit the kept head");
+static_assert(ACK_LOGS_MAX <= 256, "a log index fits struct ack's uint8_t");
 
 enum ack_state { ACK_UNSEEN, ACK_INTACT, ACK_DAMAGED, ACK_TWICE };
 
@@ -245,19 +248,28 @@ struct ack {
 	char qid[QID_LEN + 1]; /* cut to QID_LEN: longer ones are no mxring qid */
 	bool qid_long;	       /* the log's queue id was longer than QID_LEN */
 	uint8_t state;	       /* enum ack_state; ACK_TWICE: its qid is an earlier line's */
-	uint32_t line;	       /* in the ack log */
+	uint8_t log;	       /* index into acks.log */
+	uint32_t line;	       /* in its ack log */
 	uint64_t seq;	       /* N of RUNID-N */
 	uint64_t size;	       /* bytes the client sent, as stored */
 };
 
-struct acks {
-	const char *path;
+/* One ack log: one mxring-bench run. */
+struct ack_log {
+	const char *path; /* borrowed from argv */
 	char run[ACK_RUN_LEN + 1];
-	struct ack *a; /* owned: n entries in log order */
+	uint32_t n;
+	uint64_t intact, damaged, missing, twice, unacked;
+};
+
+struct acks {
+	struct ack_log log[ACK_LOGS_MAX];
+	unsigned nlogs;
+	struct ack *a; /* owned: n entries, log by log in line order */
 	uint32_t n, cap;
 	uint32_t *slot; /* owned: open-addressing index by qid, nslot (a power of two) */
 	uint32_t nslot;
-	uint64_t problems, shown, twice, missing, damaged, intact, unacked;
+	uint64_t problems, shown;
 };
 
 __attribute__((format(printf, 2, 3))) static void ack_problem(struct acks *k, const char *fmt, ...)
@@ -296,14 +308,14 @@ static struct ack *ack_find(const struct acks *k, const char *qid)
 	return NULL;
 }
 
-/* "RUNID-N QUEUEID SIZE" into *a; false when the line is not one. */
-static bool ack_parse(const struct acks *k, char *line, struct ack *a)
+/* "RUNID-N QUEUEID SIZE" of run into *a; false when the line is not one. */
+static bool ack_parse(const char *run, char *line, struct ack *a)
 {
 	char *save, *seq = strtok_r(line, " ", &save), *qid = strtok_r(NULL, " ", &save);
 	char *size = strtok_r(NULL, " ", &save), *end;
 	if (!seq || !qid || !size || strtok_r(NULL, " ", &save))
 		return false;
-	if (strncmp(seq, k->run, ACK_RUN_LEN) != 0 || seq[ACK_RUN_LEN] != '-')
+	if (strncmp(seq, run, ACK_RUN_LEN) != 0 || seq[ACK_RUN_LEN] != '-')
 		return false;
 	const char *num = seq + ACK_RUN_LEN + 1;
 	errno = 0;
@@ -320,33 +332,34 @@ static bool ack_parse(const struct acks *k, char *line, struct ack *a)
 	return true;
 }
 
-/* Reads the log's first line into k->run; 0, or 2 with the reason on stderr. */
-static int ack_head(struct acks *k, const char *line)
+/* Reads a log's first line into l->run; 0, or 2 with the reason on stderr. */
+static int ack_head(struct ack_log *l, const char *line)
 {
 	static const char head[] = "# mxring-bench ack-log run=";
 	size_t n = sizeof(head) - 1;
 	bool ok = strncmp(line, head, n) == 0;
 	for (size_t i = 0; ok && i < ACK_RUN_LEN; i++)
-		ok = strchr("0123456789abcdef", line[n + i]) && line[n + i];
+		ok = line[n + i] && strchr("0123456789abcdef", line[n + i]);
 	ok = ok && (line[n + ACK_RUN_LEN] == 0 || line[n + ACK_RUN_LEN] == ' ');
 	if (!ok) {
 		fprintf(stderr,
 			PROG ": %s: not an mxring-bench ack log (no '%sRUNID' first line)\n",
-			k->path, head);
+			l->path, head);
 		return 2;
 	}
-	memcpy(k->run, line + n, ACK_RUN_LEN);
-	k->run[ACK_RUN_LEN] = 0;
+	memcpy(l->run, line + n, ACK_RUN_LEN);
+	l->run[ACK_RUN_LEN] = 0;
 	return 0;
 }
 
-static int ack_push(struct acks *k, const struct ack *a)
+static int ack_push(struct acks *k, const struct ack *a, const char *path)
 {
 	if (k->n == k->cap) {
 		uint32_t cap = k->cap ? 2 * k->cap : 4096;
 		struct ack *na = cap <= ACK_MAX ? realloc(k->a, (size_t)cap * sizeof(*na)) : NULL;
 		if (!na) {
-			fprintf(stderr, PROG ": %s: more than %u lines or out of memory\n", k->path,
+			fprintf(stderr,
+				PROG ": %s: more than %u acknowledgements or out of memory\n", path,
 				k->cap);
 			return 1;
 		}
@@ -357,12 +370,13 @@ static int ack_push(struct acks *k, const struct ack *a)
 	return 0;
 }
 
-/* Reads the ack log at k->path. 0, 1 (cannot read it) or 2 (not an ack log). */
-static int ack_read(struct acks *k)
+/* Reads ack log li. 0, 1 (cannot read it) or 2 (not an ack log). */
+static int ack_read(struct acks *k, unsigned li)
 {
-	FILE *f = fopen(k->path, "re");
+	struct ack_log *l = &k->log[li];
+	FILE *f = fopen(l->path, "re");
 	if (!f) {
-		fprintf(stderr, PROG ": %s: %s\n", k->path, strerror(errno));
+		fprintf(stderr, PROG ": %s: %s\n", l->path, strerror(errno));
 		return 1;
 	}
 	char line[ACK_LINE_MAX + 2];
@@ -376,25 +390,25 @@ static int ack_read(struct acks *k)
 		else if (!feof(f))
 			len = ACK_LINE_MAX + 1; /* too long */
 		if (lineno == 1) {
-			rc = ack_head(k, line);
+			rc = ack_head(l, line);
 			continue;
 		}
-		struct ack a = {.line = lineno};
-		if (len > ACK_LINE_MAX || !ack_parse(k, line, &a)) {
+		struct ack a = {.line = lineno, .log = (uint8_t)li};
+		if (len > ACK_LINE_MAX || !ack_parse(l->run, line, &a)) {
 			fprintf(stderr,
 				PROG ": %s:%" PRIu32 ": not 'RUNID-N QUEUEID SIZE' of run %s\n",
-				k->path, lineno, k->run);
+				l->path, lineno, l->run);
 			rc = 2;
-		} else {
-			rc = ack_push(k, &a);
+		} else if ((rc = ack_push(k, &a, l->path)) == 0) {
+			l->n++;
 		}
 	}
 	if (rc == 0 && ferror(f)) {
-		fprintf(stderr, PROG ": %s: %s\n", k->path, strerror(errno));
+		fprintf(stderr, PROG ": %s: %s\n", l->path, strerror(errno));
 		rc = 1;
 	}
 	if (rc == 0 && lineno == 0) {
-		fprintf(stderr, PROG ": %s: empty, not an ack log\n", k->path);
+		fprintf(stderr, PROG ": %s: empty, not an ack log\n", l->path);
 		rc = 2;
 	}
 	fclose(f);
@@ -404,12 +418,39 @@ static int ack_read(struct acks *k)
 static int cmp_seq(const void *x, const void *y)
 {
 	const struct ack *a = *(const struct ack *const *)x, *b = *(const struct ack *const *)y;
+	if (a->log != b->log)
+		return a->log < b->log ? -1 : 1;
 	return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/* Reports the same RUNID-N acknowledged twice; 0, or 1 when out of memory. */
+static int ack_twice_seq(struct acks *k)
+{
+	struct ack **by_seq = malloc(((size_t)k->n + 1) * sizeof(*by_seq));
+	if (!by_seq) {
+		fprintf(stderr, PROG ": out of memory\n");
+		return 1;
+	}
+	for (uint32_t j = 0; j < k->n; j++)
+		by_seq[j] = &k->a[j];
+	qsort(by_seq, k->n, sizeof(*by_seq), cmp_seq);
+	for (uint32_t j = 1; j < k->n; j++) {
+		const struct ack *a = by_seq[j - 1], *b = by_seq[j];
+		if (a->log != b->log || a->seq != b->seq)
+			continue;
+		struct ack_log *l = &k->log[b->log];
+		l->twice++;
+		ack_problem(
+		    k, "%s-%" PRIu64 " acknowledged twice (%s lines %" PRIu32 " and %" PRIu32 ")",
+		    l->run, b->seq, l->path, a->line, b->line);
+	}
+	free(by_seq);
+	return 0;
 }
 
 /*
  * Indexes k->a by queue id and reports what is acknowledged twice (a
- * queue id or a sequence number). 0, or 1 when out of memory.
+ * queue id, in one log or two, or a sequence id). 0, or 1 when out of memory.
  */
 static int ack_index(struct acks *k)
 {
@@ -417,23 +458,22 @@ static int ack_index(struct acks *k)
 	while (k->nslot < 2 * (uint64_t)k->n)
 		k->nslot *= 2;
 	k->slot = malloc((size_t)k->nslot * sizeof(*k->slot));
-	struct ack **by_seq = malloc(((size_t)k->n + 1) * sizeof(*by_seq));
-	if (!k->slot || !by_seq) {
-		free(by_seq);
-		fprintf(stderr, PROG ": %s: out of memory\n", k->path);
+	if (!k->slot) {
+		fprintf(stderr, PROG ": out of memory\n");
 		return 1;
 	}
 	memset(k->slot, 0xff, (size_t)k->nslot * sizeof(*k->slot));
 	for (uint32_t j = 0; j < k->n; j++) {
 		struct ack *a = &k->a[j], *old = a->qid_long ? NULL : ack_find(k, a->qid);
-		by_seq[j] = a;
 		if (old) {
+			struct ack_log *l = &k->log[a->log], *ol = &k->log[old->log];
 			a->state = ACK_TWICE;
-			k->twice++;
+			l->twice++;
 			ack_problem(k,
-				    "%s acknowledged twice (%s-%" PRIu64 " line %" PRIu32
-				    " and %s-%" PRIu64 " line %" PRIu32 ")",
-				    a->qid, k->run, old->seq, old->line, k->run, a->seq, a->line);
+				    "%s acknowledged twice (%s-%" PRIu64 " at %s:%" PRIu32
+				    " and %s-%" PRIu64 " at %s:%" PRIu32 ")",
+				    a->qid, ol->run, old->seq, ol->path, old->line, l->run, a->seq,
+				    l->path, a->line);
 			continue;
 		}
 		uint32_t i = ack_hash(a->qid) & (k->nslot - 1);
@@ -441,17 +481,7 @@ static int ack_index(struct acks *k)
 			i = (i + 1) & (k->nslot - 1);
 		k->slot[i] = j;
 	}
-	qsort(by_seq, k->n, sizeof(*by_seq), cmp_seq);
-	for (uint32_t j = 1; j < k->n; j++)
-		if (by_seq[j]->seq == by_seq[j - 1]->seq) {
-			k->twice++;
-			ack_problem(k,
-				    "%s-%" PRIu64 " acknowledged twice (lines %" PRIu32
-				    " and %" PRIu32 ")",
-				    k->run, by_seq[j]->seq, by_seq[j - 1]->line, by_seq[j]->line);
-		}
-	free(by_seq);
-	return 0;
+	return ack_twice_seq(k);
 }
 
 /* What a sink saw of a stored body: its first bytes, its length, its CRC. */
@@ -516,8 +546,9 @@ static int bench_lines(const struct body_check *b, uint32_t *sum, char *seq)
 /* Checks the message the reader just yielded against its acknowledgement a. */
 static void ack_check(struct acks *k, struct spool_reader *r, struct ack *a)
 {
+	struct ack_log *l = &k->log[a->log];
 	char want[ACK_SEQ_MAX + 1], got[ACK_SEQ_MAX + 1];
-	snprintf(want, sizeof(want), "%s-%" PRIu64, k->run, a->seq);
+	snprintf(want, sizeof(want), "%s-%" PRIu64, l->run, a->seq);
 	if (a->state != ACK_UNSEEN) {
 		ack_problem(k, "%s (%s): stored twice", a->qid, want);
 		return;
@@ -541,14 +572,14 @@ static void ack_check(struct acks *k, struct spool_reader *r, struct ack *a)
 			    a->qid, want, b.crc, sum);
 	else {
 		a->state = ACK_INTACT;
-		k->intact++;
+		l->intact++;
 		return;
 	}
 	a->state = ACK_DAMAGED;
-	k->damaged++;
+	l->damaged++;
 }
 
-/* A stored message no acknowledgement names: counts it when it is of this run. */
+/* A stored message no acknowledgement names: counts it when it is of a run checked. */
 static void ack_unnamed(struct acks *k, struct spool_reader *r, const struct spool_item *it,
 			bool exact)
 {
@@ -556,35 +587,64 @@ static void ack_unnamed(struct acks *k, struct spool_reader *r, const struct spo
 	uint32_t sum;
 	char got[ACK_SEQ_MAX + 1];
 	if (spool_reader_read(r, SPOOL_READ_BODY, sink_check, &b) < 0 ||
-	    bench_lines(&b, &sum, got) != 0 || strncmp(got, k->run, ACK_RUN_LEN) != 0 ||
-	    got[ACK_RUN_LEN] != '-')
+	    bench_lines(&b, &sum, got) != 0 || got[ACK_RUN_LEN] != '-')
 		return;
-	k->unacked++;
-	if (exact)
-		ack_problem(k, "%s stores %s, which was never acknowledged", it->env.qid, got);
+	for (unsigned li = 0; li < k->nlogs; li++) {
+		if (strncmp(got, k->log[li].run, ACK_RUN_LEN) != 0)
+			continue;
+		k->log[li].unacked++;
+		if (exact)
+			ack_problem(k, "%s stores %s, which was never acknowledged", it->env.qid,
+				    got);
+		return;
+	}
 }
 
-/* Reports what was never found, then the summary line; 1 if any problem. */
+/* Reports what was never found, then a summary line per log; 1 if any problem. */
 static int ack_report(struct acks *k)
 {
+	uint64_t n = 0;
 	for (uint32_t j = 0; j < k->n; j++) {
 		struct ack *a = &k->a[j];
+		struct ack_log *l = &k->log[a->log];
 		if (a->state != ACK_UNSEEN)
 			continue;
-		k->missing++;
+		l->missing++;
 		ack_problem(k, "%s%s (%s-%" PRIu64 "): acknowledged but not in the spool", a->qid,
-			    a->qid_long ? "..." : "", k->run, a->seq);
+			    a->qid_long ? "..." : "", l->run, a->seq);
 	}
 	if (k->problems > k->shown)
 		printf("error: ack ... and %" PRIu64 " more\n", k->problems - k->shown);
-	printf("against=%s run=%s acknowledged=%" PRIu32 " intact=%" PRIu64 " damaged=%" PRIu64
-	       " missing=%" PRIu64 " twice=%" PRIu64 " unacknowledged=%" PRIu64 "\n",
-	       k->path, k->run, k->n, k->intact, k->damaged, k->missing, k->twice, k->unacked);
+	for (unsigned li = 0; li < k->nlogs; li++) {
+		const struct ack_log *l = &k->log[li];
+		printf(
+		    "against=%s run=%s acknowledged=%" PRIu32 " intact=%" PRIu64 " damaged=%" PRIu64
+		    " missing=%" PRIu64 " twice=%" PRIu64 " unacknowledged=%" PRIu64 "\n",
+		    l->path, l->run, l->n, l->intact, l->damaged, l->missing, l->twice, l->unacked);
+		n += l->n;
+	}
 	if (k->problems == 0)
-		printf("all %" PRIu32 " acknowledged messages stored intact\n", k->n);
+		printf("all %" PRIu64 " acknowledged messages stored intact\n", n);
 	else
 		printf("%" PRIu64 " problems with acknowledged messages\n", k->problems);
 	return k->problems ? 1 : 0;
+}
+
+/* Reads and indexes every log; 0, 1 (a failure) or 2 (not an ack log). */
+static int ack_load(struct acks *k)
+{
+	for (unsigned li = 0; li < k->nlogs; li++) {
+		int rc = ack_read(k, li);
+		if (rc != 0)
+			return rc;
+		for (unsigned lj = 0; lj < li; lj++)
+			if (strcmp(k->log[lj].run, k->log[li].run) == 0) {
+				fprintf(stderr, PROG ": %s and %s: the same run %s\n",
+					k->log[lj].path, k->log[li].path, k->log[li].run);
+				return 2;
+			}
+	}
+	return ack_index(k);
 }
 
 static void ack_free(struct acks *k)
@@ -593,34 +653,27 @@ static void ack_free(struct acks *k)
 	free(k->slot);
 }
 
-static int cmd_verify(const char *dir, const char *acklog, bool exact)
+static int cmd_verify(const char *dir, struct acks *k, bool exact)
 {
-	struct acks k = {.path = acklog};
-	if (acklog) {
-		int rc = ack_read(&k);
-		if (rc == 0)
-			rc = ack_index(&k);
-		if (rc != 0) {
-			ack_free(&k);
+	if (k->nlogs) {
+		int rc = ack_load(k);
+		if (rc != 0)
 			return rc;
-		}
 	}
 	struct report rep = {.verify = true};
 	struct spool_reader *r;
-	if (open_reader(dir, &rep, &r) < 0) {
-		ack_free(&k);
+	if (open_reader(dir, &rep, &r) < 0)
 		return 1;
-	}
 	const struct spool_item *it;
 	int e;
 	while ((e = next_item(r, dir, &it)) > 0) {
-		if (!acklog)
+		if (!k->nlogs)
 			continue;
-		struct ack *a = ack_find(&k, it->env.qid);
+		struct ack *a = ack_find(k, it->env.qid);
 		if (a)
-			ack_check(&k, r, a);
+			ack_check(k, r, a);
 		else
-			ack_unnamed(&k, r, it, exact);
+			ack_unnamed(k, r, it, exact);
 	}
 	struct spool_reader_counts c;
 	spool_reader_counts(r, &c);
@@ -630,9 +683,8 @@ static int cmd_verify(const char *dir, const char *acklog, bool exact)
 	       "\n",
 	       c.files, c.records, c.orphans, c.errors);
 	int bad = e < 0 || c.errors > 0;
-	if (acklog)
-		bad |= ack_report(&k);
-	ack_free(&k);
+	if (k->nlogs)
+		bad |= ack_report(k);
 	fflush(stdout);
 	return bad ? 1 : 0;
 }
@@ -856,7 +908,8 @@ int main(int argc, char **argv)
 	const char *pos[3] = {0};
 	int npos = 0;
 	bool body = false, exact = false;
-	const char *mode = NULL, *dest = NULL, *against = NULL;
+	const char *mode = NULL, *dest = NULL;
+	static struct acks acks; /* static: ACK_LOGS_MAX log records */
 
 	if (argc < 2)
 		return usage_error("%s", "a command is needed");
@@ -871,11 +924,11 @@ int main(int argc, char **argv)
 		} else if (strcmp(a, "--exact") == 0) {
 			exact = true;
 		} else if (strcmp(a, "--against") == 0) {
-			if (against)
-				return usage_error("%s", "--against, once");
+			if (acks.nlogs == ACK_LOGS_MAX)
+				return usage_error("at most %u --against", ACK_LOGS_MAX);
 			if (i + 1 >= argc)
 				return usage_error("%s needs an argument", a);
-			against = argv[++i];
+			acks.log[acks.nlogs++].path = argv[++i];
 		} else if (strcmp(a, "--maildir") == 0 || strcmp(a, "--mbox") == 0) {
 			if (mode)
 				return usage_error("%s", "one of --maildir and --mbox, once");
@@ -906,9 +959,9 @@ int main(int argc, char **argv)
 		return usage_error("%s", "--body goes with cat");
 	if (mode && !is_export)
 		return usage_error("%s goes with export", mode);
-	if (against && strcmp(cmd, "verify") != 0)
+	if (acks.nlogs && strcmp(cmd, "verify") != 0)
 		return usage_error("%s", "--against goes with verify");
-	if (exact && !against)
+	if (exact && !acks.nlogs)
 		return usage_error("%s", "--exact goes with verify --against ACKLOG");
 	if (is_export && !mode)
 		return usage_error("%s", "export: --maildir OUTDIR or --mbox FILE is needed");
@@ -919,5 +972,7 @@ int main(int argc, char **argv)
 		return cmd_export(pos[1], mode, dest);
 	if (strcmp(cmd, "list") == 0)
 		return cmd_list(pos[1]);
-	return cmd_verify(pos[1], against, exact);
+	int rc = cmd_verify(pos[1], &acks, exact);
+	ack_free(&acks);
+	return rc;
 }

@@ -9,7 +9,8 @@ verification path (`mxring-spool verify --against ACKLOG`).
     and BDAT with 3 recipients and reconnects; every run exits 0, its JSON
     counts 2,000 accepted, and `mxring-spool verify --against` proves every
     acknowledged queue id is in the spool with its sequence number and
-    checksum; the spool holds exactly the messages of those runs;
+    checksum, run by run and for the three ack logs in one pass with
+    --exact; the spool holds exactly the messages of those runs;
   - the verifier is not fooled: a swapped acknowledgement, a queue id the
     spool lacks, a double acknowledgement, a wrong size, a stored body whose
     X-Bench-Sum does not match, a body byte flipped on disk (caught by the
@@ -207,10 +208,11 @@ def closed_loop_runs_verified():
         ["--pipelining", "off", "--msgs-per-conn", "50"],
         ["--bdat", "on", "--rcpts", "3", "--msgs-per-conn", "7", "--size", "3k"],
     ]
-    total = 0
+    total, acks = 0, []
     with h.Server() as srv:
         for args in runs:
             ack = os.path.join(h.new_tmpdir("ack"), "acks")
+            acks.append(ack)
             rep = bench_ok(srv, "--connections", 20, "--messages", 2000, *args, ack_path=ack)
             check_eq(rep["messages"], {"accepted": 2000, "tempfail": 0, "rejected": 0,
                                        "failed": 0}, "messages of %s" % args)
@@ -221,6 +223,13 @@ def closed_loop_runs_verified():
             total += 2000
         ls = h.spool_list(srv.spool)
         check_eq(len(ls), total, "messages in the spool")
+        # All runs in one pass, and with --exact nothing else of theirs stored.
+        rc, out, _ = h.spool_tool("verify", srv.spool, "--exact",
+                                  *[x for a in acks for x in ("--against", a)], check_rc=False)
+        out = out.decode(errors="replace")
+        check(rc == 0 and ("all %d acknowledged messages stored intact" % total) in out
+              and out.count(" intact=2000 damaged=0 missing=0 twice=0 unacknowledged=0") == 3,
+              "verify with three --against: exit %d, output:\n%s" % (rc, out))
         check(all(e["rcpts"] in (1, 3) for e in ls), "recipient counts")
     check_eq(h.spool_verify(srv.spool), total, "mxring-spool verify count after stop")
 
