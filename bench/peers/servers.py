@@ -119,9 +119,12 @@ class Server:
             try:
                 self._start()
                 return
-            except StartError as e:
-                last = e
+            except BaseException as e:
+                # Interrupted half-way or failed: nothing may be left running.
                 self.stop()
+                if not isinstance(e, StartError):
+                    raise
+                last = e
                 log("%s did not start on port %d (try %d of %d): %s"
                     % (self.name, self.port, attempt + 1, START_TRIES, str(e).strip()[:300]))
         raise last

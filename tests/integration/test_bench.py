@@ -27,12 +27,20 @@ verification path (`mxring-spool verify --against ACKLOG`).
   - open loop: --rate 400 for 1.5 s sends about 600 messages on schedule;
   - a closed port: exit 1 within seconds, "Connection refused" and a hint;
     a server that accepts and never greets: exit 1 after --timeout with
-    "no reply to the greeting".
+    "no reply to the greeting";
+  - bench/compare --quick (mxring and smtp-sink, 1 s of 1 KiB messages
+    each) exits 0 and writes results.csv with two successful runs with
+    non-zero rates and CPU, results.md with their rows and the mxring ÷
+    smtp-sink ratios, and a PNG plot; its argument errors exit 2 (skipped
+    without Postfix's smtp-sink);
+  - bench/scale --quick --shards 1: both runs succeed and the table has
+    the 1-shard row at 100% efficiency, with its plot.
 
 The path of the tool comes as --bench PATH (meson passes it), else
 $MXRING_BENCH, else build/bench/mxring-bench.
 """
 
+import csv
 import glob
 import json
 import os
@@ -464,6 +472,91 @@ def silent_server_times_out():
     check(took < 10, "took %.1f s with --timeout 1" % took)
     out = p.stdout.decode(errors="replace")
     check(re.search(r"failed 2\b", out), "two messages failed: %r" % out)
+
+
+# ---------------------------------------------------------------- bench/compare, bench/scale
+
+COMPARE = os.path.join(h.REPO, "bench", "compare")
+SCALE = os.path.join(h.REPO, "bench", "scale")
+SCRIPT_TIMEOUT_S = 90
+
+
+def script(path, *args):
+    """Runs bench/compare or bench/scale on the binaries under test; CompletedProcess."""
+    return h.run_cmd([sys.executable, path, "--mxring", h.Paths.mxring, "--bench", BENCH,
+                      "--spool-tool", h.Paths.spool_tool, "--work", h.new_tmpdir("work")]
+                     + [str(a) for a in args], SCRIPT_TIMEOUT_S)
+
+
+def script_ok(path, *args):
+    p = script(path, *args)
+    check_eq(p.returncode, 0, "%s %s exit status\nstdout:\n%s\nstderr:\n%s" % (
+        os.path.basename(path), " ".join(map(str, args)), p.stdout.decode(errors="replace"),
+        p.stderr.decode(errors="replace")[-4000:]))
+    return p
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def check_png(path):
+    if not shutil.which("gnuplot"):
+        raise h.Fail("gnuplot is missing (tools/deps.sh --test installs gnuplot-nox)")
+    with open(path, "rb") as f:
+        check(f.read(8) == b"\x89PNG\r\n\x1a\n", "%s is not a PNG" % path)
+
+
+@suite.case
+def compare_quick():
+    if not os.access("/usr/sbin/smtp-sink", os.X_OK):
+        raise h.Skip("Postfix smtp-sink is not installed")
+    for args, want in ((["--only", "mxring,nosuch"], "unknown server"),
+                       (["--cases", "huge"], "unknown case"),
+                       (["--duration", "0"], "must be positive")):
+        p = script(COMPARE, *args)
+        check(p.returncode == 2 and want.encode() in p.stderr,
+              "compare %s: exit %d, stderr %r" % (args, p.returncode, p.stderr[-500:]))
+    out = h.new_tmpdir("compare")
+    script_ok(COMPARE, "--quick", "--no-install", "--out", out)
+    rows = read_csv(os.path.join(out, "results.csv"))
+    check_eq(sorted((r["server"], r["case"]) for r in rows),
+             [("mxring", "small"), ("smtp-sink", "small")], "runs in results.csv")
+    for r in rows:
+        check(r["ok"] == "1" and int(r["accepted"]) > 0 and float(r["msgs_per_s"]) > 0
+              and float(r["server_cpu_s"]) > 0 and float(r["msgs_per_cpu_s"]) > 0,
+              "a sane, successful run: %r" % r)
+    md = open(os.path.join(out, "results.md")).read()
+    check(re.search(r"^Command: `bench/compare .*--quick --no-install --out ", md, re.M),
+          "results.md names the command:\n%s" % md)
+    for server in ("| mxring |", "| Postfix smtp-sink (stores nothing) |"):
+        check(re.search(r"\| 1 KiB, plaintext, 100 msgs/session %s [\d,]+ \| [\d.]+ \| [\d,]+ \|"
+                        % re.escape(server), md), "results.md row for %s:\n%s" % (server, md))
+    check(re.search(r"\| 1 KiB, plaintext, 100 msgs/session \| \d+\.\d\d× \| \d+\.\d\d× \|",
+                    md), "results.md has the mxring ÷ smtp-sink ratios:\n%s" % md)
+    check_png(os.path.join(out, "plot.png"))
+
+
+@suite.case
+def scale_quick():
+    if not have_tls():
+        raise h.Skip("mxring-bench was built without wolfSSL (scale measures handshakes)")
+    p = script(SCALE, "--shards", "0")
+    check(p.returncode == 2 and b"--shards" in p.stderr, "scale --shards 0: exit %d, %r"
+          % (p.returncode, p.stderr[-500:]))
+    out = h.new_tmpdir("scale")
+    script_ok(SCALE, "--quick", "--shards", "1", "--out", out)
+    rows = read_csv(os.path.join(out, "results.csv"))
+    check_eq(sorted(r["kind"] for r in rows), ["handshakes", "plaintext"], "runs")
+    for r in rows:
+        rate = r["hs_full_per_s"] if r["kind"] == "handshakes" else r["msgs_per_s"]
+        check(r["ok"] == "1" and float(rate) > 0 and r["shards"] == "1",
+              "a sane, successful run: %r" % r)
+    md = open(os.path.join(out, "results.md")).read()
+    check(re.search(r"^\| 1 \| .* \| [\d,]+ \| \d+% \| 100% \| [\d,]+ \| \d+% \| 100% \| 1 \|$",
+                    md, re.M), "results.md row for 1 shard:\n%s" % md)
+    check_png(os.path.join(out, "plot.png"))
 
 
 if __name__ == "__main__":
