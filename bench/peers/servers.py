@@ -490,7 +490,8 @@ def run_bench(bench, server, args, duration_s, outdir, tag, connections, ack=Fal
     """
     One mxring-bench run against server for duration_s; returns a dict of
     measure_run's figures plus accepted, msgs_per_s, the JSON report (rep),
-    the ack log path (ack, when asked) and the command.
+    the ack log path (ack, when asked: in the server's work folder, as big as
+    its spool's index, not in outdir) and the command.
     """
     json_path = os.path.join(outdir, tag + ".json")
     cmd = [bench, "--server", "127.0.0.1:%d" % server.port, "--connections", str(connections),
@@ -498,7 +499,7 @@ def run_bench(bench, server, args, duration_s, outdir, tag, connections, ack=Fal
            "--json", json_path] + list(args)
     if cpus:
         cmd += ["--cpus", ",".join(str(c) for c in cpus)]
-    ack_path = os.path.join(outdir, tag + ".acks") if ack else None
+    ack_path = os.path.join(server.workdir, tag + ".acks") if ack else None
     if ack_path:
         cmd += ["--ack-log", ack_path]
     res = benchutil.measure_run(cmd, server.root_pid, duration_s + extra_timeout_s,
