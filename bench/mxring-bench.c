@@ -103,7 +103,7 @@ static const char usage_text[] =
     "                          (no progress), the handshake (default 30)\n"
     "  --max-errors E          give up after E connection errors (default 100; 0: never)\n"
     "  --ack-log FILE          one line per accepted message: RUNID-N QUEUEID SIZE;\n"
-    "                          bench/verify-acks.py checks them against a spool\n"
+    "                          `mxring-spool verify DIR --against FILE` checks them\n"
     "  --json FILE             the final report as JSON\n"
     "  --quiet                 no progress lines\n"
     "  --help, --version\n"

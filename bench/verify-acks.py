@@ -36,8 +36,10 @@ How the bodies are read (--method):
                     to the message, so N messages cost N passes: for small
                     spools and for cross-checking the export.
 
-This is the stand-in for `mxring-spool verify --against ACKLOG`, which
-the issue asks of tools/ (not built yet).
+`mxring-spool verify DIR --against ACKLOG` (tools/) is the checker to use:
+one pass in C over the spool. This script stays as an independent second
+implementation (Python's zlib CRC, bodies read through the maildir export
+or `cat --body`) that the tests compare it with.
 
 Exit status: 0 every acknowledged message present and intact; 1 a problem
 (each is printed, the first 20 in full); 2 usage error.

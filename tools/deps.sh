@@ -3,6 +3,11 @@
 #
 #   tools/deps.sh          what building and running needs
 #   tools/deps.sh --test   that, plus the test tools and real clients
+#   tools/deps.sh --bench  that, plus what bench/compare and bench/scale use
+#                          (Postfix smtp-sink/smtpd/smtp-source as peers,
+#                          gnuplot for the plot). Haraka, the optional peer,
+#                          is not a Debian package: bench/compare installs it
+#                          with npm into ~/.cache/mxring/haraka when npm works.
 #
 # Uses apt-get (through sudo when not root). Postfix is preseeded with
 # "No configuration" so that installing it (for smtp-source and smtp-sink)
@@ -10,9 +15,22 @@
 set -euo pipefail
 
 pkgs=(gcc pkg-config meson ninja-build liburing-dev libjemalloc-dev openssl)
-if [ "${1:-}" = "--test" ]; then
-	pkgs+=(libcmocka-dev python3 swaks postfix testssl.sh libfuse3-dev fuse3)
-fi
+bench_pkgs=(python3 postfix gnuplot-nox)
+case "${1:-}" in
+--test)
+	# gnuplot-nox: the test of bench/compare --quick checks its plot too.
+	# libfuse3-dev, fuse3: tests/tools/faultfs (disk faults under the spool).
+	pkgs+=(libcmocka-dev python3 swaks postfix testssl.sh gnuplot-nox libfuse3-dev fuse3)
+	;;
+--bench)
+	pkgs+=("${bench_pkgs[@]}")
+	;;
+"") ;;
+*)
+	echo "usage: tools/deps.sh [--test | --bench]" >&2
+	exit 2
+	;;
+esac
 
 missing=()
 for p in "${pkgs[@]}"; do

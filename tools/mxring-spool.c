@@ -1,7 +1,7 @@
 /*
  * mxring-spool - look into, check and export an mxring spool.
  *
- *   mxring-spool verify DIR
+ *   mxring-spool verify DIR [--against ACKLOG]... [--exact]
  *   mxring-spool list DIR
  *   mxring-spool cat DIR QID [--body]
  *   mxring-spool export DIR --maildir OUTDIR
@@ -18,15 +18,30 @@
  * an aborted or failed transaction, or one cut by a crash) are information,
  * not errors.
  *
+ * verify --against ACKLOG (repeatable: several runs in one pass over the
+ * spool) also proves that every message mxring-bench saw
+ * acknowledged (its --ack-log: a "# mxring-bench ack-log run=RUNID ..."
+ * line, then "RUNID-N QUEUEID SIZE" per accepted message) is stored intact:
+ * the queue id is in the spool and named by one acknowledgement only, the
+ * stored body is SIZE bytes, begins with "X-Bench-Sum: <8 hex>" and
+ * "X-Bench-Seq: RUNID-N" (the sequence id acknowledged for that queue id),
+ * and the CRC-32 (zlib's, bench/crc32.h) of everything after the
+ * X-Bench-Sum line equals that sum. The first ACK_SHOWN problems are
+ * printed in full ("error: ack ..."), then one summary line. Messages of the
+ * same run stored but never acknowledged are counted (a server may store a
+ * message whose 250 was lost); --exact makes them errors.
+ *
  * Exit status: 0 success (verify: every record intact), 1 a problem (verify:
  * a damaged record or message; other commands: a failure or a message not
  * found), 2 usage.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +49,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crc32.h"
 #include "log.h"
 #include "spool.h"
 
@@ -43,6 +59,9 @@ static const char usage_text[] =
     "usage: " PROG " COMMAND DIR [ARGS]\n"
     "\n"
     "  verify DIR                    check every record and message of the spool\n"
+    "    [--against ACKLOG]...       and that every message mxring-bench's --ack-log\n"
+    "    [--exact]                   names is stored intact (--exact: and no other\n"
+    "                                message of that run)\n"
     "  list DIR                      one line per stored message\n"
     "  cat DIR QID [--body]          the stored message (trace header and body) on\n"
     "                                stdout; --body: the body only, as the client sent it\n"
@@ -206,16 +225,456 @@ static void fmt_time(char *dst, size_t cap, uint64_t us)
 		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, us % 1000000u);
 }
 
-static int cmd_verify(const char *dir)
+/* ---- verify --against ACKLOG ... ---- */
+
+#define ACK_SHOWN     20	 /* problems printed in full */
+#define ACK_LOGS_MAX  64u	 /* --against options in one call */
+#define ACK_MAX	      (1u << 27) /* acknowledgements in all logs together */
+#define ACK_LINE_MAX  256u	 /* longer lines are not mxring-bench's */
+#define ACK_RUN_LEN   16u	 /* hex digits of a run id */
+#define ACK_SEQ_MAX   (ACK_RUN_LEN + 1 + 20)
+#define ACK_HEAD_KEEP 128u /* body bytes kept to read the two X-Bench lines */
+#define ACK_SUM_PFX   "X-Bench-Sum: "
+#define ACK_SEQ_PFX   "X-Bench-Seq: "
+#define ACK_SUM_LINE  (sizeof(ACK_SUM_PFX) - 1 + 8 + 2) /* the CRC covers what follows */
+
+static_assert(ACK_SUM_LINE + sizeof(ACK_SEQ_PFX) - 1 + ACK_SEQ_MAX + 2 <= ACK_HEAD_KEEP,
+	      "both X-Bench lines fit the kept head");
+static_assert(ACK_LOGS_MAX <= 256, "a log index fits struct ack's uint8_t");
+
+enum ack_state { ACK_UNSEEN, ACK_INTACT, ACK_DAMAGED, ACK_TWICE };
+
+struct ack {
+	char qid[QID_LEN + 1]; /* cut to QID_LEN: longer ones are no mxring qid */
+	bool qid_long;	       /* the log's queue id was longer than QID_LEN */
+	uint8_t state;	       /* enum ack_state; ACK_TWICE: its qid is an earlier line's */
+	uint8_t log;	       /* index into acks.log */
+	uint32_t line;	       /* in its ack log */
+	uint64_t seq;	       /* N of RUNID-N */
+	uint64_t size;	       /* bytes the client sent, as stored */
+};
+
+/* One ack log: one mxring-bench run. */
+struct ack_log {
+	const char *path; /* borrowed from argv */
+	char run[ACK_RUN_LEN + 1];
+	uint32_t n;
+	uint64_t intact, damaged, missing, twice, unacked;
+};
+
+struct acks {
+	struct ack_log log[ACK_LOGS_MAX];
+	unsigned nlogs;
+	struct ack *a; /* owned: n entries, log by log in line order */
+	uint32_t n, cap;
+	uint32_t *slot; /* owned: open-addressing index by qid, nslot (a power of two) */
+	uint32_t nslot;
+	uint64_t problems, shown;
+};
+
+__attribute__((format(printf, 2, 3))) static void ack_problem(struct acks *k, const char *fmt, ...)
 {
+	k->problems++;
+	if (k->shown >= ACK_SHOWN)
+		return;
+	k->shown++;
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("error: ack ", stdout);
+	vprintf(fmt, ap);
+	putchar('\n');
+	va_end(ap);
+}
+
+static uint32_t ack_hash(const char *qid)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+	for (; *qid; qid++)
+		h = (h ^ (uint8_t)*qid) * 16777619u;
+	return h;
+}
+
+/* The entry acknowledged for qid, or NULL. */
+static struct ack *ack_find(const struct acks *k, const char *qid)
+{
+	for (uint32_t i = ack_hash(qid) & (k->nslot - 1), probe = 0; probe < k->nslot;
+	     i = (i + 1) & (k->nslot - 1), probe++) {
+		if (k->slot[i] == UINT32_MAX)
+			return NULL;
+		struct ack *a = &k->a[k->slot[i]];
+		if (!a->qid_long && strcmp(a->qid, qid) == 0)
+			return a;
+	}
+	return NULL;
+}
+
+/* "RUNID-N QUEUEID SIZE" of run into *a; false when the line is not one. */
+static bool ack_parse(const char *run, char *line, struct ack *a)
+{
+	char *save, *seq = strtok_r(line, " ", &save), *qid = strtok_r(NULL, " ", &save);
+	char *size = strtok_r(NULL, " ", &save), *end;
+	if (!seq || !qid || !size || strtok_r(NULL, " ", &save))
+		return false;
+	if (strncmp(seq, run, ACK_RUN_LEN) != 0 || seq[ACK_RUN_LEN] != '-')
+		return false;
+	const char *num = seq + ACK_RUN_LEN + 1;
+	errno = 0;
+	a->seq = strtoull(num, &end, 10);
+	if (errno || end == num || *end || *num < '0' || *num > '9')
+		return false;
+	a->size = strtoull(size, &end, 10);
+	if (errno || end == size || *end || *size < '0' || *size > '9')
+		return false;
+	size_t qlen = strlen(qid);
+	a->qid_long = qlen > QID_LEN;
+	memcpy(a->qid, qid, a->qid_long ? QID_LEN : qlen);
+	a->qid[a->qid_long ? QID_LEN : qlen] = 0;
+	return true;
+}
+
+/* Reads a log's first line into l->run; 0, or 2 with the reason on stderr. */
+static int ack_head(struct ack_log *l, const char *line)
+{
+	static const char head[] = "# mxring-bench ack-log run=";
+	size_t n = sizeof(head) - 1;
+	bool ok = strncmp(line, head, n) == 0;
+	for (size_t i = 0; ok && i < ACK_RUN_LEN; i++)
+		ok = line[n + i] && strchr("0123456789abcdef", line[n + i]);
+	ok = ok && (line[n + ACK_RUN_LEN] == 0 || line[n + ACK_RUN_LEN] == ' ');
+	if (!ok) {
+		fprintf(stderr,
+			PROG ": %s: not an mxring-bench ack log (no '%sRUNID' first line)\n",
+			l->path, head);
+		return 2;
+	}
+	memcpy(l->run, line + n, ACK_RUN_LEN);
+	l->run[ACK_RUN_LEN] = 0;
+	return 0;
+}
+
+static int ack_push(struct acks *k, const struct ack *a, const char *path)
+{
+	if (k->n == k->cap) {
+		uint32_t cap = k->cap ? 2 * k->cap : 4096;
+		struct ack *na = cap <= ACK_MAX ? realloc(k->a, (size_t)cap * sizeof(*na)) : NULL;
+		if (!na) {
+			fprintf(stderr,
+				PROG ": %s: more than %u acknowledgements or out of memory\n", path,
+				k->cap);
+			return 1;
+		}
+		k->a = na;
+		k->cap = cap;
+	}
+	k->a[k->n++] = *a;
+	return 0;
+}
+
+/* Reads ack log li. 0, 1 (cannot read it) or 2 (not an ack log). */
+static int ack_read(struct acks *k, unsigned li)
+{
+	struct ack_log *l = &k->log[li];
+	FILE *f = fopen(l->path, "re");
+	if (!f) {
+		fprintf(stderr, PROG ": %s: %s\n", l->path, strerror(errno));
+		return 1;
+	}
+	char line[ACK_LINE_MAX + 2];
+	uint32_t lineno = 0;
+	int rc = 0;
+	while (rc == 0 && fgets(line, sizeof(line), f)) {
+		lineno++;
+		size_t len = strlen(line);
+		if (len > 0 && line[len - 1] == '\n')
+			line[--len] = 0;
+		else if (!feof(f))
+			len = ACK_LINE_MAX + 1; /* too long */
+		if (lineno == 1) {
+			rc = ack_head(l, line);
+			continue;
+		}
+		struct ack a = {.line = lineno, .log = (uint8_t)li};
+		if (len > ACK_LINE_MAX || !ack_parse(l->run, line, &a)) {
+			fprintf(stderr,
+				PROG ": %s:%" PRIu32 ": not 'RUNID-N QUEUEID SIZE' of run %s\n",
+				l->path, lineno, l->run);
+			rc = 2;
+		} else if ((rc = ack_push(k, &a, l->path)) == 0) {
+			l->n++;
+		}
+	}
+	if (rc == 0 && ferror(f)) {
+		fprintf(stderr, PROG ": %s: %s\n", l->path, strerror(errno));
+		rc = 1;
+	}
+	if (rc == 0 && lineno == 0) {
+		fprintf(stderr, PROG ": %s: empty, not an ack log\n", l->path);
+		rc = 2;
+	}
+	fclose(f);
+	return rc;
+}
+
+static int cmp_seq(const void *x, const void *y)
+{
+	const struct ack *a = *(const struct ack *const *)x, *b = *(const struct ack *const *)y;
+	if (a->log != b->log)
+		return a->log < b->log ? -1 : 1;
+	return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/* Reports the same RUNID-N acknowledged twice; 0, or 1 when out of memory. */
+static int ack_twice_seq(struct acks *k)
+{
+	struct ack **by_seq = malloc(((size_t)k->n + 1) * sizeof(*by_seq));
+	if (!by_seq) {
+		fprintf(stderr, PROG ": out of memory\n");
+		return 1;
+	}
+	for (uint32_t j = 0; j < k->n; j++)
+		by_seq[j] = &k->a[j];
+	qsort(by_seq, k->n, sizeof(*by_seq), cmp_seq);
+	for (uint32_t j = 1; j < k->n; j++) {
+		const struct ack *a = by_seq[j - 1], *b = by_seq[j];
+		if (a->log != b->log || a->seq != b->seq)
+			continue;
+		struct ack_log *l = &k->log[b->log];
+		l->twice++;
+		ack_problem(
+		    k, "%s-%" PRIu64 " acknowledged twice (%s lines %" PRIu32 " and %" PRIu32 ")",
+		    l->run, b->seq, l->path, a->line, b->line);
+	}
+	free(by_seq);
+	return 0;
+}
+
+/*
+ * Indexes k->a by queue id and reports what is acknowledged twice (a
+ * queue id, in one log or two, or a sequence id). 0, or 1 when out of memory.
+ */
+static int ack_index(struct acks *k)
+{
+	k->nslot = 16;
+	while (k->nslot < 2 * (uint64_t)k->n)
+		k->nslot *= 2;
+	k->slot = malloc((size_t)k->nslot * sizeof(*k->slot));
+	if (!k->slot) {
+		fprintf(stderr, PROG ": out of memory\n");
+		return 1;
+	}
+	memset(k->slot, 0xff, (size_t)k->nslot * sizeof(*k->slot));
+	for (uint32_t j = 0; j < k->n; j++) {
+		struct ack *a = &k->a[j], *old = a->qid_long ? NULL : ack_find(k, a->qid);
+		if (old) {
+			struct ack_log *l = &k->log[a->log], *ol = &k->log[old->log];
+			a->state = ACK_TWICE;
+			l->twice++;
+			ack_problem(k,
+				    "%s acknowledged twice (%s-%" PRIu64 " at %s:%" PRIu32
+				    " and %s-%" PRIu64 " at %s:%" PRIu32 ")",
+				    a->qid, ol->run, old->seq, ol->path, old->line, l->run, a->seq,
+				    l->path, a->line);
+			continue;
+		}
+		uint32_t i = ack_hash(a->qid) & (k->nslot - 1);
+		while (k->slot[i] != UINT32_MAX)
+			i = (i + 1) & (k->nslot - 1);
+		k->slot[i] = j;
+	}
+	return ack_twice_seq(k);
+}
+
+/* What a sink saw of a stored body: its first bytes, its length, its CRC. */
+struct body_check {
+	uint8_t head[ACK_HEAD_KEEP];
+	size_t head_len;
+	uint64_t len;
+	uint32_t crc;	/* CRC-32 of the bytes from ACK_SUM_LINE on */
+	bool head_only; /* stop once the head is kept (no CRC) */
+};
+
+static int sink_check(void *ctx, const uint8_t *p, size_t n)
+{
+	struct body_check *b = ctx;
+	if (b->head_len < sizeof(b->head)) {
+		size_t k = sizeof(b->head) - b->head_len < n ? sizeof(b->head) - b->head_len : n;
+		memcpy(b->head + b->head_len, p, k);
+		b->head_len += k;
+	}
+	if (!b->head_only && b->len + n > ACK_SUM_LINE) {
+		size_t skip = b->len >= ACK_SUM_LINE ? 0 : (size_t)(ACK_SUM_LINE - b->len);
+		b->crc = crc32_update(b->crc, p + skip, n - skip);
+	}
+	b->len += n;
+	return b->head_only && b->head_len == sizeof(b->head) ? 1 : 0;
+}
+
+/*
+ * The X-Bench-Sum value and the X-Bench-Seq id ("RUNID-N", NUL-terminated
+ * in seq) at the start of a kept head. 0, -1 no X-Bench-Sum line, -2 no
+ * X-Bench-Seq line after it.
+ */
+static int bench_lines(const struct body_check *b, uint32_t *sum, char *seq)
+{
+	const char *h = (const char *)b->head;
+	size_t sp = sizeof(ACK_SUM_PFX) - 1, qp = sizeof(ACK_SEQ_PFX) - 1;
+	if (b->head_len < ACK_SUM_LINE || memcmp(h, ACK_SUM_PFX, sp) != 0 ||
+	    memcmp(h + ACK_SUM_LINE - 2, "\r\n", 2) != 0)
+		return -1;
+	*sum = 0;
+	for (size_t i = sp; i < sp + 8; i++) {
+		const char *d = strchr("0123456789abcdef", h[i] | 0x20);
+		if (!d || !h[i])
+			return -1;
+		*sum = *sum << 4 | (uint32_t)(d - "0123456789abcdef");
+	}
+	const char *s = h + ACK_SUM_LINE, *end = h + b->head_len;
+	if (end - s < (ptrdiff_t)qp || memcmp(s, ACK_SEQ_PFX, qp) != 0)
+		return -2;
+	s += qp;
+	size_t n = 0;
+	while (s + n + 1 < end && n < ACK_SEQ_MAX && !(s[n] == '\r' && s[n + 1] == '\n'))
+		n++;
+	if (s + n + 1 >= end || s[n] != '\r')
+		return -2;
+	for (size_t i = 0; i < n; i++)
+		seq[i] = s[i] >= 0x21 && s[i] < 0x7f ? s[i] : '?';
+	seq[n] = 0;
+	return 0;
+}
+
+/* Checks the message the reader just yielded against its acknowledgement a. */
+static void ack_check(struct acks *k, struct spool_reader *r, struct ack *a)
+{
+	struct ack_log *l = &k->log[a->log];
+	char want[ACK_SEQ_MAX + 1], got[ACK_SEQ_MAX + 1];
+	snprintf(want, sizeof(want), "%s-%" PRIu64, l->run, a->seq);
+	if (a->state != ACK_UNSEEN) {
+		ack_problem(k, "%s (%s): stored twice", a->qid, want);
+		return;
+	}
+	struct body_check b = {0};
+	uint32_t sum;
+	int e = spool_reader_read(r, SPOOL_READ_BODY, sink_check, &b);
+	int h = e < 0 ? 0 : bench_lines(&b, &sum, got);
+	if (e < 0)
+		ack_problem(k, "%s (%s): reading the body failed: %s", a->qid, want, strerror(-e));
+	else if (h == -1)
+		ack_problem(k, "%s (%s): the body does not begin with X-Bench-Sum", a->qid, want);
+	else if (h == -2 || strcmp(got, want) != 0)
+		ack_problem(k, "%s: acknowledged as %s but stores %s", a->qid, want,
+			    h == -2 ? "no X-Bench-Seq line" : got);
+	else if (b.len != a->size)
+		ack_problem(k, "%s (%s): %" PRIu64 " bytes stored, %" PRIu64 " sent", a->qid, want,
+			    b.len, a->size);
+	else if (b.crc != sum)
+		ack_problem(k, "%s (%s): checksum %08" PRIx32 ", X-Bench-Sum says %08" PRIx32,
+			    a->qid, want, b.crc, sum);
+	else {
+		a->state = ACK_INTACT;
+		l->intact++;
+		return;
+	}
+	a->state = ACK_DAMAGED;
+	l->damaged++;
+}
+
+/* A stored message no acknowledgement names: counts it when it is of a run checked. */
+static void ack_unnamed(struct acks *k, struct spool_reader *r, const struct spool_item *it,
+			bool exact)
+{
+	struct body_check b = {.head_only = true};
+	uint32_t sum;
+	char got[ACK_SEQ_MAX + 1];
+	if (spool_reader_read(r, SPOOL_READ_BODY, sink_check, &b) < 0 ||
+	    bench_lines(&b, &sum, got) != 0 || got[ACK_RUN_LEN] != '-')
+		return;
+	for (unsigned li = 0; li < k->nlogs; li++) {
+		if (strncmp(got, k->log[li].run, ACK_RUN_LEN) != 0)
+			continue;
+		k->log[li].unacked++;
+		if (exact)
+			ack_problem(k, "%s stores %s, which was never acknowledged", it->env.qid,
+				    got);
+		return;
+	}
+}
+
+/* Reports what was never found, then a summary line per log; 1 if any problem. */
+static int ack_report(struct acks *k)
+{
+	uint64_t n = 0;
+	for (uint32_t j = 0; j < k->n; j++) {
+		struct ack *a = &k->a[j];
+		struct ack_log *l = &k->log[a->log];
+		if (a->state != ACK_UNSEEN)
+			continue;
+		l->missing++;
+		ack_problem(k, "%s%s (%s-%" PRIu64 "): acknowledged but not in the spool", a->qid,
+			    a->qid_long ? "..." : "", l->run, a->seq);
+	}
+	if (k->problems > k->shown)
+		printf("error: ack ... and %" PRIu64 " more\n", k->problems - k->shown);
+	for (unsigned li = 0; li < k->nlogs; li++) {
+		const struct ack_log *l = &k->log[li];
+		printf(
+		    "against=%s run=%s acknowledged=%" PRIu32 " intact=%" PRIu64 " damaged=%" PRIu64
+		    " missing=%" PRIu64 " twice=%" PRIu64 " unacknowledged=%" PRIu64 "\n",
+		    l->path, l->run, l->n, l->intact, l->damaged, l->missing, l->twice, l->unacked);
+		n += l->n;
+	}
+	if (k->problems == 0)
+		printf("all %" PRIu64 " acknowledged messages stored intact\n", n);
+	else
+		printf("%" PRIu64 " problems with acknowledged messages\n", k->problems);
+	return k->problems ? 1 : 0;
+}
+
+/* Reads and indexes every log; 0, 1 (a failure) or 2 (not an ack log). */
+static int ack_load(struct acks *k)
+{
+	for (unsigned li = 0; li < k->nlogs; li++) {
+		int rc = ack_read(k, li);
+		if (rc != 0)
+			return rc;
+		for (unsigned lj = 0; lj < li; lj++)
+			if (strcmp(k->log[lj].run, k->log[li].run) == 0) {
+				fprintf(stderr, PROG ": %s and %s: the same run %s\n",
+					k->log[lj].path, k->log[li].path, k->log[li].run);
+				return 2;
+			}
+	}
+	return ack_index(k);
+}
+
+static void ack_free(struct acks *k)
+{
+	free(k->a);
+	free(k->slot);
+}
+
+static int cmd_verify(const char *dir, struct acks *k, bool exact)
+{
+	if (k->nlogs) {
+		int rc = ack_load(k);
+		if (rc != 0)
+			return rc;
+	}
 	struct report rep = {.verify = true};
 	struct spool_reader *r;
 	if (open_reader(dir, &rep, &r) < 0)
 		return 1;
 	const struct spool_item *it;
 	int e;
-	while ((e = next_item(r, dir, &it)) > 0)
-		;
+	while ((e = next_item(r, dir, &it)) > 0) {
+		if (!k->nlogs)
+			continue;
+		struct ack *a = ack_find(k, it->env.qid);
+		if (a)
+			ack_check(k, r, a);
+		else
+			ack_unnamed(k, r, it, exact);
+	}
 	struct spool_reader_counts c;
 	spool_reader_counts(r, &c);
 	spool_reader_close(r);
@@ -223,8 +682,11 @@ static int cmd_verify(const char *dir)
 	printf("files=%" PRIu64 " records=%" PRIu64 " orphan_parts=%" PRIu64 " errors=%" PRIu64
 	       "\n",
 	       c.files, c.records, c.orphans, c.errors);
+	int bad = e < 0 || c.errors > 0;
+	if (k->nlogs)
+		bad |= ack_report(k);
 	fflush(stdout);
-	return e < 0 || c.errors > 0 ? 1 : 0;
+	return bad ? 1 : 0;
 }
 
 static int cmd_list(const char *dir)
@@ -445,8 +907,9 @@ int main(int argc, char **argv)
 {
 	const char *pos[3] = {0};
 	int npos = 0;
-	bool body = false;
+	bool body = false, exact = false;
 	const char *mode = NULL, *dest = NULL;
+	static struct acks acks; /* static: ACK_LOGS_MAX log records */
 
 	if (argc < 2)
 		return usage_error("%s", "a command is needed");
@@ -458,6 +921,14 @@ int main(int argc, char **argv)
 		}
 		if (strcmp(a, "--body") == 0) {
 			body = true;
+		} else if (strcmp(a, "--exact") == 0) {
+			exact = true;
+		} else if (strcmp(a, "--against") == 0) {
+			if (acks.nlogs == ACK_LOGS_MAX)
+				return usage_error("at most %u --against", ACK_LOGS_MAX);
+			if (i + 1 >= argc)
+				return usage_error("%s needs an argument", a);
+			acks.log[acks.nlogs++].path = argv[++i];
 		} else if (strcmp(a, "--maildir") == 0 || strcmp(a, "--mbox") == 0) {
 			if (mode)
 				return usage_error("%s", "one of --maildir and --mbox, once");
@@ -488,6 +959,10 @@ int main(int argc, char **argv)
 		return usage_error("%s", "--body goes with cat");
 	if (mode && !is_export)
 		return usage_error("%s goes with export", mode);
+	if (acks.nlogs && strcmp(cmd, "verify") != 0)
+		return usage_error("%s", "--against goes with verify");
+	if (exact && !acks.nlogs)
+		return usage_error("%s", "--exact goes with verify --against ACKLOG");
 	if (is_export && !mode)
 		return usage_error("%s", "export: --maildir OUTDIR or --mbox FILE is needed");
 
@@ -497,5 +972,7 @@ int main(int argc, char **argv)
 		return cmd_export(pos[1], mode, dest);
 	if (strcmp(cmd, "list") == 0)
 		return cmd_list(pos[1]);
-	return cmd_verify(pos[1]);
+	int rc = cmd_verify(pos[1], &acks, exact);
+	ack_free(&acks);
+	return rc;
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """
-benchutil.py - helpers for bench/smtp-source-compare.sh (loopback only).
+benchutil.py - helpers for bench/smtp-source-compare.sh (loopback only);
+bench/compare and bench/scale import it (through bench/peers/servers.py).
 
   port                      print a free TCP port on 127.0.0.1
   waitport PORT SECONDS     wait until 127.0.0.1:PORT answers with an SMTP
@@ -131,6 +132,52 @@ def machine_busy():
     return (sum(v[:8]) - idle) / TCK
 
 
+def measure_run(cmd, root, timeout, errfile, env=None, preexec_fn=None):
+    """
+    Runs cmd (the client) with its stdout and stderr in errfile and the CPU
+    of root's process tree read just before and just after. Returns a dict:
+    rc (124 when killed at the timeout), wall_s, server_cpu_s, client_cpu_s,
+    machine_busy_s. SIGTERM, SIGINT or SIGHUP meanwhile kill the client and
+    exit (128 + the signal).
+    """
+    with open(errfile, "wb") as err:
+        c0, m0, t0 = tree_cpu(root), machine_busy(), time.perf_counter()
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                             start_new_session=True, env=env, preexec_fn=preexec_fn)
+        killed = []
+
+        def kill():
+            killed.append(1)
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+        def on_signal(signum, frame):
+            kill()
+            raise SystemExit(128 + signum)
+
+        old = {}
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            old[sig] = signal.signal(sig, on_signal)
+        timer = threading.Timer(timeout, kill)
+        timer.daemon = True
+        timer.start()
+        try:
+            _, status, ru = os.wait4(p.pid, 0)
+        finally:
+            timer.cancel()
+            for sig, h in old.items():
+                signal.signal(sig, h)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        t1 = time.perf_counter()
+        m1 = machine_busy()
+        c1 = tree_cpu(root)
+    return {"rc": 124 if killed else p.returncode, "wall_s": t1 - t0,
+            "server_cpu_s": c1 - c0, "client_cpu_s": ru.ru_utime + ru.ru_stime,
+            "machine_busy_s": m1 - m0}
+
+
 def measure(argv):
     root, timeout, errfile = None, 600.0, None
     i = 0
@@ -150,37 +197,9 @@ def measure(argv):
     cmd = argv[i:]
     if root is None or not cmd or errfile is None:
         raise SystemExit("benchutil measure: need --root PID --stderr FILE -- CMD...")
-    with open(errfile, "wb") as err:
-        c0, m0, t0 = tree_cpu(root), machine_busy(), time.perf_counter()
-        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                             start_new_session=True)
-        killed = []
-
-        def kill():
-            killed.append(1)
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except OSError:
-                pass
-
-        def on_signal(signum, frame):
-            kill()
-            raise SystemExit(128 + signum)
-
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, on_signal)
-        timer = threading.Timer(timeout, kill)
-        timer.daemon = True
-        timer.start()
-        _, status, ru = os.wait4(p.pid, 0)
-        timer.cancel()
-        p.returncode = os.waitstatus_to_exitcode(status)
-        t1 = time.perf_counter()
-        m1 = machine_busy()
-        c1 = tree_cpu(root)
-    rc = 124 if killed else p.returncode
+    r = measure_run(cmd, root, timeout, errfile)
     print("rc=%d wall_s=%.3f server_cpu_s=%.2f client_cpu_s=%.2f machine_busy_s=%.2f"
-          % (rc, t1 - t0, c1 - c0, ru.ru_utime + ru.ru_stime, m1 - m0))
+          % (r["rc"], r["wall_s"], r["server_cpu_s"], r["client_cpu_s"], r["machine_busy_s"]))
 
 
 SERVER_ORDER = {"mxring": 0, "smtp-sink": 1, "postfix": 2}

@@ -1,19 +1,25 @@
 #!/usr/bin/env python3
 """
 test_bench.py - mxring-bench (bench/) against the real mxring, and its
-verification path (bench/verify-acks.py over mxring-spool).
+verification path (`mxring-spool verify --against ACKLOG`).
 
   - argument errors: each exits 2 with a message that names the argument;
     --help exits 0 and documents the size mix;
   - closed loop, 2,000 messages over 20 connections: pipelining on, off,
     and BDAT with 3 recipients and reconnects; every run exits 0, its JSON
-    counts 2,000 accepted, and verify-acks.py proves every acknowledged
-    queue id is in the spool with its sequence number and checksum; the
-    spool holds exactly the messages of those runs;
+    counts 2,000 accepted, and `mxring-spool verify --against` proves every
+    acknowledged queue id is in the spool with its sequence number and
+    checksum, run by run and for the three ack logs in one pass with
+    --exact; the spool holds exactly the messages of those runs;
   - the verifier is not fooled: a swapped acknowledgement, a queue id the
-    spool lacks, a double acknowledgement, a wrong size, or a stored body
-    whose X-Bench-Sum does not match make it exit 1 (reading bodies through
-    the maildir export and through `cat --body`, which must agree);
+    spool lacks, a double acknowledgement, a wrong size, a stored body whose
+    X-Bench-Sum does not match, a body byte flipped on disk (caught by the
+    record CRC), and the same flip with the record CRC recomputed, as a
+    writer bug would leave it (caught by the X-Bench-Sum) make it exit 1;
+    --exact catches a message of the run stored but never acknowledged.
+    bench/verify-acks.py, an independent implementation (Python's zlib,
+    through the maildir export and `cat --body`), agrees on the good log
+    and on the forged checksum;
   - STARTTLS with a new session per message and --resume tickets: one full
     handshake per connection slot, the rest resumed, all verified; TLS 1.2
     session IDs resume too; implicit TLS (smtps_listen) works (skipped when
@@ -21,16 +27,27 @@ verification path (bench/verify-acks.py over mxring-spool).
   - open loop: --rate 400 for 1.5 s sends about 600 messages on schedule;
   - a closed port: exit 1 within seconds, "Connection refused" and a hint;
     a server that accepts and never greets: exit 1 after --timeout with
-    "no reply to the greeting".
+    "no reply to the greeting";
+  - bench/compare --quick (mxring and smtp-sink, 1 s of 1 KiB messages
+    each) exits 0 and writes results.csv with two successful runs with
+    non-zero rates and CPU, results.md with their rows and the mxring ÷
+    smtp-sink ratios, and a PNG plot; its argument errors exit 2 (skipped
+    without Postfix's smtp-sink);
+  - bench/scale --quick --shards 1: both runs succeed and the table has
+    the 1-shard row at 100% efficiency, with its plot.
 
 The path of the tool comes as --bench PATH (meson passes it), else
 $MXRING_BENCH, else build/bench/mxring-bench.
 """
 
+import csv
+import glob
 import json
 import os
 import re
+import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -42,7 +59,7 @@ from harness import check, check_eq
 suite = h.Suite("bench")
 
 BENCH = None
-VERIFY = os.path.join(h.REPO, "bench", "verify-acks.py")
+VERIFY_PY = os.path.join(h.REPO, "bench", "verify-acks.py")
 CERT_TOOL = os.path.join(h.REPO, "tools", "mxring-cert.sh")
 RUN_TIMEOUT_S = 60
 
@@ -79,17 +96,23 @@ def bench_ok(srv, *args, json_path=None, ack_path=None):
 
 
 def verify(ack, spool, *extra):
-    """Runs verify-acks.py; (exit status, its output)."""
-    p = h.run_cmd([sys.executable, VERIFY, ack, spool, "--spool-tool", h.Paths.spool_tool]
-                  + list(extra), 120)
-    return p.returncode, p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
+    """Runs `mxring-spool verify SPOOL --against ACK`; (exit status, its output)."""
+    rc, out, err = h.spool_tool("verify", spool, "--against", ack, *extra, check_rc=False)
+    return rc, out.decode(errors="replace") + err.decode(errors="replace")
 
 
 def verify_ok(ack, spool, n):
     rc, out = verify(ack, spool)
-    check_eq(rc, 0, "verify-acks.py exit status; output:\n%s" % out)
-    check(re.search(r"\b%d acknowledged, %d in the spool" % (n, n), out),
-          "verify-acks.py summary: %r" % out)
+    check_eq(rc, 0, "mxring-spool verify --against exit status; output:\n%s" % out)
+    check(re.search(r"\backnowledged=%d intact=%d damaged=0 missing=0 twice=0\b" % (n, n), out),
+          "mxring-spool verify --against summary: %r" % out)
+
+
+def verify_py(ack, spool, *extra):
+    """The independent checker bench/verify-acks.py; (exit status, its output)."""
+    p = h.run_cmd([sys.executable, VERIFY_PY, ack, spool, "--spool-tool", h.Paths.spool_tool]
+                  + list(extra), 120)
+    return p.returncode, p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
 
 
 def have_tls():
@@ -193,10 +216,11 @@ def closed_loop_runs_verified():
         ["--pipelining", "off", "--msgs-per-conn", "50"],
         ["--bdat", "on", "--rcpts", "3", "--msgs-per-conn", "7", "--size", "3k"],
     ]
-    total = 0
+    total, acks = 0, []
     with h.Server() as srv:
         for args in runs:
             ack = os.path.join(h.new_tmpdir("ack"), "acks")
+            acks.append(ack)
             rep = bench_ok(srv, "--connections", 20, "--messages", 2000, *args, ack_path=ack)
             check_eq(rep["messages"], {"accepted": 2000, "tempfail": 0, "rejected": 0,
                                        "failed": 0}, "messages of %s" % args)
@@ -207,41 +231,90 @@ def closed_loop_runs_verified():
             total += 2000
         ls = h.spool_list(srv.spool)
         check_eq(len(ls), total, "messages in the spool")
+        # All runs in one pass, and with --exact nothing else of theirs stored.
+        rc, out, _ = h.spool_tool("verify", srv.spool, "--exact",
+                                  *[x for a in acks for x in ("--against", a)], check_rc=False)
+        out = out.decode(errors="replace")
+        check(rc == 0 and ("all %d acknowledged messages stored intact" % total) in out
+              and out.count(" intact=2000 damaged=0 missing=0 twice=0 unacknowledged=0") == 3,
+              "verify with three --against: exit %d, output:\n%s" % (rc, out))
         check(all(e["rcpts"] in (1, 3) for e in ls), "recipient counts")
     check_eq(h.spool_verify(srv.spool), total, "mxring-spool verify count after stop")
 
 
+def crc32c(data, crc=0):
+    """CRC-32C (Castagnoli), as core/crc32c.c computes it."""
+    if not CRC32C_TABLE:
+        for i in range(256):
+            c = i
+            for _ in range(8):
+                c = (c >> 1) ^ 0x82f63b78 if c & 1 else c >> 1
+            CRC32C_TABLE.append(c)
+    crc ^= 0xffffffff
+    for b in data:
+        crc = CRC32C_TABLE[(crc ^ b) & 0xff] ^ (crc >> 8)
+    return crc ^ 0xffffffff
+
+
+CRC32C_TABLE = []
+
+
+def flip_body_byte(seg_path, seq, fix_crc):
+    """
+    Flips one body byte of the message whose X-Bench-Seq is seq in a segment
+    (core/spool.h); with fix_crc, recomputes its record's CRC so that only
+    the bench checksum can tell.
+    """
+    with open(seg_path, "rb") as f:
+        seg = bytearray(f.read())
+    salt = bytes(seg[64:72])  # the SEGMENT record's payload starts with the salt
+    at = seg.find(b"X-Bench-Seq: " + seq.encode() + b"\r\n")
+    check(at > 0, "message %s not found in %s" % (seq, seg_path))
+    seg[at + 100] ^= 0x01
+    if fix_crc:
+        rec = seg.rfind(struct.pack("<I", 0x5253584d), 0, at)
+        rec_len = struct.unpack_from("<I", seg, rec + 12)[0]
+        check(rec >= 0 and struct.unpack_from("<I", seg, rec + 8)[0] == 64
+              and rec + rec_len > at + 100, "record of %s in %s" % (seq, seg_path))
+        crc = crc32c(seg[rec:rec + 16], crc32c(salt))
+        crc = crc32c(seg[rec + 20:rec + rec_len], crc)
+        struct.pack_into("<I", seg, rec + 16, crc)
+    with open(seg_path, "wb") as f:
+        f.write(seg)
+
+
 @suite.case
 def verifier_catches_damage():
+    d = h.new_tmpdir("ack")
+    ack = os.path.join(d, "acks")
     with h.Server() as srv:
-        d = h.new_tmpdir("ack")
-        ack = os.path.join(d, "acks")
         bench_ok(srv, "--connections", 4, "--messages", 40, "--size", "2k", ack_path=ack)
         verify_ok(ack, srv.spool, 40)
-        rc, out = verify(ack, srv.spool, "--method", "cat", "--exact")
-        check_eq(rc, 0, "verify-acks.py --method cat --exact; output:\n%s" % out)
+        rc, out = verify(ack, srv.spool, "--exact")
+        check_eq(rc, 0, "verify --against --exact; output:\n%s" % out)
+        rc, out = verify_py(ack, srv.spool, "--exact")
+        check_eq(rc, 0, "verify-acks.py --exact agrees; output:\n%s" % out)
         lines = open(ack).read().splitlines()
         head, body = lines[0], lines[1:]
         run = re.match(r"# mxring-bench ack-log run=([0-9a-f]{16})", head).group(1)
 
-        def bad(name, new_body, want):
+        def bad(name, new_body, want, spool=srv.spool):
             path = os.path.join(d, name)
             with open(path, "w") as f:
                 f.write("\n".join([head] + new_body) + "\n")
-            for method in ("export", "cat"):
-                rc, out = verify(path, srv.spool, "--method", method)
-                check_eq(rc, 1, "verify-acks.py --method %s on %s: exit status; output:\n%s"
-                         % (method, name, out))
-                check(want in out, "verify-acks.py --method %s on %s should say %r:\n%s"
-                      % (method, name, want, out))
+            rc, out = verify(path, spool)
+            check_eq(rc, 1, "verify --against %s: exit status; output:\n%s" % (name, out))
+            for w in [want] if isinstance(want, str) else want:
+                check(w in out, "verify --against %s should say %r:\n%s" % (name, w, out))
+            return path
 
         # Two acknowledgements with their queue ids swapped.
         a, b = body[0].split(), body[1].split()
         swapped = [" ".join([a[0], b[1], a[2]]), " ".join([b[0], a[1], b[2]])] + body[2:]
-        bad("swapped", swapped, "acknowledged as")
+        bad("swapped", swapped, ["acknowledged as", "damaged=2 "])
         # A queue id the spool does not hold.
         missing = body[:-1] + [" ".join([body[-1].split()[0], "0000000000000000", "1000"])]
-        bad("missing", missing, "acknowledged but not in the spool")
+        bad("missing", missing, ["acknowledged but not in the spool", "missing=1 "])
         # The same message acknowledged twice.
         bad("twice", body + [body[0]], "acknowledged twice")
         # A wrong size.
@@ -254,11 +327,35 @@ def verifier_catches_damage():
         c.ehlo()
         qid = c.send_message(msg)
         c.quit()
-        bad("sum", body + ["%s-999999 %s %d" % (run, qid, len(msg))], "checksum")
+        path = bad("sum", body + ["%s-999999 %s %d" % (run, qid, len(msg))], "checksum")
+        rc, out = verify_py(path, srv.spool)
+        check(rc == 1 and "checksum" in out, "verify-acks.py agrees on the forged sum:\n%s" % out)
         # --exact: a message of the run stored but never acknowledged.
         rc, out = verify(ack, srv.spool, "--exact")
-        check_eq(rc, 1, "verify-acks.py --exact with an unacknowledged message; output:\n%s" % out)
-        check("never acknowledged" in out, "--exact names it: %r" % out)
+        check_eq(rc, 1, "verify --against --exact with an unacknowledged message; output:\n%s"
+                 % out)
+        check("never acknowledged" in out and "unacknowledged=1" in out, "--exact names it: %r"
+              % out)
+        rc, out = verify(ack, srv.spool)
+        check_eq(rc, 0, "without --exact an unacknowledged message is no error:\n%s" % out)
+    # Damage on disk, in copies of the stopped server's spool.
+    seq = body[len(body) // 2].split()[0]
+    for fix_crc, want in ((False, ["bad record", "acknowledged but not in the spool"]),
+                          (True, ["checksum", "damaged=1 "])):
+        spool = os.path.join(d, "spool-%s" % ("crc-fixed" if fix_crc else "flipped"))
+        shutil.copytree(srv.spool, spool)
+        segs = glob.glob(os.path.join(spool, "ready", "*.seg"))
+        check_eq(len(segs), 1, "segments in %s" % spool)
+        flip_body_byte(segs[0], seq, fix_crc)
+        rc, out = verify(ack, spool)
+        check_eq(rc, 1, "verify --against a flipped byte (crc fixed: %s); output:\n%s"
+                 % (fix_crc, out))
+        for w in want:
+            check(w in out, "flipped byte (crc fixed: %s): output should say %r:\n%s"
+                  % (fix_crc, w, out))
+        if fix_crc:
+            rc, out = h.spool_tool("verify", spool, check_rc=False)[:2]
+            check_eq(rc, 0, "the recomputed record CRC fools plain verify (test premise)")
 
 
 # ---------------------------------------------------------------- TLS
@@ -375,6 +472,91 @@ def silent_server_times_out():
     check(took < 10, "took %.1f s with --timeout 1" % took)
     out = p.stdout.decode(errors="replace")
     check(re.search(r"failed 2\b", out), "two messages failed: %r" % out)
+
+
+# ---------------------------------------------------------------- bench/compare, bench/scale
+
+COMPARE = os.path.join(h.REPO, "bench", "compare")
+SCALE = os.path.join(h.REPO, "bench", "scale")
+SCRIPT_TIMEOUT_S = 90
+
+
+def script(path, *args):
+    """Runs bench/compare or bench/scale on the binaries under test; CompletedProcess."""
+    return h.run_cmd([sys.executable, path, "--mxring", h.Paths.mxring, "--bench", BENCH,
+                      "--spool-tool", h.Paths.spool_tool, "--work", h.new_tmpdir("work")]
+                     + [str(a) for a in args], SCRIPT_TIMEOUT_S)
+
+
+def script_ok(path, *args):
+    p = script(path, *args)
+    check_eq(p.returncode, 0, "%s %s exit status\nstdout:\n%s\nstderr:\n%s" % (
+        os.path.basename(path), " ".join(map(str, args)), p.stdout.decode(errors="replace"),
+        p.stderr.decode(errors="replace")[-4000:]))
+    return p
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def check_png(path):
+    if not shutil.which("gnuplot"):
+        raise h.Fail("gnuplot is missing (tools/deps.sh --test installs gnuplot-nox)")
+    with open(path, "rb") as f:
+        check(f.read(8) == b"\x89PNG\r\n\x1a\n", "%s is not a PNG" % path)
+
+
+@suite.case
+def compare_quick():
+    if not os.access("/usr/sbin/smtp-sink", os.X_OK):
+        raise h.Skip("Postfix smtp-sink is not installed")
+    for args, want in ((["--only", "mxring,nosuch"], "unknown server"),
+                       (["--cases", "huge"], "unknown case"),
+                       (["--duration", "0"], "must be positive")):
+        p = script(COMPARE, *args)
+        check(p.returncode == 2 and want.encode() in p.stderr,
+              "compare %s: exit %d, stderr %r" % (args, p.returncode, p.stderr[-500:]))
+    out = h.new_tmpdir("compare")
+    script_ok(COMPARE, "--quick", "--no-install", "--out", out)
+    rows = read_csv(os.path.join(out, "results.csv"))
+    check_eq(sorted((r["server"], r["case"]) for r in rows),
+             [("mxring", "small"), ("smtp-sink", "small")], "runs in results.csv")
+    for r in rows:
+        check(r["ok"] == "1" and int(r["accepted"]) > 0 and float(r["msgs_per_s"]) > 0
+              and float(r["server_cpu_s"]) > 0 and float(r["msgs_per_cpu_s"]) > 0,
+              "a sane, successful run: %r" % r)
+    md = open(os.path.join(out, "results.md")).read()
+    check(re.search(r"^Command: `bench/compare .*--quick --no-install --out ", md, re.M),
+          "results.md names the command:\n%s" % md)
+    for server in ("| mxring |", "| Postfix smtp-sink (stores nothing) |"):
+        check(re.search(r"\| 1 KiB, plaintext, 100 msgs/session %s [\d,]+ \| [\d.]+ \| [\d,]+ \|"
+                        % re.escape(server), md), "results.md row for %s:\n%s" % (server, md))
+    check(re.search(r"\| 1 KiB, plaintext, 100 msgs/session \| \d+\.\d\d× \| \d+\.\d\d× \|",
+                    md), "results.md has the mxring ÷ smtp-sink ratios:\n%s" % md)
+    check_png(os.path.join(out, "plot.png"))
+
+
+@suite.case
+def scale_quick():
+    if not have_tls():
+        raise h.Skip("mxring-bench was built without wolfSSL (scale measures handshakes)")
+    p = script(SCALE, "--shards", "0")
+    check(p.returncode == 2 and b"--shards" in p.stderr, "scale --shards 0: exit %d, %r"
+          % (p.returncode, p.stderr[-500:]))
+    out = h.new_tmpdir("scale")
+    script_ok(SCALE, "--quick", "--shards", "1", "--out", out)
+    rows = read_csv(os.path.join(out, "results.csv"))
+    check_eq(sorted(r["kind"] for r in rows), ["handshakes", "plaintext"], "runs")
+    for r in rows:
+        rate = r["hs_full_per_s"] if r["kind"] == "handshakes" else r["msgs_per_s"]
+        check(r["ok"] == "1" and float(rate) > 0 and r["shards"] == "1",
+              "a sane, successful run: %r" % r)
+    md = open(os.path.join(out, "results.md")).read()
+    check(re.search(r"^\| 1 \| .* \| [\d,]+ \| \d+% \| 100% \| [\d,]+ \| \d+% \| 100% \| 1 \|$",
+                    md, re.M), "results.md row for 1 shard:\n%s" % md)
+    check_png(os.path.join(out, "plot.png"))
 
 
 if __name__ == "__main__":
