@@ -27,6 +27,7 @@
  * Open loop (--rate): a connection that may start a message but finds none
  * due is parked on a FIFO list and woken when the next one is due.
  */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -582,21 +583,53 @@ static void conn_close_wait(struct conn *c)
 		conn_closed(c);
 }
 
+/* The slot cannot connect at all (no socket, an unusable source address):
+ * counted, reported, the message lost, the slot done. */
+static void conn_cannot(struct conn *c, const char *what, int e)
+{
+	count_error(c, BENCH_ERR_IO);
+	bench_report_error(c->cl->run, BENCH_ERR_IO, "connection %u: %s: %s", c->num, what,
+			   strerror(e));
+	if (c->have_msg)
+		ctr_add(&c->cl->ctr.failed, 1);
+	c->have_msg = false;
+	c->state = CS_DONE;
+	c->cl->active--;
+}
+
+/*
+ * --source: binds fd to ss. The port is left to connect
+ * (IP_BIND_ADDRESS_NO_PORT), which picks one unique for the address pair,
+ * so each source has the whole ephemeral range per server. 0 or -errno.
+ */
+static int source_bind(int fd, const struct sockaddr_storage *ss)
+{
+	socklen_t len =
+	    ss->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+	int one = 1;
+	(void)setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+	return bind(fd, (const struct sockaddr *)ss, len) == 0 ? 0 : -errno;
+}
+
 static void conn_connect(struct conn *c)
 {
 	const struct bench_cfg *cfg = c->cl->cfg;
 	int fd = socket(cfg->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		int e = errno;
-		count_error(c, BENCH_ERR_IO);
-		bench_report_error(c->cl->run, BENCH_ERR_IO, "connection %u: socket: %s", c->num,
-				   strerror(e));
-		if (c->have_msg)
-			ctr_add(&c->cl->ctr.failed, 1);
-		c->have_msg = false;
-		c->state = CS_DONE;
-		c->cl->active--;
+		conn_cannot(c, "socket", errno);
 		return;
+	}
+	if (cfg->nsources) {
+		const struct sockaddr_storage *ss = &cfg->source[c->num % cfg->nsources];
+		int rc = source_bind(fd, ss);
+		if (rc) {
+			char a[INET6_ADDRSTRLEN], what[INET6_ADDRSTRLEN + 16];
+			snprintf(what, sizeof(what), "bind to %s",
+				 bench_addr_text(ss, a, sizeof(a)));
+			close(fd);
+			conn_cannot(c, what, -rc);
+			return;
+		}
 	}
 	int one = 1;
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
