@@ -128,6 +128,7 @@ static const struct key config_keys[] = {
      * 24 h either (RFC 5246 F.1.4). */
     {"tls_session_cache_size", K_COUNT, FIELD(tls_session_cache_size), 0, 1000000, NULL},
     {"tls_session_timeout", K_TIME, FIELD(tls_session_timeout), 1, 86400, NULL},
+    {"stats_interval", K_TIME, FIELD(stats_interval), 0, TIMEOUT_MAX, NULL},
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -715,6 +716,7 @@ void config_defaults(struct config *cfg)
 	cfg->listen_from_o = false;
 	cfg->tls_session_cache_size = 20000;
 	cfg->tls_session_timeout = 3600;
+	cfg->stats_interval = 60;
 }
 
 /* Reads the whole file (at most CONFIG_FILE_MAX bytes) into *buf, NUL-terminated. */

@@ -69,6 +69,7 @@ struct config {
 	bool listen_from_o;		 /* private to config.c: an -o listen replaced the list */
 	unsigned tls_session_cache_size; /* session-ID cache entries, default 20000; 0 = off */
 	unsigned tls_session_timeout;	 /* seconds, default 3600: cache entries and tickets */
+	unsigned stats_interval;	 /* seconds between live stats lines, default 60; 0 = off */
 };
 
 /* Fills cfg with the defaults. Never fails; accept_domains gets "localhost". */

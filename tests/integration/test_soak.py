@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""
+test_soak.py - the live stats line (stats_interval) and a short bench/soak.
+
+  - stats_interval = 1: 'stats live' lines come one interval apart or more
+    (never early), their uptime_s only grows, and their gauges match what
+    the test holds: three idle greeted connections -> conns_open=3 with no
+    receive buffer, writer queue or send queued; after a message on one and
+    two closes -> conns_open=1, msgs_queued=1; every buffer total matches
+    the configuration; rss_kib is the process's own;
+  - a STARTTLS session shows as tls_sessions=1 with plaintext buffers
+    counted (skipped without wolfSSL);
+  - stats_interval = 0 writes no live line, and the exit 'stats' line is
+    still the one the harness reads.
+
+The paths of mxring-bench come as --bench PATH (meson passes it), else
+$MXRING_BENCH, else build/bench/mxring-bench.
+"""
+
+import os
+import re
+import sys
+import time
+
+import harness as h
+from harness import check, check_eq
+
+suite = h.Suite("soak")
+
+BENCH = None
+
+
+def take_bench_arg(argv):
+    path = os.environ.get("MXRING_BENCH") or os.path.join(h.REPO, "build/bench/mxring-bench")
+    if "--bench" in argv:
+        i = argv.index("--bench")
+        path = argv[i + 1]
+        del argv[i:i + 2]
+    return os.path.abspath(path)
+
+
+def wait_live(srv, pred, what, timeout=10.0):
+    """The first 'stats live' line for which pred holds, waiting (bounded) for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = srv.stats_live()
+        for d in lines:
+            if pred(d):
+                return d
+        if time.monotonic() > deadline:
+            raise h.Fail("no 'stats live' line with %s within %.0f s; last: %r"
+                         % (what, timeout, lines[-1] if lines else None))
+        time.sleep(0.05)
+
+
+def ival(d, k):
+    check(k in d, "'stats live' line lacks %s: %r" % (k, d))
+    return int(d[k])
+
+
+@suite.case
+def live_stats_line_gauges():
+    with h.Server({"stats_interval": 1}) as srv:
+        clients = [srv.client() for _ in range(3)]  # greeted: accepted and served
+        for c in clients:
+            c.ehlo()
+        t_open = time.monotonic()
+        d = wait_live(srv, lambda d: d.get("conns_open") == "3", "conns_open=3")
+        check(time.monotonic() - t_open < 5, "conns_open=3 took too long")
+        check_eq([ival(d, k) for k in ("tls_sessions", "recv_bufs_used", "plain_bufs_used",
+                                        "plain_bufs_total", "msgs_at_writers", "writer_queue",
+                                        "send_queued_bytes")],
+                 [0] * 7, "idle gauges (tls, buffers, writer, send) of %r" % d)
+        # harness: shards 2, writers 1; defaults recv_buffers 1024, ring_size 1024.
+        check_eq(ival(d, "recv_bufs_total"), 2 * 1024, "recv_bufs_total")
+        check_eq(ival(d, "writer_queue_cap"), 2 * 1 * 1024, "writer_queue_cap")
+        check(ival(d, "conns_accepted") >= 3, "conns_accepted in the live line: %r" % d)
+        rss = ival(d, "rss_kib")
+        with open("/proc/%d/status" % srv.proc.pid) as f:
+            vm = int(re.search(r"^VmRSS:\s+(\d+) kB", f.read(), re.M).group(1))
+        check(1024 < rss < 4 * vm + 65536 and vm < 4 * rss + 65536,
+              "rss_kib %d against VmRSS %d kB" % (rss, vm))
+
+        clients[0].send_message(b"Subject: live\r\n\r\nhello\r\n")
+        clients[1].quit()
+        clients[2].quit()
+        d = wait_live(srv, lambda d: d.get("conns_open") == "1" and d.get("msgs_queued") == "1",
+                      "conns_open=1 msgs_queued=1")
+        check_eq([ival(d, k) for k in ("recv_bufs_used", "msgs_at_writers", "writer_queue")],
+                 [0, 0, 0], "gauges after the message was stored")
+        clients[0].quit()
+        wait_live(srv, lambda d: d.get("conns_open") == "0" and d.get("conns_closed") == "3",
+                  "conns_open=0 conns_closed=3")
+
+        # The schedule: one interval apart or more, never early; uptime only grows.
+        n0 = len(srv.stats_live())
+        deadline = time.monotonic() + 15
+        while len(srv.stats_live()) < n0 + 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        lines = srv.stats_live()
+        check(len(lines) >= n0 + 3, "want 3 more live lines within 15 s at stats_interval 1, "
+              "got %d" % (len(lines) - n0))
+        for a, b in zip(lines, lines[1:]):
+            gap = (b["t"] - a["t"]) % 86400
+            check(gap >= 0.95, "live lines %.3f s apart (interval 1 s): %r, %r" % (gap, a, b))
+            check(int(b["uptime_s"]) > int(a["uptime_s"]), "uptime_s went %s -> %s"
+                  % (a["uptime_s"], b["uptime_s"]))
+        check(int(lines[0]["uptime_s"]) >= 1, "first uptime_s %s" % lines[0]["uptime_s"])
+    st = srv.stats()
+    check("uptime_s" not in st and st.get("msgs_queued") == "1",
+          "the exit stats line (not a live one): %r" % st)
+
+
+@suite.case
+def live_stats_counts_tls_sessions():
+    import test_tls as tt
+    with tt.start_tls_server(stats_interval=1) as srv:
+        c = tt.tls_client(srv)
+        d = wait_live(srv, lambda d: d.get("tls_sessions") == "1", "tls_sessions=1")
+        check_eq(ival(d, "conns_open"), 1, "conns_open with one TLS session")
+        check(ival(d, "plain_bufs_total") > 0, "plaintext buffers exist under TLS: %r" % d)
+        check(ival(d, "plain_bufs_used") <= ival(d, "plain_bufs_total"), "plain_bufs: %r" % d)
+        c.send_message(b"Subject: tls\r\n\r\nhello\r\n")
+        c.quit()
+        wait_live(srv, lambda d: d.get("tls_sessions") == "0" and d.get("conns_open") == "0"
+                  and d.get("msgs_queued") == "1", "tls_sessions=0 after QUIT")
+
+
+@suite.case
+def live_stats_off():
+    with h.Server({"stats_interval": 0}) as srv:
+        c = srv.client()
+        c.ehlo()
+        time.sleep(1.5)
+        c.quit()
+    check_eq(srv.stats_live(), [], "live lines with stats_interval = 0")
+    check("conns_accepted" in srv.stats(), "exit stats line")
+
+
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    BENCH = take_bench_arg(argv)
+    suite.main(argv)
