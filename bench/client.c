@@ -25,7 +25,8 @@
  * progress), checked every SCAN_NS by a pass over the connections.
  *
  * Open loop (--rate): a connection that may start a message but finds none
- * due is parked on a FIFO list and woken when the next one is due.
+ * due, or finds others already waiting, is parked on a FIFO list and woken
+ * when the next one is due: connections take turns.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -97,7 +98,7 @@ struct conn {
 	enum cstate state;
 	uint8_t inflight;
 	bool connected, recv_armed, send_armed, send_was_tls, recv_to_crx, cancel_sent;
-	bool parked, need_rset, hs_done, data_end_seen;
+	bool parked, woken, need_rset, hs_done, data_end_seen;
 	bool cap_pipelining, cap_chunking, cap_starttls, cap_size;
 	int64_t deadline_ns; /* 0: none */
 	int64_t t_connect_ns, t_hs_ns, t_data_end_ns;
@@ -532,6 +533,26 @@ static void park(struct conn *c, int64_t due_ns)
 	c->deadline_ns = 0; /* waiting on the schedule, not on the server */
 }
 
+/* Moves a parked connection to the head of the list. */
+static void park_to_front(struct conn *c)
+{
+	struct client *cl = c->cl;
+	ASSERT(c->parked);
+	if (cl->park_head == c)
+		return;
+	int64_t due = cl->next_due;
+	park_unlink(c);
+	c->parked = true;
+	c->park_prev = NULL;
+	c->park_next = cl->park_head;
+	if (cl->park_head)
+		cl->park_head->park_prev = c;
+	else
+		cl->park_tail = c;
+	cl->park_head = c;
+	cl->next_due = due;
+}
+
 /* The connection is gone (inflight 0): free its per-connection state, go on. */
 static void conn_closed(struct conn *c)
 {
@@ -676,6 +697,8 @@ static void conn_next(struct conn *c)
 {
 	struct client *cl = c->cl;
 	int stop = atomic_load_explicit(&cl->run->stop, memory_order_relaxed);
+	bool woken = c->woken; /* taken off the park list for this call */
+	c->woken = false;
 	if (c->state == CS_IDLE) {
 		if (stop) {
 			conn_done(c);
@@ -706,6 +729,14 @@ static void conn_next(struct conn *c)
 	if (!c->have_msg) {
 		if (stop || c->msgs_on_conn >= cl->cfg->msgs_per_conn) {
 			plan_cmd(c, R_QUIT, CS_QUIT);
+			return;
+		}
+		/* Open loop: connections take turns. One that just finished a
+		 * transaction queues behind those already waiting, so each
+		 * carries messages in its turn and all N are open after N
+		 * messages (a due message goes to the longest waiting). */
+		if (cl->cfg->rate > 0 && cl->park_head && !woken) {
+			park(c, cl->next_due);
 			return;
 		}
 		enum bench_claim r = bench_claim(cl->run, cl->now, &c->seq, &c->due_ns);
@@ -1269,9 +1300,13 @@ static void wake_parked(struct client *cl, bool all)
 			return;
 		struct conn *c = cl->park_head;
 		park_unlink(c);
+		c->woken = true;
 		conn_next(c);
-		if (c->parked && !all)
+		if (c->parked && !all) {
+			/* Nothing due for it after all: it keeps its turn. */
+			park_to_front(c);
 			return;
+		}
 	}
 }
 

@@ -19,6 +19,8 @@ verification path (bench/verify-acks.py over mxring-spool).
     session IDs resume too; implicit TLS (smtps_listen) works (skipped when
     either binary has no wolfSSL);
   - open loop: --rate 400 for 1.5 s sends about 600 messages on schedule;
+    connections take turns: 200 connections at 1,000 msgs/s for 0.4 s all
+    open (each due message goes to the one that waited longest);
   - --source: each bad list is refused with its exact message; 20
     connections from 127.0.0.2-127.0.0.5 reach the server from those four
     addresses, five sessions each (the server's session log says so), all
@@ -324,6 +326,18 @@ def open_loop_keeps_the_schedule():
         check(590 <= n <= 600, "open loop at 400/s for 1.5 s accepted %d" % n)
         check_eq(rep["config"]["rate"], 400, "rate in the JSON config")
         check_eq(rep["latency_ms"]["message"]["count"], n, "message latency samples")
+
+
+@suite.case
+def open_loop_connections_take_turns():
+    # Each due message goes to the connection that waited longest, so 200
+    # connections are all open after 200 of the 400 messages (a soak holds
+    # N connections open with N/rate seconds of ramp).
+    with h.Server() as srv:
+        rep = bench_ok(srv, "--connections", 200, "--duration", 0.4, "--rate", 1000,
+                       "--msgs-per-conn", 1000000)
+        check(390 <= rep["messages"]["accepted"] <= 400, "accepted %r" % rep["messages"])
+        check_eq(rep["connections_opened"], 200, "connections opened")
 
 
 # ---------------------------------------------------------------- source addresses
