@@ -11,7 +11,10 @@ test_soak.py - the live stats line (stats_interval) and a short bench/soak.
   - a STARTTLS session shows as tls_sessions=1 with plaintext buffers
     counted (skipped without wolfSSL);
   - stats_interval = 0 writes no live line, and the exit 'stats' line is
-    still the one the harness reads.
+    still the one the harness reads;
+  - bench/soak with 1,000 connections from four source addresses for 10 s
+    at 500 msgs/s: exit 0, verdict PASS, no error, every acknowledged
+    message verified in the spool, all 1,000 connections open at once.
 
 The paths of mxring-bench come as --bench PATH (meson passes it), else
 $MXRING_BENCH, else build/bench/mxring-bench.
@@ -28,6 +31,7 @@ from harness import check, check_eq
 suite = h.Suite("soak")
 
 BENCH = None
+SOAK = os.path.join(h.REPO, "bench", "soak")
 
 
 def take_bench_arg(argv):
@@ -135,6 +139,36 @@ def live_stats_off():
         c.quit()
     check_eq(srv.stats_live(), [], "live lines with stats_interval = 0")
     check("conns_accepted" in srv.stats(), "exit stats line")
+
+
+@suite.case
+def short_soak():
+    if not os.path.exists(BENCH):
+        raise h.Skip("mxring-bench not built (%s)" % BENCH)
+    out = os.path.join(h.new_tmpdir("soak"), "results")
+    p = h.run_cmd([sys.executable, SOAK, "--connections", "1000", "--duration", "10",
+                   "--rate", "500", "--sources", "127.0.0.2-127.0.0.5", "--sample", "1",
+                   "--stats-interval", "1", "--shards", "2", "--out", out,
+                   "--mxring", h.Paths.mxring, "--bench", BENCH,
+                   "--spool-tool", h.Paths.spool_tool], 90)
+    text = p.stdout.decode(errors="replace")
+    err = p.stderr.decode(errors="replace")
+    check_eq(p.returncode, 0, "bench/soak exit status\nstdout:\n%s\nstderr:\n%s" % (text, err))
+    check("verdict: PASS" in text, "verdict: %s" % text)
+    m = re.search(r"messages acknowledged\s+(\d+)", text)
+    check(m and 4900 <= int(m.group(1)) <= 5000, "acknowledged ~5,000 messages: %s" % text)
+    n = int(m.group(1))
+    check(re.search(r"verified\s+%d acknowledged, %d in the spool" % (n, n), text),
+          "every acknowledged message verified: %s" % text)
+    for want in ("errors by reply code     none", "errors by kind           none",
+                 "1000 at most open at once"):
+        check(want in text, "%r in the output:\n%s" % (want, text))
+    clients = set(re.findall(r"session end .*?client=(\S+)",
+                             open(os.path.join(out, "mxring.log")).read()))
+    check_eq(clients, {"127.0.0.%d" % i for i in (2, 3, 4, 5)}, "client addresses seen")
+    for f in ("summary.txt", "summary.json", "samples.csv", "bench.json", "acks"):
+        check(os.path.exists(os.path.join(out, f)), "results lack %s" % f)
+    check(not os.path.exists(os.path.join(out, "spool")), "spool left behind")
 
 
 if __name__ == "__main__":
