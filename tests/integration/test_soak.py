@@ -14,7 +14,8 @@ test_soak.py - the live stats line (stats_interval) and a short bench/soak.
     still the one the harness reads;
   - bench/soak with 1,000 connections from four source addresses for 10 s
     at 500 msgs/s: exit 0, verdict PASS, no error, every acknowledged
-    message verified in the spool, all 1,000 connections open at once.
+    message verified in the spool (and `mxring-spool verify` clean), all
+    1,000 connections open at once.
 
 The paths of mxring-bench come as --bench PATH (meson passes it), else
 $MXRING_BENCH, else build/bench/mxring-bench.
@@ -160,6 +161,8 @@ def short_soak():
     n = int(m.group(1))
     check(re.search(r"verified\s+%d acknowledged, %d in the spool" % (n, n), text),
           "every acknowledged message verified: %s" % text)
+    check(re.search(r"mxring-spool verify\s+%d messages \(exit 0\)" % n, text),
+          "mxring-spool verify of the whole spool: %s" % text)
     for want in ("errors by reply code     none", "errors by kind           none",
                  "1000 at most open at once"):
         check(want in text, "%r in the output:\n%s" % (want, text))
