@@ -1889,6 +1889,7 @@ int shard_create(unsigned id, const struct config *cfg, const struct smtp_conf *
 		sh->listen_fd[i] = fd;
 		sh->nlisten = i + 1;
 	}
+	gauges_publish(sh); /* a shard with nothing to do has no loop pass for a while */
 	*out = sh;
 	return 0;
 fail:

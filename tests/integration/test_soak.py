@@ -69,13 +69,13 @@ def live_stats_line_gauges():
         clients = [srv.client() for _ in range(3)]  # greeted: accepted and served
         for c in clients:
             c.ehlo()
-        t_open = time.monotonic()
-        d = wait_live(srv, lambda d: d.get("conns_open") == "3", "conns_open=3")
-        check(time.monotonic() - t_open < 5, "conns_open=3 took too long")
-        check_eq([ival(d, k) for k in ("tls_sessions", "recv_bufs_used", "plain_bufs_used",
-                                        "plain_bufs_total", "msgs_at_writers", "writer_queue",
-                                        "send_queued_bytes")],
-                 [0] * 7, "idle gauges (tls, buffers, writer, send) of %r" % d)
+        # A line written while a reply was still on its way may show it in
+        # flight: wait (bounded) for the idle state, which must come.
+        idle = ("tls_sessions", "recv_bufs_used", "plain_bufs_used", "plain_bufs_total",
+                "msgs_at_writers", "writer_queue", "send_queued_bytes")
+        d = wait_live(srv, lambda d: d.get("conns_open") == "3" and
+                      all(d.get(k) == "0" for k in idle),
+                      "conns_open=3 and %s all 0" % ", ".join(idle))
         # harness: shards 2, writers 1; defaults recv_buffers 1024, ring_size 1024.
         check_eq(ival(d, "recv_bufs_total"), 2 * 1024, "recv_bufs_total")
         check_eq(ival(d, "writer_queue_cap"), 2 * 1 * 1024, "writer_queue_cap")
@@ -89,10 +89,9 @@ def live_stats_line_gauges():
         clients[0].send_message(b"Subject: live\r\n\r\nhello\r\n")
         clients[1].quit()
         clients[2].quit()
-        d = wait_live(srv, lambda d: d.get("conns_open") == "1" and d.get("msgs_queued") == "1",
-                      "conns_open=1 msgs_queued=1")
-        check_eq([ival(d, k) for k in ("recv_bufs_used", "msgs_at_writers", "writer_queue")],
-                 [0, 0, 0], "gauges after the message was stored")
+        wait_live(srv, lambda d: d.get("conns_open") == "1" and d.get("msgs_queued") == "1" and
+                  all(d.get(k) == "0" for k in idle),
+                  "conns_open=1 msgs_queued=1 and the idle gauges 0")
         clients[0].quit()
         wait_live(srv, lambda d: d.get("conns_open") == "0" and d.get("conns_closed") == "3",
                   "conns_open=0 conns_closed=3")
