@@ -17,6 +17,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -37,6 +38,7 @@
 #define BENCH_MAX_ERRORS      100u /* default --max-errors */
 #define BENCH_DURATION_MAX_S  (7 * 86400.0)
 #define BENCH_RATE_MAX	      10000000.0
+#define BENCH_SOURCES_MAX     1024u /* --source addresses after range expansion */
 
 enum bench_tls { BENCH_TLS_NONE, BENCH_TLS_STARTTLS, BENCH_TLS_IMPLICIT };
 enum bench_resume { BENCH_RESUME_NONE, BENCH_RESUME_TICKETS, BENCH_RESUME_IDS };
@@ -45,6 +47,10 @@ struct bench_cfg {
 	char server[300]; /* as given, for messages */
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
+	/* --source: local addresses bound before connect, connection c uses
+	 * source[c % nsources]; nsources 0 = the kernel picks. */
+	struct sockaddr_storage source[BENCH_SOURCES_MAX];
+	unsigned nsources;
 	unsigned connections;
 	unsigned threads;
 	unsigned ncpus; /* --cpus: thread i runs on cpus[i % ncpus]; 0: not pinned */
@@ -78,6 +84,9 @@ struct bench_cfg {
  * returns 1 (the caller exits 0).
  */
 int bench_parse_args(struct bench_cfg *cfg, int argc, char **argv);
+
+/* The address of ss (IPv4 or IPv6, no port) as text in buf; returns buf. */
+const char *bench_addr_text(const struct sockaddr_storage *ss, char *buf, size_t cap);
 
 /* Connection-level errors, counted apart from SMTP reply codes. */
 enum bench_err {

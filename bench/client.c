@@ -25,8 +25,10 @@
  * progress), checked every SCAN_NS by a pass over the connections.
  *
  * Open loop (--rate): a connection that may start a message but finds none
- * due is parked on a FIFO list and woken when the next one is due.
+ * due, or finds others already waiting, is parked on a FIFO list and woken
+ * when the next one is due: connections take turns.
  */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -96,7 +98,7 @@ struct conn {
 	enum cstate state;
 	uint8_t inflight;
 	bool connected, recv_armed, send_armed, send_was_tls, recv_to_crx, cancel_sent;
-	bool parked, need_rset, hs_done, data_end_seen;
+	bool parked, woken, need_rset, hs_done, data_end_seen;
 	bool cap_pipelining, cap_chunking, cap_starttls, cap_size;
 	int64_t deadline_ns; /* 0: none */
 	int64_t t_connect_ns, t_hs_ns, t_data_end_ns;
@@ -531,6 +533,26 @@ static void park(struct conn *c, int64_t due_ns)
 	c->deadline_ns = 0; /* waiting on the schedule, not on the server */
 }
 
+/* Moves a parked connection to the head of the list. */
+static void park_to_front(struct conn *c)
+{
+	struct client *cl = c->cl;
+	ASSERT(c->parked);
+	if (cl->park_head == c)
+		return;
+	int64_t due = cl->next_due;
+	park_unlink(c);
+	c->parked = true;
+	c->park_prev = NULL;
+	c->park_next = cl->park_head;
+	if (cl->park_head)
+		cl->park_head->park_prev = c;
+	else
+		cl->park_tail = c;
+	cl->park_head = c;
+	cl->next_due = due;
+}
+
 /* The connection is gone (inflight 0): free its per-connection state, go on. */
 static void conn_closed(struct conn *c)
 {
@@ -582,21 +604,53 @@ static void conn_close_wait(struct conn *c)
 		conn_closed(c);
 }
 
+/* The slot cannot connect at all (no socket, an unusable source address):
+ * counted, reported, the message lost, the slot done. */
+static void conn_cannot(struct conn *c, const char *what, int e)
+{
+	count_error(c, BENCH_ERR_IO);
+	bench_report_error(c->cl->run, BENCH_ERR_IO, "connection %u: %s: %s", c->num, what,
+			   strerror(e));
+	if (c->have_msg)
+		ctr_add(&c->cl->ctr.failed, 1);
+	c->have_msg = false;
+	c->state = CS_DONE;
+	c->cl->active--;
+}
+
+/*
+ * --source: binds fd to ss. The port is left to connect
+ * (IP_BIND_ADDRESS_NO_PORT), which picks one unique for the address pair,
+ * so each source has the whole ephemeral range per server. 0 or -errno.
+ */
+static int source_bind(int fd, const struct sockaddr_storage *ss)
+{
+	socklen_t len =
+	    ss->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+	int one = 1;
+	(void)setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+	return bind(fd, (const struct sockaddr *)ss, len) == 0 ? 0 : -errno;
+}
+
 static void conn_connect(struct conn *c)
 {
 	const struct bench_cfg *cfg = c->cl->cfg;
 	int fd = socket(cfg->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		int e = errno;
-		count_error(c, BENCH_ERR_IO);
-		bench_report_error(c->cl->run, BENCH_ERR_IO, "connection %u: socket: %s", c->num,
-				   strerror(e));
-		if (c->have_msg)
-			ctr_add(&c->cl->ctr.failed, 1);
-		c->have_msg = false;
-		c->state = CS_DONE;
-		c->cl->active--;
+		conn_cannot(c, "socket", errno);
 		return;
+	}
+	if (cfg->nsources) {
+		const struct sockaddr_storage *ss = &cfg->source[c->num % cfg->nsources];
+		int rc = source_bind(fd, ss);
+		if (rc) {
+			char a[INET6_ADDRSTRLEN], what[INET6_ADDRSTRLEN + 16];
+			snprintf(what, sizeof(what), "bind to %s",
+				 bench_addr_text(ss, a, sizeof(a)));
+			close(fd);
+			conn_cannot(c, what, -rc);
+			return;
+		}
 	}
 	int one = 1;
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -643,6 +697,8 @@ static void conn_next(struct conn *c)
 {
 	struct client *cl = c->cl;
 	int stop = atomic_load_explicit(&cl->run->stop, memory_order_relaxed);
+	bool woken = c->woken; /* taken off the park list for this call */
+	c->woken = false;
 	if (c->state == CS_IDLE) {
 		if (stop) {
 			conn_done(c);
@@ -673,6 +729,14 @@ static void conn_next(struct conn *c)
 	if (!c->have_msg) {
 		if (stop || c->msgs_on_conn >= cl->cfg->msgs_per_conn) {
 			plan_cmd(c, R_QUIT, CS_QUIT);
+			return;
+		}
+		/* Open loop: connections take turns. One that just finished a
+		 * transaction queues behind those already waiting, so each
+		 * carries messages in its turn and all N are open after N
+		 * messages (a due message goes to the longest waiting). */
+		if (cl->cfg->rate > 0 && cl->park_head && !woken) {
+			park(c, cl->next_due);
 			return;
 		}
 		enum bench_claim r = bench_claim(cl->run, cl->now, &c->seq, &c->due_ns);
@@ -1242,9 +1306,13 @@ static void wake_parked(struct client *cl, bool all)
 			return;
 		struct conn *c = cl->park_head;
 		park_unlink(c);
+		c->woken = true;
 		conn_next(c);
-		if (c->parked && !all)
+		if (c->parked && !all) {
+			/* Nothing due for it after all: it keeps its turn. */
+			park_to_front(c);
 			return;
+		}
 	}
 }
 

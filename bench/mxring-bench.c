@@ -5,7 +5,8 @@
  *                [--msgs-per-conn K] [--size BYTES | --size-dist mix] [--rcpts R]
  *                [--from PATTERN] [--to PATTERN] [--pipelining on|off] [--bdat on|off]
  *                [--starttls | --tls] [--tls-version 1.2|1.3] [--resume tickets|ids|none]
- *                [--rate R] [--threads T] [--timeout S] [--ack-log FILE] [--json FILE] ...
+ *                [--rate R] [--threads T] [--source LIST] [--timeout S] [--ack-log FILE]
+ *                [--json FILE] ...
  *
  * The main thread parses the options, builds the body template (gen.c) and
  * the TLS context (tlsc.c), starts the client threads (client.c), prints a
@@ -17,10 +18,12 @@
  * when a message was not accepted, a connection failed, or the run gave
  * up (--max-errors); 2 for a usage error.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -70,6 +73,12 @@ static const char usage_text[] =
     "  --threads T             client threads, one io_uring each (default 1)\n"
     "  --cpus LIST             pin thread i to the i-th CPU of LIST (e.g. 2,3 or 4-7),\n"
     "                          round robin; keeps the tool off the server's CPUs\n"
+    "  --source LIST           local addresses to connect from, connection c from the\n"
+    "                          (c mod count)-th: addresses and FIRST-LAST ranges,\n"
+    "                          comma-separated (e.g. 127.0.0.2-127.0.0.9 or ::1; at most\n"
+    "                          %u), for more connections than one address has ports,\n"
+    "                          or to exercise per-address limits (default: the kernel\n"
+    "                          picks)\n"
     "\n"
     "Messages:\n"
     "  --size BYTES            message size as stored (default 1024; k and m suffixes\n"
@@ -283,6 +292,130 @@ bad:
 			   CPU_SETSIZE, text);
 }
 
+/* The text of a source or server address, without the port. */
+const char *bench_addr_text(const struct sockaddr_storage *ss, char *buf, size_t cap)
+{
+	const void *a = ss->ss_family == AF_INET6
+			    ? (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr
+			    : (const void *)&((const struct sockaddr_in *)ss)->sin_addr;
+	if (!inet_ntop(ss->ss_family, a, buf, (socklen_t)cap))
+		snprintf(buf, cap, "?");
+	return buf;
+}
+
+/* One address of --source ("127.0.0.2", "::1" or "[::1]") as 16 big-endian
+ * bytes, IPv4 in the last four. Returns AF_INET, AF_INET6, or 0 if it is none. */
+static int source_addr(const char *text, size_t len, uint8_t out[16])
+{
+	char buf[INET6_ADDRSTRLEN + 2];
+	if (len >= 2 && text[0] == '[' && text[len - 1] == ']') {
+		text++;
+		len -= 2;
+	}
+	if (len == 0 || len >= sizeof(buf))
+		return 0;
+	memcpy(buf, text, len);
+	buf[len] = 0;
+	memset(out, 0, 16);
+	if (inet_pton(AF_INET, buf, out + 12) == 1)
+		return AF_INET;
+	if (inet_pton(AF_INET6, buf, out) == 1)
+		return AF_INET6;
+	return 0;
+}
+
+static void source_add(struct bench_cfg *cfg, int family, const uint8_t a[16])
+{
+	struct sockaddr_storage *ss = &cfg->source[cfg->nsources++];
+	memset(ss, 0, sizeof(*ss));
+	if (family == AF_INET) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+		s4->sin_family = AF_INET;
+		memcpy(&s4->sin_addr, a + 12, 4);
+	} else {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+		s6->sin6_family = AF_INET6;
+		memcpy(&s6->sin6_addr, a, 16);
+	}
+}
+
+/*
+ * "127.0.0.2-127.0.0.9,127.0.1.1" or "::1": addresses and FIRST-LAST ranges,
+ * appended to cfg->source (a repeated --source adds to the list). Whether
+ * they suit the server and can be bound is checked once all options are read.
+ */
+static int parse_source(struct bench_cfg *cfg, const char *text)
+{
+	const char *p = text;
+	for (;;) {
+		const char *end = strchr(p, ',');
+		if (!end)
+			end = p + strlen(p);
+		int n = (int)(end - p);
+		const char *dash = memchr(p, '-', (size_t)n);
+		uint8_t first[16], last[16];
+		int f1 = source_addr(p, (size_t)((dash ? dash : end) - p), first);
+		int f2 = dash ? source_addr(dash + 1, (size_t)(end - dash - 1), last) : f1;
+		if (!dash)
+			memcpy(last, first, sizeof(last));
+		if (!f1 || !f2)
+			return usage_error(
+			    "--source",
+			    "expected addresses or FIRST-LAST ranges, comma-separated "
+			    "(e.g. 127.0.0.2-127.0.0.9 or ::1), got '%.*s'",
+			    n, p);
+		if (f1 != f2)
+			return usage_error("--source", "range '%.*s' mixes IPv4 and IPv6", n, p);
+		if (memcmp(first, last, sizeof(first)) > 0)
+			return usage_error("--source", "range '%.*s' ends before it starts", n, p);
+		/* Bounded by BENCH_SOURCES_MAX: one address per pass. */
+		for (;;) {
+			if (cfg->nsources == BENCH_SOURCES_MAX)
+				return usage_error("--source", "more than %u addresses in '%s'",
+						   BENCH_SOURCES_MAX, text);
+			source_add(cfg, f1, first);
+			if (memcmp(first, last, sizeof(first)) == 0)
+				break;
+			for (int i = 15; i >= 0 && ++first[i] == 0; i--)
+				;
+		}
+		if (!*end)
+			return 0;
+		p = end + 1;
+	}
+}
+
+/* Each source has the server's family and is an address of this host. */
+static int check_sources(const struct bench_cfg *cfg)
+{
+	for (unsigned i = 0; i < cfg->nsources; i++) {
+		const struct sockaddr_storage *ss = &cfg->source[i];
+		char a[INET6_ADDRSTRLEN];
+		bench_addr_text(ss, a, sizeof(a));
+		if (ss->ss_family != cfg->addr.ss_family)
+			return usage_error("--source", "%s is %s but --server %s is %s", a,
+					   ss->ss_family == AF_INET ? "IPv4" : "IPv6", cfg->server,
+					   cfg->addr.ss_family == AF_INET ? "IPv4" : "IPv6");
+		/* A bind with no port takes none: this only asks whether the
+		 * address is one of ours. */
+		int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int one = 1, e = 0;
+		if (fd < 0)
+			e = errno;
+		else if (setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) !=
+			     0 ||
+			 bind(fd, (const struct sockaddr *)ss,
+			      ss->ss_family == AF_INET ? sizeof(struct sockaddr_in)
+						       : sizeof(struct sockaddr_in6)) != 0)
+			e = errno;
+		if (fd >= 0)
+			close(fd);
+		if (e)
+			return usage_error("--source", "cannot bind to %s: %s", a, strerror(e));
+	}
+	return 0;
+}
+
 static int parse_pattern(char *dst, size_t cap, const char *arg, const char *text)
 {
 	char why[128];
@@ -329,6 +462,7 @@ enum {
 	O_RATE,
 	O_THREADS,
 	O_CPUS,
+	O_SOURCE,
 	O_TIMEOUT,
 	O_MAX_ERRORS,
 	O_ACK_LOG,
@@ -360,6 +494,7 @@ static const struct option options[] = {
     {"rate", required_argument, NULL, O_RATE},
     {"threads", required_argument, NULL, O_THREADS},
     {"cpus", required_argument, NULL, O_CPUS},
+    {"source", required_argument, NULL, O_SOURCE},
     {"timeout", required_argument, NULL, O_TIMEOUT},
     {"max-errors", required_argument, NULL, O_MAX_ERRORS},
     {"ack-log", required_argument, NULL, O_ACK_LOG},
@@ -443,6 +578,8 @@ static int parse_two(struct bench_cfg *cfg, struct seen *seen, int opt, const ch
 		return parse_uint("--threads", v, 1, BENCH_THREADS_MAX, &cfg->threads);
 	case O_CPUS:
 		return parse_cpus(cfg, v);
+	case O_SOURCE:
+		return parse_source(cfg, v);
 	case O_TIMEOUT:
 		return parse_double("--timeout", v, 0.01, 3600, &cfg->timeout_s);
 	case O_MAX_ERRORS:
@@ -532,7 +669,8 @@ static int check_cfg(struct bench_cfg *cfg, const struct seen *seen)
 				   "%u chunks",
 				   (unsigned long long)cfg->bdat_chunk, (unsigned long long)largest,
 				   BENCH_BDAT_CHUNKS_MAX);
-	return check_nofile(cfg);
+	int rc = check_sources(cfg);
+	return rc ? rc : check_nofile(cfg);
 }
 
 int bench_parse_args(struct bench_cfg *cfg, int argc, char **argv)
@@ -551,7 +689,8 @@ int bench_parse_args(struct bench_cfg *cfg, int argc, char **argv)
 			return usage_error(a, "unknown option");
 		}
 		if (opt == O_HELP) {
-			printf(usage_text, gen_mix_description(), tlsc_library());
+			printf(usage_text, BENCH_SOURCES_MAX, gen_mix_description(),
+			       tlsc_library());
 			return 1;
 		}
 		if (opt == O_VERSION) {

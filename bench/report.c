@@ -153,6 +153,12 @@ void report_table(FILE *f, const struct bench_run *run, double elapsed_s,
 		cfg->threads == 1 ? "" : "s", cfg->rate > 0 ? "open" : "closed",
 		size_text(cfg, size, sizeof(size)), cfg->rcpts, cfg->rcpts == 1 ? "" : "s",
 		mode_text(cfg, mode, sizeof(mode)));
+	if (cfg->nsources) {
+		char a[64], b[64];
+		fprintf(f, "  source addresses       %u (%s .. %s)\n", cfg->nsources,
+			bench_addr_text(&cfg->source[0], a, sizeof(a)),
+			bench_addr_text(&cfg->source[cfg->nsources - 1], b, sizeof(b)));
+	}
 	if (cfg->rate > 0)
 		fprintf(f, "  offered rate           %.1f msgs/s\n", cfg->rate);
 	fprintf(f, "  elapsed                %.3f s\n", elapsed_s);
@@ -200,7 +206,7 @@ static void json_config(FILE *f, const struct bench_cfg *cfg)
 	    "\"messages\": %llu, \"duration_s\": %g, \"msgs_per_conn\": %u, \"size\": %llu, "
 	    "\"size_dist\": \"%s\", \"rcpts\": %u, \"pipelining\": %s, \"bdat\": %s, "
 	    "\"bdat_chunk\": %llu, \"tls\": \"%s\", \"tls_version\": \"%s\", \"resume\": \"%s\", "
-	    "\"rate\": %g, \"timeout_s\": %g},\n",
+	    "\"rate\": %g, \"timeout_s\": %g, \"sources\": %u},\n",
 	    cfg->server, cfg->connections, cfg->threads, (unsigned long long)cfg->messages,
 	    cfg->duration_s, cfg->msgs_per_conn, (unsigned long long)cfg->size,
 	    cfg->size_mix ? "mix" : "fixed", cfg->rcpts, cfg->pipelining ? "true" : "false",
@@ -208,7 +214,7 @@ static void json_config(FILE *f, const struct bench_cfg *cfg)
 	    cfg->tls_version == 12   ? "1.2"
 	    : cfg->tls_version == 13 ? "1.3"
 				     : "any",
-	    resume[cfg->resume], cfg->rate, cfg->timeout_s);
+	    resume[cfg->resume], cfg->rate, cfg->timeout_s, cfg->nsources);
 }
 
 static void json_errors(FILE *f, const struct bench_totals *t)

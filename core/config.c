@@ -134,6 +134,7 @@ static const struct key config_keys[] = {
     {"connection_limit_exceptions", K_CIDRS, FIELD(connection_limit_exceptions), 0, 0, NULL},
     {"proxy_protocol", K_ENUM, FIELD(proxy_protocol), 0, 1, proxy_names},
     {"proxy_timeout", K_TIME, FIELD(proxy_timeout), 1, TIMEOUT_MAX, NULL},
+    {"stats_interval", K_TIME, FIELD(stats_interval), 0, TIMEOUT_MAX, NULL},
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -846,6 +847,7 @@ void config_defaults(struct config *cfg)
 	cfg->listen_from_o = false;
 	cfg->tls_session_cache_size = 20000;
 	cfg->tls_session_timeout = 3600;
+	cfg->stats_interval = 60;
 }
 
 /* Reads the whole file (at most CONFIG_FILE_MAX bytes) into *buf, NUL-terminated. */

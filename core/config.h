@@ -89,6 +89,7 @@ struct config {
 	 * smtpd_client_event_limit_exceptions); default none */
 	struct cidr connection_limit_exceptions[CIDR_LIST_MAX];
 	unsigned nconnection_limit_exceptions;
+	unsigned stats_interval; /* seconds between live stats lines, default 60; 0 = off */
 };
 
 /* Fills cfg with the defaults. Never fails; accept_domains gets "localhost". */

@@ -5,9 +5,10 @@
  * configuration (file, then -o overrides, then checks), the spool (writers
  * recover their segments before anything listens), one shard per CPU, then
  * the "ready" line. Signals are blocked in every thread and taken here with
- * sigwaitinfo: SIGTERM/SIGINT stop (stop accepting, let transactions end or
- * answer 421, drain the writers, exit 0); SIGHUP is logged (nothing to reload
- * without TLS).
+ * sigtimedwait: SIGTERM/SIGINT stop (stop accepting, let transactions end or
+ * answer 421, drain the writers, exit 0); SIGHUP reloads the TLS certificate,
+ * key and ticket keys. Meanwhile this thread writes the live stats line every
+ * stats_interval seconds; the exit stats line comes after the shards end.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -54,39 +56,104 @@ static int make_dirs(const char *path)
 	return 0;
 }
 
-static void log_stats(struct shard **shards, unsigned n, struct writer_set *ws)
+/* Everything the stats lines report, summed over shards and writers. */
+struct totals {
+	struct shard_stats s;
+	struct shard_gauges g;
+	struct writer_stats w;
+	struct sesscache_stats cs;
+};
+
+static void totals_get(struct shard **shards, unsigned n, struct writer_set *ws, struct totals *t)
 {
-	struct shard_stats sum = {0}, one;
+	memset(t, 0, sizeof(*t));
 	for (unsigned i = 0; i < n; i++) {
+		struct shard_stats one;
 		shard_stats_get(shards[i], &one);
-		uint64_t *d = (uint64_t *)&sum, *s = (uint64_t *)&one;
-		for (size_t k = 0; k < sizeof(sum) / sizeof(uint64_t); k++)
+		uint64_t *d = (uint64_t *)&t->s, *s = (uint64_t *)&one;
+		for (size_t k = 0; k < sizeof(one) / sizeof(uint64_t); k++)
+			d[k] += s[k];
+		struct shard_gauges g;
+		shard_gauges_get(shards[i], &g);
+		d = (uint64_t *)&t->g, s = (uint64_t *)&g;
+		for (size_t k = 0; k < sizeof(g) / sizeof(uint64_t); k++)
 			d[k] += s[k];
 	}
-	struct writer_stats w;
-	writers_stats(ws, &w);
-	struct sesscache_stats cs;
-	tls_session_cache_stats(&cs);
-	log_line(
-	    "stats conns_accepted=%llu conns_refused=%llu conns_closed=%llu conns_lingered=%llu "
-	    "msgs_queued=%llu msgs_failed=%llu body_bytes=%llu body_copied=%llu parts=%llu "
-	    "enobufs=%llu recv_paused=%llu ring_full=%llu tls_handshakes=%llu tls_resumed=%llu "
-	    "tls_failed=%llu tls_plain_bytes=%llu tls_cache_hits=%llu tls_cache_misses=%llu "
-	    "tls_cache_stores=%llu tls_cache_evictions=%llu tls_cache_entries=%llu "
-	    "writer_batches=%llu writer_finals=%llu writer_errors=%llu proxy_errors=%llu",
-	    (unsigned long long)sum.conns_accepted, (unsigned long long)sum.conns_refused,
-	    (unsigned long long)sum.conns_closed, (unsigned long long)sum.conns_lingered,
-	    (unsigned long long)sum.msgs_queued, (unsigned long long)sum.msgs_failed,
-	    (unsigned long long)sum.body_bytes, (unsigned long long)sum.body_copied,
-	    (unsigned long long)sum.parts, (unsigned long long)sum.enobufs,
-	    (unsigned long long)sum.recv_paused, (unsigned long long)sum.ring_full,
-	    (unsigned long long)sum.tls_handshakes, (unsigned long long)sum.tls_resumed,
-	    (unsigned long long)sum.tls_failed, (unsigned long long)sum.tls_plain_bytes,
-	    (unsigned long long)cs.hits, (unsigned long long)cs.misses,
-	    (unsigned long long)cs.stores, (unsigned long long)cs.evictions,
-	    (unsigned long long)cs.entries, (unsigned long long)w.batches,
-	    (unsigned long long)w.finals, (unsigned long long)w.errors,
-	    (unsigned long long)sum.proxy_errors);
+	writers_stats(ws, &t->w);
+	tls_session_cache_stats(&t->cs);
+}
+
+/* The counters as key=value pairs, the same in the live and the exit line. */
+static void counters_text(char *buf, size_t cap, const struct totals *t)
+{
+	const struct shard_stats *s = &t->s;
+	snprintf(buf, cap,
+		 "conns_accepted=%llu conns_refused=%llu conns_closed=%llu conns_lingered=%llu "
+		 "msgs_queued=%llu "
+		 "msgs_failed=%llu body_bytes=%llu body_copied=%llu parts=%llu enobufs=%llu "
+		 "recv_paused=%llu ring_full=%llu tls_handshakes=%llu tls_resumed=%llu "
+		 "tls_failed=%llu tls_plain_bytes=%llu tls_cache_hits=%llu tls_cache_misses=%llu "
+		 "tls_cache_stores=%llu tls_cache_evictions=%llu tls_cache_entries=%llu "
+		 "writer_batches=%llu writer_finals=%llu writer_errors=%llu proxy_errors=%llu",
+		 (unsigned long long)s->conns_accepted, (unsigned long long)s->conns_refused,
+		 (unsigned long long)s->conns_closed, (unsigned long long)s->conns_lingered,
+		 (unsigned long long)s->msgs_queued, (unsigned long long)s->msgs_failed,
+		 (unsigned long long)s->body_bytes, (unsigned long long)s->body_copied,
+		 (unsigned long long)s->parts, (unsigned long long)s->enobufs,
+		 (unsigned long long)s->recv_paused, (unsigned long long)s->ring_full,
+		 (unsigned long long)s->tls_handshakes, (unsigned long long)s->tls_resumed,
+		 (unsigned long long)s->tls_failed, (unsigned long long)s->tls_plain_bytes,
+		 (unsigned long long)t->cs.hits, (unsigned long long)t->cs.misses,
+		 (unsigned long long)t->cs.stores, (unsigned long long)t->cs.evictions,
+		 (unsigned long long)t->cs.entries, (unsigned long long)t->w.batches,
+		 (unsigned long long)t->w.finals, (unsigned long long)t->w.errors,
+		 (unsigned long long)s->proxy_errors);
+}
+
+static void log_stats(struct shard **shards, unsigned n, struct writer_set *ws)
+{
+	struct totals t;
+	char text[LOG_LINE_MAX];
+	totals_get(shards, n, ws, &t);
+	counters_text(text, sizeof(text), &t);
+	log_line("stats %s", text);
+}
+
+/* Resident memory from /proc/self/statm (its second field, in pages); 0 if unreadable. */
+static unsigned long long rss_kib(void)
+{
+	FILE *f = fopen("/proc/self/statm", "r");
+	unsigned long long size, resident = 0;
+	if (!f)
+		return 0;
+	if (fscanf(f, "%llu %llu", &size, &resident) != 2)
+		resident = 0;
+	fclose(f);
+	return resident * (unsigned long long)sysconf(_SC_PAGESIZE) / 1024;
+}
+
+/*
+ * The live line, every stats_interval seconds: what the process holds now
+ * (gauges, as of each shard's last loop pass), then the counters so far.
+ */
+static void log_live_stats(struct shard **shards, unsigned n, struct writer_set *ws,
+			   uint64_t uptime_s)
+{
+	struct totals t;
+	char text[LOG_LINE_MAX];
+	totals_get(shards, n, ws, &t);
+	counters_text(text, sizeof(text), &t);
+	const struct shard_gauges *g = &t.g;
+	log_line("stats live uptime_s=%llu conns_open=%llu tls_sessions=%llu recv_bufs_used=%llu "
+		 "recv_bufs_total=%llu plain_bufs_used=%llu plain_bufs_total=%llu "
+		 "msgs_at_writers=%llu writer_queue=%llu writer_queue_cap=%llu "
+		 "send_queued_bytes=%llu rss_kib=%llu %s",
+		 (unsigned long long)uptime_s, (unsigned long long)g->conns_open,
+		 (unsigned long long)g->tls_sessions, (unsigned long long)g->recv_bufs_used,
+		 (unsigned long long)g->recv_bufs_total, (unsigned long long)g->plain_bufs_used,
+		 (unsigned long long)g->plain_bufs_total, (unsigned long long)g->msgs_at_writers,
+		 (unsigned long long)t.w.queued, (unsigned long long)t.w.queue_cap,
+		 (unsigned long long)g->send_queued_bytes, rss_kib(), text);
 }
 
 /* Each connection is a descriptor: raise the soft limit as far as the hard one allows. */
@@ -133,6 +200,53 @@ static void reload_tls(const struct config *cfg)
 		log_line("reload: failed, keeping the old tls context: \"%s\"", esc);
 	}
 	free(why);
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * Waits for SIGTERM/SIGINT (returned) or SIGHUP (handled here), writing the
+ * live stats line every cfg->stats_interval seconds meanwhile.
+ */
+static int wait_for_stop(const struct config *cfg, struct shard **shards, unsigned n,
+			 struct writer_set *ws)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	uint64_t start = mono_ms(), every = (uint64_t)cfg->stats_interval * 1000;
+	uint64_t next = start + every;
+	for (;;) {
+		int sig;
+		if (every) {
+			uint64_t now = mono_ms();
+			if (now >= next) {
+				log_live_stats(shards, n, ws, (now - start) / 1000);
+				/* A late wake-up (a stopped process) skips lines, never bunches
+				 * them. */
+				next += every;
+				if (next <= now)
+					next = now + every;
+				continue;
+			}
+			struct timespec ts = {.tv_sec = (time_t)((next - now) / 1000),
+					      .tv_nsec = (long)((next - now) % 1000) * 1000000};
+			sig = sigtimedwait(&set, NULL, &ts);
+		} else {
+			sig = sigwaitinfo(&set, NULL);
+		}
+		if (sig == SIGHUP)
+			reload_tls(cfg);
+		else if (sig == SIGTERM || sig == SIGINT)
+			return sig;
+	}
 }
 
 static int run(struct config *cfg)
@@ -200,20 +314,7 @@ static int run(struct config *cfg)
 		 cfg->spool_format == SPOOL_MAILDIR ? "maildir" : "segment", tls_on ? "yes" : "no",
 		 (int)getpid());
 
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	for (;;) {
-		int sig = sigwaitinfo(&set, NULL);
-		if (sig == SIGHUP) {
-			reload_tls(cfg);
-			continue;
-		}
-		if (sig == SIGTERM || sig == SIGINT)
-			break;
-	}
+	wait_for_stop(cfg, shards, nshards, ws);
 	log_line("stopping: no new connections, transactions may finish (up to %us)",
 		 cfg->shutdown_timeout);
 	for (unsigned i = 0; i < nshards; i++)

@@ -84,11 +84,16 @@ static inline void *ring_pop(struct ring *r)
 	return p;
 }
 
-/* Either side: entries currently queued (a snapshot). */
+/* Either side, or a third thread: entries currently queued (a snapshot).
+ * head is read before tail, so a reader on neither side never sees head
+ * past tail (both only grow); it may see more than were queued at any one
+ * instant, never more than the capacity. */
 static inline uint32_t ring_count(struct ring *r)
 {
-	return atomic_load_explicit(&r->tail, memory_order_acquire) -
-	       atomic_load_explicit(&r->head, memory_order_acquire);
+	uint32_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+	uint32_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+	uint32_t n = tail - head;
+	return n > r->mask + 1 ? r->mask + 1 : n;
 }
 
 #endif

@@ -187,14 +187,17 @@ struct shard {
 	/* Writers' wake-up. */
 	int wake_fd;
 	uint64_t wake_val;
-	uint32_t msgs_out; /* msgs with the writers: the shard ends only at 0 */
-	uint32_t held;	   /* buffers not in the kernel's ring */
+	uint32_t msgs_out;    /* msgs with the writers: the shard ends only at 0 */
+	uint32_t held;	      /* buffers not in the kernel's ring */
+	uint32_t ntls;	      /* connections with c->tls */
+	uint64_t send_queued; /* bytes of sends in flight not yet completed */
 	/* Stop. */
 	_Atomic int stop_req;
 	_Atomic int failed;
 	int stopping;
 	uint64_t stop_deadline;
 	_Alignas(64) struct shard_stats stats;
+	_Alignas(64) struct shard_gauges gauges; /* published by pass_end */
 };
 
 /*
@@ -756,8 +759,14 @@ static void conn_release(struct shard *sh, struct conn *c)
 	close(c->fd);
 	free(c->line);
 	free(c->out);
+	if (c->snd) {
+		ASSERT(sh->send_queued >= c->snd_len - c->snd_off);
+		sh->send_queued -= c->snd_len - c->snd_off;
+	}
 	free(c->snd);
 	free(c->helo);
+	if (c->tls)
+		sh->ntls--;
 	tls_conn_free(c->tls);
 	c->tls = NULL;
 	c->tls_state = TLS_NONE;
@@ -856,6 +865,7 @@ static void send_block(struct shard *sh, struct conn *c, uint8_t *p, uint32_t le
 	c->snd = p;
 	c->snd_len = len;
 	c->snd_off = 0;
+	sh->send_queued += len;
 	struct io_uring_sqe *sqe = sqe_get(sh);
 	io_uring_prep_send(sqe, c->fd, c->snd, c->snd_len, MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, ud(OP_SEND, (uint32_t)(c - sh->conns), c->gen));
@@ -1068,6 +1078,7 @@ static bool tls_begin(struct shard *sh, struct conn *c)
 		conn_close(sh, c, "nomem");
 		return false;
 	}
+	sh->ntls++;
 	c->tls_state = TLS_HANDSHAKE;
 	return true;
 }
@@ -1616,6 +1627,7 @@ static void on_send(struct shard *sh, struct io_uring_cqe *cqe, struct conn *c)
 		return;
 	}
 	c->snd_off += (uint32_t)cqe->res;
+	sh->send_queued -= (uint32_t)cqe->res;
 	if (c->snd_off < c->snd_len) {
 		struct io_uring_sqe *sqe = sqe_get(sh);
 		io_uring_prep_send(sqe, c->fd, c->snd + c->snd_off, c->snd_len - c->snd_off,
@@ -1877,6 +1889,25 @@ static void relieve_pressure(struct shard *sh)
 	}
 }
 
+static void gauge_set(uint64_t *g, uint64_t v)
+{
+	atomic_store_explicit((_Atomic uint64_t *)g, v, memory_order_relaxed);
+}
+
+/* What the shard holds now, for the live stats line (shard_gauges_get). */
+static void gauges_publish(struct shard *sh)
+{
+	struct shard_gauges *g = &sh->gauges;
+	gauge_set(&g->conns_open, sh->nopen);
+	gauge_set(&g->tls_sessions, sh->ntls);
+	gauge_set(&g->recv_bufs_used, sh->held);
+	gauge_set(&g->recv_bufs_total, sh->nbufs);
+	gauge_set(&g->plain_bufs_used, sh->nplain - sh->nplain_free);
+	gauge_set(&g->plain_bufs_total, sh->nplain);
+	gauge_set(&g->msgs_at_writers, sh->msgs_out);
+	gauge_set(&g->send_queued_bytes, sh->send_queued);
+}
+
 /* End of a loop pass: give buffers back, wake starved receivers, send replies. */
 static void pass_end(struct shard *sh)
 {
@@ -1926,6 +1957,7 @@ static void pass_end(struct shard *sh)
 		i = next;
 	}
 	writer_kick(sh->ws, sh->id);
+	gauges_publish(sh);
 	log_flush();
 }
 
@@ -2143,6 +2175,7 @@ int shard_create(unsigned id, const struct config *cfg, const struct smtp_conf *
 		sh->listen_fd[i] = fd;
 		sh->nlisten = i + 1;
 	}
+	gauges_publish(sh); /* a shard with nothing to do has no loop pass for a while */
 	*out = sh;
 	return 0;
 fail:
@@ -2209,6 +2242,14 @@ void shard_stats_get(struct shard *sh, struct shard_stats *out)
 {
 	uint64_t *dst = (uint64_t *)out;
 	uint64_t *src = (uint64_t *)&sh->stats;
+	for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
+		dst[i] = atomic_load_explicit((_Atomic uint64_t *)&src[i], memory_order_relaxed);
+}
+
+void shard_gauges_get(struct shard *sh, struct shard_gauges *out)
+{
+	uint64_t *dst = (uint64_t *)out;
+	uint64_t *src = (uint64_t *)&sh->gauges;
 	for (size_t i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
 		dst[i] = atomic_load_explicit((_Atomic uint64_t *)&src[i], memory_order_relaxed);
 }

@@ -38,6 +38,21 @@ struct shard_stats {
 };
 
 /*
+ * What a shard holds right now, published by its thread once per loop pass
+ * (relaxed stores to a line of its own) and read by any thread without locks.
+ */
+struct shard_gauges {
+	uint64_t conns_open;
+	uint64_t tls_sessions;	    /* connections with a TLS session (handshake or up) */
+	uint64_t recv_bufs_used;    /* receive buffers out of the kernel's ring */
+	uint64_t recv_bufs_total;   /* recv_buffers */
+	uint64_t plain_bufs_used;   /* decrypted-input buffers in use (TLS) */
+	uint64_t plain_bufs_total;  /* 0 without TLS */
+	uint64_t msgs_at_writers;   /* msgs handed to writers, not yet back */
+	uint64_t send_queued_bytes; /* reply bytes handed to sends, not yet sent */
+};
+
+/*
  * Creates shard id: its ring, buffer ring, connection table and listening
  * sockets for every cfg->listen address. 0 or -errno with a message on stderr.
  */
@@ -63,5 +78,8 @@ void shard_free(struct shard *sh);
 
 /* Snapshot of the shard's counters (any thread). */
 void shard_stats_get(struct shard *sh, struct shard_stats *out);
+
+/* Snapshot of the shard's gauges as of its last loop pass (any thread). */
+void shard_gauges_get(struct shard *sh, struct shard_gauges *out);
 
 #endif

@@ -1121,12 +1121,18 @@ static int wb_add(struct spool *sp, const void *base, size_t len)
 	return 0;
 }
 
-/* Room for need bytes of metadata in the arena, flushing first if needed. */
+/*
+ * Room for need bytes of metadata in the arena, and for its iovec, flushing
+ * first if needed. A flush empties the arena: the one for a full iovec array
+ * must come here, before the metadata is built, not in the wb_add that
+ * queues it, which would leave that metadata in arena space the next
+ * records are built in.
+ */
 static int wb_arena(struct spool *sp, size_t need, uint8_t **p)
 {
 	if (need > sp->arena_cap)
 		return -EMSGSIZE;
-	if (need > sp->arena_cap - sp->arena_len) {
+	if (need > sp->arena_cap - sp->arena_len || sp->niov == IOV_CAP) {
 		int r = wb_flush(sp);
 		if (r < 0)
 			return r;
@@ -1328,6 +1334,8 @@ static int seg_queue(struct spool *sp, const struct msg *m, struct inflight *e)
 	if (e && first)
 		e->trace_len = trace_len;
 	sp->end_off += h.rec_len;
+	if (sp->niov == IOV_CAP)
+		abort(); /* wb_arena made room: this wb_add must not flush (and empty the arena) */
 	r = wb_add(sp, p, meta);
 	for (uint32_t i = 0; r == 0 && i < m->nslices; i++)
 		r = wb_add(sp, m->slices[i].base, m->slices[i].len);

@@ -444,5 +444,8 @@ void writers_stats(struct writer_set *ws, struct writer_stats *out)
 		out->parts += atomic_load_explicit(&w->parts, memory_order_relaxed);
 		out->errors += atomic_load_explicit(&w->errors, memory_order_relaxed);
 		out->bytes += atomic_load_explicit(&w->bytes, memory_order_relaxed);
+		for (unsigned s = 0; s < ws->nshards; s++)
+			out->queued += ring_count(&w->in[s]);
 	}
+	out->queue_cap = (uint64_t)ws->nwriters * ws->nshards * ws->ring_size;
 }

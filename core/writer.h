@@ -59,13 +59,16 @@ unsigned writer_ring_size(const struct writer_set *ws);
  * everything. The shards must have stopped submitting. */
 void writers_stop(struct writer_set *ws);
 
-/* Counters summed over writers: batches (fdatasync calls) and msgs stored. */
+/* Counters summed over writers: batches (fdatasync calls) and msgs stored;
+ * and the gauge of msgs waiting in the shard->writer rings (any thread). */
 struct writer_stats {
 	uint64_t batches;
 	uint64_t finals;
 	uint64_t parts;
 	uint64_t errors;
 	uint64_t bytes;
+	uint64_t queued;    /* msgs in the shard->writer rings now */
+	uint64_t queue_cap; /* what those rings hold at most */
 };
 void writers_stats(struct writer_set *ws, struct writer_stats *out);
 

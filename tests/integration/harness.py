@@ -393,10 +393,24 @@ class Server:
         return lines
 
     def stats(self):
-        """key=value pairs of the last 'stats' log line (written at exit)."""
-        lines = [l for l in self.log().splitlines() if re.search(r"\bstats\b", l)]
+        """key=value pairs of the last 'stats' log line (written at exit; the
+        periodic 'stats live' lines are left out)."""
+        lines = [l for l in self.log().splitlines()
+                 if re.search(r"\bstats\b", l) and not re.search(r"\bstats live\b", l)]
         check(lines, "no 'stats' line in the log:\n%s" % self.log_tail())
         return dict(re.findall(r"\b([a-z_0-9]+)=(\S+)", lines[-1]))
+
+    def stats_live(self):
+        """The periodic 'stats live' lines (stats_interval): a list of dicts of
+        their key=value pairs, each with 't', the line's time in seconds."""
+        out = []
+        for l in self.log().splitlines():
+            m = re.match(r"^\d{4}-\d\d-\d\dT(\d\d):(\d\d):(\d\d\.\d+)Z mxring: stats live ", l)
+            if m:
+                d = dict(re.findall(r"\b([a-z_0-9]+)=(\S+)", l))
+                d["t"] = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+                out.append(d)
+        return out
 
     def outside_signal_note(self):
         """A note when the log shows more shutdowns than SIGTERMs this harness sent."""

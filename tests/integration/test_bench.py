@@ -25,6 +25,12 @@ verification path (`mxring-spool verify --against ACKLOG`).
     session IDs resume too; implicit TLS (smtps_listen) works (skipped when
     either binary has no wolfSSL);
   - open loop: --rate 400 for 1.5 s sends about 600 messages on schedule;
+    connections take turns: 200 connections at 1,000 msgs/s for 0.4 s all
+    open (each due message goes to the one that waited longest);
+  - --source: each bad list is refused with its exact message; 20
+    connections from 127.0.0.2-127.0.0.5 reach the server from those four
+    addresses, five sessions each (the server's session log says so), all
+    acknowledged messages verified, and ::1 works for an IPv6 server;
   - a closed port: exit 1 within seconds, "Connection refused" and a hint;
     a server that accepts and never greets: exit 1 after --timeout with
     "no reply to the greeting";
@@ -417,6 +423,89 @@ def open_loop_keeps_the_schedule():
         check(590 <= n <= 600, "open loop at 400/s for 1.5 s accepted %d" % n)
         check_eq(rep["config"]["rate"], 400, "rate in the JSON config")
         check_eq(rep["latency_ms"]["message"]["count"], n, "message latency samples")
+
+
+@suite.case
+def open_loop_connections_take_turns():
+    # Each due message goes to the connection that waited longest, so 200
+    # connections are all open after 200 of the 400 messages (a soak holds
+    # N connections open with N/rate seconds of ramp).
+    with h.Server() as srv:
+        rep = bench_ok(srv, "--connections", 200, "--duration", 0.4, "--rate", 1000,
+                       "--msgs-per-conn", 1000000)
+        check(390 <= rep["messages"]["accepted"] <= 400, "accepted %r" % rep["messages"])
+        check_eq(rep["connections_opened"], 200, "connections opened")
+
+
+# ---------------------------------------------------------------- source addresses
+
+SOURCE_ERRORS = [
+    # --source value, extra arguments, the exact first line on stderr
+    ("foo", [], "mxring-bench: --source: expected addresses or FIRST-LAST ranges, "
+     "comma-separated (e.g. 127.0.0.2-127.0.0.9 or ::1), got 'foo'"),
+    ("127.0.0.2,", [], "mxring-bench: --source: expected addresses or FIRST-LAST ranges, "
+     "comma-separated (e.g. 127.0.0.2-127.0.0.9 or ::1), got ''"),
+    ("127.0.0.9-127.0.0.2", [], "mxring-bench: --source: range '127.0.0.9-127.0.0.2' ends "
+     "before it starts"),
+    ("127.0.0.2-::1", [], "mxring-bench: --source: range '127.0.0.2-::1' mixes IPv4 and IPv6"),
+    ("127.0.0.0-127.0.4.0", [], "mxring-bench: --source: more than 1024 addresses in "
+     "'127.0.0.0-127.0.4.0'"),
+    ("[::1]", [], "mxring-bench: --source: ::1 is IPv6 but --server 127.0.0.1:25 is IPv4"),
+    ("127.0.0.2", ["--server", "[::1]:25"],
+     "mxring-bench: --source: 127.0.0.2 is IPv4 but --server [::1]:25 is IPv6"),
+    # TEST-NET-1 (RFC 5737): no host has it, so it cannot be bound.
+    ("192.0.2.1", [], "mxring-bench: --source: cannot bind to 192.0.2.1: Cannot assign "
+     "requested address"),
+]
+
+
+@suite.case
+def source_argument_errors():
+    for value, extra, want in SOURCE_ERRORS:
+        args = ["--connections", "2", "--messages", "1", "--source", value] + extra
+        p = bench(*args, timeout=10)
+        err = p.stderr.decode(errors="replace")
+        check_eq(p.returncode, 2, "exit status of mxring-bench %s (stderr %r)"
+                 % (" ".join(args), err))
+        check_eq(err.splitlines()[0] if err else "", want, "message for --source %r" % value)
+        check(not p.stdout, "--source %r printed on stdout: %r" % (value, p.stdout))
+    p = bench("--help", timeout=10)
+    check("--source LIST" in p.stdout.decode(), "--help lacks --source")
+
+
+def session_clients(srv):
+    """Sessions per client address, from the server's 'session end' lines."""
+    counts = {}
+    for line in srv.wait_log(r"session end ", 1):
+        m = re.search(r"\bclient=(\S+)", line)
+        counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+    return counts
+
+
+@suite.case
+def source_addresses_spread_connections():
+    with h.Server() as srv:
+        ack = os.path.join(h.new_tmpdir("ack"), "acks")
+        # Every slot takes a message before it connects, and none runs out of
+        # transactions: one session per slot, slot c from address c mod 4.
+        rep = bench_ok(srv, "--connections", 20, "--messages", 200, "--msgs-per-conn", 1000,
+                       "--source", "127.0.0.2-127.0.0.5", ack_path=ack)
+        check_eq(rep["messages"]["accepted"], 200, "accepted from four source addresses")
+        check_eq(rep["connections_opened"], 20, "sessions (one per slot)")
+        check_eq(rep["config"]["sources"], 4, "sources in the JSON config")
+        srv.wait_log(r"session end ", 20)
+        check_eq(session_clients(srv), {"127.0.0.%d" % i: 5 for i in (2, 3, 4, 5)},
+                 "sessions per client address in the server log")
+        verify_ok(ack, srv.spool, 200)
+    if not h.have_ipv6_loopback():
+        return
+    with h.Server(ipv6=True) as srv:
+        d = h.new_tmpdir("bench")
+        p = bench("--server", "[::1]:%d" % srv.port6, "--source", "::1", "--connections", 3,
+                  "--messages", 9, "--quiet", "--json", os.path.join(d, "r.json"))
+        check_eq(p.returncode, 0, "IPv6 run from ::1; stderr %r" % p.stderr[-2000:])
+        srv.wait_log(r"session end ", 3)
+        check_eq(session_clients(srv), {"::1": 3}, "IPv6 sessions per client address")
 
 
 # ---------------------------------------------------------------- failures

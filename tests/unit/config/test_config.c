@@ -104,6 +104,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.ring_size, 1024);
 	assert_int_equal(cfg.body_flush_bytes, 262144);
 	assert_true(cfg.pin_shards);
+	assert_int_equal(cfg.stats_interval, 60);
 	err_open(&e);
 	assert_int_equal(config_check(&cfg, e.f), 0);
 	assert_string_equal(err_text(&e), "");
@@ -136,7 +137,8 @@ static const char every_key[] = "# every key, none at its default\n"
 				"recv_buffers = 2048\n"
 				"ring_size = 4096\n"
 				"body_flush_bytes = 1m\n"
-				"pin_shards = no\n";
+				"pin_shards = no\n"
+				"stats_interval = 5\n";
 
 static void check_every_key(const struct config *cfg)
 {
@@ -177,6 +179,7 @@ static void check_every_key(const struct config *cfg)
 	assert_int_equal(cfg->ring_size, 4096);
 	assert_int_equal(cfg->body_flush_bytes, 1 << 20);
 	assert_false(cfg->pin_shards);
+	assert_int_equal(cfg->stats_interval, 5);
 }
 
 static void test_every_key(void **state)
@@ -246,6 +249,8 @@ static uint64_t get_field(const struct config *cfg, const char *line)
 		return cfg->proxy_timeout;
 	if (strncmp(line, "pin_shards", 10) == 0)
 		return cfg->pin_shards;
+	if (strncmp(line, "stats_interval", 14) == 0)
+		return cfg->stats_interval;
 	fail_msg("no field for '%s'", line);
 	return 0;
 }
@@ -287,6 +292,13 @@ static const struct value_case value_cases[] = {
     {"command_timeout = 25h", 0, 0},
     {"data_timeout = 3M", 1, 180},
     {"shutdown_timeout = 0s", 1, 0},
+    {"stats_interval = 0", 1, 0},
+    {"stats_interval = 5s", 1, 5},
+    {"stats_interval = 10m", 1, 600},
+    {"stats_interval = 24h", 1, 86400},
+    {"stats_interval = 25h", 0, 0},
+    {"stats_interval = -1", 0, 0},
+    {"stats_interval = often", 0, 0},
     /* counts */
     {"recipient_limit = 1", 1, 1},
     {"recipient_limit = 10000", 1, 10000},
@@ -419,6 +431,9 @@ static const struct msg_case msg_cases[] = {
     {"recipient_overshoot_limit = 100001\n",
      "mxring: %s:1: key 'recipient_overshoot_limit': '100001' is out of range 0..100000\n"},
     {"command_timeout = 5x\n", "mxring: %s:1: key 'command_timeout': bad time '5x'\n"},
+    {"stats_interval = 2d\n", "mxring: %s:1: key 'stats_interval': bad time '2d'\n"},
+    {"stats_interval = 100000\n",
+     "mxring: %s:1: key 'stats_interval': '100000' is out of range 0..86400\n"},
     {"shards = x\n", "mxring: %s:1: key 'shards': bad number 'x' (expected auto or a number)\n"},
     {"recv_buffers = 1000\n", "mxring: %s:1: key 'recv_buffers': '1000' is not a power of two\n"},
     {"spool_format = mbox\n",
