@@ -2088,9 +2088,14 @@ static int ring_setup(struct shard *sh)
 int shard_create(unsigned id, const struct config *cfg, const struct smtp_conf *sconf,
 		 struct writer_set *ws, struct shard **out)
 {
-	struct shard *sh = calloc(1, sizeof(*sh));
+	/* Aligned as the struct asks: its counters and gauges sit on cache lines of
+	 * their own, which calloc's 16-byte alignment would not guarantee. */
+	size_t size =
+	    (sizeof(struct shard) + _Alignof(struct shard) - 1) & ~(_Alignof(struct shard) - 1);
+	struct shard *sh = aligned_alloc(_Alignof(struct shard), size);
 	if (!sh)
 		return -ENOMEM;
+	memset(sh, 0, size);
 	int rc;
 	sh->id = id;
 	sh->cfg = cfg;
