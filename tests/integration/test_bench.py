@@ -134,16 +134,7 @@ def make_certs():
     return d
 
 
-class TLSServer(h.Server):
-    """A Server offering STARTTLS; skips the case when mxring has no wolfSSL."""
-
-    def start(self):
-        try:
-            return super().start()
-        except h.Fail:
-            if "built without wolfSSL" in self.log():
-                raise h.Skip("mxring was built without wolfSSL")
-            raise
+TLSServer = h.TLSServer
 
 
 def tls_server(**extra):

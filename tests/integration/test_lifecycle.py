@@ -592,53 +592,6 @@ def writer_ring_full_tempfails():
     check_stored(srv.spool, acked, sample=40)
 
 
-@suite.case
-def disk_full_tempfails_and_keeps_running():
-    # The spool on a 2 MiB tmpfs: once it is full, messages get 452 4.3.1 or
-    # 451 4.3.0, the receiver keeps answering, and what was acknowledged
-    # before is intact. Needs mount(2) (root); skipped otherwise.
-    d = h.new_tmpdir("diskfull")
-    mnt = os.path.join(d, "spool")
-    os.mkdir(mnt)
-    p = h.run_cmd(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt], 10)
-    if p.returncode != 0:
-        raise h.Skip("cannot mount a small tmpfs: %s" % p.stderr.decode().strip())
-    try:
-        acked, refused = {}, []
-        with h.Server({"segment_size": "256k"}, spool_dir=mnt) as srv:
-            c = srv.client(timeout=30)
-            c.ehlo()
-            for k in range(60):
-                b = body_for("full", k, 100000)
-                c.cmd("MAIL FROM:<sender@example.com>", h.R_MAIL_OK)
-                c.cmd("RCPT TO:<rcpt@example.com>", h.R_RCPT_OK)
-                r = c.cmd("DATA")
-                if r[0][:3] in ("451", "452"):
-                    refused.append(r[0])
-                    c.cmd("RSET", h.R_OK)
-                    continue
-                check_eq(r, [h.R_DATA], "DATA reply")
-                c.send(b + b".\r\n")
-                r = c.reply1(30)
-                m = h.QUEUED_RE.match(r)
-                if m:
-                    acked[m.group(1)] = b
-                else:
-                    check(r.startswith("452 4.3.1") or r.startswith("451 4.3.0"),
-                          "reply on a full disk: %r" % r)
-                    refused.append(r)
-            check(refused, "60 messages of 100 KB all acknowledged on a 2 MiB spool")
-            check(acked, "nothing acknowledged before the disk filled")
-            c.cmd("NOOP", h.R_OK)
-            c.quit()
-            print("# acknowledged %d, refused %d: %r" % (len(acked), len(refused),
-                                                         sorted(set(refused))))
-        check_eq(h.spool_verify(mnt), len(acked), "verify count on the full spool")
-        check_stored(mnt, acked)
-    finally:
-        h.run_cmd(["umount", "-l", mnt], 10)
-
-
 # ---------------------------------------------------------------- logs
 
 

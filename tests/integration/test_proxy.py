@@ -207,16 +207,7 @@ def pregreet_after_the_header():
         c.quit()
 
 
-class TLSServer(h.Server):
-    """A Server with TLS keys; skips the case when built without wolfSSL."""
-
-    def start(self):
-        try:
-            return super().start()
-        except h.Fail:
-            if "built without wolfSSL" in self.log():
-                raise h.Skip("mxring was built without wolfSSL")
-            raise
+TLSServer = h.TLSServer
 
 
 @suite.case

@@ -106,16 +106,7 @@ def tls_cfg(certs, **extra):
     return cfg
 
 
-class TLSServer(h.Server):
-    """A Server offering STARTTLS; skips the case when built without wolfSSL."""
-
-    def start(self):
-        try:
-            return super().start()
-        except h.Fail:
-            if "built without wolfSSL" in self.log():
-                raise h.Skip("mxring was built without wolfSSL")
-            raise
+TLSServer = h.TLSServer
 
 
 def start_tls_server(certs=None, **extra):
