@@ -118,8 +118,23 @@ static void close_fd(int *fd)
 	*fd = -1;
 }
 
-/* Creates dir and its parents (0750); an existing directory is fine. */
-static int mkdir_p(const char *dir)
+/* fsyncs the directory that holds path, so that its entry for path is durable. */
+static int fsync_parent(char *path)
+{
+	char *slash = strrchr(path, '/');
+	const char *parent = slash == NULL ? "." : slash == path ? "/" : path;
+	if (slash && slash != path)
+		*slash = 0;
+	int fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r = fd < 0 ? -errno : fsync_fd(fd);
+	if (fd >= 0)
+		close(fd);
+	if (slash && slash != path)
+		*slash = '/';
+	return r;
+}
+
+int spool_mkdir(const char *dir)
 {
 	char path[4096];
 	size_t len = strlen(dir);
@@ -131,8 +146,13 @@ static int mkdir_p(const char *dir)
 			continue;
 		char c = path[i];
 		path[i] = 0;
-		if (mkdir(path, 0750) < 0 && errno != EEXIST)
+		if (mkdir(path, 0750) == 0) {
+			int r = fsync_parent(path);
+			if (r < 0)
+				return r;
+		} else if (errno != EEXIST) {
 			return -errno;
+		}
 		path[i] = c;
 	}
 	return 0;
@@ -2026,7 +2046,7 @@ int spool_open(const struct config *cfg, unsigned writer, unsigned batch_max, un
 	int r = spool_alloc(sp, cfg, batch_max, inflight_max);
 	if (r == 0) {
 		what = "create";
-		r = mkdir_p(sp->dir);
+		r = spool_mkdir(sp->dir);
 	}
 	if (r == 0) {
 		sp->dirfd = open(sp->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -125,6 +125,14 @@
 struct spool;
 
 /*
+ * Creates dir and its parents (0750); an existing directory is fine. Each
+ * directory it creates is fsynced into its parent: without that a power
+ * cut may take a new spool directory away, and every message stored in it.
+ * 0 or -errno.
+ */
+int spool_mkdir(const char *dir) __attribute__((warn_unused_result));
+
+/*
  * Opens writer `writer`'s spool under cfg->spool_dir in cfg->spool_format,
  * creating the directories, and takes the writer's lock. Segment: recovers
  * the segments this writer left in active/, then creates a fresh active
