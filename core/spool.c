@@ -1588,7 +1588,19 @@ static int seg_recover_one(struct spool *sp, const char *name)
 		return r;
 	if (nrec == 0)
 		return unlinkat(sp->activefd, name, 0) < 0 ? -errno : 0;
-	return rename_noreplace(sp->activefd, name, sp->readyfd, name);
+	r = rename_noreplace(sp->activefd, name, sp->readyfd, name);
+	struct stat a, b;
+	if (r == -EEXIST && fstatat(sp->activefd, name, &a, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    fstatat(sp->readyfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 && a.st_dev == b.st_dev &&
+	    a.st_ino == b.st_ino) {
+		/* The rotation's rename reached ready/ but the power went before the
+		 * fsync of active/ (a file system that does not journal the two
+		 * together): the one file has both names. ready/ has it already. */
+		r = unlinkat(sp->activefd, name, 0) < 0 ? -errno : 0;
+		log_line("spool=%s writer=%u action=recover segment=%s in_ready=already", sp->dir,
+			 sp->writer, name);
+	}
+	return r;
 }
 
 static bool keep_owned_seg(const char *name, void *arg)
