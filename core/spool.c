@@ -1527,6 +1527,8 @@ static int seg_quarantine(struct spool *sp, int fd, const char *name, uint64_t o
 		r = -errno;
 	if (r == 0)
 		r = fsync_fd(dfd);
+	if (r == 0) /* corrupt/ itself, made at its first use, before the segment is cut */
+		r = fsync_fd(sp->dirfd);
 	if (out >= 0)
 		close(out);
 	close(dfd);
@@ -2036,6 +2038,9 @@ static int spool_open_maildir(struct spool *sp, const char **what)
 	if (r >= 0)
 		r = fsync_fd(md);
 	close(md);
+	/* maildir/ itself, when it was just made: else a power cut may take it away. */
+	if (r >= 0)
+		r = fsync_fd(sp->dirfd);
 	if (r < 0)
 		return r;
 	*what = "recover";
