@@ -39,6 +39,12 @@
  *   fsync_delay_ms=N     each fsync/fdatasync waits N ms first; N <= 60000
  *   powercut=strict|torn cut the power (see POWER CUT) at the next
  *                        operation, or within 20 ms when none comes
+ *   powercut_at=OP:N     with powercut: cut instead just before the Nth
+ *                        operation of kind OP from now, which then fails
+ *                        (EIO) as every later change does. OP: write,
+ *                        fsync (a file's fsync or fdatasync), fsyncdir,
+ *                        rename, create, unlink (also rmdir), mkdir,
+ *                        truncate (also open with O_TRUNC)
  *   powercut_seed=N      the seed of torn's random choices (default: from
  *                        the clock; the cut logs the seed it used)
  * SIGUSR1 cuts the power at once (strict), SIGUSR2 too (torn): a test can
@@ -83,8 +89,9 @@
  *           sync keeps all its changes or none (a journal commit).
  * Then every operation that would change anything fails with EIO (a dead
  * disk) until the unmount; reads go on. The cut logs "faultfs: powercut
- * done mode=M seed=S ... untracked=N"; the next mount over BACKING starts
- * from what it left.
+ * done mode=M seed=S at_ns=T ... untracked=N" (T: CLOCK_MONOTONIC when
+ * the cut began), after "faultfs: powercut before op=OP path=P" for
+ * powercut_at; the next mount over BACKING starts from what it left.
  * Limits of the power-cut model: stricter than ext4 with data=ordered,
  * which commits a rename or a create together with everything else in its
  * journal transaction (so one fsync often saves more than its own
@@ -146,6 +153,30 @@
 
 enum fault { FAULT_NONE, FAULT_EIO, FAULT_ENOSPC };
 enum pc_mode { PC_NONE, PC_STRICT, PC_TORN };
+/* Kinds of changing operations, for powercut_at. */
+enum pc_op {
+	PCO_NONE,
+	PCO_WRITE,
+	PCO_FSYNC,
+	PCO_FSYNCDIR,
+	PCO_RENAME,
+	PCO_CREATE,
+	PCO_UNLINK,
+	PCO_MKDIR,
+	PCO_TRUNCATE,
+	PCO_COUNT
+};
+static const char *const pc_op_names[PCO_COUNT] = {
+    [PCO_NONE] = "-",
+    [PCO_WRITE] = "write",
+    [PCO_FSYNC] = "fsync",
+    [PCO_FSYNCDIR] = "fsyncdir",
+    [PCO_RENAME] = "rename",
+    [PCO_CREATE] = "create",
+    [PCO_UNLINK] = "unlink",
+    [PCO_MKDIR] = "mkdir",
+    [PCO_TRUNCATE] = "truncate",
+};
 
 struct faults {
 	enum fault write;
@@ -155,6 +186,8 @@ struct faults {
 	unsigned fsync_delay_ms;
 	enum pc_mode powercut; /* asked for by this control file */
 	uint64_t powercut_seed;
+	enum pc_op powercut_op; /* powercut_at: PCO_NONE for at once */
+	uint64_t powercut_n;
 };
 
 /* An open regular file: the backing fd and what was written since its last good sync. */
@@ -180,6 +213,9 @@ static const char *control_path;
 /* A cut asked for (enum pc_mode), by a signal or the control file, and its seed. */
 static _Atomic int pc_request;
 static _Atomic uint64_t pc_request_seed;
+/* A cut asked for at the pc_armed_left-th next operation of kind pc_armed_op (powercut_at). */
+static _Atomic int pc_armed_op, pc_armed_mode;
+static _Atomic uint64_t pc_armed_left;
 
 /* Guards the faults in force and what is known about the control file. */
 static pthread_mutex_t fault_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -211,6 +247,23 @@ static int parse_uint(const char *v, uint64_t max, uint64_t *out)
 		return -1;
 	*out = n;
 	return 0;
+}
+
+/* "OP:N" (N >= 1) of powercut_at into f. */
+static int parse_op_count(const char *v, struct faults *f)
+{
+	const char *colon = strchr(v, ':');
+	uint64_t n;
+	if (!colon || parse_uint(colon + 1, UINT64_MAX, &n) < 0 || n == 0)
+		return -1;
+	for (int op = PCO_WRITE; op < PCO_COUNT; op++)
+		if (strlen(pc_op_names[op]) == (size_t)(colon - v) &&
+		    strncmp(v, pc_op_names[op], (size_t)(colon - v)) == 0) {
+			f->powercut_op = (enum pc_op)op;
+			f->powercut_n = n;
+			return 0;
+		}
+	return -1;
 }
 
 /* Parses the control text into f: 0, or -1 with the bad line in *bad. */
@@ -258,6 +311,8 @@ static int parse_control(char *text, struct faults *f, const char **bad)
 			f->powercut = PC_TORN;
 		else if (strcmp(k, "powercut_seed") == 0 && parse_uint(v, UINT64_MAX, &u) == 0)
 			f->powercut_seed = u;
+		else if (strcmp(k, "powercut_at") == 0 && parse_op_count(v, f) == 0)
+			;
 		else {
 			*eq = '=';
 			return -1;
@@ -315,7 +370,13 @@ static void control_refresh(void)
 	log_faults(&cur);
 	if (f.powercut != PC_NONE) {
 		atomic_store(&pc_request_seed, f.powercut_seed);
-		atomic_store(&pc_request, f.powercut);
+		if (f.powercut_op == PCO_NONE) {
+			atomic_store(&pc_request, f.powercut);
+		} else {
+			atomic_store(&pc_armed_mode, f.powercut);
+			atomic_store(&pc_armed_left, f.powercut_n);
+			atomic_store(&pc_armed_op, f.powercut_op);
+		}
 	}
 }
 
@@ -1020,6 +1081,8 @@ static void pc_dir_revert(struct pc_dir *d, enum pc_mode mode, struct pc_tally *
 static void pc_cut(enum pc_mode mode, uint64_t seed)
 {
 	struct pc_tally t = {0};
+	struct timespec at;
+	clock_gettime(CLOCK_MONOTONIC, &at);
 	pc_frozen = true;
 	pc_rng = (seed + 0x9e3779b97f4a7c15ull) * 0xbf58476d1ce4e5b9ull; /* splitmix, roughly */
 	pc_rng = (pc_rng ^ pc_rng >> 31) | 1;
@@ -1036,12 +1099,14 @@ static void pc_cut(enum pc_mode mode, uint64_t seed)
 	if (remove_tree(back_fd, KEEP_DIR, 0) < 0)
 		fprintf(stderr, "faultfs: cannot remove %s\n", KEEP_DIR);
 	fprintf(stderr,
-		"faultfs: powercut done mode=%s seed=%" PRIu64 " files=%u cut_bytes=%" PRIu64
-		" restored_bytes=%" PRIu64 " zeroed_bytes=%" PRIu64 " kept_bytes=%" PRIu64
+		"faultfs: powercut done mode=%s seed=%" PRIu64 " at_ns=%" PRIu64
+		" files=%u cut_bytes=%" PRIu64 " restored_bytes=%" PRIu64 " zeroed_bytes=%" PRIu64
+		" kept_bytes=%" PRIu64
 		" dirs=%u dirs_kept=%u dirs_gone=%u removed=%u restored=%u untracked=%" PRIu64 "\n",
-		mode == PC_TORN ? "torn" : "strict", seed, t.files, t.cut_bytes, t.restored_bytes,
-		t.zeroed_bytes, t.kept_bytes, t.dirs, t.dirs_kept, t.dirs_gone, t.removed,
-		t.restored, pc_untracked);
+		mode == PC_TORN ? "torn" : "strict", seed,
+		(uint64_t)at.tv_sec * 1000000000u + (uint64_t)at.tv_nsec, t.files, t.cut_bytes,
+		t.restored_bytes, t.zeroed_bytes, t.kept_bytes, t.dirs, t.dirs_kept, t.dirs_gone,
+		t.removed, t.restored, pc_untracked);
 }
 
 /*
@@ -1049,9 +1114,16 @@ static void pc_cut(enum pc_mode mode, uint64_t seed)
  * pc_leave, so that the cut falls between two operations. A cut asked for
  * happens here. 0, or -EIO once the power is cut (nothing held then).
  */
-static int pc_enter(void)
+static int pc_enter(enum pc_op op, const char *path)
 {
 	pthread_mutex_lock(&pc_lock);
+	if (op != PCO_NONE && atomic_load(&pc_armed_op) == (int)op &&
+	    atomic_fetch_sub(&pc_armed_left, 1) == 1) {
+		atomic_store(&pc_armed_op, PCO_NONE);
+		atomic_store(&pc_request, atomic_load(&pc_armed_mode));
+		fprintf(stderr, "faultfs: powercut before op=%s path=%s\n", pc_op_names[op],
+			path ? path : "?");
+	}
 	int m = atomic_exchange(&pc_request, PC_NONE);
 	if (m != PC_NONE && !pc_frozen) {
 		uint64_t seed = atomic_load(&pc_request_seed);
@@ -1084,7 +1156,7 @@ static void *pc_watch(void *arg)
 		if (s == SIGUSR1 || s == SIGUSR2)
 			atomic_store(&pc_request, s == SIGUSR1 ? PC_STRICT : PC_TORN);
 		(void)faults_now();
-		if (atomic_load(&pc_request) != PC_NONE && pc_enter() == 0)
+		if (atomic_load(&pc_request) != PC_NONE && pc_enter(PCO_NONE, NULL) == 0)
 			pc_leave();
 	}
 	return NULL;
@@ -1170,7 +1242,7 @@ static int ffs_mkdir(const char *path, mode_t mode)
 		return -ENOSPC;
 	char dir[PATH_MAX];
 	split_path(path, dir, sizeof(dir));
-	int r = pc_enter();
+	int r = pc_enter(PCO_MKDIR, path);
 	if (r < 0)
 		return r;
 	pc_dir_touch(dir);
@@ -1185,7 +1257,7 @@ static int ffs_unlink(const char *path)
 		return -ENOENT;
 	char dir[PATH_MAX];
 	const char *name = split_path(path, dir, sizeof(dir));
-	int r = pc_enter();
+	int r = pc_enter(PCO_UNLINK, path);
 	if (r < 0)
 		return r;
 	struct stat st;
@@ -1204,7 +1276,7 @@ static int ffs_rmdir(const char *path)
 		return -ENOENT;
 	char dir[PATH_MAX];
 	const char *name = split_path(path, dir, sizeof(dir));
-	int r = pc_enter();
+	int r = pc_enter(PCO_UNLINK, path);
 	if (r < 0)
 		return r;
 	struct stat st;
@@ -1227,7 +1299,7 @@ static int ffs_rename(const char *from, const char *to, unsigned int flags)
 	char fdir[PATH_MAX], tdir[PATH_MAX];
 	const char *fname = split_path(from, fdir, sizeof(fdir));
 	const char *tname = split_path(to, tdir, sizeof(tdir));
-	int r = pc_enter();
+	int r = pc_enter(PCO_RENAME, from);
 	if (r < 0)
 		return r;
 	struct stat fst, tst;
@@ -1264,7 +1336,7 @@ static int ffs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
 	if (!fi && is_hidden(path))
 		return -ENOENT;
-	int r = pc_enter();
+	int r = pc_enter(PCO_TRUNCATE, path);
 	if (r < 0)
 		return r;
 	if (fi) {
@@ -1305,7 +1377,7 @@ static int open_tracked(const char *path, int flags, mode_t mode, struct fuse_fi
 	bool trunc = (flags & O_TRUNC) && (flags & O_ACCMODE) != O_RDONLY;
 	char dir[PATH_MAX];
 	split_path(path, dir, sizeof(dir));
-	int r = pc_enter();
+	int r = pc_enter((flags & O_CREAT) ? PCO_CREATE : PCO_TRUNCATE, path);
 	if (r < 0)
 		return r;
 	if (flags & O_CREAT)
@@ -1361,7 +1433,7 @@ static int ffs_write(const char *path, const char *buf, size_t size, off_t off,
 	enum fault e = take_error("write", false, FAULT_NONE, of->path);
 	if (e != FAULT_NONE)
 		return e == FAULT_EIO ? -EIO : -ENOSPC;
-	int r = pc_enter();
+	int r = pc_enter(PCO_WRITE, of->path);
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&of->lock);
@@ -1399,7 +1471,7 @@ static int ffs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 	const char *op = datasync ? "fdatasync" : "fsync";
 	struct faults f = faults_now();
 	delay(op, f.fsync_delay_ms, of->path);
-	int r = pc_enter();
+	int r = pc_enter(PCO_FSYNC, of->path);
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&of->lock);
@@ -1480,7 +1552,7 @@ static int ffs_fsyncdir(const char *path, int datasync, struct fuse_file_info *f
 	struct odir *od = odir_of(fi);
 	struct faults f = faults_now();
 	delay("fsyncdir", f.fsync_delay_ms, od->path);
-	int r = pc_enter();
+	int r = pc_enter(PCO_FSYNCDIR, od->path);
 	if (r < 0)
 		return r;
 	int fd = dirfd(od->d);
