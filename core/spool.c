@@ -1599,7 +1599,7 @@ static int seg_recover_one(struct spool *sp, const char *name)
 		 * fsync of active/ (a file system that does not journal the two
 		 * together): the one file has both names. ready/ has it already. */
 		r = unlinkat(sp->activefd, name, 0) < 0 ? -errno : 0;
-		log_line("spool=%s writer=%u action=recover segment=%s in_ready=already", sp->dir,
+		log_line("spool=%s writer=%u action=recover segment=%s second_name=removed", sp->dir,
 			 sp->writer, name);
 	}
 	return r;
