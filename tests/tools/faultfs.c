@@ -95,12 +95,16 @@
  * Limits of the power-cut model: stricter than ext4 with data=ordered,
  * which commits a rename or a create together with everything else in its
  * journal transaction (so one fsync often saves more than its own
- * directory); metadata other than names and sizes (mode, mtime, link counts
- * of directories) is not modelled; hard links, symlinks, the rename of a
- * directory, and the removal of one that its parent's last sync saw are
- * not rolled back (logged as untracked). The kernel's page cache of this mount
- * may still show pre-cut bytes to a reader after the cut: unmount and mount
- * again to see what a reboot would.
+ * directory). A rename between two directories is a change in each, kept
+ * or rolled back apart: it may leave the file under both names, or under
+ * neither, which a journalling file system never does and one without a
+ * journal (ext2, vfat) can; fsyncing the new directory first, then the
+ * old, rules out "neither". Metadata other than names and sizes (mode,
+ * mtime, link counts of directories) is not modelled; hard links,
+ * symlinks, the rename of a directory, and the removal of one that its
+ * parent's last sync saw are not rolled back (logged as untracked). The
+ * kernel's page cache of this mount may still show pre-cut bytes to a
+ * reader after the cut: unmount and mount again to see what a reboot would.
  * Every table is bounded (PC_*_MAX): past a bound, or at an operation it
  * cannot roll back, faultfs logs "faultfs: untracked WHAT path=P" and
  * counts it in the cut's untracked=N; a test must treat N > 0 as a
