@@ -86,7 +86,9 @@
  *           a random number of 4 KiB pages of the unsynced tail survives
  *           (each of them written or zero at random), each overwritten page
  *           is old or new at random, and each directory changed since its
- *           sync keeps all its changes or none (a journal commit).
+ *           sync keeps all its changes or none, as one journal commit; so
+ *           do together the directories a rename joined since the sync of
+ *           either (a journal commits a rename whole).
  * Then every operation that would change anything fails with EIO (a dead
  * disk) until the unmount; reads go on. The cut logs "faultfs: powercut
  * done mode=M seed=S at_ns=T ... untracked=N" (T: CLOCK_MONOTONIC when
@@ -95,20 +97,20 @@
  * Limits of the power-cut model: stricter than ext4 with data=ordered,
  * which commits a rename or a create together with everything else in its
  * journal transaction (so one fsync often saves more than its own
- * directory). A rename between two directories is a change in each, kept
- * or rolled back apart: it may leave the file under both names, or under
- * neither, which a journalling file system never does and one without a
- * journal (ext2, vfat) can; fsyncing the new directory first, then the
- * old, rules out "neither". Metadata other than names and sizes (mode,
- * mtime, link counts of directories) is not modelled; hard links,
- * symlinks, the rename of a directory, and the removal of one that its
- * parent's last sync saw are not rolled back (logged as untracked). The
- * kernel's page cache of this mount may still show pre-cut bytes to a
- * reader after the cut: unmount and mount again to see what a reboot would.
- * Every table is bounded (PC_*_MAX): past a bound, or at an operation it
- * cannot roll back, faultfs logs "faultfs: untracked WHAT path=P" and
- * counts it in the cut's untracked=N; a test must treat N > 0 as a
- * failure, since the cut was then not exact.
+ * directory). Strict keeps or rolls back the two directories of a rename
+ * apart: it may leave the file under both names (the new directory synced,
+ * the old not), which a journalling file system never does and one without
+ * a journal (ext2) can; or under neither, ruled out by fsyncing the new
+ * directory first. Torn keeps a rename whole while both directories wait
+ * for their sync: it does not model a file system without a journal,
+ * where even that order may lose a renamed file to lost+found. Metadata other than names and sizes
+ * (mode, mtime, link counts of directories) is not modelled; hard links, symlinks, the rename of a
+ * directory, and the removal of one that its parent's last sync saw are not rolled back (logged as
+ * untracked). The kernel's page cache of this mount may still show pre-cut bytes to a reader after
+ * the cut: unmount and mount again to see what a reboot would. Every table is bounded (PC_*_MAX):
+ * past a bound, or at an operation it cannot roll back, faultfs logs "faultfs: untracked WHAT
+ * path=P" and counts it in the cut's untracked=N; a test must treat N > 0 as a failure, since the
+ * cut was then not exact.
  *
  * Bounds: the dirty ranges kept per open file (RANGES_MAX; past it a range
  * is not tracked and its loss not simulated, logged), the delay, the
@@ -150,6 +152,7 @@
 #define PC_DIRS_MAX	   1024		  /* directories changed since their last sync */
 #define PC_DIR_ENTRIES_MAX 200000	  /* entries kept of one directory */
 #define PC_KEEP_MAX	   65536	  /* inodes kept alive under KEEP_DIR */
+#define PC_PAIRS_MAX	   4096		  /* directories joined by a rename since their sync */
 #define PC_TREE_DEPTH_MAX  32		  /* directories below one removed at the cut */
 #define PC_LOG_MAX	   50		  /* lines per kind of event logged */
 #define PC_PAGE		   4096u
@@ -550,6 +553,11 @@ static struct pc_dir *pc_dirs[PC_DIRS_MAX];
 static unsigned pc_ndirs;
 static uint64_t pc_saved_bytes;
 static unsigned pc_nkept;
+/* Two directories a rename joined since the sync of either: a torn cut keeps both or neither. */
+static struct {
+	ino_t a, b;
+} pc_pairs[PC_PAIRS_MAX];
+static unsigned pc_npairs;
 static uint64_t pc_untracked;
 static bool pc_frozen;
 static uint64_t pc_rng;
@@ -930,13 +938,62 @@ static void pc_dir_losing(const struct pc_dir *d, const char *path, const char *
 		pc_untracked_at("dir: cannot keep a file for a roll back", path);
 }
 
+/* A rename from directory x to directory y (both tracked, or NULL). */
+static void pc_dir_pair(const struct pc_dir *x, const struct pc_dir *y, const char *path)
+{
+	if (!x || !y || x == y)
+		return;
+	for (unsigned i = 0; i < pc_npairs; i++)
+		if ((pc_pairs[i].a == x->ino && pc_pairs[i].b == y->ino) ||
+		    (pc_pairs[i].a == y->ino && pc_pairs[i].b == x->ino))
+			return;
+	if (pc_npairs == PC_PAIRS_MAX) {
+		pc_untracked_at("dir: more than PC_PAIRS_MAX renames between directories", path);
+		return;
+	}
+	pc_pairs[pc_npairs].a = x->ino;
+	pc_pairs[pc_npairs].b = y->ino;
+	pc_npairs++;
+}
+
 /* A good fsync of the directory open as fd: its entries now are what a cut leaves. */
 static void pc_dir_synced(int fd)
 {
 	struct stat st;
 	unsigned i;
-	if (fstat(fd, &st) == 0 && pc_dir_find(st.st_ino, &i))
-		pc_dir_free(i);
+	if (fstat(fd, &st) < 0 || !pc_dir_find(st.st_ino, &i))
+		return;
+	pc_dir_free(i);
+	/* A journal commits a rename whole: its other half is no longer tied to this one. */
+	for (unsigned k = 0; k < pc_npairs;)
+		if (pc_pairs[k].a == st.st_ino || pc_pairs[k].b == st.st_ino)
+			pc_pairs[k] = pc_pairs[--pc_npairs];
+		else
+			k++;
+}
+
+/* Torn: which directories keep their changes, one coin per group joined by renames. */
+static void pc_dirs_torn(bool *keep)
+{
+	unsigned root[PC_DIRS_MAX];
+	for (unsigned i = 0; i < pc_ndirs; i++)
+		root[i] = i;
+	for (unsigned k = 0; k < pc_npairs; k++) {
+		unsigned ia, ib;
+		if (!pc_dir_find(pc_pairs[k].a, &ia) || !pc_dir_find(pc_pairs[k].b, &ib))
+			continue;
+		while (root[ia] != ia)
+			ia = root[ia];
+		while (root[ib] != ib)
+			ib = root[ib];
+		root[ia > ib ? ia : ib] = ia < ib ? ia : ib;
+	}
+	for (unsigned i = 0; i < pc_ndirs; i++) {
+		unsigned r = i;
+		while (root[r] != r)
+			r = root[r];
+		keep[i] = r == i ? pc_random() % 2 : keep[r]; /* r < i: decided already */
+	}
 }
 
 /* Removes name (a directory, and everything below it) from the directory open as fd. */
@@ -1024,11 +1081,11 @@ static void pc_file_revert(struct pc_file *f, enum pc_mode mode, struct pc_tally
 			f->path, now, synced, end, f->nsaves);
 }
 
-/* Puts back the synced entries of d (torn: all or none of its changes). */
-static void pc_dir_revert(struct pc_dir *d, enum pc_mode mode, struct pc_tally *t)
+/* Puts back the synced entries of d, unless keep (torn: its changes reached the disk). */
+static void pc_dir_revert(struct pc_dir *d, bool keep, struct pc_tally *t)
 {
 	t->dirs++;
-	if (mode == PC_TORN && pc_random() % 2) {
+	if (keep) {
 		t->dirs_kept++;
 		return;
 	}
@@ -1094,10 +1151,14 @@ static void pc_cut(enum pc_mode mode, uint64_t seed)
 		pc_file_revert(pc_files[i], mode, &t);
 	while (pc_nfiles > 0)
 		pc_file_free(pc_nfiles - 1);
+	bool keep[PC_DIRS_MAX] = {false};
+	if (mode == PC_TORN)
+		pc_dirs_torn(keep);
 	for (unsigned i = 0; i < pc_ndirs; i++)
-		pc_dir_revert(pc_dirs[i], mode, &t);
+		pc_dir_revert(pc_dirs[i], keep[i], &t);
 	while (pc_ndirs > 0)
 		pc_dir_free(pc_ndirs - 1);
+	pc_npairs = 0;
 	close(keep_fd);
 	keep_fd = -1;
 	if (remove_tree(back_fd, KEEP_DIR, 0) < 0)
@@ -1312,6 +1373,7 @@ static int ffs_rename(const char *from, const char *to, unsigned int flags)
 	if ((flags & RENAME_EXCHANGE) || (src && S_ISDIR(fst.st_mode)))
 		pc_untracked_at("rename of a directory, or an exchange", from);
 	struct pc_dir *from_dir = pc_dir_touch(fdir), *to_dir = pc_dir_touch(tdir);
+	pc_dir_pair(from_dir, to_dir, from);
 	pc_dir_losing(from_dir, from, fname);
 	if (dst && !(flags & RENAME_NOREPLACE))
 		pc_dir_losing(to_dir, to, tname);
