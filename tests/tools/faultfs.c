@@ -12,10 +12,11 @@
  *
  * It supports what the mxring spool and its reader use: lookup and stat,
  * create/open/read/write, fsync and fdatasync of files and of directories,
- * ftruncate, rename (also RENAME_NOREPLACE), mkdir, rmdir, unlink, readdir,
- * statfs. flock(2) is left to the kernel, which then keeps the locks of
- * this mount itself. No write-back cache: every write(2) reaches this
- * process before it returns, so a fault reaches the caller of that write.
+ * ftruncate, rename (also RENAME_NOREPLACE), link, mkdir, rmdir, unlink,
+ * readdir, statfs. flock(2) is left to the kernel, which then keeps the
+ * locks of this mount itself. No write-back cache: every write(2)
+ * reaches this process before it returns, so a fault reaches the caller
+ * of that write.
  *
  * CONTROL is a file of "key=value" lines ('#' starts a comment). It is
  * looked at (stat: inode, size, mtime) before every operation and re-read
@@ -43,8 +44,8 @@
  *                        operation of kind OP from now, which then fails
  *                        (EIO) as every later change does. OP: write,
  *                        fsync (a file's fsync or fdatasync), fsyncdir,
- *                        rename, create, unlink (also rmdir), mkdir,
- *                        truncate (also open with O_TRUNC)
+ *                        rename, create, link, unlink (also rmdir),
+ *                        mkdir, truncate (also open with O_TRUNC)
  *   powercut_seed=N      the seed of torn's random choices (default: from
  *                        the clock; the cut logs the seed it used)
  * SIGUSR1 cuts the power at once (strict), SIGUSR2 too (torn): a test can
@@ -98,19 +99,22 @@
  * which commits a rename or a create together with everything else in its
  * journal transaction (so one fsync often saves more than its own
  * directory). Strict keeps or rolls back the two directories of a rename
- * apart: it may leave the file under both names (the new directory synced,
- * the old not), which a journalling file system never does and one without
- * a journal (ext2) can; or under neither, ruled out by fsyncing the new
- * directory first. Torn keeps a rename whole while both directories wait
- * for their sync: it does not model a file system without a journal,
- * where even that order may lose a renamed file to lost+found. Metadata other than names and sizes
- * (mode, mtime, link counts of directories) is not modelled; hard links, symlinks, the rename of a
- * directory, and the removal of one that its parent's last sync saw are not rolled back (logged as
- * untracked). The kernel's page cache of this mount may still show pre-cut bytes to a reader after
- * the cut: unmount and mount again to see what a reboot would. Every table is bounded (PC_*_MAX):
- * past a bound, or at an operation it cannot roll back, faultfs logs "faultfs: untracked WHAT
- * path=P" and counts it in the cut's untracked=N; a test must treat N > 0 as a failure, since the
- * cut was then not exact.
+ * apart: it may leave the file under both names (the new directory
+ * synced, the old not), or under none (the old synced, the new not), as a
+ * file system without a journal (ext2) may. Fsyncing the new directory
+ * first does not rule out "none" when another thread fsyncs the old one
+ * in between; link, fsync of the new directory, then unlink does. Torn
+ * keeps a rename whole while both its directories wait for their sync.
+ * Metadata other than names and sizes (mode, mtime, link counts) is not
+ * modelled; symlinks, the rename of a directory, and the removal of one
+ * that its parent's last sync saw are not rolled back (logged as
+ * untracked). The kernel's page cache of this mount may still show
+ * pre-cut bytes to a reader after the cut: unmount and mount again to see
+ * what a reboot would.
+ * Every table is bounded (PC_*_MAX): past a bound, or at an operation it
+ * cannot roll back, faultfs logs "faultfs: untracked WHAT path=P" and
+ * counts it in the cut's untracked=N; a test must treat N > 0 as a
+ * failure, since the cut was then not exact.
  *
  * Bounds: the dirty ranges kept per open file (RANGES_MAX; past it a range
  * is not tracked and its loss not simulated, logged), the delay, the
@@ -171,6 +175,7 @@ enum pc_op {
 	PCO_UNLINK,
 	PCO_MKDIR,
 	PCO_TRUNCATE,
+	PCO_LINK,
 	PCO_COUNT
 };
 static const char *const pc_op_names[PCO_COUNT] = {
@@ -183,6 +188,7 @@ static const char *const pc_op_names[PCO_COUNT] = {
     [PCO_UNLINK] = "unlink",
     [PCO_MKDIR] = "mkdir",
     [PCO_TRUNCATE] = "truncate",
+    [PCO_LINK] = "link",
 };
 
 struct faults {
@@ -1384,6 +1390,22 @@ static int ffs_rename(const char *from, const char *to, unsigned int flags)
 	return r;
 }
 
+/* A second name for a file: a new entry in the directory of to, as a create makes. */
+static int ffs_link(const char *from, const char *to)
+{
+	if (is_hidden(from) || is_hidden(to))
+		return -ENOENT;
+	char dir[PATH_MAX];
+	split_path(to, dir, sizeof(dir));
+	int r = pc_enter(PCO_LINK, to);
+	if (r < 0)
+		return r;
+	pc_dir_touch(dir);
+	r = linkat(back_fd, rel(from), back_fd, rel(to), 0) < 0 ? -errno : 0;
+	pc_leave();
+	return r;
+}
+
 /* Cuts or grows the file open as fd (of: its open file, or NULL) to size. */
 static int truncate_fd(int fd, struct ofile *of, const char *path, off_t size)
 {
@@ -1639,6 +1661,7 @@ static const struct fuse_operations ops = {
     .unlink = ffs_unlink,
     .rmdir = ffs_rmdir,
     .rename = ffs_rename,
+    .link = ffs_link,
     .truncate = ffs_truncate,
     .open = ffs_open,
     .create = ffs_create,
