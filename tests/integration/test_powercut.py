@@ -17,9 +17,9 @@ faultfs over the same backing folder is the rebooted disk.
 Cases:
   - powercut_before_each_step_{segment,maildir}: on a fresh spool, faultfs
     cuts just before the Nth operation of one kind (powercut_at), chosen to
-    fall in each window of a segment rotation (before the rename, between
-    the fsync of ready/ and that of active/, before the new segment's
-    create and its directory sync, before a batch's fdatasync) and of a
+    fall in each window of a segment rotation (before the link into
+    ready/, its fsync, the unlink from active/, its fsync, the new
+    segment's create and its directory sync, a batch's fdatasync) and of a
     maildir delivery (before the create, the fdatasync, the rename into
     new/, the fsync of new/). One client sends one message at a time; after
     the restart the spool holds exactly the acknowledged messages, byte-
@@ -33,8 +33,8 @@ Cases:
     a random moment of a chosen phase - start (0-80 ms into the load), burst
     (0.2-1 s in), large (a body over 256 KiB is on its way), ack (right
     after the Nth 250 of the round), or at-OP (faultfs itself cuts just
-    before the Nth write, file sync, directory sync, rename or create, N
-    random) - and the server gets SIGKILL right after. In round 2 the
+    before the Nth write, file sync, directory sync, link, unlink, rename
+    or create, N random) - and the server gets SIGKILL right after. In round 2 the
     restarted server's own start-up (its recovery) is cut too, a few
     milliseconds after it starts. Then faultfs is mounted again, a server
     started on it, and the spool checked by test_crash.Checker (with the
@@ -97,15 +97,16 @@ VARIANTS = {
                   "shards": "2", "writers": "2"}, "strict"),
 }
 
-PHASES = ("start", "burst", "large", "ack", "at-write", "at-fsync", "at-fsyncdir", "at-rename",
+PHASES = ("start", "burst", "large", "ack", "at-write", "at-fsync", "at-fsyncdir", "at-move",
           "at-create")
 CUT_DONE_S = 20.0        # faultfs ends its cut (bounded)
 AT_WAIT_S = 5.0          # the Nth operation of powercut_at comes (else: cut at once)
 # powercut_at=OP:N: N is drawn from 1..max, by spool format. A segment spool
-# renames, creates and syncs directories once per rotation (every 512 KiB);
-# a maildir one per message or batch.
+# links into ready/, unlinks from active/, creates and syncs directories
+# once per rotation (every 512 KiB); a maildir one per message or batch.
+# at-move is a link or an unlink (segment), a rename (maildir).
 AT_MAX = {
-    "segment": {"write": 300, "fsync": 40, "fsyncdir": 4, "rename": 3, "create": 3},
+    "segment": {"write": 300, "fsync": 40, "fsyncdir": 4, "link": 3, "unlink": 3, "create": 3},
     "maildir": {"write": 300, "fsync": 40, "fsyncdir": 30, "rename": 40, "create": 40},
 }
 CUT_RE = re.compile(r"^faultfs: powercut done mode=(\w+) seed=(\d+) at_ns=(\d+) files=(\d+) "
@@ -279,6 +280,8 @@ class Run:
             return None
         op = phase[3:]
         fmt = "maildir" if self.cfg.get("spool_format") == "maildir" else "segment"
+        if op == "move":
+            op = "rename" if fmt == "maildir" else self.rng.choice(("link", "unlink"))
         at = "%s:%d" % (op, self.rng.randint(1, AT_MAX[fmt][op]))
         self.fs.set(powercut=self.mode, powercut_at=at,
                     powercut_seed=self.rng.randrange(1, 1 << 62))
@@ -519,9 +522,10 @@ def ci_case(variant, cuts):
 
 
 suite = h.Suite("powercut")
-# A rotation: rename into ready/, fsync ready/, fsync active/, create the
-# next segment, write and sync its header, fsync active/ again.
-suite.case(steps_case("segment", ["rename:1", "fsyncdir:1", "fsyncdir:2", "create:1",
+# A rotation: link into ready/, fsync ready/, unlink from active/, fsync
+# active/, create the next segment, write and sync its header, fsync
+# active/ again; then the next batch's fdatasync.
+suite.case(steps_case("segment", ["link:1", "fsyncdir:1", "unlink:1", "fsyncdir:2", "create:1",
                                   "fsyncdir:3", "fsync:3"], 200000))
 # A delivery: create in tmp/, write, fdatasync, rename into new/, fsync new/.
 suite.case(steps_case("maildir", ["create:2", "fsync:2", "rename:2", "fsyncdir:1",
