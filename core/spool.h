@@ -70,6 +70,10 @@
  * (the transaction was aborted, failed or cut by a crash) are orphans:
  * never acknowledged, skipped by readers. A clean stop (spool_close) moves
  * the active segment into ready/; after a crash the next spool_open does.
+ * A move into ready/ links the file there, fsyncs ready/, then unlinks it
+ * from active/ and fsyncs active/, so it has a durable name at every
+ * moment; a segment found under both names is one file, read once (as
+ * ready/'s).
  *
  * MAILDIR. <spool_dir>/maildir/{tmp,new,cur}. Part 0 creates
  * tmp/QID.wNN (writer NN) and later parts append to it; the FINAL is
