@@ -26,6 +26,7 @@
 #include "log.h"
 #include "shard.h"
 #include "smtp.h"
+#include "spool.h"
 #include "tls.h"
 #include "writer.h"
 
@@ -36,24 +37,6 @@ static void usage(FILE *f)
 		   "  -o key=value   override one key (repeatable)\n"
 		   "  -n             print the effective configuration and exit\n"
 		   "  -h             this help\n");
-}
-
-/* mkdir -p for the spool directory. 0 or -errno. */
-static int make_dirs(const char *path)
-{
-	char p[sizeof(((struct config *)0)->spool_dir)];
-	snprintf(p, sizeof(p), "%s", path);
-	for (char *s = p + 1; *s; s++) {
-		if (*s != '/')
-			continue;
-		*s = 0;
-		if (mkdir(p, 0750) != 0 && errno != EEXIST)
-			return -errno;
-		*s = '/';
-	}
-	if (mkdir(p, 0750) != 0 && errno != EEXIST)
-		return -errno;
-	return 0;
 }
 
 /* Everything the stats lines report, summed over shards and writers. */
@@ -257,7 +240,7 @@ static int run(struct config *cfg)
 	unsigned nshards = 0;
 	int rc;
 
-	rc = make_dirs(cfg->spool_dir);
+	rc = spool_mkdir(cfg->spool_dir);
 	if (rc) {
 		fprintf(stderr, "mxring: spool_dir %s: %s\n", cfg->spool_dir, strerror(-rc));
 		return 1;

@@ -118,8 +118,23 @@ static void close_fd(int *fd)
 	*fd = -1;
 }
 
-/* Creates dir and its parents (0750); an existing directory is fine. */
-static int mkdir_p(const char *dir)
+/* fsyncs the directory that holds path, so that its entry for path is durable. */
+static int fsync_parent(char *path)
+{
+	char *slash = strrchr(path, '/');
+	const char *parent = slash == NULL ? "." : slash == path ? "/" : path;
+	if (slash && slash != path)
+		*slash = 0;
+	int fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r = fd < 0 ? -errno : fsync_fd(fd);
+	if (fd >= 0)
+		close(fd);
+	if (slash && slash != path)
+		*slash = '/';
+	return r;
+}
+
+int spool_mkdir(const char *dir)
 {
 	char path[4096];
 	size_t len = strlen(dir);
@@ -131,8 +146,13 @@ static int mkdir_p(const char *dir)
 			continue;
 		char c = path[i];
 		path[i] = 0;
-		if (mkdir(path, 0750) < 0 && errno != EEXIST)
+		if (mkdir(path, 0750) == 0) {
+			int r = fsync_parent(path);
+			if (r < 0)
+				return r;
+		} else if (errno != EEXIST) {
 			return -errno;
+		}
 		path[i] = c;
 	}
 	return 0;
@@ -1432,13 +1452,56 @@ static int seg_write(struct spool *sp, const struct msg *m)
 	return msg_done(sp, m, e, r);
 }
 
+static bool seg_same_file(const struct spool *sp, const char *name)
+{
+	struct stat a, b;
+	return fstatat(sp->activefd, name, &a, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       fstatat(sp->readyfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 && a.st_dev == b.st_dev &&
+	       a.st_ino == b.st_ino;
+}
+
+/*
+ * First half of moving segment name from active/ into ready/: a second
+ * name in ready/ for the same file. The name in active/ may go only once
+ * ready/ is synced (seg_unlink_active): a rename would take it out of
+ * active/ at once, and where a file system does not commit both halves of
+ * a rename together, an fsync of active/ by another writer before ours of
+ * ready/ could leave the segment, acknowledged messages and all, under no
+ * name after a power cut. Without hard links (vfat) it is a rename.
+ */
+static int seg_link_ready(struct spool *sp, const char *name)
+{
+	if (linkat(sp->activefd, name, sp->readyfd, name, 0) == 0)
+		return 0;
+	if (errno == EEXIST && seg_same_file(sp, name)) {
+		/* Linked before a crash: the one file has both names already. */
+		log_line("spool=%s writer=%u action=recover segment=%s second_name=found", sp->dir,
+			 sp->writer, name);
+		return 0;
+	}
+	if (errno == EPERM || errno == ENOSYS || errno == EOPNOTSUPP)
+		return rename_noreplace(sp->activefd, name, sp->readyfd, name);
+	return -errno;
+}
+
+/* Second half: ready/ is synced with the segment in it; its name in active/ goes. */
+static int seg_unlink_active(struct spool *sp, const char *name)
+{
+	if (!seg_same_file(sp, name))
+		return 0; /* moved by a rename, or gone: nothing to take away */
+	return unlinkat(sp->activefd, name, 0) < 0 ? -errno : 0;
+}
+
 /* Moves a finished, synced segment into ready/. */
 static int seg_retire(struct spool *sp)
 {
-	int r = rename_noreplace(sp->activefd, sp->segname, sp->readyfd, sp->segname);
+	int r = seg_link_ready(sp, sp->segname);
 	if (r < 0)
 		return r;
 	r = fsync_fd(sp->readyfd);
+	if (r == 0)
+		r = seg_unlink_active(sp, sp->segname);
+	/* A failed sync of ready/ leaves both names: recovery or a reader takes ready/'s. */
 	int r2 = fsync_fd(sp->activefd);
 	close_fd(&sp->segfd);
 	return r < 0 ? r : r2;
@@ -1515,6 +1578,8 @@ static int seg_quarantine(struct spool *sp, int fd, const char *name, uint64_t o
 		r = -errno;
 	if (r == 0)
 		r = fsync_fd(dfd);
+	if (r == 0) /* corrupt/ itself, made at its first use, before the segment is cut */
+		r = fsync_fd(sp->dirfd);
 	if (out >= 0)
 		close(out);
 	close(dfd);
@@ -1576,7 +1641,7 @@ static int seg_recover_one(struct spool *sp, const char *name)
 		return r;
 	if (nrec == 0)
 		return unlinkat(sp->activefd, name, 0) < 0 ? -errno : 0;
-	return rename_noreplace(sp->activefd, name, sp->readyfd, name);
+	return seg_link_ready(sp, name); /* seg_recover takes the name in active/ away */
 }
 
 static bool keep_owned_seg(const char *name, void *arg)
@@ -1601,6 +1666,8 @@ static int seg_recover(struct spool *sp)
 	}
 	if (r == 0 && n > 0) {
 		r = fsync_fd(sp->readyfd);
+		for (uint32_t i = 0; r == 0 && i < n; i++)
+			r = seg_unlink_active(sp, names[i]);
 		if (r == 0)
 			r = fsync_fd(sp->activefd);
 		log_line("spool=%s writer=%u action=recover segments=%u", sp->dir, sp->writer, n);
@@ -2012,6 +2079,9 @@ static int spool_open_maildir(struct spool *sp, const char **what)
 	if (r >= 0)
 		r = fsync_fd(md);
 	close(md);
+	/* maildir/ itself, when it was just made: else a power cut may take it away. */
+	if (r >= 0)
+		r = fsync_fd(sp->dirfd);
 	if (r < 0)
 		return r;
 	*what = "recover";
@@ -2034,7 +2104,7 @@ int spool_open(const struct config *cfg, unsigned writer, unsigned batch_max, un
 	int r = spool_alloc(sp, cfg, batch_max, inflight_max);
 	if (r == 0) {
 		what = "create";
-		r = mkdir_p(sp->dir);
+		r = spool_mkdir(sp->dir);
 	}
 	if (r == 0) {
 		sp->dirfd = open(sp->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -2843,6 +2913,25 @@ static int rd_list_segments(struct spool_reader *r, int fd, const char *sub)
 	return 0;
 }
 
+/*
+ * A segment being moved into ready/ has a name in active/ and one in ready/
+ * for a moment, and after a crash until recovery: the same file, read once
+ * (as ready/, sorted first). Segment names are unique, so nothing else
+ * shares a name.
+ */
+static void rd_drop_second_names(struct spool_reader *r)
+{
+	uint32_t k = 0;
+	for (uint32_t i = 0; i < r->nfiles; i++) {
+		if (k > 0 && strcmp(r->files[k - 1].name, r->files[i].name) == 0) {
+			free(r->files[i].rel);
+			continue;
+		}
+		r->files[k++] = r->files[i];
+	}
+	r->nfiles = k;
+}
+
 static int rd_list_maildir(struct spool_reader *r)
 {
 	char **a = NULL, **b = NULL;
@@ -2926,8 +3015,10 @@ int spool_reader_open(const char *dir, spool_problem_fn problem, void *ctx,
 		e = rd_list_segments(r, rdy, "ready");
 	if (e == 0 && act >= 0)
 		e = rd_list_segments(r, act, "active");
-	if (e == 0 && r->nfiles > 1)
+	if (e == 0 && r->nfiles > 1) {
 		qsort(r->files, r->nfiles, sizeof(*r->files), rd_file_cmp);
+		rd_drop_second_names(r);
+	}
 	if (e == 0 && r->mdfd >= 0)
 		e = rd_list_maildir(r);
 	if (act >= 0)

@@ -70,6 +70,10 @@
  * (the transaction was aborted, failed or cut by a crash) are orphans:
  * never acknowledged, skipped by readers. A clean stop (spool_close) moves
  * the active segment into ready/; after a crash the next spool_open does.
+ * A move into ready/ links the file there, fsyncs ready/, then unlinks it
+ * from active/ and fsyncs active/, so it has a durable name at every
+ * moment; a segment found under both names is one file, read once (as
+ * ready/'s).
  *
  * MAILDIR. <spool_dir>/maildir/{tmp,new,cur}. Part 0 creates
  * tmp/QID.wNN (writer NN) and later parts append to it; the FINAL is
@@ -123,6 +127,14 @@
 #define SPOOL_BATCH_MAX	   (1u << 16) /* bound on spool_open's batch_max */
 
 struct spool;
+
+/*
+ * Creates dir and its parents (0750); an existing directory is fine. Each
+ * directory it creates is fsynced into its parent: without that a power
+ * cut may take a new spool directory away, and every message stored in it.
+ * 0 or -errno.
+ */
+int spool_mkdir(const char *dir) __attribute__((warn_unused_result));
 
 /*
  * Opens writer `writer`'s spool under cfg->spool_dir in cfg->spool_format,

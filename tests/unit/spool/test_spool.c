@@ -3,7 +3,8 @@
  * both formats (multi-part messages, more slices than IOV_MAX), the trace
  * header, aborts and orphans, protocol errors, recovery of a torn or
  * corrupt tail at every offset, rotation with a message spanning segments,
- * a batch that fills the iovec array many times over, and a write failure
+ * a batch that fills the iovec array many times over, a segment with a
+ * name in active/ and in ready/ (read once, recovered), and a write failure
  * (EFBIG from RLIMIT_FSIZE) after which the spool goes on.
  */
 #include <errno.h>
@@ -799,6 +800,63 @@ static void test_iov_full_batch(void **state)
 	}
 }
 
+/* Reads dir: one message, qid, from one segment file, no error. */
+static void read_one(const char *dir, const char *qid)
+{
+	static struct t_read rd;
+	assert_int_equal(t_read_all(dir, &rd), 0);
+	assert_int_equal(rd.n, 1);
+	assert_int_equal(rd.errors, 0);
+	assert_int_equal(rd.counts.files, 1);
+	assert_string_equal(rd.msg[0].env.qid, qid);
+	t_read_free(&rd);
+}
+
+/*
+ * A segment moving into ready/ is linked there, ready/ synced, then its
+ * name in active/ goes: for a moment, and after a power cut in between
+ * until recovery, the one file has both names. Readers read it once; the
+ * move and recovery finish it.
+ */
+static void test_both_names(void **state)
+{
+	(void)state;
+	char dir[256], act[512], rdy[1024], name[256];
+	t_mkdtemp(dir, sizeof(dir));
+	struct config cfg;
+	t_config(&cfg, dir, SPOOL_SEGMENT, 1);
+	struct spool *sp;
+	assert_int_equal(spool_open(&cfg, 0, 64, 16, &sp), 0);
+	struct t_txn a;
+	t_txn_init(&a, "AAAA", 100, 1, 1);
+	write_ok(sp, t_msg(&a, MSG_FINAL, 0, 0, 100, 100));
+	assert_int_equal(spool_sync(sp), 0);
+
+	/* Linked into ready/ while still active: read once, then closed whole. */
+	one_segment(dir, "active", act, sizeof(act));
+	snprintf(name, sizeof(name), "%s", strrchr(act, '/') + 1);
+	snprintf(rdy, sizeof(rdy), "%s/ready/%s", dir, name);
+	assert_int_equal(link(act, rdy), 0);
+	read_one(dir, "AAAA");
+	assert_int_equal(spool_close(sp), 0);
+	assert_int_equal(count_in(dir, "active"), 0);
+	assert_int_equal(count_in(dir, "ready"), 1);
+
+	/* Both names again, as a power cut after the link left them: recovery
+	 * keeps the file in ready/ and takes the name in active/ away. */
+	assert_int_equal(link(rdy, act), 0);
+	read_one(dir, "AAAA");
+	assert_int_equal(spool_open(&cfg, 0, 64, 16, &sp), 0);
+	struct stat st;
+	assert_int_equal(stat(act, &st), -1);
+	assert_int_equal(stat(rdy, &st), 0);
+	assert_int_equal(st.st_nlink, 1);
+	assert_int_equal(spool_close(sp), 0);
+	read_one(dir, "AAAA");
+	t_txn_free(&a);
+	t_rmdir(dir);
+}
+
 /* ---- write failure: EFBIG from RLIMIT_FSIZE stands in for ENOSPC ---- */
 
 static void set_fsize(rlim_t limit, struct rlimit *old)
@@ -951,6 +1009,7 @@ int main(void)
 	    cmocka_unit_test(test_planted_record),
 	    cmocka_unit_test(test_rotation),
 	    cmocka_unit_test(test_iov_full_batch),
+	    cmocka_unit_test(test_both_names),
 	    cmocka_unit_test(test_segment_write_error),
 	    cmocka_unit_test(test_maildir_write_error),
 	    cmocka_unit_test(test_reader_errors),
