@@ -93,7 +93,9 @@ VARIANTS = {
                  "body_flush_bytes": "16k", "shards": "2", "writers": "1"}, "strict"),
     "torn": ({"recv_buffer_size": "4k", "body_flush_bytes": "16k", "segment_size": "512k",
               "shards": "2", "writers": "1"}, "torn"),
-    "writers2": ({"recv_buffer_size": "8k", "body_flush_bytes": "32k", "segment_size": "1m",
+    # Two writers share active/ and ready/: one's rotation meets the other's
+    # directory syncs, so segments rotate often here.
+    "writers2": ({"recv_buffer_size": "8k", "body_flush_bytes": "32k", "segment_size": "128k",
                   "shards": "2", "writers": "2"}, "strict"),
 }
 
