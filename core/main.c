@@ -75,7 +75,8 @@ static void counters_text(char *buf, size_t cap, const struct totals *t)
 		 "msgs_queued=%llu "
 		 "msgs_failed=%llu body_bytes=%llu body_copied=%llu parts=%llu enobufs=%llu "
 		 "recv_paused=%llu ring_full=%llu tls_handshakes=%llu tls_resumed=%llu "
-		 "tls_failed=%llu tls_plain_bytes=%llu tls_cache_hits=%llu tls_cache_misses=%llu "
+		 "tls_failed=%llu tls_plain_bytes=%llu tls_in_place=%llu tls_held_bytes=%llu "
+		 "tls_cache_hits=%llu tls_cache_misses=%llu "
 		 "tls_cache_stores=%llu tls_cache_evictions=%llu tls_cache_entries=%llu "
 		 "writer_batches=%llu writer_finals=%llu writer_errors=%llu proxy_errors=%llu",
 		 (unsigned long long)s->conns_accepted, (unsigned long long)s->conns_refused,
@@ -86,6 +87,7 @@ static void counters_text(char *buf, size_t cap, const struct totals *t)
 		 (unsigned long long)s->recv_paused, (unsigned long long)s->ring_full,
 		 (unsigned long long)s->tls_handshakes, (unsigned long long)s->tls_resumed,
 		 (unsigned long long)s->tls_failed, (unsigned long long)s->tls_plain_bytes,
+		 (unsigned long long)s->tls_in_place, (unsigned long long)s->tls_held_bytes,
 		 (unsigned long long)t->cs.hits, (unsigned long long)t->cs.misses,
 		 (unsigned long long)t->cs.stores, (unsigned long long)t->cs.evictions,
 		 (unsigned long long)t->cs.entries, (unsigned long long)t->w.batches,

@@ -68,10 +68,10 @@ enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_TICK, OP_WAKE, OP_CANCEL };
 #define REAP_MAX	256u
 #define EXPIRE_MAX	256u
 #define NONE32		UINT32_MAX
-#define PART_SLICES_MAX 64u	    /* slices (about buffers) a message gathers before a part */
-#define PLAIN_SIZE	16384u	    /* a TLS record's plaintext (RFC 8446 5.1) */
-#define LINGER_S	2u	    /* a closed session's input is read this long at most */
-#define LINGER_BYTES	(64u << 10) /* and this much */
+#define PART_SLICES_MAX 64u	      /* slices (about buffers) a message gathers before a part */
+#define PLAIN_SIZE	TLS_PLAIN_BUF /* one TLS record's inner plaintext, whole */
+#define LINGER_S	2u	      /* a closed session's input is read this long at most */
+#define LINGER_BYTES	(64u << 10)   /* and this much */
 
 static_assert(OUT_CAP >= 2 * SMTP_OUT_RESERVE, "reply buffer holds a reserve and a reply");
 
@@ -998,6 +998,8 @@ static void tls_up(struct shard *sh, struct conn *c)
 	stat_add(&sh->stats.tls_handshakes, 1);
 	if (resumed)
 		stat_add(&sh->stats.tls_resumed, 1);
+	if (tls_in_place(c->tls))
+		stat_add(&sh->stats.tls_in_place, 1);
 	smtp_tls_started(&c->smtp);
 	if (c->implicit_tls && ensure_out(c) == 0) {
 		struct smtp_out out = {.buf = c->out, .len = c->out_len, .cap = OUT_CAP};
@@ -1006,21 +1008,69 @@ static void tls_up(struct shard *sh, struct conn *c)
 	}
 }
 
+/* The first TLS_SEGS_MAX buffers of the ciphertext queue, as segments. */
+static unsigned ct_segs(struct shard *sh, const struct conn *c, struct tls_seg *seg)
+{
+	unsigned k = 0;
+	uint32_t off = c->ct.off;
+	for (uint16_t b = c->ct.head; b != BUF_NONE && k < TLS_SEGS_MAX; b = sh->next[b]) {
+		seg[k++] = (struct tls_seg){buf_addr(sh, b) + off, sh->len[b] - off};
+		off = 0;
+	}
+	return k;
+}
+
+/* Drops used bytes from the front of the ciphertext queue. */
+static void ct_consume(struct shard *sh, struct conn *c, size_t used)
+{
+	for (uint32_t n = 0; used > 0 && c->ct.head != BUF_NONE && n <= TLS_SEGS_MAX; n++) {
+		size_t left = sh->len[c->ct.head] - c->ct.off;
+		if (used < left) {
+			c->ct.off += (uint32_t)used;
+			return;
+		}
+		used -= left;
+		bufq_pop(sh, &c->ct);
+	}
+	ASSERT(used == 0);
+}
+
+static bool ring_low(const struct shard *sh)
+{
+	return sh->held + sh->nbufs / 8 >= sh->nbufs;
+}
+
 /*
- * Runs wolfSSL over the ciphertext queue: the handshake, then decryption
- * into plaintext buffers queued for the engine. Receive buffers go back as
- * soon as wolfSSL has taken their bytes. false = the connection was closed.
+ * A TLS 1.3 record not yet whole waits in its receive buffers, to be opened
+ * in place when the rest comes. It may pin two buffers; past that, or when
+ * the ring runs low, or once some of it is already kept, its bytes move
+ * into the session and the buffers go back.
+ */
+static void tls_hold(struct shard *sh, struct conn *c, bool force)
+{
+	if (c->ct.head == BUF_NONE || !(force || c->ct.n >= 2 || tls_holding(c->tls)))
+		return;
+	struct tls_seg seg[TLS_SEGS_MAX];
+	tls_input(c->tls, seg, ct_segs(sh, c, seg));
+	if (tls_keep_input(c->tls) == 0) {
+		size_t moved = tls_input_used(c->tls);
+		stat_add(&sh->stats.tls_held_bytes, moved);
+		ct_consume(sh, c, moved);
+	}
+}
+
+/*
+ * Runs TLS over the ciphertext queue: the handshake, then decryption into
+ * plaintext buffers queued for the engine. Receive buffers go back as soon
+ * as their bytes are used. false = the connection was closed.
  */
 static bool tls_pump(struct shard *sh, struct conn *c)
 {
+	bool starved = false; /* the last step wanted more ciphertext */
 	for (uint32_t guard = 0; guard < 4u * (sh->nbufs + sh->nplain) + 8; guard++) {
-		const uint8_t *p = NULL;
-		size_t len = 0;
-		if (c->ct.head != BUF_NONE) {
-			p = buf_addr(sh, c->ct.head) + c->ct.off;
-			len = sh->len[c->ct.head] - c->ct.off;
-		}
-		tls_input(c->tls, p, len);
+		struct tls_seg seg[TLS_SEGS_MAX];
+		tls_input(c->tls, seg, ct_segs(sh, c, seg));
+		starved = false;
 		enum tls_status st;
 		bool hs = c->tls_state == TLS_HANDSHAKE;
 		if (hs) {
@@ -1042,15 +1092,14 @@ static bool tls_pump(struct shard *sh, struct conn *c)
 				buf_put(sh, pb);
 		}
 		size_t used = tls_input_used(c->tls);
-		c->ct.off += (uint32_t)used;
-		if (c->ct.head != BUF_NONE && c->ct.off == sh->len[c->ct.head])
-			bufq_pop(sh, &c->ct);
+		ct_consume(sh, c, used);
 		if (st == TLS_OK) {
 			if (hs)
 				tls_up(sh, c);
 			continue;
 		}
 		if (st == TLS_AGAIN) {
+			starved = true;
 			if (used > 0 && c->ct.head != BUF_NONE)
 				continue;
 			break;
@@ -1065,6 +1114,8 @@ static bool tls_pump(struct shard *sh, struct conn *c)
 		conn_close(sh, c, hs ? "tls-handshake-failed" : "tls-error");
 		return false;
 	}
+	if (starved)
+		tls_hold(sh, c, ring_low(sh));
 	return true;
 }
 
@@ -1883,6 +1934,9 @@ static void relieve_pressure(struct shard *sh)
 {
 	for (uint32_t i = 0; i < sh->cap; i++) {
 		struct conn *c = &sh->conns[i];
+		/* A TLS record waiting in place gives its buffers back too. */
+		if (c->open && !(c->flags & C_SHUT) && c->tls_state == TLS_UP)
+			tls_hold(sh, c, true);
 		if (c->open && !(c->flags & C_SHUT) && c->msg && c->msg->nslices > 0 &&
 		    smtp_in_content(&c->smtp) && flush_part(sh, c) == -EAGAIN)
 			break; /* that writer's ring is full: try on a later pass */
@@ -1912,7 +1966,7 @@ static void gauges_publish(struct shard *sh)
 static void pass_end(struct shard *sh)
 {
 	bufs_publish(sh);
-	if (sh->held + sh->nbufs / 8 >= sh->nbufs)
+	if (ring_low(sh))
 		relieve_pressure(sh);
 	/* Re-arm starved receivers once a useful share of buffers is back. */
 	uint32_t i = sh->starved_head;

@@ -56,8 +56,18 @@
 #include <wolfssl/wolfcrypt/rsa.h>
 
 #include "hello.h"
+#include "record.h"
 #include "sesscache.h"
 #include "tls.h"
+
+/* The fast receive path (record.h) needs the client's traffic secret and
+ * AES-GCM over pieces; a wolfSSL without them reads through wolfSSL_read. */
+#if defined(HAVE_SECRET_CALLBACK) && defined(WOLFSSL_AESGCM_STREAM) && defined(HAVE_HKDF) &&       \
+    defined(WOLFSSL_TLS13)
+#define TLS_RX_FAST 1
+#else
+#define TLS_RX_FAST 0
+#endif
 
 #define TICKET_KEYS_MAX 8
 #define TLS_OUT_MAX	(256u * 1024)
@@ -98,16 +108,27 @@ struct tls_ctx {
 };
 
 struct tls_conn {
-	WOLFSSL *ssl;	     /* owned; NULL until the ClientHello picked a certificate */
-	struct tls_ctx *ctx; /* a reference */
-	const uint8_t *in;   /* borrowed: the shard's receive buffer */
-	size_t in_len, in_used;
+	WOLFSSL *ssl;		   /* owned; NULL until the ClientHello picked a certificate */
+	struct tls_ctx *ctx;	   /* a reference */
+	const struct tls_seg *seg; /* borrowed: the shard's receive buffers */
+	unsigned nseg;
+	size_t in_len, in_used; /* over all of seg */
+	/* Where wolfSSL is in the record stream: it is never handed a byte past
+	 * the record it is reading, so when the handshake ends nothing after the
+	 * client's Finished is inside wolfSSL and record.c takes over there. */
+	uint8_t rhdr[RX_HEADER], rhdr_got;
+	uint32_t rec_left;
+	uint8_t secret_len;  /* the client traffic secret, kept in rx.secret */
+	enum tls_status end; /* TLS_OK, or how the session ended after data returned */
+	struct rx rx;	     /* TLS 1.3 after the handshake: records opened by record.c */
+	uint8_t *held;	     /* owned: input moved out of receive buffers (tls_keep_input) */
+	uint32_t held_len, held_cap;
 	uint8_t *hello; /* owned, lazily: a ClientHello split over inputs, replayed to wolfSSL */
 	uint32_t hello_len, hello_cap, hello_used;
 	int cert;     /* index in ctx->certs, -1 before the choice */
 	uint8_t *out; /* owned */
 	size_t out_len, out_cap;
-	int err;
+	int err; /* wolfSSL's error code; 0 when errbuf already says why */
 	char errbuf[96];
 };
 
@@ -146,16 +167,60 @@ static int random_bytes(uint8_t *p, size_t n)
 
 /* ---- I/O callbacks ------------------------------------------------------ */
 
+/* Of the next n bytes of the stream, how many belong to the current record. */
+static size_t record_room(const struct tls_conn *t, size_t n)
+{
+	size_t room = t->rec_left ? t->rec_left : RX_HEADER - t->rhdr_got;
+	return n < room ? n : room;
+}
+
+/* Follows the record stream over p[0..n) (n from record_room). */
+static void record_track(struct tls_conn *t, const uint8_t *p, size_t n)
+{
+	if (t->rec_left) {
+		t->rec_left -= (uint32_t)n;
+		return;
+	}
+	memcpy(t->rhdr + t->rhdr_got, p, n);
+	t->rhdr_got = (uint8_t)(t->rhdr_got + n);
+	if (t->rhdr_got == RX_HEADER) {
+		t->rec_left = (uint32_t)t->rhdr[3] << 8 | t->rhdr[4];
+		t->rhdr_got = 0;
+	}
+}
+
+/* Copies up to n input bytes from in_used on into dst (across segments). */
+static size_t input_copy(struct tls_conn *t, uint8_t *dst, size_t n)
+{
+	size_t skip = t->in_used, done = 0;
+	for (unsigned i = 0; i < t->nseg && done < n; i++) {
+		const struct tls_seg *g = &t->seg[i];
+		if (skip >= g->len) {
+			skip -= g->len;
+			continue;
+		}
+		size_t k = g->len - skip;
+		if (k > n - done)
+			k = n - done;
+		memcpy(dst + done, g->p + skip, k);
+		done += k;
+		skip = 0;
+	}
+	t->in_used += done;
+	return done;
+}
+
 static int io_recv(WOLFSSL *ssl, char *buf, int sz, void *vctx)
 {
 	struct tls_conn *t = vctx;
 	(void)ssl;
 	if (t->hello) {
 		/* The ClientHello bytes kept while choosing the certificate come first. */
-		size_t n = t->hello_len - t->hello_used;
+		size_t n = record_room(t, t->hello_len - t->hello_used);
 		if ((size_t)sz < n)
 			n = (size_t)sz;
 		memcpy(buf, t->hello + t->hello_used, n);
+		record_track(t, (uint8_t *)buf, n);
 		t->hello_used += (uint32_t)n;
 		if (t->hello_used == t->hello_len) {
 			free(t->hello);
@@ -164,14 +229,29 @@ static int io_recv(WOLFSSL *ssl, char *buf, int sz, void *vctx)
 		}
 		return (int)n;
 	}
-	size_t avail = t->in_len - t->in_used;
-	if (avail == 0)
+	size_t n = record_room(t, t->in_len - t->in_used);
+	if (n == 0)
 		return WOLFSSL_CBIO_ERR_WANT_READ;
-	size_t n = (size_t)sz < avail ? (size_t)sz : avail;
-	memcpy(buf, t->in + t->in_used, n);
-	t->in_used += n;
+	if ((size_t)sz < n)
+		n = (size_t)sz;
+	n = input_copy(t, (uint8_t *)buf, n);
+	record_track(t, (uint8_t *)buf, n);
 	return (int)n;
 }
+
+#if TLS_RX_FAST
+/* wolfSSL derived a TLS 1.3 secret: the client's application one is kept. */
+static int secret_cb(WOLFSSL *ssl, int id, const unsigned char *secret, int len, void *vctx)
+{
+	struct tls_conn *t = vctx;
+	(void)ssl;
+	if (id == CLIENT_TRAFFIC_SECRET && len > 0 && (size_t)len <= RX_SECRET_MAX) {
+		memcpy(t->rx.secret, secret, (size_t)len);
+		t->secret_len = (uint8_t)len;
+	}
+	return 0;
+}
+#endif
 
 static int io_send(WOLFSSL *ssl, char *buf, int sz, void *vctx)
 {
@@ -726,6 +806,13 @@ static int conn_open(struct tls_conn *t, int i)
 	t->cert = i;
 	wolfSSL_SetIOReadCtx(t->ssl, t);
 	wolfSSL_SetIOWriteCtx(t->ssl, t);
+#if TLS_RX_FAST
+	if (wolfSSL_set_tls13_secret_cb(t->ssl, secret_cb, t) != WOLFSSL_SUCCESS) {
+		wolfSSL_free(t->ssl);
+		t->ssl = NULL;
+		return -ENOMEM;
+	}
+#endif
 	return 0;
 }
 
@@ -762,6 +849,10 @@ void tls_conn_free(struct tls_conn *t)
 	if (t->ssl)
 		wolfSSL_free(t->ssl);
 	tls_ctx_unref(t->ctx);
+	rx_wipe(&t->rx);
+	if (t->held)
+		explicit_bzero(t->held, t->held_len);
+	free(t->held);
 	free(t->hello);
 	free(t->out);
 	free(t);
@@ -787,9 +878,7 @@ static int hello_keep(struct tls_conn *t)
 		t->hello = p;
 		t->hello_cap = (uint32_t)cap;
 	}
-	memcpy(t->hello + t->hello_len, t->in + t->in_used, n);
-	t->hello_len += (uint32_t)n;
-	t->in_used += n;
+	t->hello_len += (uint32_t)input_copy(t, t->hello + t->hello_len, n);
 	return 0;
 }
 
@@ -801,16 +890,12 @@ static int hello_keep(struct tls_conn *t)
 static int conn_start(struct tls_conn *t)
 {
 	size_t avail = t->in_len - t->in_used;
-	int i;
+	int i = -EAGAIN;
 	if (avail == 0 && t->hello_len == 0)
 		return -EAGAIN;
-	if (t->hello_len == 0) {
-		i = choose_cert(t->ctx, t->in + t->in_used, avail);
-		if (i == -EAGAIN) {
-			int rc = hello_keep(t);
-			return rc ? rc : -EAGAIN;
-		}
-	} else {
+	if (t->hello_len == 0 && t->in_used == 0 && t->nseg > 0)
+		i = choose_cert(t->ctx, t->seg[0].p, t->seg[0].len); /* the usual case: one piece */
+	if (i == -EAGAIN) {
 		int rc = hello_keep(t);
 		if (rc)
 			return rc;
@@ -821,10 +906,13 @@ static int conn_start(struct tls_conn *t)
 	return conn_open(t, i);
 }
 
-void tls_input(struct tls_conn *t, const uint8_t *in, size_t len)
+void tls_input(struct tls_conn *t, const struct tls_seg *seg, unsigned nseg)
 {
-	t->in = in;
-	t->in_len = len;
+	t->seg = seg;
+	t->nseg = nseg;
+	t->in_len = 0;
+	for (unsigned i = 0; i < nseg; i++)
+		t->in_len += seg[i].len;
 	t->in_used = 0;
 }
 
@@ -865,6 +953,158 @@ static enum tls_status status(struct tls_conn *t, int ret)
 	return TLS_ERROR;
 }
 
+#if TLS_RX_FAST
+/*
+ * The handshake is done: from here a TLS 1.3 session's records are opened
+ * by record.c, starting at the record after the client's Finished (the
+ * record tracker kept wolfSSL from reading further). Otherwise (TLS 1.2,
+ * a suite record.c lacks) wolfSSL_read goes on.
+ */
+static void rx_start(struct tls_conn *t)
+{
+	uint8_t secret[RX_SECRET_MAX];
+	size_t len = t->secret_len;
+	enum rx_suite suite = rx_suite_by_name(wolfSSL_get_cipher_name(t->ssl));
+	memcpy(secret, t->rx.secret, sizeof(secret));
+	rx_wipe(&t->rx);
+	t->secret_len = 0;
+	if (wolfSSL_GetVersion(t->ssl) == WOLFSSL_TLSV1_3 && len > 0 && suite && t->rec_left == 0 &&
+	    t->rhdr_got == 0 && rx_init(&t->rx, suite, secret, len) != 0)
+		rx_wipe(&t->rx);
+	explicit_bzero(secret, sizeof(secret));
+}
+
+static void rx_consume(struct tls_conn *t, size_t pos)
+{
+	if (t->held_len) {
+		size_t k = pos < t->held_len ? pos : t->held_len;
+		memmove(t->held, t->held + k, t->held_len - k);
+		t->held_len -= (uint32_t)k;
+		pos -= k;
+		if (t->held_len == 0) {
+			free(t->held); /* an idle session keeps none */
+			t->held = NULL;
+			t->held_cap = 0;
+		}
+	}
+	t->in_used += pos;
+}
+
+static const char *alert_name(uint8_t a)
+{
+	switch (a) {
+	case RX_ALERT_UNEXPECTED_MESSAGE:
+		return "unexpected_message";
+	case RX_ALERT_BAD_RECORD_MAC:
+		return "bad_record_mac";
+	case RX_ALERT_RECORD_OVERFLOW:
+		return "record_overflow";
+	case RX_ALERT_DECODE_ERROR:
+		return "decode_error";
+	default:
+		return "internal_error";
+	}
+}
+
+/* tls_read for a session whose records record.c opens. */
+static enum tls_status rx_read(struct tls_conn *t, uint8_t *buf, size_t cap, size_t *n)
+{
+	struct tls_seg seg[1 + TLS_SEGS_MAX];
+	unsigned k = 0;
+	if (t->held_len)
+		seg[k++] = (struct tls_seg){t->held, t->held_len};
+	size_t skip = t->in_used;
+	for (unsigned i = 0; i < t->nseg && k < 1 + TLS_SEGS_MAX; i++) {
+		if (skip >= t->seg[i].len) {
+			skip -= t->seg[i].len;
+			continue;
+		}
+		seg[k++] = (struct tls_seg){t->seg[i].p + skip, t->seg[i].len - skip};
+		skip = 0;
+	}
+	size_t pos = 0;
+	uint8_t alert = 0;
+	enum rx_result r = RX_BAD;
+	/* Bounded by record.c's cap on key updates. */
+	for (unsigned guard = 0; guard <= RX_KEY_UPDATES_MAX; guard++) {
+		r = rx_open(&t->rx, seg, k, &pos, buf, cap, n, &alert);
+		if (r != RX_KEY_UPDATE_ASKED)
+			break;
+		/* Ours goes out before any more data (RFC 8446 4.6.3). */
+		if (wolfSSL_update_keys(t->ssl) != WOLFSSL_SUCCESS) {
+			r = RX_BAD;
+			alert = RX_ALERT_INTERNAL_ERROR;
+			break;
+		}
+	}
+	rx_consume(t, pos);
+	enum tls_status st;
+	switch (r) {
+	case RX_MORE:
+	case RX_FULL:
+		if (*n > 0)
+			return TLS_OK;
+		if (r == RX_MORE)
+			return TLS_AGAIN;
+		snprintf(t->errbuf, sizeof(t->errbuf), "plaintext buffer of %zu bytes too small",
+			 cap);
+		st = TLS_ERROR;
+		break;
+	case RX_CLOSE_NOTIFY:
+		st = TLS_CLOSED;
+		break;
+	case RX_PEER_ALERT:
+		snprintf(t->errbuf, sizeof(t->errbuf), "the client sent alert %u", alert);
+		st = TLS_ERROR;
+		break;
+	default:
+		snprintf(t->errbuf, sizeof(t->errbuf), "a record refused: %s", alert_name(alert));
+		st = TLS_ERROR;
+		break;
+	}
+	t->err = 0;
+	if (*n > 0) {
+		t->end = st; /* the data first, then the end */
+		return TLS_OK;
+	}
+	return st;
+}
+#endif
+
+int tls_keep_input(struct tls_conn *t)
+{
+	size_t left = t->in_len - t->in_used;
+	if (left == 0)
+		return 0;
+	if (!t->rx.suite || t->held_len + left > RX_RECORD_MAX)
+		return -E2BIG;
+	size_t need = t->held_len + left;
+	if (need > t->held_cap) {
+		size_t cap = t->held_cap ? t->held_cap : 1024;
+		while (cap < need)
+			cap *= 2;
+		if (cap > RX_RECORD_MAX)
+			cap = RX_RECORD_MAX;
+		uint8_t *p = realloc(t->held, cap);
+		if (!p)
+			return -ENOMEM;
+		t->held = p;
+		t->held_cap = (uint32_t)cap;
+	}
+	t->held_len += (uint32_t)input_copy(t, t->held + t->held_len, left);
+	return 0;
+}
+
+bool tls_holding(const struct tls_conn *t)
+{
+	return t->held_len > 0;
+}
+
+bool tls_in_place(const struct tls_conn *t)
+{
+	return t->rx.suite != 0;
+}
+
 enum tls_status tls_handshake(struct tls_conn *t)
 {
 	if (!t->ssl) {
@@ -877,7 +1117,12 @@ enum tls_status tls_handshake(struct tls_conn *t)
 		}
 	}
 	int ret = wolfSSL_accept(t->ssl);
-	return ret == WOLFSSL_SUCCESS ? TLS_OK : status(t, ret);
+	if (ret != WOLFSSL_SUCCESS)
+		return status(t, ret);
+#if TLS_RX_FAST
+	rx_start(t);
+#endif
+	return TLS_OK;
 }
 
 enum tls_status tls_read(struct tls_conn *t, uint8_t *buf, size_t cap, size_t *n)
@@ -885,6 +1130,12 @@ enum tls_status tls_read(struct tls_conn *t, uint8_t *buf, size_t cap, size_t *n
 	*n = 0;
 	if (!t->ssl)
 		return TLS_ERROR;
+	if (t->end != TLS_OK)
+		return t->end;
+#if TLS_RX_FAST
+	if (t->rx.suite)
+		return rx_read(t, buf, cap, n);
+#endif
 	int ret = wolfSSL_read(t->ssl, buf, (int)cap);
 	if (ret > 0) {
 		*n = (size_t)ret;
@@ -928,6 +1179,8 @@ const char *tls_cert_type(const struct tls_conn *t)
 
 const char *tls_error(struct tls_conn *t)
 {
+	if (t->err == 0)
+		return t->errbuf;
 	wolfSSL_ERR_error_string_n((unsigned long)t->err, t->errbuf, sizeof(t->errbuf));
 	return t->errbuf;
 }

@@ -20,12 +20,20 @@
 #ifndef MXRING_TLS_H
 #define MXRING_TLS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
 #include "config.h"
+#include "record.h"
 #include "sesscache.h"
+
+/* At most this many input segments (receive buffers) per tls_input. */
+#define TLS_SEGS_MAX 4
+/* A plaintext buffer for tls_read holds any one record's inner plaintext
+ * (RX_INNER_MAX), so a TLS 1.3 record is opened whole or not at all. */
+#define TLS_PLAIN_BUF (16384u + 256u)
 
 struct tls_ctx;
 struct tls_conn;
@@ -61,12 +69,32 @@ int tls_conn_new_from_hello(const uint8_t *p, size_t len, struct tls_conn **out)
 void tls_conn_free(struct tls_conn *t);
 
 /*
- * Ciphertext in: points the session at in[0..len). After tls_handshake or
- * tls_read, tls_input_used says how many of those bytes wolfSSL consumed
- * (the caller frees consumed receive buffers at once).
+ * Ciphertext in: points the session at the concatenation of seg[0..nseg)
+ * (at most TLS_SEGS_MAX; the array is borrowed until the next call). After
+ * tls_handshake or tls_read, tls_input_used says how many of those bytes
+ * were consumed (the caller frees consumed receive buffers at once).
+ * During the handshake, and on the wolfSSL_read path, all input is
+ * consumed before TLS_AGAIN. A TLS 1.3 session opens records in place
+ * (record.h): a record not yet whole stays unconsumed, in the caller's
+ * buffers, until tls_keep_input moves it into the session.
  */
-void tls_input(struct tls_conn *t, const uint8_t *in, size_t len);
+void tls_input(struct tls_conn *t, const struct tls_seg *seg, unsigned nseg);
 size_t tls_input_used(const struct tls_conn *t);
+
+/*
+ * Moves the unconsumed input (a record not yet whole, at most
+ * RX_RECORD_MAX bytes with what is already kept) into the session's own
+ * memory; it then counts as used, and tls_read reads it first. For a
+ * caller that must not keep receive buffers pinned. 0, -E2BIG (more than
+ * one record, or not a session that opens records in place: keep the
+ * buffers) or -ENOMEM.
+ */
+int tls_keep_input(struct tls_conn *t) __attribute__((warn_unused_result));
+/* Whether tls_keep_input holds bytes (later input should join them). */
+bool tls_holding(const struct tls_conn *t);
+/* Whether the session's records are opened in place by record.c (TLS 1.3
+ * once the handshake is done), not read through wolfSSL_read. */
+bool tls_in_place(const struct tls_conn *t);
 
 /* Ciphertext out: appended here by wolfSSL (owned by the session). */
 const uint8_t *tls_output(const struct tls_conn *t, size_t *len);
@@ -77,7 +105,9 @@ enum tls_status { TLS_OK = 0, TLS_AGAIN = 1, TLS_CLOSED = 2, TLS_ERROR = 3 };
 /* Runs the server handshake as far as the input allows. */
 enum tls_status tls_handshake(struct tls_conn *t);
 
-/* Decrypts into buf (at most cap); *n bytes. TLS_AGAIN when it needs input. */
+/* Decrypts into buf (at most cap, at least TLS_PLAIN_BUF); *n bytes.
+ * TLS_AGAIN when it needs input. Data that came before the end of the
+ * session (close_notify, an error) is returned first, with TLS_OK. */
 enum tls_status tls_read(struct tls_conn *t, uint8_t *buf, size_t cap, size_t *n);
 
 /* Encrypts p[0..len) into the output. */

@@ -55,15 +55,33 @@ void tls_conn_free(struct tls_conn *t)
 	(void)t;
 }
 
-void tls_input(struct tls_conn *t, const uint8_t *in, size_t len)
+void tls_input(struct tls_conn *t, const struct tls_seg *seg, unsigned nseg)
 {
-	(void)t, (void)in, (void)len;
+	(void)t, (void)seg, (void)nseg;
 }
 
 size_t tls_input_used(const struct tls_conn *t)
 {
 	(void)t;
 	return 0;
+}
+
+int tls_keep_input(struct tls_conn *t)
+{
+	(void)t;
+	return -E2BIG;
+}
+
+bool tls_holding(const struct tls_conn *t)
+{
+	(void)t;
+	return false;
+}
+
+bool tls_in_place(const struct tls_conn *t)
+{
+	(void)t;
+	return false;
 }
 
 const uint8_t *tls_output(const struct tls_conn *t, size_t *len)

@@ -62,6 +62,8 @@ mx_flags=(
 	#   thread-local memory in every thread
 	--enable-curve25519         # X25519, the first group we offer
 	--enable-aesgcm --enable-chacha --enable-poly1305 # the AEADs of our suites
+	--enable-aesgcm-stream      # AES-GCM over pieces: tls/record.c opens TLS 1.3
+	                            # records straight from the receive buffers
 	--enable-session-ticket     # stateless resumption across shards and nodes;
 	#   wolfSSL_CTX_set_TicketEncCb for our own key rotation
 	--enable-sni                # accept SNI; wolfSSL_CTX_UseSNI/SNI_GetRequest
@@ -86,7 +88,13 @@ mx_flags=(
 # HAVE_EXT_CACHE: wolfSSL_CTX_sess_set_new_cb/get_cb/remove_cb, the session-ID
 # cache the shards share (the built-in one is 33 entries behind one mutex).
 # Without --enable-opensslextra only this define gives it.
-mx_cflags="-O2 -DHAVE_EXT_CACHE"
+# HAVE_SECRET_CALLBACK: wolfSSL_set_tls13_secret_cb hands tls.c the client's
+# TLS 1.3 traffic secret, so that tls/record.c decrypts application data
+# itself (from the receive buffers into the plaintext buffers, no copy).
+# WOLFSSL_TLS13_TICKET_BEFORE_FINISHED: the TLS 1.3 ticket goes out with the
+# server's first flight (RFC 8446 4.6.1, allowed when the server asks no
+# client certificate), saving the server one send per full handshake.
+mx_cflags="-O2 -DHAVE_EXT_CACHE -DHAVE_SECRET_CALLBACK -DWOLFSSL_TLS13_TICKET_BEFORE_FINISHED"
 
 # debian: Debian's own flags (debian/rules) plus the acceleration, as measured
 # in FACTS.md. For comparison only: --enable-distro turns on almost everything
@@ -317,11 +325,15 @@ check_api() {
 	cat >"$tmp/api.c" <<'EOF'
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
+#include <wolfssl/wolfcrypt/aes.h>
+#include <wolfssl/wolfcrypt/chacha20_poly1305.h>
+#include <wolfssl/wolfcrypt/hmac.h>
 #include <stdio.h>
 #if defined(SESSION_CERTS) || !defined(NO_OLD_TLS) || !defined(HAVE_EXT_CACHE) || \
 	!defined(HAVE_SESSION_TICKET) || !defined(WOLFSSL_TLS13) || !defined(WOLFSSL_AESNI) || \
 	!defined(WOLFSSL_SP_X86_64_ASM) || !defined(HAVE_CURVE25519) || !defined(HAVE_SNI) || \
-	defined(FP_ECC) || !defined(HAVE_SERVER_RENEGOTIATION_INFO) || defined(HAVE_SECURE_RENEGOTIATION)
+	defined(FP_ECC) || !defined(HAVE_SERVER_RENEGOTIATION_INFO) || defined(HAVE_SECURE_RENEGOTIATION) || \
+	!defined(WOLFSSL_AESGCM_STREAM) || !defined(HAVE_SECRET_CALLBACK) || !defined(HAVE_HKDF)
 #error "options.h does not match the mx profile"
 #endif
 int main(void)
@@ -341,7 +353,11 @@ int main(void)
 		(void *)wolfSSL_CTX_set_groups, (void *)wolfSSL_CTX_UseSupportedCurve,
 		(void *)wolfSSL_CTX_set_options, (void *)wolfSSL_CTX_UseClientSuites,
 		(void *)wolfSSL_CTX_SetMinVersion, (void *)wolfSSL_CTX_NoTicketTLSv12,
-		(void *)wolfTLS_server_method,
+		(void *)wolfTLS_server_method, (void *)wolfSSL_set_tls13_secret_cb,
+		(void *)wolfSSL_update_keys, (void *)wc_AesGcmInit,
+		(void *)wc_AesGcmDecryptUpdate, (void *)wc_AesGcmDecryptFinal,
+		(void *)wc_ChaCha20Poly1305_Init, (void *)wc_ChaCha20Poly1305_UpdateData,
+		(void *)wc_HKDF_Expand,
 	};
 	/* Server order is wolfSSL's default; the option is accepted too. */
 	long opt = WOLFSSL_OP_CIPHER_SERVER_PREFERENCE;
