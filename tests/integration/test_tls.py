@@ -1136,6 +1136,188 @@ def bad_tls_configuration():
 # ---------------------------------------------------------------- testssl.sh
 
 
+# ---------------------------------------------------------------- cases: records opened in place
+
+
+class BioClient:
+    """A TLS client over ssl.MemoryBIO after STARTTLS: the test sees every
+    ciphertext byte and chooses how (and whether intact) it is sent."""
+
+    def __init__(self, srv, version="1.3"):
+        self.c = srv.client()
+        self.c.ehlo()
+        self.c.cmd("STARTTLS", R_STARTTLS)
+        self.sock = self.c.sock
+        self.sock.settimeout(self.c.timeout)
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = client_ctx(version).wrap_bio(self.inc, self.out,
+                                                server_hostname=h.HOSTNAME)
+        self.plain = b""
+        for _ in range(50):
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.flush()
+                self._recv()
+        self.flush()
+
+    def _recv(self):
+        data = self.sock.recv(65536)
+        if not data:
+            raise h.Fail("the server closed the connection")
+        self.inc.write(data)
+
+    def flush(self):
+        data = self.out.read()
+        if data:
+            self.sock.sendall(data)
+
+    def seal(self, data):
+        """The ciphertext of data (not sent)."""
+        self.tls.write(data)
+        return self.out.read()
+
+    def reply(self, final_re=r"^\d{3} "):
+        """Reads decrypted lines up to one matching final_re; returns them."""
+        lines = []
+        for _ in range(1000):
+            while b"\r\n" in self.plain:
+                line, self.plain = self.plain.split(b"\r\n", 1)
+                lines.append(line.decode())
+                if re.match(final_re, lines[-1]):
+                    return lines
+            try:
+                self.plain += self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                self._recv()
+        raise h.Fail("no reply: %r" % lines)
+
+    def cmd(self, line, want=None):
+        """Sends one command; checks the last line of its reply (any 250 when want is None)."""
+        self.sock.sendall(self.seal(line.encode() + b"\r\n"))
+        r = self.reply()
+        if want is None:
+            check(r[-1].startswith("250 "), "reply to %s: %r" % (line, r))
+        else:
+            check_eq(r[-1], want, "reply to %s" % line)
+        return r
+
+    def closed(self, timeout=5.0):
+        """Whether the server closes the connection within timeout."""
+        self.sock.settimeout(timeout)
+        try:
+            for _ in range(100):
+                if not self.sock.recv(65536):
+                    return True
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+        return False
+
+
+@suite.case
+def tampered_record_ends_session():
+    # A record whose tag fails (one ciphertext bit flipped on the way) ends
+    # the session before any of it reaches the SMTP engine.
+    with start_tls_server() as srv:
+        b = BioClient(srv, "1.3")
+        b.cmd("EHLO client.example.org")
+        wire = bytearray(b.seal(b"NOOP\r\n"))
+        wire[8] ^= 0x01
+        b.sock.sendall(bytes(wire))
+        check(b.closed(), "the session went on after a forged record")
+        lines = wait_log(srv, r"\btls error .*stage=read")
+        check("bad_record_mac" in lines[0], "tls error line: %s" % lines[0])
+    st = srv.stats()
+    check_eq((st.get("tls_in_place"), st.get("tls_failed")), ("1", "1"),
+             "tls_in_place, tls_failed")
+
+
+@suite.case
+def record_dribbled_across_receive_buffers():
+    # One 15 KB record sent in 200-byte pieces: its bytes arrive in many
+    # receive buffers, more than a record may pin, so they move into the
+    # session (tls_held_bytes) and the record opens whole.
+    body = HDR + b"".join(b"line %05d of a record sent in pieces\r\n" % i for i in range(380))
+    with start_tls_server() as srv:
+        b = BioClient(srv, "1.3")
+        b.cmd("EHLO client.example.org")
+        b.sock.sendall(b.seal(b"MAIL FROM:<sender@example.com>\r\nRCPT TO:<rcpt@example.com>\r\n"
+                              b"DATA\r\n"))
+        check_eq(b.reply(r"^354 ")[-3:], [h.R_MAIL_OK, h.R_RCPT_OK, h.R_DATA], "replies")
+        wire = b.seal(body + b".\r\n")
+        check(14000 < len(wire) < 16384 + 256, "one record: %d bytes" % len(wire))
+        for i in range(0, len(wire), 200):
+            b.sock.sendall(wire[i:i + 200])
+            time.sleep(0.002)
+        m = h.QUEUED_RE.match(b.reply()[-1])
+        check(m, "no queued reply")
+        b.cmd("QUIT", h.R_QUIT)
+        h.check_body(srv.spool, m.group(1), body, "body of the dribbled record")
+    st = srv.stats()
+    check(int(st["tls_held_bytes"]) > 0, "tls_held_bytes %s" % st["tls_held_bytes"])
+    check_eq(st.get("tls_failed"), "0", "tls_failed")
+
+
+@suite.case
+def close_notify_from_client():
+    # The client ends TLS (close_notify) without QUIT: a clean end, no error.
+    with start_tls_server() as srv:
+        b = BioClient(srv, "1.3")
+        b.cmd("EHLO client.example.org")
+        try:
+            b.tls.unwrap()
+        except ssl.SSLWantReadError:
+            pass
+        b.flush()
+        check(b.closed(), "the server kept the connection after close_notify")
+        session_ends(srv, 1)
+    check_eq(srv.stats().get("tls_failed"), "0", "tls_failed")
+
+
+@suite.case
+def key_update_from_openssl_client():
+    # RFC 8446 4.6.3: s_client's "K" sends a KeyUpdate that asks for ours,
+    # "k" one that does not. The session goes on under the new keys both
+    # ways: a message sent after them is stored, and every reply decrypts.
+    exe = h.require_program("openssl")
+    with start_tls_server() as srv:
+        argv = [exe, "s_client", "-starttls", "smtp", "-connect", "127.0.0.1:%d" % srv.port,
+                "-servername", h.HOSTNAME, "-crlf", "-tls1_3"]
+        # Lower-case commands: s_client takes a line starting with K, k, Q or
+        # R as its own command.
+        lines = ["ehlo client.example.org", "K", "mail from:<sender@example.com>",
+                 "rcpt to:<rcpt@example.com>", "data", "Subject: key update", "",
+                 "sent after a key update", ".", "k", "noop", "quit"]
+        p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        try:
+            time.sleep(0.5)
+            for l in lines:
+                p.stdin.write(l.encode() + b"\n")
+                p.stdin.flush()
+                time.sleep(0.2)
+            out, err = p.communicate(timeout=30)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        out = out.decode("utf-8", "replace")
+        show = "--- stdout:\n%s\n--- stderr:\n%s" % (out, err.decode("utf-8", "replace"))
+        check_eq(show.count("KEYUPDATE"), 2, "KeyUpdates s_client sent\n" + show)
+        replies = [l for l in out.splitlines() if h.REPLY_LINE_RE.match(l)]
+        qid = [h.QUEUED_RE.match(r).group(1) for r in replies if h.QUEUED_RE.match(r)]
+        check_eq(len(qid), 1, "queued replies\n" + show)
+        check_eq(replies[-2:], [h.R_OK, h.R_QUIT], "the last replies\n" + show)
+        h.check_body(srv.spool, qid[0], b"Subject: key update\r\n\r\nsent after a key update\r\n",
+                     "message sent after the key update")
+    st = srv.stats()
+    check_eq((st.get("tls_in_place"), st.get("tls_failed")), ("1", "0"),
+             "tls_in_place, tls_failed")
+
+
 @suite.case
 def testssl():
     exe = h.require_program("testssl")
