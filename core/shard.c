@@ -1062,11 +1062,13 @@ static void tls_hold(struct shard *sh, struct conn *c, bool force)
 /*
  * Runs TLS over the ciphertext queue: the handshake, then decryption into
  * plaintext buffers queued for the engine. Receive buffers go back as soon
- * as their bytes are used. false = the connection was closed.
+ * as their bytes are used. *starved: what is queued is not a whole record
+ * (only more input helps). false = the connection was closed.
  */
-static bool tls_pump(struct shard *sh, struct conn *c)
+static bool tls_pump(struct shard *sh, struct conn *c, bool *starved_out)
 {
-	bool starved = false; /* the last step wanted more ciphertext */
+	bool starved = false;
+	*starved_out = false;
 	for (uint32_t guard = 0; guard < 4u * (sh->nbufs + sh->nplain) + 8; guard++) {
 		struct tls_seg seg[TLS_SEGS_MAX];
 		tls_input(c->tls, seg, ct_segs(sh, c, seg));
@@ -1116,6 +1118,7 @@ static bool tls_pump(struct shard *sh, struct conn *c)
 	}
 	if (starved)
 		tls_hold(sh, c, ring_low(sh));
+	*starved_out = starved;
 	return true;
 }
 
@@ -1232,11 +1235,12 @@ static void conn_process(struct shard *sh, struct conn *c)
 	/* Under TLS, decrypting stops at IN_PAUSE_BUFS plaintext buffers: once
 	 * the engine has used them, decrypt again (bounded like the queues). */
 	for (uint32_t round = 0; round < 2u * (sh->nbufs + sh->nplain) + 2; round++) {
-		if (c->tls && !tls_pump(sh, c))
+		bool starved = false;
+		if (c->tls && !tls_pump(sh, c, &starved))
 			return;
 		if (!engine_run(sh, c))
 			return;
-		if (!tls_more(c))
+		if (starved || !tls_more(c))
 			break;
 	}
 	if (c->smtp.state == SMTP_S_STARTTLS && !c->tls) {
