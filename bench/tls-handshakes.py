@@ -14,7 +14,11 @@ of a session taken out.
 The same wolfSSL build doing the same handshakes in memory (build/bench/
 tls-limits: no sockets, only the server's calls timed) gives the crypto
 limit; the ratio printed is handshakes per shard CPU-second of that
-difference against it. Runs are repeated (--runs) and medians printed.
+difference against it. Runs are repeated (--runs) and medians printed. The
+difference is also split into user and kernel time (utime and stime of the
+shard threads): user_ratio compares the user-space part alone (wolfSSL,
+tls/record.c, the second EHLO) with the limit; the kernel part is the socket
+work of the round trips STARTTLS adds.
 
 --bulk-mb instead sends 8 MiB messages (--bulk-mb in all per run) plaintext and
 then over STARTTLS on --connections sessions, and prints MB per shard
@@ -44,8 +48,8 @@ BUILD = os.path.join(HERE, "..", "build")
 
 
 def thread_ticks(pid, prefix):
-    """utime+stime of the threads of pid whose name starts with prefix."""
-    total, found = 0, 0
+    """(utime, stime) of the threads of pid whose name starts with prefix."""
+    user, system, found = 0, 0, 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/comm") as f:
@@ -55,20 +59,22 @@ def thread_ticks(pid, prefix):
                 fields = f.read().rsplit(")", 1)[1].split()
         except FileNotFoundError:
             continue
-        total += int(fields[11]) + int(fields[12])
+        user += int(fields[11])
+        system += int(fields[12])
         found += 1
     if not found:
         sys.exit(f"tls-handshakes: no thread named {prefix}* in process {pid}")
-    return total
+    return user, system
 
 
 def cpu(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     hz = os.sysconf("SC_CLK_TCK")
+    su, ss = thread_ticks(pid, "shard")
     return {"all": (int(fields[11]) + int(fields[12])) / hz,
-            "shard": thread_ticks(pid, "shard") / hz,
-            "writer": thread_ticks(pid, "writer") / hz}
+            "shard": (su + ss) / hz, "shard_user": su / hz, "shard_kernel": ss / hz,
+            "writer": sum(thread_ticks(pid, "writer")) / hz}
 
 
 def bench(args, port, tmp, tls, messages, msgs_per_conn, size, connections):
@@ -177,11 +183,14 @@ def main():
 def handshakes(args, proc, port, tmp, limit):
     n = args.sessions
     plain_us, tls_us, all_us, rates, resumed = [], [], [], [], []
+    user_inc, kernel_inc = [], []
     for _ in range(args.runs):
-        _, c = measured(args, proc, port, tmp, False, n, 1, 1024, args.connections)
-        plain_us.append(c["shard"] / n * 1e6)
+        _, p = measured(args, proc, port, tmp, False, n, 1, 1024, args.connections)
+        plain_us.append(p["shard"] / n * 1e6)
         r, c = measured(args, proc, port, tmp, True, n, 1, 1024, args.connections)
         tls_us.append(c["shard"] / n * 1e6)
+        user_inc.append((c["shard_user"] - p["shard_user"]) / n * 1e6)
+        kernel_inc.append((c["shard_kernel"] - p["shard_kernel"]) / n * 1e6)
         all_us.append(c["all"] / n * 1e6)
         rates.append(r["connections_opened"] / r["elapsed_s"])
         resumed.append(r["handshakes"]["resumed"])
@@ -203,6 +212,14 @@ def handshakes(args, proc, port, tmp, limit):
                  f" ratio={1e6 / med(inc) / mem:.2f}"
                  f" whole_session_ratio={1e6 / med(tls_us) / mem:.2f}")
     print(line)
+    # Where the difference goes: user space (wolfSSL, record.c, the SMTP
+    # session again) and the kernel (the round trips STARTTLS adds: the 220,
+    # the server's flight, the second EHLO; with their receives and wake-ups).
+    line = (f"handshake_user_us={med(user_inc):.1f} "
+            f"handshake_kernel_us={med(kernel_inc):.1f}")
+    if limit:
+        line += f" user_ratio={1e6 / med(user_inc) / mem:.2f}"
+    print(line)
     print("each run: " + " ".join(f"{p:.0f}/{t:.0f}" for p, t in zip(plain_us, tls_us))
           + " (plain/tls shard us per session)")
 
@@ -212,13 +229,14 @@ def bulk(args, proc, port, tmp, limit):
     per_run = max(1, args.bulk_mb // 8)
     conns = min(args.connections, per_run)
     mb = per_run * size / 1e6
-    plain, tls, writer = [], [], []
+    plain, tls, writer, user_inc = [], [], [], []
     for _ in range(args.runs):
-        _, c = measured(args, proc, port, tmp, False, per_run, 1000, size, conns)
-        plain.append(c["shard"])
+        _, p = measured(args, proc, port, tmp, False, per_run, 1000, size, conns)
+        plain.append(p["shard"])
         _, c = measured(args, proc, port, tmp, True, per_run, 1000, size, conns)
         tls.append(c["shard"])
         writer.append(c["writer"])
+        user_inc.append(c["shard_user"] - p["shard_user"])
     inc = [t - p for t, p in zip(tls, plain)]
     print(f"runs={args.runs} bulk_mb={mb:.0f} connections={conns} tls={args.tls}")
     line = (f"plain_mb_per_shard_cpu_s={mb / med(plain):.0f} "
@@ -228,8 +246,11 @@ def bulk(args, proc, port, tmp, limit):
     if limit:
         dec = float(limit["server_decrypt_mb_per_s"])
         line += (f" in_memory_decrypt_mb_per_s={dec:.0f} cipher={limit['cipher']}"
-                 f" ratio={mb / med(inc) / dec:.2f} whole_ratio={mb / med(tls) / dec:.2f}")
+                 f" ratio={mb / med(inc) / dec:.2f} whole_ratio={mb / med(tls) / dec:.2f}"
+                 f" user_ratio={mb / med(user_inc) / dec:.2f}")
     print(line)
+    print("each run: " + " ".join(f"{mb / p:.0f}/{mb / t:.0f}" for p, t in zip(plain, tls))
+          + " (plain/tls MB per shard CPU-s)")
 
 
 if __name__ == "__main__":
