@@ -27,7 +27,7 @@ rate.
 
     bench/tls-handshakes.py [--sessions 20000] [--connections 64] [--tls 1.3|1.2]
                             [--resume none|tickets|ids] [--bulk-mb 0] [--shards 1]
-                            [--runs 3] [--client-cpus LIST] [--no-limits]
+                            [--runs 3] [--client-cpus LIST] [--no-limits] [--spool-dir DIR]
 
 Loopback only; the server is stopped at the end. Exit status 1 when a run had
 errors (every message must be accepted).
@@ -103,6 +103,11 @@ def measured(args, proc, port, tmp, tls, messages, msgs_per_conn, size, connecti
     before = cpu(proc.pid)
     r = bench(args, port, tmp, tls, messages, msgs_per_conn, size, connections)
     after = cpu(proc.pid)
+    # Stored segments are done with: drop them, so that a long run fits a
+    # spool on tmpfs (--spool-dir /dev/shm/...).
+    ready = os.path.join(args.spool, "ready")
+    for name in os.listdir(ready) if os.path.isdir(ready) else ():
+        os.unlink(os.path.join(ready, name))
     return r, {k: after[k] - before[k] for k in after}
 
 
@@ -133,6 +138,8 @@ def main():
     ap.add_argument("--shards", default="1")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--no-limits", action="store_true")
+    ap.add_argument("--spool-dir", default="",
+                    help="spool here (emptied as it fills) instead of in a temporary folder")
     ap.add_argument("--mxring", default=os.path.join(BUILD, "core", "mxring"))
     ap.add_argument("--bench", default=os.path.join(BUILD, "bench", "mxring-bench"))
     ap.add_argument("--limits", default=os.path.join(BUILD, "bench", "tls-limits"))
@@ -145,6 +152,12 @@ def main():
         sys.exit("tls-handshakes: --resume ids needs --tls 1.2")
 
     with tempfile.TemporaryDirectory(prefix="mxring-tlsb-") as tmp:
+        if args.spool_dir:
+            if os.path.exists(args.spool_dir) and os.listdir(args.spool_dir):
+                sys.exit(f"tls-handshakes: --spool-dir {args.spool_dir} is not empty")
+            args.spool = args.spool_dir
+        else:
+            args.spool = os.path.join(tmp, "spool")
         subprocess.run([os.path.join(HERE, "..", "tools", "mxring-cert.sh"),
                         os.path.join(tmp, "tls"), "mx.bench"], check=True,
                        stdout=subprocess.DEVNULL)
@@ -154,7 +167,7 @@ def main():
         s.close()
         log = open(os.path.join(tmp, "log"), "w+")
         proc = subprocess.Popen(
-            [args.mxring, "-o", f"listen=127.0.0.1:{port}", "-o", f"spool_dir={tmp}/spool",
+            [args.mxring, "-o", f"listen=127.0.0.1:{port}", "-o", f"spool_dir={args.spool}",
              "-o", "accept_domains=example.com", "-o", "myhostname=mx.bench",
              "-o", f"shards={args.shards}", "-o", "tls_security_level=may",
              "-o", "max_connections=%d" % (args.connections + 64),
