@@ -1,8 +1,8 @@
 /*
- * record.c - TLS 1.3 records from the client, opened here (see record.h).
+ * record.c - TLS records from the client, opened here (see record.h).
  *
- * A record is opened only when all of it has arrived: its header and tag
- * are gathered (21 bytes), its body is decrypted piece by piece with the
+ * A record is opened only when all of it has arrived: its header, tag and
+ * any explicit nonce are gathered, its body is decrypted piece by piece with the
  * AEAD's streaming interface, from the receive buffers straight into out.
  * The key schedule is made on the stack for each record and wiped after
  * (AES: about 60 ns), so an idle session holds only its key bytes.
@@ -19,6 +19,7 @@
 #include "record.h"
 
 #define CT_APPLICATION_DATA 23
+#define GCM_EXPLICIT_NONCE  8 /* TLS 1.2 AES-GCM (RFC 5288 3) */
 #define CT_ALERT	    21
 #define CT_HANDSHAKE	    22
 #define HS_KEY_UPDATE	    24
@@ -98,6 +99,25 @@ int rx_init(struct rx *rx, enum rx_suite suite, const uint8_t *secret, size_t le
 	return 0;
 }
 
+int rx_init_tls12(struct rx *rx, enum rx_suite suite, const uint8_t *key, size_t key_len,
+		  const uint8_t *iv, size_t iv_len, uint64_t seq)
+{
+	memset(rx, 0, sizeof(*rx));
+	size_t want_key = suite == RX_AES_128_GCM_SHA256 ? 16 : 32;
+	size_t want_iv = suite == RX_CHACHA20_POLY1305_SHA256 ? 12 : 4;
+	if (suite < RX_AES_128_GCM_SHA256 || suite > RX_CHACHA20_POLY1305_SHA256 ||
+	    key_len != want_key || iv_len != want_iv)
+		return -EINVAL;
+	memcpy(rx->key, key, key_len);
+	memcpy(rx->iv, iv, iv_len);
+	rx->key_len = (uint8_t)key_len;
+	rx->iv_len = (uint8_t)iv_len;
+	rx->seq = seq;
+	rx->tls12 = 1;
+	rx->suite = (uint8_t)suite;
+	return 0;
+}
+
 void rx_wipe(struct rx *rx)
 {
 	explicit_bzero(rx, sizeof(*rx));
@@ -159,11 +179,12 @@ static bool cursor_copy(struct cursor *c, uint8_t *dst, size_t len)
 /* ---- one record --------------------------------------------------------- */
 
 /*
- * Decrypts len bytes at the cursor into out and checks tag; hdr is the
- * additional data. 0 when the tag verified.
+ * Decrypts len bytes at the cursor into out and checks tag; aad[0..aad_len)
+ * is the additional data. 0 when the tag verified.
  */
-static int aead_open(const struct rx *rx, const uint8_t nonce[12], const uint8_t *hdr,
-		     struct cursor *c, size_t len, uint8_t *out, const uint8_t *tag)
+static int aead_open(const struct rx *rx, const uint8_t nonce[12], const uint8_t *aad,
+		     size_t aad_len, struct cursor *c, size_t len, uint8_t *out,
+		     const uint8_t *tag)
 {
 	int rc = -1;
 	if (rx->suite == RX_CHACHA20_POLY1305_SHA256) {
@@ -171,7 +192,7 @@ static int aead_open(const struct rx *rx, const uint8_t nonce[12], const uint8_t
 		uint8_t calc[RX_TAG];
 		rc = wc_ChaCha20Poly1305_Init(&a, rx->key, nonce, CHACHA20_POLY1305_AEAD_DECRYPT);
 		if (rc == 0)
-			rc = wc_ChaCha20Poly1305_UpdateAad(&a, hdr, RX_HEADER);
+			rc = wc_ChaCha20Poly1305_UpdateAad(&a, aad, (word32)aad_len);
 		for (unsigned guard = 0; rc == 0 && len > 0 && guard <= c->nseg; guard++) {
 			const uint8_t *p;
 			size_t k = cursor_next(c, len, &p);
@@ -191,7 +212,7 @@ static int aead_open(const struct rx *rx, const uint8_t nonce[12], const uint8_t
 		return -1;
 	rc = wc_AesGcmInit(&aes, rx->key, rx->key_len, nonce, 12);
 	if (rc == 0)
-		rc = wc_AesGcmDecryptUpdate(&aes, NULL, NULL, 0, hdr, RX_HEADER);
+		rc = wc_AesGcmDecryptUpdate(&aes, NULL, NULL, 0, aad, (word32)aad_len);
 	for (unsigned guard = 0; rc == 0 && len > 0 && guard <= c->nseg; guard++) {
 		const uint8_t *p;
 		size_t k = cursor_next(c, len, &p);
@@ -234,6 +255,81 @@ static enum rx_result key_update(struct rx *rx, const uint8_t *m, size_t len, ui
 	return m[4] == 1 ? RX_KEY_UPDATE_ASKED : RX_MORE;
 }
 
+/*
+ * Checks a record's header: *len its length field; *skip the bytes before
+ * the ciphertext (TLS 1.2 AES-GCM's explicit nonce); *body the bytes
+ * decrypted (TLS 1.3: the inner plaintext, type and padding included).
+ */
+static enum rx_result check_header(const struct rx *rx, const uint8_t *hdr, size_t *len,
+				   size_t *skip, size_t *body, uint8_t *alert)
+{
+	*len = (size_t)hdr[3] << 8 | hdr[4];
+	*skip = 0;
+	if (hdr[1] != 3 || hdr[2] != 3) {
+		*alert = RX_ALERT_UNEXPECTED_MESSAGE;
+		return RX_BAD;
+	}
+	if (!rx->tls12) {
+		/* After the handshake every record is protected (RFC 8446 5). */
+		if (hdr[0] != CT_APPLICATION_DATA) {
+			*alert = RX_ALERT_UNEXPECTED_MESSAGE;
+			return RX_BAD;
+		}
+		if (*len < RX_TAG + 1) {
+			*alert = RX_ALERT_DECODE_ERROR;
+			return RX_BAD;
+		}
+		if (*len > RX_CIPHERTEXT_MAX || *len - RX_TAG > RX_INNER_MAX) {
+			*alert = RX_ALERT_RECORD_OVERFLOW;
+			return RX_BAD;
+		}
+		*body = *len - RX_TAG;
+		return RX_MORE;
+	}
+	/* TLS 1.2: data and alerts; a handshake record would renegotiate. */
+	if (hdr[0] != CT_APPLICATION_DATA && hdr[0] != CT_ALERT) {
+		*alert = RX_ALERT_UNEXPECTED_MESSAGE;
+		return RX_BAD;
+	}
+	*skip = rx->suite == RX_CHACHA20_POLY1305_SHA256 ? 0 : GCM_EXPLICIT_NONCE;
+	if (*len < *skip + RX_TAG) {
+		*alert = RX_ALERT_DECODE_ERROR;
+		return RX_BAD;
+	}
+	if (*len > RX_CIPHERTEXT12_MAX || *len - *skip - RX_TAG > 16384) {
+		*alert = RX_ALERT_RECORD_OVERFLOW;
+		return RX_BAD;
+	}
+	*body = *len - *skip - RX_TAG;
+	return RX_MORE;
+}
+
+/* What a decrypted record says; RX_MORE: go on with the next one. */
+static enum rx_result record_content(struct rx *rx, uint8_t type, uint8_t *dst, size_t clen,
+				     size_t *n, uint8_t *alert)
+{
+	if (type == CT_APPLICATION_DATA) {
+		*n += clen;
+		return RX_MORE;
+	}
+	if (type == CT_ALERT) {
+		if (clen != 2) {
+			*alert = RX_ALERT_DECODE_ERROR;
+			return RX_BAD;
+		}
+		if (dst[1] == 0)
+			return RX_CLOSE_NOTIFY;
+		if (rx->tls12 && dst[0] == 1)
+			return RX_MORE; /* a warning (RFC 5246 7.2) */
+		*alert = dst[1];
+		return RX_PEER_ALERT;
+	}
+	if (type == CT_HANDSHAKE && !rx->tls12)
+		return key_update(rx, dst, clen, alert);
+	*alert = RX_ALERT_UNEXPECTED_MESSAGE;
+	return RX_BAD;
+}
+
 enum rx_result rx_open(struct rx *rx, const struct tls_seg *seg, unsigned nseg, size_t *pos,
 		       uint8_t *out, size_t cap, size_t *n, uint8_t *alert)
 {
@@ -245,83 +341,76 @@ enum rx_result rx_open(struct rx *rx, const struct tls_seg *seg, unsigned nseg, 
 	size_t total = 0;
 	for (unsigned i = 0; i < nseg; i++)
 		total += seg[i].len;
-	/* Bounded: each pass uses at least RX_HEADER + RX_TAG + 1 bytes or returns. */
-	for (size_t guard = 0; guard <= total / (RX_HEADER + RX_TAG + 1) + 1; guard++) {
+	/* Bounded: each pass uses at least RX_HEADER + RX_TAG bytes or returns. */
+	for (size_t guard = 0; guard <= total / (RX_HEADER + RX_TAG) + 1; guard++) {
 		if (total - *pos < RX_HEADER)
 			return RX_MORE;
 		struct cursor c;
 		uint8_t hdr[RX_HEADER];
 		cursor_at(&c, seg, nseg, *pos);
 		(void)cursor_copy(&c, hdr, RX_HEADER);
-		size_t len = (size_t)hdr[3] << 8 | hdr[4];
-		/* After the handshake every record is protected (RFC 8446 5). */
-		if (hdr[0] != CT_APPLICATION_DATA || hdr[1] != 3 || hdr[2] != 3) {
-			*alert = RX_ALERT_UNEXPECTED_MESSAGE;
+		size_t len, skip, body;
+		if (check_header(rx, hdr, &len, &skip, &body, alert) != RX_MORE)
 			return RX_BAD;
-		}
-		if (len < RX_TAG + 1) {
-			*alert = RX_ALERT_DECODE_ERROR;
-			return RX_BAD;
-		}
-		if (len > RX_CIPHERTEXT_MAX || len - RX_TAG > RX_INNER_MAX) {
-			*alert = RX_ALERT_RECORD_OVERFLOW;
-			return RX_BAD;
-		}
 		if (total - *pos < RX_HEADER + len)
 			return RX_MORE;
-		size_t inner = len - RX_TAG;
-		if (cap - *n < inner)
+		if (cap - *n < body)
 			return RX_FULL;
 		if (rx->seq == UINT64_MAX) {
 			*alert = RX_ALERT_INTERNAL_ERROR; /* RFC 8446 5.3: never wrap */
 			return RX_BAD;
 		}
-		uint8_t nonce[12], tag[RX_TAG];
-		memcpy(nonce, rx->iv, sizeof(nonce));
-		for (int i = 0; i < 8; i++)
-			nonce[4 + i] ^= (uint8_t)(rx->seq >> (56 - 8 * i));
+		/* The nonce: the iv xor the sequence number (RFC 8446 5.3, RFC 7905
+		 * 2), or TLS 1.2 AES-GCM's salt and explicit part (RFC 5288 3). */
+		uint8_t nonce[12], tag[RX_TAG], aad[13];
+		size_t aad_len = RX_HEADER;
+		if (skip) {
+			memcpy(nonce, rx->iv, 4);
+			(void)cursor_copy(&c, nonce + 4, GCM_EXPLICIT_NONCE);
+		} else {
+			memcpy(nonce, rx->iv, sizeof(nonce));
+			for (int i = 0; i < 8; i++)
+				nonce[4 + i] ^= (uint8_t)(rx->seq >> (56 - 8 * i));
+		}
+		if (rx->tls12) {
+			/* seq_num, type, version, plaintext length (RFC 5246 6.2.3.3). */
+			for (int i = 0; i < 8; i++)
+				aad[i] = (uint8_t)(rx->seq >> (56 - 8 * i));
+			memcpy(aad + 8, hdr, 3);
+			aad[11] = (uint8_t)(body >> 8);
+			aad[12] = (uint8_t)body;
+			aad_len = sizeof(aad);
+		} else {
+			memcpy(aad, hdr, RX_HEADER);
+		}
 		struct cursor tc;
-		cursor_at(&tc, seg, nseg, *pos + RX_HEADER + inner);
+		cursor_at(&tc, seg, nseg, *pos + RX_HEADER + len - RX_TAG);
 		(void)cursor_copy(&tc, tag, RX_TAG);
 		uint8_t *dst = out + *n;
-		if (aead_open(rx, nonce, hdr, &c, inner, dst, tag) != 0) {
-			explicit_bzero(dst, inner);
+		if (aead_open(rx, nonce, aad, aad_len, &c, body, dst, tag) != 0) {
+			explicit_bzero(dst, body);
 			*alert = RX_ALERT_BAD_RECORD_MAC;
 			return RX_BAD;
 		}
 		rx->seq++;
 		*pos += RX_HEADER + len;
-		/* The content type is the last non-zero byte; zeros after it are padding. */
-		size_t clen = inner;
-		while (clen > 0 && dst[clen - 1] == 0)
-			clen--;
-		if (clen == 0) {
-			*alert = RX_ALERT_UNEXPECTED_MESSAGE;
-			return RX_BAD;
-		}
-		uint8_t type = dst[--clen];
-		if (type == CT_APPLICATION_DATA) {
-			*n += clen;
-			continue;
-		}
-		enum rx_result r;
-		if (type == CT_ALERT) {
-			if (clen != 2) {
-				*alert = RX_ALERT_DECODE_ERROR;
-				r = RX_BAD;
-			} else if (dst[1] == 0) {
-				r = RX_CLOSE_NOTIFY;
-			} else {
-				*alert = dst[1];
-				r = RX_PEER_ALERT;
+		uint8_t type = hdr[0];
+		size_t clen = body;
+		if (!rx->tls12) {
+			/* The content type is the last non-zero byte; zeros after it are padding. */
+			while (clen > 0 && dst[clen - 1] == 0)
+				clen--;
+			if (clen == 0) {
+				*alert = RX_ALERT_UNEXPECTED_MESSAGE;
+				return RX_BAD;
 			}
-		} else if (type == CT_HANDSHAKE) {
-			r = key_update(rx, dst, clen, alert);
-		} else {
-			*alert = RX_ALERT_UNEXPECTED_MESSAGE;
-			r = RX_BAD;
+			type = dst[--clen];
 		}
-		explicit_bzero(dst, inner);
+		enum rx_result r = record_content(rx, type, dst, clen, n, alert);
+		if (type != CT_APPLICATION_DATA)
+			explicit_bzero(dst, body);
+		else if (clen < body)
+			explicit_bzero(dst + clen, body - clen);
 		if (r != RX_MORE)
 			return r;
 	}

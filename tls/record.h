@@ -1,8 +1,9 @@
 /*
- * record.h - TLS 1.3 records from the client, opened by mxring itself.
+ * record.h - TLS records from the client, opened by mxring itself.
  *
  * After a TLS 1.3 handshake wolfSSL hands over the client's application
- * traffic secret (tls.c). From then on the records the client sends are
+ * traffic secret, after a TLS 1.2 one the client's write key and IV and
+ * its sequence number (tls.c). From then on the records the client sends are
  * opened here, straight from the shard's receive buffers into a plaintext
  * buffer: the decryption is the only pass over a body byte, where
  * wolfSSL_read would copy the ciphertext into its own buffer, decrypt it in
@@ -10,14 +11,18 @@
  * sends the KeyUpdate a client may request).
  *
  * RFC 8446 5.2-5.3 (record protection, per-record nonce), 7.1-7.2 (key
- * schedule, traffic key update), 4.6.3 (KeyUpdate), 6 (alerts). A record
+ * schedule, traffic key update), 4.6.3 (KeyUpdate), 6 (alerts); for TLS
+ * 1.2, RFC 5246 6.2.3.3 and 7.2, RFC 5288 3 (AES-GCM's explicit nonce) and
+ * RFC 7905 2 (ChaCha20-Poly1305). A record
  * may lie across several input segments (receive buffers); its plaintext
  * lands whole in the output or not at all, and only once its tag verified.
  *
  * What the client may send after the handshake: application data, alerts
- * and KeyUpdate. Anything else (change_cipher_spec, an unprotected record,
- * another handshake message, a KeyUpdate not alone at the end of its
- * record, an inner plaintext over 2^14 + 1 bytes) ends the session.
+ * and (TLS 1.3) KeyUpdate. Anything else (change_cipher_spec, an
+ * unprotected record, another handshake message, a KeyUpdate not alone at
+ * the end of its record, an inner plaintext over 2^14 + 1 bytes; in TLS
+ * 1.2 a handshake record, which would be a renegotiation) ends the
+ * session. A TLS 1.2 warning alert other than close_notify is ignored.
  *
  * No system call, no allocation, no wolfSSL session: wolfCrypt only, so the
  * unit tests and the fuzzer drive it directly.
@@ -38,7 +43,8 @@ struct tls_seg {
 #define RX_TAG		   16u
 #define RX_INNER_MAX	   (16384u + 1u)		   /* content + type (RFC 8446 5.2) */
 #define RX_CIPHERTEXT_MAX  (16384u + 256u)		   /* the length field's limit */
-#define RX_RECORD_MAX	   (RX_HEADER + RX_CIPHERTEXT_MAX) /* a whole record */
+#define RX_CIPHERTEXT12_MAX (16384u + 2048u) /* TLS 1.2's (RFC 5246 6.2.3) */
+#define RX_RECORD_MAX	   (RX_HEADER + RX_CIPHERTEXT12_MAX) /* a whole record */
 #define RX_KEY_UPDATES_MAX 1024u /* per session: each costs a derivation and, if asked, a reply */
 #define RX_SECRET_MAX	   48u
 
@@ -52,12 +58,13 @@ enum rx_suite {
  * key schedule is made on the stack for each call). */
 struct rx {
 	uint8_t suite; /* enum rx_suite; 0 = not set up */
-	uint8_t hash_len, key_len;
+	uint8_t tls12; /* 1: TLS 1.2 records */
+	uint8_t hash_len, key_len, iv_len;
 	uint16_t key_updates;
 	uint64_t seq; /* of the next record under the current key */
 	uint8_t secret[RX_SECRET_MAX];
 	uint8_t key[32];
-	uint8_t iv[12];
+	uint8_t iv[12]; /* TLS 1.2 AES-GCM: the 4-byte salt */
 };
 
 enum rx_result {
@@ -87,6 +94,16 @@ enum rx_suite rx_suite_by_name(const char *name);
  * length for its hash).
  */
 int rx_init(struct rx *rx, enum rx_suite suite, const uint8_t *secret, size_t len)
+    __attribute__((warn_unused_result));
+
+/*
+ * Sets rx up for TLS 1.2 with the client's write key and IV (AES-GCM: the
+ * 4-byte implicit part; ChaCha20-Poly1305: 12 bytes) and the sequence number
+ * of the client's next record. 0, or -EINVAL (lengths that do not fit the
+ * suite).
+ */
+int rx_init_tls12(struct rx *rx, enum rx_suite suite, const uint8_t *key, size_t key_len,
+		  const uint8_t *iv, size_t iv_len, uint64_t seq)
     __attribute__((warn_unused_result));
 
 /* Wipes the keys. */

@@ -954,23 +954,50 @@ static enum tls_status status(struct tls_conn *t, int ret)
 }
 
 #if TLS_RX_FAST
+#ifdef ATOMIC_USER
+/* TLS 1.2: the client's write key and IV, and its next sequence number. */
+static void rx_start_tls12(struct tls_conn *t)
+{
+	int bulk = wolfSSL_GetBulkCipher(t->ssl), ks = wolfSSL_GetKeySize(t->ssl);
+	int ivs = wolfSSL_GetIVSize(t->ssl);
+	enum rx_suite suite = bulk == wolfssl_chacha		    ? RX_CHACHA20_POLY1305_SHA256
+			      : bulk == wolfssl_aes_gcm && ks == 16 ? RX_AES_128_GCM_SHA256
+			      : bulk == wolfssl_aes_gcm && ks == 32 ? RX_AES_256_GCM_SHA384
+								    : 0;
+	word64 seq = 0;
+	const uint8_t *key = wolfSSL_GetClientWriteKey(t->ssl);
+	const uint8_t *iv = wolfSSL_GetClientWriteIV(t->ssl);
+	(void)wolfSSL_GetPeerSequenceNumber(t->ssl, &seq); /* "1" when seq is 0 */
+	if (!suite || !key || !iv || ks <= 0 || ivs <= 0 ||
+	    rx_init_tls12(&t->rx, suite, key, (size_t)ks, iv, (size_t)ivs, seq) != 0)
+		rx_wipe(&t->rx);
+}
+#endif
+
 /*
- * The handshake is done: from here a TLS 1.3 session's records are opened
- * by record.c, starting at the record after the client's Finished (the
- * record tracker kept wolfSSL from reading further). Otherwise (TLS 1.2,
- * a suite record.c lacks) wolfSSL_read goes on.
+ * The handshake is done: from here the session's records are opened by
+ * record.c, starting at the record after the client's Finished (the
+ * record tracker kept wolfSSL from reading further). TLS 1.3 takes the
+ * client's traffic secret, TLS 1.2 its write key (with a wolfSSL built
+ * with ATOMIC_USER); otherwise wolfSSL_read goes on.
  */
 static void rx_start(struct tls_conn *t)
 {
 	uint8_t secret[RX_SECRET_MAX];
 	size_t len = t->secret_len;
 	enum rx_suite suite = rx_suite_by_name(wolfSSL_get_cipher_name(t->ssl));
+	int version = wolfSSL_GetVersion(t->ssl);
+	bool boundary = t->rec_left == 0 && t->rhdr_got == 0;
 	memcpy(secret, t->rx.secret, sizeof(secret));
 	rx_wipe(&t->rx);
 	t->secret_len = 0;
-	if (wolfSSL_GetVersion(t->ssl) == WOLFSSL_TLSV1_3 && len > 0 && suite && t->rec_left == 0 &&
-	    t->rhdr_got == 0 && rx_init(&t->rx, suite, secret, len) != 0)
+	if (version == WOLFSSL_TLSV1_3 && len > 0 && suite && boundary &&
+	    rx_init(&t->rx, suite, secret, len) != 0)
 		rx_wipe(&t->rx);
+#ifdef ATOMIC_USER
+	if (version == WOLFSSL_TLSV1_2 && boundary)
+		rx_start_tls12(t);
+#endif
 	explicit_bzero(secret, sizeof(secret));
 }
 
@@ -1063,6 +1090,8 @@ static enum tls_status rx_read(struct tls_conn *t, uint8_t *buf, size_t cap, siz
 		break;
 	}
 	t->err = 0;
+	if (st == TLS_ERROR)
+		cache_forget(t->ssl); /* RFC 5246 7.2.2: not resumed after a fatal error */
 	if (*n > 0) {
 		t->end = st; /* the data first, then the end */
 		return TLS_OK;

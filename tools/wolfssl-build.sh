@@ -62,8 +62,10 @@ mx_flags=(
 	#   thread-local memory in every thread
 	--enable-curve25519         # X25519, the first group we offer
 	--enable-aesgcm --enable-chacha --enable-poly1305 # the AEADs of our suites
-	--enable-aesgcm-stream      # AES-GCM over pieces: tls/record.c opens TLS 1.3
+	--enable-aesgcm-stream      # AES-GCM over pieces: tls/record.c opens TLS
 	                            # records straight from the receive buffers
+	--enable-atomicuser         # ATOMIC_USER: the client's TLS 1.2 write key,
+	                            # IV and sequence number for tls/record.c
 	--enable-session-ticket     # stateless resumption across shards and nodes;
 	#   wolfSSL_CTX_set_TicketEncCb for our own key rotation
 	--enable-sni                # accept SNI; wolfSSL_CTX_UseSNI/SNI_GetRequest
@@ -333,7 +335,8 @@ check_api() {
 	!defined(HAVE_SESSION_TICKET) || !defined(WOLFSSL_TLS13) || !defined(WOLFSSL_AESNI) || \
 	!defined(WOLFSSL_SP_X86_64_ASM) || !defined(HAVE_CURVE25519) || !defined(HAVE_SNI) || \
 	defined(FP_ECC) || !defined(HAVE_SERVER_RENEGOTIATION_INFO) || defined(HAVE_SECURE_RENEGOTIATION) || \
-	!defined(WOLFSSL_AESGCM_STREAM) || !defined(HAVE_SECRET_CALLBACK) || !defined(HAVE_HKDF)
+	!defined(WOLFSSL_AESGCM_STREAM) || !defined(HAVE_SECRET_CALLBACK) || !defined(HAVE_HKDF) || \
+	!defined(ATOMIC_USER)
 #error "options.h does not match the mx profile"
 #endif
 int main(void)
@@ -357,7 +360,9 @@ int main(void)
 		(void *)wolfSSL_update_keys, (void *)wc_AesGcmInit,
 		(void *)wc_AesGcmDecryptUpdate, (void *)wc_AesGcmDecryptFinal,
 		(void *)wc_ChaCha20Poly1305_Init, (void *)wc_ChaCha20Poly1305_UpdateData,
-		(void *)wc_HKDF_Expand,
+		(void *)wc_HKDF_Expand, (void *)wolfSSL_GetClientWriteKey,
+		(void *)wolfSSL_GetClientWriteIV, (void *)wolfSSL_GetPeerSequenceNumber,
+		(void *)wolfSSL_GetBulkCipher, (void *)wolfSSL_GetKeySize, (void *)wolfSSL_GetIVSize,
 	};
 	/* Server order is wolfSSL's default; the option is accepted too. */
 	long opt = WOLFSSL_OP_CIPHER_SERVER_PREFERENCE;
