@@ -1,0 +1,1091 @@
+/*
+ * test_record.c - tls/record.c: the client's TLS 1.3 records, opened in place.
+ *
+ * Known answer (RFC 8448 section 3, "Simple 1-RTT Handshake"): from the
+ * client application traffic secret printed there, rx_init derives the
+ * RFC's key and iv, and rx_open gives back the 50-octet payload of the
+ * client's application_data record, then the close_notify of its alert
+ * record, with the input cut at every byte.
+ *
+ * Interop: a wolfSSL TLS 1.3 client and server in memory; the server's
+ * secret callback hands over the client's traffic secret, as tls.c's does.
+ * For each of the three suites the client writes records of 1 to 16384
+ * bytes, updates its keys twice (asking for ours the first time only, as
+ * wolfSSL does) and closes. What it wrote is opened cut into segments at
+ * every offset (a short flight) or at random offsets from a fixed seed (a
+ * long one), and fed as a growing prefix: RX_MORE until a record is whole,
+ * pos only ever at the end of a whole record, the plaintext what was
+ * written, RX_KEY_UPDATE_ASKED once, RX_CLOSE_NOTIFY at the end.
+ *
+ * Sealed here with wolfCrypt under the key and iv rx_init derived, one
+ * table over the three suites: broken headers, lengths at and over the
+ * limits, padding, zero-length data, alerts, KeyUpdates good and bad, a bad
+ * tag (its plaintext never stays in out). Then no room (RX_FULL consumes
+ * nothing), the cap on key updates, the sequence number limit, rx_init's
+ * checks, and the loop bounds: 100000 minimum-size records in one call, a
+ * record in 1-byte segments.
+ *
+ * Usage: test_record
+ */
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+#include <wolfssl/wolfcrypt/aes.h>
+#include <wolfssl/wolfcrypt/chacha20_poly1305.h>
+
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "record.h"
+
+#define HEX_MAX	    512		 /* bytes in a hex string of a table */
+#define WIRE_MAX    (1u << 20)	 /* what a flight may write */
+#define PLAIN_MAX   (512u << 10) /* the application data of a flight */
+#define RECORDS_MAX 1024u	 /* records in a flight */
+#define SEGS_MAX    4096u	 /* segments of one rx_open call */
+#define OUT_MAX	    (PLAIN_MAX + RX_INNER_MAX)
+#define ROUNDS_MAX  64	    /* handshake steps */
+#define BIG_RECORDS 100000u /* for the bound test */
+#define ANY_ALERT   0xff    /* table: any alert of RX_BAD will do */
+
+static const enum rx_suite suites[] = {RX_AES_128_GCM_SHA256, RX_AES_256_GCM_SHA384,
+				       RX_CHACHA20_POLY1305_SHA256};
+static const char *const suite_names[] = {"", "TLS13-AES128-GCM-SHA256", "TLS13-AES256-GCM-SHA384",
+					  "TLS13-CHACHA20-POLY1305-SHA256"};
+
+/* A fixed secret for the sealed tests (the first 32 bytes for SHA-256 suites). */
+static const uint8_t secret48[48] = {
+    0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
+    0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f,
+    0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x2b, 0x2c, 0x2d, 0x2e, 0x2f};
+
+static size_t hash_len(enum rx_suite s)
+{
+	return s == RX_AES_256_GCM_SHA384 ? 48 : 32;
+}
+
+/* Hex digits (spaces allowed between bytes) into out; the byte count. */
+static size_t unhex(const char *s, uint8_t *out, size_t cap)
+{
+	size_t n = 0;
+	for (size_t i = 0; s[i] != '\0' && i < 4 * HEX_MAX;) {
+		if (s[i] == ' ') {
+			i++;
+			continue;
+		}
+		unsigned v;
+		assert_int_equal(sscanf(s + i, "%2x", &v), 1);
+		assert_true(n < cap);
+		out[n++] = (uint8_t)v;
+		i += 2;
+	}
+	return n;
+}
+
+/* splitmix64: the fixed-seed randomness of the split points and data. */
+static uint64_t rnd(uint64_t *state)
+{
+	uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* ---- sealing as a client would ------------------------------------------ */
+
+struct sealer {
+	enum rx_suite suite;
+	uint8_t key_len;
+	uint8_t key[32];
+	uint8_t iv[12];
+	uint64_t seq;
+};
+
+/* Seals with the keys and sequence number rx opens with now. */
+static void sealer_from(struct sealer *s, const struct rx *rx)
+{
+	s->suite = (enum rx_suite)rx->suite;
+	s->key_len = rx->key_len;
+	memcpy(s->key, rx->key, sizeof(s->key));
+	memcpy(s->iv, rx->iv, sizeof(s->iv));
+	s->seq = rx->seq;
+}
+
+/*
+ * One record (RFC 8446 5.2): the header (outer type, version, length of
+ * inner + tag) and inner sealed under the next sequence number. Its size.
+ */
+static size_t seal(struct sealer *s, uint8_t outer, uint16_t version, const uint8_t *inner,
+		   size_t len, uint8_t *out)
+{
+	assert_true(len + RX_TAG <= 0xffff);
+	out[0] = outer;
+	out[1] = (uint8_t)(version >> 8);
+	out[2] = (uint8_t)version;
+	out[3] = (uint8_t)((len + RX_TAG) >> 8);
+	out[4] = (uint8_t)(len + RX_TAG);
+	uint8_t nonce[12];
+	memcpy(nonce, s->iv, sizeof(nonce));
+	for (int i = 0; i < 8; i++)
+		nonce[4 + i] ^= (uint8_t)(s->seq >> (56 - 8 * i));
+	s->seq++;
+	uint8_t *ct = out + RX_HEADER, *tag = out + RX_HEADER + len;
+	if (s->suite == RX_CHACHA20_POLY1305_SHA256) {
+		assert_int_equal(wc_ChaCha20Poly1305_Encrypt(s->key, nonce, out, RX_HEADER, inner,
+							     (word32)len, ct, tag),
+				 0);
+	} else {
+		Aes aes;
+		assert_int_equal(wc_AesInit(&aes, NULL, INVALID_DEVID), 0);
+		assert_int_equal(wc_AesGcmSetKey(&aes, s->key, s->key_len), 0);
+		assert_int_equal(wc_AesGcmEncrypt(&aes, ct, inner, (word32)len, nonce,
+						  sizeof(nonce), tag, RX_TAG, out, RX_HEADER),
+				 0);
+		wc_AesFree(&aes);
+	}
+	return RX_HEADER + len + RX_TAG;
+}
+
+/* TLSInnerPlaintext (RFC 8446 5.2): content, type, pad zeros. Its size. */
+static size_t inner_of(const uint8_t *content, size_t clen, uint8_t type, size_t pad, uint8_t *out)
+{
+	memcpy(out, content, clen);
+	out[clen] = type;
+	memset(out + clen + 1, 0, pad);
+	return clen + 1 + pad;
+}
+
+/* An application_data record of text, sealed. Its size. */
+static size_t seal_text(struct sealer *s, const char *text, uint8_t *out)
+{
+	uint8_t inner[HEX_MAX];
+	size_t len = inner_of((const uint8_t *)text, strlen(text), 23, 0, inner);
+	return seal(s, 23, 0x0303, inner, len, out);
+}
+
+/* ---- RFC 8448 section 3 ------------------------------------------------- */
+
+/*
+ * RFC 8448 section 3, "Simple 1-RTT Handshake": "{client} derive write
+ * traffic keys for application data" (PRK, key expanded, iv expanded),
+ * "{client} send application_data record" (payload, complete record) and
+ * "{client} send alert record" (complete record: close_notify).
+ */
+static const char rfc8448_prk[] = "9e 40 64 6c e7 9a 7f 9d c0 5a f8 88 9b ce 65 52"
+				  "87 5a fa 0b 06 df 00 87 f7 92 eb b7 c1 75 04 a5";
+static const char rfc8448_key[] = "17 42 2d da 59 6e d5 d9 ac d8 90 e3 c6 3f 50 51";
+static const char rfc8448_iv[] = "5b 78 92 3d ee 08 57 90 33 e5 23 d9";
+static const char rfc8448_payload[] =
+    "00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f 10 11 12 13 14 15 16 17 18 19 1a 1b 1c"
+    "1d 1e 1f 20 21 22 23 24 25 26 27 28 29 2a 2b 2c 2d 2e 2f 30 31";
+static const char rfc8448_record[] =
+    "17 03 03 00 43 a2 3f 70 54 b6 2c 94"
+    "d0 af fa fe 82 28 ba 55 cb ef ac ea 42 f9 14 aa 66 bc ab 3f 2b"
+    "98 19 a8 a5 b4 6b 39 5b d5 4a 9a 20 44 1e 2b 62 97 4e 1f 5a 62"
+    "92 a2 97 70 14 bd 1e 3d ea e6 3a ee bb 21 69 49 15 e4";
+static const char rfc8448_alert[] = "17 03 03 00 13 c9 87 27 60 65 56 66"
+				    "b7 4d 7f f1 15 3e fd 6d b6 d0 b0 e3";
+
+static void test_rfc8448(void **state)
+{
+	(void)state;
+	uint8_t prk[32], key[16], iv[12], payload[50], wire[HEX_MAX], out[RX_INNER_MAX];
+	assert_int_equal(unhex(rfc8448_prk, prk, sizeof(prk)), 32);
+	assert_int_equal(unhex(rfc8448_key, key, sizeof(key)), 16);
+	assert_int_equal(unhex(rfc8448_iv, iv, sizeof(iv)), 12);
+	assert_int_equal(unhex(rfc8448_payload, payload, sizeof(payload)), 50);
+	size_t rec = unhex(rfc8448_record, wire, sizeof(wire));
+	assert_int_equal(rec, 72);
+	size_t len = rec + unhex(rfc8448_alert, wire + rec, sizeof(wire) - rec);
+	assert_int_equal(len, 72 + 24);
+
+	struct rx rx;
+	assert_int_equal(rx_init(&rx, RX_AES_128_GCM_SHA256, prk, sizeof(prk)), 0);
+	assert_int_equal(rx.key_len, 16);
+	assert_memory_equal(rx.key, key, 16);
+	assert_memory_equal(rx.iv, iv, 12);
+
+	/* The input cut in two at every byte: the same two records. */
+	for (size_t cut = 0; cut <= len; cut++) {
+		assert_int_equal(rx_init(&rx, RX_AES_128_GCM_SHA256, prk, sizeof(prk)), 0);
+		size_t pos = 0, n = 0;
+		uint8_t alert = 0xee;
+		/* The application_data record alone first, then both. */
+		size_t c1 = cut < rec ? cut : rec;
+		struct tls_seg one[2] = {{wire, c1}, {wire + c1, rec - c1}};
+		struct tls_seg two[2] = {{wire, cut}, {wire + cut, len - cut}};
+		memset(out, 0xa5, sizeof(out));
+		assert_int_equal(rx_open(&rx, one, 2, &pos, out, sizeof(out), &n, &alert), RX_MORE);
+		assert_int_equal(alert, 0);
+		assert_int_equal(pos, rec);
+		assert_int_equal(n, 50);
+		assert_memory_equal(out, payload, 50);
+		assert_int_equal(rx.seq, 1);
+		assert_int_equal(rx_open(&rx, two, 2, &pos, out, sizeof(out), &n, &alert),
+				 RX_CLOSE_NOTIFY);
+		assert_int_equal(alert, 0);
+		assert_int_equal(pos, len);
+		assert_int_equal(n, 50);
+		assert_memory_equal(out, payload, 50);
+		/* The alert's plaintext does not stay behind the data. */
+		assert_int_equal(out[50], 0);
+		assert_int_equal(out[51], 0);
+		assert_int_equal(out[52], 0);
+		assert_int_equal(out[53], 0xa5);
+	}
+	rx_wipe(&rx);
+	uint8_t zero[sizeof(rx)];
+	memset(zero, 0, sizeof(zero));
+	assert_memory_equal(&rx, zero, sizeof(rx));
+}
+
+/* ---- names and set-up --------------------------------------------------- */
+
+static void test_suite_names(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *name;
+		enum rx_suite want;
+	} cases[] = {
+	    {"TLS13-AES128-GCM-SHA256", RX_AES_128_GCM_SHA256},
+	    {"TLS_AES_128_GCM_SHA256", RX_AES_128_GCM_SHA256},
+	    {"TLS13-AES256-GCM-SHA384", RX_AES_256_GCM_SHA384},
+	    {"TLS_AES_256_GCM_SHA384", RX_AES_256_GCM_SHA384},
+	    {"TLS13-CHACHA20-POLY1305-SHA256", RX_CHACHA20_POLY1305_SHA256},
+	    {"TLS_CHACHA20_POLY1305_SHA256", RX_CHACHA20_POLY1305_SHA256},
+	    {"TLS13-AES128-CCM-SHA256", 0},
+	    {"ECDHE-ECDSA-AES128-GCM-SHA256", 0},
+	    {"", 0},
+	    {NULL, 0},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		assert_int_equal(rx_suite_by_name(cases[i].name), cases[i].want);
+}
+
+static void test_init_checks(void **state)
+{
+	(void)state;
+	static const struct {
+		int suite;
+		size_t len;
+		int want;
+		uint8_t key_len;
+	} cases[] = {
+	    {RX_AES_128_GCM_SHA256, 32, 0, 16},
+	    {RX_AES_128_GCM_SHA256, 48, -EINVAL, 0},
+	    {RX_AES_128_GCM_SHA256, 31, -EINVAL, 0},
+	    {RX_AES_128_GCM_SHA256, 0, -EINVAL, 0},
+	    {RX_AES_256_GCM_SHA384, 48, 0, 32},
+	    {RX_AES_256_GCM_SHA384, 32, -EINVAL, 0},
+	    {RX_AES_256_GCM_SHA384, 47, -EINVAL, 0},
+	    {RX_CHACHA20_POLY1305_SHA256, 32, 0, 32},
+	    {RX_CHACHA20_POLY1305_SHA256, 48, -EINVAL, 0},
+	    {RX_CHACHA20_POLY1305_SHA256, 33, -EINVAL, 0},
+	    {0, 32, -EINVAL, 0},
+	    {4, 32, -EINVAL, 0},
+	    {-1, 48, -EINVAL, 0},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct rx rx;
+		memset(&rx, 0x5a, sizeof(rx));
+		int rc = rx_init(&rx, (enum rx_suite)cases[i].suite, secret48, cases[i].len);
+		assert_int_equal(rc, cases[i].want);
+		uint8_t wire[RX_HEADER + 1 + RX_TAG], out[RX_INNER_MAX];
+		struct tls_seg seg = {wire, sizeof(wire)};
+		size_t pos = 0, n = 0;
+		uint8_t alert = 0;
+		if (rc == 0) {
+			assert_int_equal(rx.suite, cases[i].suite);
+			assert_int_equal(rx.key_len, cases[i].key_len);
+			assert_int_equal(rx.seq, 0);
+			struct sealer s;
+			sealer_from(&s, &rx);
+			assert_int_equal(seal_text(&s, "", wire), sizeof(wire));
+			assert_int_equal(rx_open(&rx, &seg, 1, &pos, out, sizeof(out), &n, &alert),
+					 RX_MORE);
+			assert_int_equal(pos, sizeof(wire));
+		} else {
+			/* A session left unset opens nothing. */
+			memset(wire, 0, sizeof(wire));
+			assert_int_equal(rx_open(&rx, &seg, 1, &pos, out, sizeof(out), &n, &alert),
+					 RX_BAD);
+			assert_int_equal(alert, RX_ALERT_INTERNAL_ERROR);
+			assert_int_equal(pos, 0);
+			assert_int_equal(n, 0);
+		}
+		rx_wipe(&rx);
+	}
+}
+
+/* ---- records sealed here ------------------------------------------------ */
+
+enum { F_FLIP_TAG = 1, F_HEADER_ONLY = 2 };
+
+struct rec_case {
+	const char *name;
+	uint8_t outer;	     /* outer content type; 0: 23 */
+	uint16_t version;    /* 0: 0x0303 */
+	unsigned len;	     /* F_HEADER_ONLY: the length field */
+	const char *content; /* hex; NULL: none */
+	size_t fill;	     /* then so many bytes 'x' */
+	uint8_t type;	     /* inner content type, 0: none (all zeros) */
+	size_t pad;	     /* zeros after it */
+	unsigned flags;
+	enum rx_result want;
+	uint8_t alert; /* of RX_BAD or RX_PEER_ALERT; ANY_ALERT: any */
+	bool consumed; /* pos moves past it */
+};
+
+static const struct rec_case rec_cases[] = {
+    {"application data", .content = "68656c6c6f", .type = 23, .want = RX_MORE, .consumed = true},
+    {"padding is stripped", .content = "68656c6c6f", .type = 23, .pad = 300, .want = RX_MORE,
+     .consumed = true},
+    {"zero-length application data", .type = 23, .want = RX_MORE, .consumed = true},
+    {"zero-length application data, 16384 of padding", .type = 23, .pad = 16384, .want = RX_MORE,
+     .consumed = true},
+    {"content of 16384", .fill = 16384, .type = 23, .want = RX_MORE, .consumed = true},
+    {"content of 16000, padded to 16385", .fill = 16000, .type = 23, .pad = 384, .want = RX_MORE,
+     .consumed = true},
+    {"inner plaintext of 16386 (padding)", .fill = 16384, .type = 23, .pad = 1, .want = RX_BAD,
+     .alert = RX_ALERT_RECORD_OVERFLOW},
+    {"inner plaintext of 16386 (content)", .fill = 16385, .type = 23, .want = RX_BAD,
+     .alert = RX_ALERT_RECORD_OVERFLOW},
+    {"tag flipped", .content = "68656c6c6f", .type = 23, .flags = F_FLIP_TAG, .want = RX_BAD,
+     .alert = RX_ALERT_BAD_RECORD_MAC},
+    {"tag flipped, 16384 bytes", .fill = 16384, .type = 23, .flags = F_FLIP_TAG, .want = RX_BAD,
+     .alert = RX_ALERT_BAD_RECORD_MAC},
+    {"tag flipped on a KeyUpdate", .content = "1800000101", .type = 22, .flags = F_FLIP_TAG,
+     .want = RX_BAD, .alert = RX_ALERT_BAD_RECORD_MAC},
+    {"outer type handshake", .outer = 22, .content = "68656c6c6f", .type = 23, .want = RX_BAD,
+     .alert = RX_ALERT_UNEXPECTED_MESSAGE},
+    {"outer type alert", .outer = 21, .content = "0100", .type = 21, .want = RX_BAD,
+     .alert = RX_ALERT_UNEXPECTED_MESSAGE},
+    {"outer type change_cipher_spec", .outer = 20, .content = "01", .type = 20, .want = RX_BAD,
+     .alert = RX_ALERT_UNEXPECTED_MESSAGE},
+    {"version 0x0301", .version = 0x0301, .content = "68", .type = 23, .want = RX_BAD,
+     .alert = RX_ALERT_UNEXPECTED_MESSAGE},
+    {"version 0x0304", .version = 0x0304, .content = "68", .type = 23, .want = RX_BAD,
+     .alert = RX_ALERT_UNEXPECTED_MESSAGE},
+    {"length 16: no room for the type", .len = 16, .flags = F_HEADER_ONLY, .want = RX_BAD,
+     .alert = RX_ALERT_DECODE_ERROR},
+    {"length 0", .len = 0, .flags = F_HEADER_ONLY, .want = RX_BAD, .alert = RX_ALERT_DECODE_ERROR},
+    {"length 16641", .len = 16641, .flags = F_HEADER_ONLY, .want = RX_BAD,
+     .alert = RX_ALERT_RECORD_OVERFLOW},
+    {"length 65535", .len = 65535, .flags = F_HEADER_ONLY, .want = RX_BAD,
+     .alert = RX_ALERT_RECORD_OVERFLOW},
+    {"length 16401, whole record not there yet", .len = 16401, .flags = F_HEADER_ONLY,
+     .want = RX_MORE},
+    /* Every suite's tag is 16 bytes: a longer record holds too much plaintext. */
+    {"length 16402", .len = 16402, .flags = F_HEADER_ONLY, .want = RX_BAD,
+     .alert = RX_ALERT_RECORD_OVERFLOW},
+    {"length 16640", .len = 16640, .flags = F_HEADER_ONLY, .want = RX_BAD,
+     .alert = RX_ALERT_RECORD_OVERFLOW},
+    {"inner plaintext all zeros", .pad = 10, .want = RX_BAD, .alert = RX_ALERT_UNEXPECTED_MESSAGE,
+     .consumed = true},
+    {"inner plaintext one zero", .want = RX_BAD, .alert = RX_ALERT_UNEXPECTED_MESSAGE,
+     .consumed = true},
+    {"handshake: Finished", .content = "14000004deadbeef", .type = 22, .want = RX_BAD,
+     .alert = RX_ALERT_UNEXPECTED_MESSAGE, .consumed = true},
+    {"handshake: ClientHello", .content = "01000000", .type = 22, .want = RX_BAD,
+     .alert = RX_ALERT_UNEXPECTED_MESSAGE, .consumed = true},
+    {"handshake: empty", .type = 22, .want = RX_BAD, .alert = RX_ALERT_UNEXPECTED_MESSAGE,
+     .consumed = true},
+    {"KeyUpdate, update_not_requested", .content = "1800000100", .type = 22, .want = RX_MORE,
+     .consumed = true},
+    {"KeyUpdate, update_requested", .content = "1800000101", .type = 22,
+     .want = RX_KEY_UPDATE_ASKED, .consumed = true},
+    {"KeyUpdate, padded", .content = "1800000101", .type = 22, .pad = 40,
+     .want = RX_KEY_UPDATE_ASKED, .consumed = true},
+    {"KeyUpdate with a byte more", .content = "180000010000", .type = 22, .want = RX_BAD,
+     .alert = RX_ALERT_DECODE_ERROR, .consumed = true},
+    {"KeyUpdate of length 2", .content = "180000020000", .type = 22, .want = RX_BAD,
+     .alert = RX_ALERT_DECODE_ERROR, .consumed = true},
+    {"KeyUpdate cut short", .content = "18000001", .type = 22, .want = RX_BAD,
+     .alert = RX_ALERT_DECODE_ERROR, .consumed = true},
+    {"two KeyUpdates in one record", .content = "18000001001800000100", .type = 22, .want = RX_BAD,
+     .alert = RX_ALERT_DECODE_ERROR, .consumed = true},
+    {"KeyUpdate then Finished", .content = "180000010014000000", .type = 22, .want = RX_BAD,
+     .alert = RX_ALERT_DECODE_ERROR, .consumed = true},
+    /* RFC 8446 4.6.3 asks for illegal_parameter here. */
+    {"KeyUpdate, request_update 2", .content = "1800000102", .type = 22, .want = RX_BAD,
+     .alert = ANY_ALERT, .consumed = true},
+    {"close_notify", .content = "0100", .type = 21, .want = RX_CLOSE_NOTIFY, .consumed = true},
+    {"close_notify, padded", .content = "0100", .type = 21, .pad = 9, .want = RX_CLOSE_NOTIFY,
+     .consumed = true},
+    {"alert handshake_failure", .content = "0228", .type = 21, .want = RX_PEER_ALERT, .alert = 40,
+     .consumed = true},
+    {"alert user_canceled, padded", .content = "015a", .type = 21, .pad = 3, .want = RX_PEER_ALERT,
+     .alert = 90, .consumed = true},
+    {"alert of 3 bytes", .content = "022800", .type = 21, .want = RX_BAD,
+     .alert = RX_ALERT_DECODE_ERROR, .consumed = true},
+    {"alert of 1 byte", .content = "02", .type = 21, .want = RX_BAD, .alert = RX_ALERT_DECODE_ERROR,
+     .consumed = true},
+    /* RFC 8446 5.4 asks for unexpected_message here. */
+    {"alert: empty", .type = 21, .want = RX_BAD, .alert = ANY_ALERT, .consumed = true},
+    {"inner type change_cipher_spec", .content = "01", .type = 20, .want = RX_BAD,
+     .alert = RX_ALERT_UNEXPECTED_MESSAGE, .consumed = true},
+    {"inner type heartbeat", .content = "01", .type = 24, .want = RX_BAD,
+     .alert = RX_ALERT_UNEXPECTED_MESSAGE, .consumed = true},
+    {"inner type 255", .content = "01", .type = 255, .want = RX_BAD,
+     .alert = RX_ALERT_UNEXPECTED_MESSAGE, .consumed = true},
+};
+
+static uint8_t wire_buf[WIRE_MAX], plain_buf[PLAIN_MAX], out_buf[OUT_MAX];
+
+/* The case's record after a good one ("abc"); its offset and the total size. */
+static size_t build_case(const struct rec_case *c, struct sealer *s, size_t *at, size_t *inner_len,
+			 uint8_t *content, size_t *clen)
+{
+	uint8_t *w = wire_buf;
+	size_t len = seal_text(s, "abc", w);
+	*at = len;
+	*clen = c->content ? unhex(c->content, content, HEX_MAX) : 0;
+	memset(content + *clen, 'x', c->fill);
+	*clen += c->fill;
+	if (c->flags & F_HEADER_ONLY) {
+		uint8_t h[RX_HEADER] = {23, 3, 3, (uint8_t)(c->len >> 8), (uint8_t)c->len};
+		memcpy(w + len, h, sizeof(h));
+		*inner_len = 0;
+		return len + sizeof(h);
+	}
+	uint8_t *inner = plain_buf;
+	*inner_len = c->type ? inner_of(content, *clen, c->type, c->pad, inner) : c->pad + 1;
+	if (!c->type)
+		memset(inner, 0, *inner_len);
+	len += seal(s, c->outer ? c->outer : 23, c->version ? c->version : 0x0303, inner,
+		    *inner_len, w + len);
+	if (c->flags & F_FLIP_TAG)
+		w[len - 1] ^= 0x40;
+	return len;
+}
+
+/* Opens the case's input cut in two at cut; checks what rx_open made of it. */
+static void open_case(const struct rec_case *c, struct rx *rx, size_t len, size_t at,
+		      size_t inner_len, const uint8_t *content, size_t clen, size_t cut)
+{
+	struct tls_seg seg[2] = {{wire_buf, cut}, {wire_buf + cut, len - cut}};
+	uint8_t *out = out_buf;
+	size_t cap = 2 * RX_INNER_MAX;
+	memset(out, 0xa5, cap);
+	size_t pos = 0, n = 0;
+	uint8_t alert = 0xee;
+	enum rx_result r = rx_open(rx, seg, 2, &pos, out, cap, &n, &alert);
+	if (r != c->want)
+		fail_msg("%s (suite %d, cut %zu): result %d, want %d", c->name, rx->suite, cut, r,
+			 c->want);
+	if (c->alert == ANY_ALERT)
+		assert_true(alert != 0);
+	else
+		assert_int_equal(alert,
+				 c->want == RX_BAD || c->want == RX_PEER_ALERT ? c->alert : 0);
+	assert_int_equal(pos, c->consumed ? len : at);
+	assert_memory_equal(out, "abc", 3);
+	bool app = c->type == 23 && c->want == RX_MORE && c->consumed;
+	assert_int_equal(n, 3 + (app ? clen : 0));
+	if (app)
+		assert_memory_equal(out + 3, content, clen);
+	/*
+	 * Where its plaintext went: the data and its type byte, else zeros.
+	 * A record not decrypted leaves the type byte of "abc" and the rest.
+	 */
+	size_t k = 3;
+	if (app) {
+		k += clen;
+		assert_int_equal(out[k++], 23);
+	}
+	if (c->consumed || (c->flags & F_FLIP_TAG)) {
+		for (; k < 3 + inner_len; k++)
+			assert_int_equal(out[k], 0);
+	} else {
+		assert_int_equal(out[k++], 23);
+	}
+	for (; k < cap; k++)
+		if (out[k] != 0xa5)
+			fail_msg("%s: out[%zu] = %#x, not left alone", c->name, k, out[k]);
+}
+
+/* After a KeyUpdate: new keys, sequence 0, the old keys no longer open. */
+static void check_updated(struct rx *rx, struct sealer *s, const uint8_t *old_key)
+{
+	assert_int_equal(rx->seq, 0);
+	assert_int_equal(rx->key_updates, 1);
+	assert_memory_not_equal(rx->key, old_key, sizeof(rx->key));
+	size_t pos = 0, n = 0;
+	uint8_t alert;
+	size_t m = seal_text(s, "old", wire_buf);
+	struct tls_seg seg = {wire_buf, m};
+	assert_int_equal(rx_open(rx, &seg, 1, &pos, out_buf, OUT_MAX, &n, &alert), RX_BAD);
+	assert_int_equal(alert, RX_ALERT_BAD_RECORD_MAC);
+	sealer_from(s, rx);
+	seg.len = seal_text(s, "new", wire_buf);
+	pos = 0;
+	assert_int_equal(rx_open(rx, &seg, 1, &pos, out_buf, OUT_MAX, &n, &alert), RX_MORE);
+	assert_int_equal(n, 3);
+	assert_memory_equal(out_buf, "new", 3);
+}
+
+static void check_case(const struct rec_case *c, enum rx_suite suite)
+{
+	struct rx rx;
+	struct sealer s;
+	assert_int_equal(rx_init(&rx, suite, secret48, hash_len(suite)), 0);
+	sealer_from(&s, &rx);
+	uint8_t old_key[sizeof(rx.key)];
+	memcpy(old_key, rx.key, sizeof(old_key));
+	static uint8_t content[RX_INNER_MAX + HEX_MAX];
+	size_t at, inner_len, clen;
+	size_t len = build_case(c, &s, &at, &inner_len, content, &clen);
+	/* Every cut of a short input; about 64 of a long one. */
+	size_t step = len <= 600 ? 1 : len / 64;
+	for (size_t cut = 0; cut <= len; cut += step) {
+		assert_int_equal(rx_init(&rx, suite, secret48, hash_len(suite)), 0);
+		open_case(c, &rx, len, at, inner_len, content, clen, cut);
+	}
+	bool key_update = c->type == 22 && c->want != RX_BAD;
+	if (key_update)
+		check_updated(&rx, &s, old_key);
+	else
+		assert_int_equal(rx.key_updates, 0);
+	rx_wipe(&rx);
+}
+
+static void test_sealed_cases(void **state)
+{
+	(void)state;
+	for (size_t si = 0; si < 3; si++)
+		for (size_t i = 0; i < sizeof(rec_cases) / sizeof(rec_cases[0]); i++)
+			check_case(&rec_cases[i], suites[si]);
+}
+
+/* A record whose inner plaintext does not fit stays where it is. */
+static void test_full(void **state)
+{
+	(void)state;
+	for (size_t si = 0; si < 3; si++) {
+		struct rx rx;
+		struct sealer s;
+		assert_int_equal(rx_init(&rx, suites[si], secret48, hash_len(suites[si])), 0);
+		sealer_from(&s, &rx);
+		uint8_t inner[200], *w = wire_buf;
+		size_t a = seal_text(&s, "abc", w);
+		memset(inner, 'y', 100);
+		size_t il = inner_of(inner, 100, 23, 50, inner);
+		assert_int_equal(il, 151);
+		size_t len = a + seal(&s, 23, 0x0303, inner, il, w + a);
+		struct tls_seg seg = {w, len};
+		uint8_t *out = out_buf;
+		size_t pos = 0, n = 0;
+		uint8_t alert;
+		/* Room for the content but not for its type and padding. */
+		assert_int_equal(rx_open(&rx, &seg, 1, &pos, out, 3 + 150, &n, &alert), RX_FULL);
+		assert_int_equal(alert, 0);
+		assert_int_equal(pos, a);
+		assert_int_equal(n, 3);
+		assert_int_equal(rx_open(&rx, &seg, 1, &pos, out, 3 + 150, &n, &alert), RX_FULL);
+		assert_int_equal(pos, a);
+		assert_int_equal(n, 3);
+		/* Exactly enough. */
+		assert_int_equal(rx_open(&rx, &seg, 1, &pos, out, 3 + 151, &n, &alert), RX_MORE);
+		assert_int_equal(pos, len);
+		assert_int_equal(n, 103);
+		assert_memory_equal(out, "abc", 3);
+
+		/* No room at all, and n already at cap. */
+		assert_int_equal(rx_init(&rx, suites[si], secret48, hash_len(suites[si])), 0);
+		pos = 0;
+		n = 0;
+		assert_int_equal(rx_open(&rx, &seg, 1, &pos, out, 0, &n, &alert), RX_FULL);
+		assert_int_equal(pos, 0);
+		n = 10;
+		assert_int_equal(rx_open(&rx, &seg, 1, &pos, out, 13, &n, &alert), RX_FULL);
+		assert_int_equal(pos, 0);
+		assert_int_equal(n, 10);
+		assert_int_equal(rx_open(&rx, &seg, 1, &pos, out, 14, &n, &alert), RX_FULL);
+		assert_int_equal(pos, a);
+		assert_int_equal(n, 13);
+		assert_memory_equal(out + 10, "abc", 3);
+		rx_wipe(&rx);
+	}
+}
+
+/* RX_KEY_UPDATES_MAX KeyUpdates are followed, the next one ends the session. */
+static void test_key_updates_max(void **state)
+{
+	(void)state;
+	struct rx rx;
+	struct sealer s;
+	assert_int_equal(rx_init(&rx, RX_AES_128_GCM_SHA256, secret48, 32), 0);
+	uint8_t ku[] = {24, 0, 0, 1, 0, 22}, *out = out_buf;
+	size_t n = 0;
+	uint8_t alert;
+	for (unsigned i = 0; i <= RX_KEY_UPDATES_MAX; i++) {
+		sealer_from(&s, &rx);
+		size_t len = seal_text(&s, "d", wire_buf);
+		len += seal(&s, 23, 0x0303, ku, sizeof(ku), wire_buf + len);
+		struct tls_seg seg = {wire_buf, len};
+		size_t pos = 0;
+		enum rx_result r = rx_open(&rx, &seg, 1, &pos, out, RX_INNER_MAX, &n, &alert);
+		if (i < RX_KEY_UPDATES_MAX) {
+			assert_int_equal(r, RX_MORE);
+			assert_int_equal(pos, len);
+			assert_int_equal(rx.key_updates, i + 1);
+		} else {
+			assert_int_equal(r, RX_BAD);
+			assert_int_equal(alert, RX_ALERT_UNEXPECTED_MESSAGE);
+		}
+		n = 0;
+	}
+	rx_wipe(&rx);
+}
+
+/* The sequence number never wraps (RFC 8446 5.3). */
+static void test_seq_limit(void **state)
+{
+	(void)state;
+	for (size_t si = 0; si < 3; si++) {
+		struct rx rx;
+		struct sealer s;
+		assert_int_equal(rx_init(&rx, suites[si], secret48, hash_len(suites[si])), 0);
+		rx.seq = UINT64_MAX - 2;
+		sealer_from(&s, &rx);
+		size_t a = seal_text(&s, "high", wire_buf);
+		size_t b = a + seal_text(&s, "last", wire_buf + a);
+		size_t len = b + seal_text(&s, "wrap", wire_buf + b);
+		struct tls_seg seg = {wire_buf, len};
+		size_t pos = 0, n = 0;
+		uint8_t alert;
+		assert_int_equal(rx_open(&rx, &seg, 1, &pos, out_buf, OUT_MAX, &n, &alert), RX_BAD);
+		assert_int_equal(alert, RX_ALERT_INTERNAL_ERROR);
+		assert_int_equal(pos, b);
+		assert_int_equal(n, 8);
+		assert_memory_equal(out_buf, "highlast", 8);
+		rx_wipe(&rx);
+	}
+}
+
+/* The loops end: 100000 records of the least size in one call, a record in 1-byte segments. */
+static void test_bounds(void **state)
+{
+	(void)state;
+	struct rx rx;
+	struct sealer s;
+	assert_int_equal(rx_init(&rx, RX_AES_128_GCM_SHA256, secret48, 32), 0);
+	sealer_from(&s, &rx);
+	static uint8_t big[BIG_RECORDS * 23 + 32];
+	size_t len = 0;
+	uint8_t type = 23;
+	for (unsigned i = 0; i < BIG_RECORDS; i++)
+		len += seal(&s, 23, 0x0303, &type, 1, big + len);
+	assert_int_equal(len, BIG_RECORDS * (RX_HEADER + 1 + RX_TAG));
+	struct tls_seg seg = {big, len};
+	size_t pos = 0, n = 0;
+	uint8_t alert;
+	assert_int_equal(rx_open(&rx, &seg, 1, &pos, out_buf, 16, &n, &alert), RX_MORE);
+	assert_int_equal(pos, len);
+	assert_int_equal(n, 0);
+	assert_int_equal(rx.seq, BIG_RECORDS);
+	/* Again, with a record cut short at the end. */
+	assert_int_equal(rx_init(&rx, RX_AES_128_GCM_SHA256, secret48, 32), 0);
+	s.seq = BIG_RECORDS;
+	size_t whole = len;
+	seg.len += seal_text(&s, "tail", big + len) - 1;
+	pos = 0;
+	assert_int_equal(rx_open(&rx, &seg, 1, &pos, out_buf, 16, &n, &alert), RX_MORE);
+	assert_int_equal(pos, whole);
+	assert_int_equal(n, 0);
+	assert_int_equal(rx.seq, BIG_RECORDS);
+
+	/* 16384 bytes of data in 16406 segments of one byte. */
+	static struct tls_seg one[RX_RECORD_MAX];
+	uint8_t *inner = plain_buf;
+	for (size_t i = 0; i < 16384; i++)
+		inner[i] = (uint8_t)i;
+	inner[16384] = 23;
+	sealer_from(&s, &rx);
+	len = seal(&s, 23, 0x0303, inner, 16385, wire_buf);
+	for (size_t i = 0; i < len; i++)
+		one[i] = (struct tls_seg){wire_buf + i, 1};
+	pos = 0;
+	assert_int_equal(rx_open(&rx, one, (unsigned)len, &pos, out_buf, OUT_MAX, &n, &alert),
+			 RX_MORE);
+	assert_int_equal(pos, len);
+	assert_int_equal(n, 16384);
+	assert_memory_equal(out_buf, inner, 16384);
+	rx_wipe(&rx);
+}
+
+/* ---- a wolfSSL client seals --------------------------------------------- */
+
+/* A throw-away ECDSA P-256 certificate (CN=mx.test, valid to 2126) and key (as test_tls.c). */
+static const char ec_cert_pem[] =
+    "-----BEGIN CERTIFICATE-----\n"
+    "MIIBejCCASGgAwIBAgIUcgUnbtHSUflpHYvEWIpDsdGDidAwCgYIKoZIzj0EAwIw\n"
+    "EjEQMA4GA1UEAwwHbXgudGVzdDAgFw0yNjExMjgwNTE1MTFaGA8yMTI2MTEwNDA1\n"
+    "MTUxMVowEjEQMA4GA1UEAwwHbXgudGVzdDBZMBMGByqGSM49AgEGCCqGSM49AwEH\n"
+    "A0IABJ1i+e/x4yCq0zvwTsxYC1aFzQ1pn3H7/eHYXX6scg4G+PgnloGjv5M+EAoJ\n"
+    "KBYyPilzXNgMZ9o9II51gZqnDv2jUzBRMB0GA1UdDgQWBBQSNyEAHQkp+p2AR9rV\n"
+    "am/1yPw/wTAfBgNVHSMEGDAWgBQSNyEAHQkp+p2AR9rVam/1yPw/wTAPBgNVHRMB\n"
+    "Af8EBTADAQH/MAoGCCqGSM49BAMCA0cAMEQCIDGG3IV5b6O/7KOqySUfHURf/Mmb\n"
+    "8/kEsRvaV8Qx3tBEAiAuVtBEgacHkZSHre5uQ7UcAMoHeo3Ib48T5p4OrsM6qQ==\n"
+    "-----END CERTIFICATE-----\n";
+static const char ec_key_pem[] =
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg8DaSONvVrBGU9xXU\n"
+    "0+OICc27q21LDce4OSc0YWDIX52hRANCAASdYvnv8eMgqtM78E7MWAtWhc0NaZ9x\n"
+    "+/3h2F1+rHIOBvj4J5aBo7+TPhAKCSgWMj4pc1zYDGfaPSCOdYGapw79\n"
+    "-----END PRIVATE KEY-----\n";
+
+struct pipe {
+	uint8_t *b; /* borrowed */
+	size_t len, cap;
+};
+
+static int pipe_recv(WOLFSSL *ssl, char *buf, int sz, void *ctx)
+{
+	struct pipe *p = ctx;
+	(void)ssl;
+	if (p->len == 0)
+		return WOLFSSL_CBIO_ERR_WANT_READ;
+	size_t n = (size_t)sz < p->len ? (size_t)sz : p->len;
+	memcpy(buf, p->b, n);
+	memmove(p->b, p->b + n, p->len - n);
+	p->len -= n;
+	return (int)n;
+}
+
+static int pipe_send(WOLFSSL *ssl, char *buf, int sz, void *ctx)
+{
+	struct pipe *p = ctx;
+	(void)ssl;
+	if (p->len + (size_t)sz > p->cap)
+		return WOLFSSL_CBIO_ERR_WANT_WRITE;
+	memcpy(p->b + p->len, buf, (size_t)sz);
+	p->len += (size_t)sz;
+	return sz;
+}
+
+struct capture {
+	uint8_t secret[RX_SECRET_MAX];
+	int len;
+};
+
+/* The server's view of the client's first application traffic secret. */
+static int secret_cb(WOLFSSL *ssl, int id, const unsigned char *secret, int len, void *vctx)
+{
+	struct capture *c = vctx;
+	(void)ssl;
+	if (id == CLIENT_TRAFFIC_SECRET && c->len == 0 && len > 0 && (size_t)len <= RX_SECRET_MAX) {
+		memcpy(c->secret, secret, (size_t)len);
+		c->len = len;
+	}
+	return 0;
+}
+
+enum act_op { ACT_END, ACT_WRITE, ACT_UPDATE, ACT_CLOSE };
+
+struct act {
+	enum act_op op;
+	size_t len; /* ACT_WRITE */
+};
+
+/* What the client sent after its Finished, and what rx should make of it. */
+struct flight {
+	enum rx_suite suite;
+	uint8_t secret[RX_SECRET_MAX];
+	size_t secret_len;
+	uint8_t *wire; /* borrowed: wire_buf */
+	size_t wire_len;
+	size_t ends[RECORDS_MAX]; /* where each record ends */
+	unsigned nrec;
+	uint8_t *plain; /* borrowed: plain_buf */
+	size_t plain_len;
+	unsigned asked; /* KeyUpdates asking for ours */
+};
+
+static struct flight flight;
+static struct tls_seg segs[SEGS_MAX];
+
+static void make_flight(struct flight *f, enum rx_suite suite, const struct act *acts,
+			uint64_t *seed)
+{
+	static uint8_t s2c_buf[1u << 18];
+	struct pipe c2s = {wire_buf, 0, WIRE_MAX}, s2c = {s2c_buf, 0, sizeof(s2c_buf)};
+	WOLFSSL_CTX *sctx = wolfSSL_CTX_new(wolfTLSv1_3_server_method());
+	WOLFSSL_CTX *cctx = wolfSSL_CTX_new(wolfTLSv1_3_client_method());
+	assert_non_null(sctx);
+	assert_non_null(cctx);
+	assert_int_equal(
+	    wolfSSL_CTX_use_certificate_buffer(sctx, (const unsigned char *)ec_cert_pem,
+					       sizeof(ec_cert_pem) - 1, WOLFSSL_FILETYPE_PEM),
+	    WOLFSSL_SUCCESS);
+	assert_int_equal(wolfSSL_CTX_use_PrivateKey_buffer(sctx, (const unsigned char *)ec_key_pem,
+							   sizeof(ec_key_pem) - 1,
+							   WOLFSSL_FILETYPE_PEM),
+			 WOLFSSL_SUCCESS);
+	wolfSSL_CTX_set_verify(cctx, WOLFSSL_VERIFY_NONE, NULL);
+	assert_int_equal(wolfSSL_CTX_set_cipher_list(cctx, suite_names[suite]), WOLFSSL_SUCCESS);
+	wolfSSL_CTX_SetIORecv(sctx, pipe_recv);
+	wolfSSL_CTX_SetIOSend(sctx, pipe_send);
+	wolfSSL_CTX_SetIORecv(cctx, pipe_recv);
+	wolfSSL_CTX_SetIOSend(cctx, pipe_send);
+	WOLFSSL *s = wolfSSL_new(sctx), *c = wolfSSL_new(cctx);
+	assert_non_null(s);
+	assert_non_null(c);
+	wolfSSL_SetIOReadCtx(s, &c2s);
+	wolfSSL_SetIOWriteCtx(s, &s2c);
+	wolfSSL_SetIOReadCtx(c, &s2c);
+	wolfSSL_SetIOWriteCtx(c, &c2s);
+	struct capture cap = {.len = 0};
+	assert_int_equal(wolfSSL_set_tls13_secret_cb(s, secret_cb, &cap), WOLFSSL_SUCCESS);
+
+	bool cdone = false, sdone = false;
+	for (int r = 0; r < ROUNDS_MAX && !(cdone && sdone); r++) {
+		if (!cdone) {
+			int ret = wolfSSL_connect(c);
+			cdone = ret == WOLFSSL_SUCCESS;
+			if (!cdone)
+				assert_int_equal(wolfSSL_get_error(c, ret),
+						 WOLFSSL_ERROR_WANT_READ);
+		}
+		if (!sdone) {
+			int ret = wolfSSL_accept(s);
+			sdone = ret == WOLFSSL_SUCCESS;
+			if (!sdone)
+				assert_int_equal(wolfSSL_get_error(s, ret),
+						 WOLFSSL_ERROR_WANT_READ);
+		}
+	}
+	assert_true(cdone && sdone);
+	/* The server read exactly up to the end of the client's Finished. */
+	assert_int_equal(c2s.len, 0);
+	assert_int_equal(wolfSSL_GetVersion(s), WOLFSSL_TLSV1_3);
+	assert_int_equal(rx_suite_by_name(wolfSSL_get_cipher_name(s)), suite);
+	assert_int_equal(cap.len, (int)hash_len(suite));
+
+	memset(f, 0, sizeof(*f));
+	f->suite = suite;
+	memcpy(f->secret, cap.secret, (size_t)cap.len);
+	f->secret_len = (size_t)cap.len;
+	f->wire = wire_buf;
+	f->plain = plain_buf;
+	for (unsigned i = 0; i < RECORDS_MAX && acts[i].op != ACT_END; i++) {
+		const struct act *a = &acts[i];
+		if (a->op == ACT_WRITE) {
+			assert_true(f->plain_len + a->len <= PLAIN_MAX);
+			uint8_t *d = f->plain + f->plain_len;
+			for (size_t k = 0; k < a->len; k++)
+				d[k] = (uint8_t)rnd(seed);
+			assert_int_equal(wolfSSL_write(c, d, (int)a->len), (int)a->len);
+			f->plain_len += a->len;
+		} else if (a->op == ACT_UPDATE) {
+			int required = -1;
+			assert_int_equal(wolfSSL_update_keys(c), WOLFSSL_SUCCESS);
+			assert_int_equal(wolfSSL_key_update_response(c, &required), 0);
+			f->asked += (unsigned)required;
+		} else {
+			size_t before = c2s.len;
+			(void)wolfSSL_shutdown(c);
+			assert_true(c2s.len > before);
+		}
+	}
+	f->wire_len = c2s.len;
+	/* Where the records end (wolfSSL wrote them: the headers are right). */
+	for (size_t o = 0; o < f->wire_len;) {
+		assert_true(o + RX_HEADER <= f->wire_len);
+		assert_int_equal(f->wire[o], 23);
+		o += RX_HEADER + ((size_t)f->wire[o + 3] << 8 | f->wire[o + 4]);
+		assert_true(o <= f->wire_len && f->nrec < RECORDS_MAX);
+		f->ends[f->nrec++] = o;
+	}
+	wolfSSL_free(c);
+	wolfSSL_free(s);
+	wolfSSL_CTX_free(cctx);
+	wolfSSL_CTX_free(sctx);
+}
+
+/* Calls rx_open as tls.c does: again after each KeyUpdate that asks for ours. */
+static enum rx_result open_calls(const struct flight *f, struct rx *rx, unsigned nseg, size_t *pos,
+				 size_t *n, unsigned *asked)
+{
+	uint8_t alert = 0xee;
+	enum rx_result r = RX_BAD;
+	for (unsigned guard = 0; guard <= RX_KEY_UPDATES_MAX; guard++) {
+		r = rx_open(rx, segs, nseg, pos, out_buf, OUT_MAX, n, &alert);
+		if (r != RX_KEY_UPDATE_ASKED)
+			break;
+		(*asked)++;
+		bool at_end = false;
+		for (unsigned i = 0; i < f->nrec; i++)
+			at_end |= f->ends[i] == *pos;
+		assert_true(at_end);
+	}
+	assert_int_equal(alert, 0);
+	return r;
+}
+
+/* The whole flight, given as nseg segments, from a fresh rx. */
+static void open_whole(const struct flight *f, unsigned nseg)
+{
+	struct rx rx;
+	assert_int_equal(rx_init(&rx, f->suite, f->secret, f->secret_len), 0);
+	size_t pos = 0, n = 0;
+	unsigned asked = 0;
+	assert_int_equal(open_calls(f, &rx, nseg, &pos, &n, &asked), RX_CLOSE_NOTIFY);
+	assert_int_equal(asked, f->asked);
+	assert_int_equal(pos, f->wire_len);
+	assert_int_equal(n, f->plain_len);
+	assert_memory_equal(out_buf, f->plain, n);
+	rx_wipe(&rx);
+}
+
+/* Segments of the wire cut at nseg - 1 random offsets (some may be empty). */
+static unsigned cut_random(const struct flight *f, size_t len, unsigned nseg, uint64_t *seed)
+{
+	size_t cuts[64];
+	assert_true(nseg >= 1 && nseg <= 64);
+	for (unsigned i = 0; i + 1 < nseg; i++)
+		cuts[i] = (size_t)(rnd(seed) % (len + 1));
+	cuts[nseg - 1] = len;
+	/* Insertion sort: at most 64. */
+	for (unsigned i = 1; i < nseg; i++)
+		for (unsigned j = i; j > 0 && cuts[j - 1] > cuts[j]; j--) {
+			size_t t = cuts[j];
+			cuts[j] = cuts[j - 1];
+			cuts[j - 1] = t;
+		}
+	size_t from = 0;
+	for (unsigned i = 0; i < nseg; i++) {
+		segs[i] = (struct tls_seg){f->wire + from, cuts[i] - from};
+		from = cuts[i];
+	}
+	return nseg;
+}
+
+/*
+ * The flight arriving in pieces of 1..step_max bytes, each a segment of its
+ * own: after each, pos is at the end of the last whole record.
+ */
+static void open_growing(const struct flight *f, size_t step_max, uint64_t *seed)
+{
+	struct rx rx;
+	assert_int_equal(rx_init(&rx, f->suite, f->secret, f->secret_len), 0);
+	size_t pos = 0, n = 0, got = 0, prev_n = 0;
+	unsigned asked = 0, nseg = 0, rec = 0;
+	for (unsigned guard = 0; got < f->wire_len && guard < SEGS_MAX; guard++) {
+		size_t step = step_max == 1 ? 1 : 1 + (size_t)(rnd(seed) % step_max);
+		if (step > f->wire_len - got)
+			step = f->wire_len - got;
+		segs[nseg++] = (struct tls_seg){f->wire + got, step};
+		got += step;
+		enum rx_result r = open_calls(f, &rx, nseg, &pos, &n, &asked);
+		while (rec < f->nrec && f->ends[rec] <= got)
+			rec++;
+		size_t want_pos = rec ? f->ends[rec - 1] : 0;
+		assert_int_equal(pos, want_pos);
+		assert_int_equal(r, pos == f->wire_len ? RX_CLOSE_NOTIFY : RX_MORE);
+		assert_true(n >= prev_n);
+		assert_memory_equal(out_buf, f->plain, n);
+		prev_n = n;
+	}
+	assert_int_equal(got, f->wire_len);
+	assert_int_equal(pos, f->wire_len);
+	assert_int_equal(n, f->plain_len);
+	assert_int_equal(asked, f->asked);
+	rx_wipe(&rx);
+}
+
+static const struct act short_flight[] = {
+    {ACT_WRITE, 1},  {ACT_WRITE, 2},  {ACT_WRITE, 17}, {ACT_UPDATE, 0}, {ACT_WRITE, 5},
+    {ACT_UPDATE, 0}, {ACT_WRITE, 31}, {ACT_CLOSE, 0},  {ACT_END, 0},
+};
+
+static const struct act long_flight[] = {
+    {ACT_WRITE, 1},	{ACT_WRITE, 2},	    {ACT_WRITE, 3},    {ACT_WRITE, 15},
+    {ACT_WRITE, 16},	{ACT_WRITE, 17},    {ACT_WRITE, 255},  {ACT_WRITE, 256},
+    {ACT_WRITE, 1000},	{ACT_WRITE, 4095},  {ACT_WRITE, 4096}, {ACT_WRITE, 16383},
+    {ACT_WRITE, 16384}, {ACT_WRITE, 20000}, {ACT_UPDATE, 0},   {ACT_WRITE, 700},
+    {ACT_WRITE, 16384}, {ACT_UPDATE, 0},    {ACT_WRITE, 1},    {ACT_WRITE, 9000},
+    {ACT_CLOSE, 0},	{ACT_END, 0},
+};
+
+/* A short flight cut at every offset, then at every pair of offsets, then byte by byte. */
+static void test_wolfssl_short(void **state)
+{
+	(void)state;
+	uint64_t seed = 8446;
+	for (size_t si = 0; si < 3; si++) {
+		struct flight *f = &flight;
+		make_flight(f, suites[si], short_flight, &seed);
+		assert_int_equal(f->asked, 1);
+		assert_int_equal(f->nrec, 8);
+		size_t len = f->wire_len;
+		assert_true(len < SEGS_MAX);
+		for (size_t i = 0; i <= len; i++) {
+			for (size_t j = i; j <= len; j++) {
+				segs[0] = (struct tls_seg){f->wire, i};
+				segs[1] = (struct tls_seg){f->wire + i, j - i};
+				segs[2] = (struct tls_seg){f->wire + j, len - j};
+				open_whole(f, 3);
+			}
+		}
+		for (size_t i = 0; i < len; i++)
+			segs[i] = (struct tls_seg){f->wire + i, 1};
+		open_whole(f, (unsigned)len);
+		open_growing(f, 1, &seed);
+	}
+}
+
+/* A long flight cut at random offsets, and arriving in random pieces. */
+static void test_wolfssl_long(void **state)
+{
+	(void)state;
+	uint64_t seed = 8448;
+	for (size_t si = 0; si < 3; si++) {
+		struct flight *f = &flight;
+		make_flight(f, suites[si], long_flight, &seed);
+		assert_int_equal(f->asked, 1);
+		printf("%-31s %6zu bytes of data in %2u records, %6zu on the wire\n",
+		       suite_names[suites[si]], f->plain_len, f->nrec, f->wire_len);
+		segs[0] = (struct tls_seg){f->wire, f->wire_len};
+		open_whole(f, 1);
+		for (unsigned t = 0; t < 200; t++)
+			open_whole(
+			    f, cut_random(f, f->wire_len, 1 + (unsigned)(rnd(&seed) % 64), &seed));
+		for (unsigned t = 0; t < 10; t++)
+			open_growing(f, t < 5 ? 128 : 4000, &seed);
+	}
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	return wolfSSL_Init() == WOLFSSL_SUCCESS ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	wolfSSL_Cleanup();
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_rfc8448),	  cmocka_unit_test(test_suite_names),
+	    cmocka_unit_test(test_init_checks),	  cmocka_unit_test(test_sealed_cases),
+	    cmocka_unit_test(test_full),	  cmocka_unit_test(test_key_updates_max),
+	    cmocka_unit_test(test_seq_limit),	  cmocka_unit_test(test_bounds),
+	    cmocka_unit_test(test_wolfssl_short), cmocka_unit_test(test_wolfssl_long),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
