@@ -183,8 +183,7 @@ static bool cursor_copy(struct cursor *c, uint8_t *dst, size_t len)
  * is the additional data. 0 when the tag verified.
  */
 static int aead_open(const struct rx *rx, const uint8_t nonce[12], const uint8_t *aad,
-		     size_t aad_len, struct cursor *c, size_t len, uint8_t *out,
-		     const uint8_t *tag)
+		     size_t aad_len, struct cursor *c, size_t len, uint8_t *out, const uint8_t *tag)
 {
 	int rc = -1;
 	if (rx->suite == RX_CHACHA20_POLY1305_SHA256) {
@@ -231,9 +230,13 @@ static int aead_open(const struct rx *rx, const uint8_t nonce[12], const uint8_t
 static enum rx_result key_update(struct rx *rx, const uint8_t *m, size_t len, uint8_t *alert)
 {
 	/* One message, alone at the end of its record (RFC 8446 5.1). */
-	if (len != 5 || m[0] != HS_KEY_UPDATE || m[1] != 0 || m[2] != 0 || m[3] != 1 || m[4] > 1) {
+	if (len != 5 || m[0] != HS_KEY_UPDATE || m[1] != 0 || m[2] != 0 || m[3] != 1) {
 		*alert = len >= 4 && m[0] == HS_KEY_UPDATE ? RX_ALERT_DECODE_ERROR
 							   : RX_ALERT_UNEXPECTED_MESSAGE;
+		return RX_BAD;
+	}
+	if (m[4] > 1) {
+		*alert = RX_ALERT_ILLEGAL_PARAMETER; /* RFC 8446 4.6.3 */
 		return RX_BAD;
 	}
 	if (rx->key_updates >= RX_KEY_UPDATES_MAX) {
@@ -314,7 +317,7 @@ static enum rx_result record_content(struct rx *rx, uint8_t type, uint8_t *dst, 
 	}
 	if (type == CT_ALERT) {
 		if (clen != 2) {
-			*alert = RX_ALERT_DECODE_ERROR;
+			*alert = clen == 0 ? RX_ALERT_UNEXPECTED_MESSAGE : RX_ALERT_DECODE_ERROR;
 			return RX_BAD;
 		}
 		if (dst[1] == 0)
@@ -397,7 +400,8 @@ enum rx_result rx_open(struct rx *rx, const struct tls_seg *seg, unsigned nseg, 
 		uint8_t type = hdr[0];
 		size_t clen = body;
 		if (!rx->tls12) {
-			/* The content type is the last non-zero byte; zeros after it are padding. */
+			/* The content type is the last non-zero byte; zeros after it are padding.
+			 */
 			while (clen > 0 && dst[clen - 1] == 0)
 				clen--;
 			if (clen == 0) {

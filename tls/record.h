@@ -39,14 +39,14 @@ struct tls_seg {
 	size_t len;
 };
 
-#define RX_HEADER	   5u
-#define RX_TAG		   16u
-#define RX_INNER_MAX	   (16384u + 1u)		   /* content + type (RFC 8446 5.2) */
-#define RX_CIPHERTEXT_MAX  (16384u + 256u)		   /* the length field's limit */
-#define RX_CIPHERTEXT12_MAX (16384u + 2048u) /* TLS 1.2's (RFC 5246 6.2.3) */
-#define RX_RECORD_MAX	   (RX_HEADER + RX_CIPHERTEXT12_MAX) /* a whole record */
-#define RX_KEY_UPDATES_MAX 1024u /* per session: each costs a derivation and, if asked, a reply */
-#define RX_SECRET_MAX	   48u
+#define RX_HEADER	    5u
+#define RX_TAG		    16u
+#define RX_INNER_MAX	    (16384u + 1u)		      /* content + type (RFC 8446 5.2) */
+#define RX_CIPHERTEXT_MAX   (16384u + 256u)		      /* the length field's limit */
+#define RX_CIPHERTEXT12_MAX (16384u + 2048u)		      /* TLS 1.2's (RFC 5246 6.2.3) */
+#define RX_RECORD_MAX	    (RX_HEADER + RX_CIPHERTEXT12_MAX) /* a whole record */
+#define RX_KEY_UPDATES_MAX  1024u /* per session: each costs a derivation and, if asked, a reply */
+#define RX_SECRET_MAX	    48u
 
 enum rx_suite {
 	RX_AES_128_GCM_SHA256 = 1,
@@ -81,6 +81,7 @@ enum {
 	RX_ALERT_UNEXPECTED_MESSAGE = 10,
 	RX_ALERT_BAD_RECORD_MAC = 20,
 	RX_ALERT_RECORD_OVERFLOW = 22,
+	RX_ALERT_ILLEGAL_PARAMETER = 47,
 	RX_ALERT_DECODE_ERROR = 50,
 	RX_ALERT_INTERNAL_ERROR = 80,
 };

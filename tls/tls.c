@@ -1028,6 +1028,8 @@ static const char *alert_name(uint8_t a)
 		return "record_overflow";
 	case RX_ALERT_DECODE_ERROR:
 		return "decode_error";
+	case RX_ALERT_ILLEGAL_PARAMETER:
+		return "illegal_parameter";
 	default:
 		return "internal_error";
 	}
