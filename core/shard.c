@@ -1060,6 +1060,29 @@ static void tls_hold(struct shard *sh, struct conn *c, bool force)
 }
 
 /*
+ * A fatal TLS error: the alert wolfSSL or record.c queued (RFC 8446 6.2)
+ * goes out, then the connection closes; nothing is written after it (no
+ * reply, no close_notify). A session whose message is with its writer just
+ * closes: the writer's reply must not follow the alert.
+ */
+static void tls_fail(struct shard *sh, struct conn *c, const char *reason)
+{
+	size_t tlen = 0;
+	(void)tls_output(c->tls, &tlen);
+	if (tlen == 0 || c->smtp.state == SMTP_S_WAIT) {
+		conn_close(sh, c, reason);
+		return;
+	}
+	if (!c->reason)
+		c->reason = reason;
+	c->flags |= C_CLOSE | C_NOTIFIED;
+	c->out_len = 0;
+	input_drop(sh, c);
+	mark_dirty(sh, c);
+	timer_set(&sh->wheel, (uint32_t)(c - sh->conns), sh->now_s + 5);
+}
+
+/*
  * Runs TLS over the ciphertext queue: the handshake, then decryption into
  * plaintext buffers queued for the engine. Receive buffers go back as soon
  * as their bytes are used. *starved: what is queued is not a whole record
@@ -1113,7 +1136,7 @@ static bool tls_pump(struct shard *sh, struct conn *c, bool *starved_out)
 		log_line("tls error client=%s port=%u stage=%s error=\"%s\"", c->addr, c->port,
 			 hs ? "handshake" : "read", tls_error(c->tls));
 		stat_add(&sh->stats.tls_failed, 1);
-		conn_close(sh, c, hs ? "tls-handshake-failed" : "tls-error");
+		tls_fail(sh, c, hs ? "tls-handshake-failed" : "tls-error");
 		return false;
 	}
 	if (starved)

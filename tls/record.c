@@ -420,3 +420,57 @@ enum rx_result rx_open(struct rx *rx, const struct tls_seg *seg, unsigned nseg, 
 	}
 	return RX_MORE;
 }
+
+int rx_seal_alert(enum rx_suite suite, int tls12, const uint8_t *key, size_t key_len,
+		  const uint8_t *iv, size_t iv_len, uint64_t seq, uint8_t desc, uint8_t *out)
+{
+	bool gcm = suite == RX_AES_128_GCM_SHA256 || suite == RX_AES_256_GCM_SHA384;
+	size_t want_key = suite == RX_AES_128_GCM_SHA256 ? 16 : 32;
+	size_t want_iv = tls12 && gcm ? 4 : 12;
+	if ((!gcm && suite != RX_CHACHA20_POLY1305_SHA256) || key_len != want_key ||
+	    iv_len != want_iv || seq == UINT64_MAX)
+		return -EINVAL;
+	size_t explicit = tls12 && gcm ? GCM_EXPLICIT_NONCE : 0;
+	uint8_t plain[3] = {2, desc, CT_ALERT}; /* fatal; TLS 1.3 adds the inner type */
+	size_t plen = tls12 ? 2 : 3;
+	size_t len = explicit + plen + RX_TAG;
+	uint8_t nonce[12], aad[13], seqb[8];
+	for (int i = 0; i < 8; i++)
+		seqb[i] = (uint8_t)(seq >> (56 - 8 * i));
+	out[0] = tls12 ? CT_ALERT : CT_APPLICATION_DATA;
+	out[1] = 3, out[2] = 3;
+	out[3] = (uint8_t)(len >> 8), out[4] = (uint8_t)len;
+	size_t aad_len = RX_HEADER;
+	memcpy(aad, out, RX_HEADER);
+	if (tls12) {
+		memcpy(aad, seqb, 8);
+		aad[8] = CT_ALERT, aad[9] = 3, aad[10] = 3, aad[11] = 0, aad[12] = (uint8_t)plen;
+		aad_len = 13;
+	}
+	if (explicit) {
+		memcpy(nonce, iv, 4);
+		memcpy(nonce + 4, seqb, 8); /* the explicit part: any unique value */
+		memcpy(out + RX_HEADER, seqb, 8);
+	} else {
+		memcpy(nonce, iv, 12);
+		for (int i = 0; i < 8; i++)
+			nonce[4 + i] ^= seqb[i];
+	}
+	uint8_t *ct = out + RX_HEADER + explicit, *tag = ct + plen;
+	int rc;
+	if (gcm) {
+		Aes aes;
+		rc = wc_AesInit(&aes, NULL, INVALID_DEVID);
+		if (rc == 0)
+			rc = wc_AesGcmSetKey(&aes, key, (word32)key_len);
+		if (rc == 0)
+			rc = wc_AesGcmEncrypt(&aes, ct, plain, (word32)plen, nonce, 12, tag, RX_TAG,
+					      aad, (word32)aad_len);
+		wc_AesFree(&aes);
+		explicit_bzero(&aes, sizeof(aes));
+	} else {
+		rc = wc_ChaCha20Poly1305_Encrypt(key, nonce, aad, (word32)aad_len, plain,
+						 (word32)plen, ct, tag);
+	}
+	return rc == 0 ? (int)(RX_HEADER + len) : -EINVAL;
+}

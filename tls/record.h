@@ -110,6 +110,21 @@ int rx_init_tls12(struct rx *rx, enum rx_suite suite, const uint8_t *key, size_t
 /* Wipes the keys. */
 void rx_wipe(struct rx *rx);
 
+/* A sealed alert record: header, TLS 1.2 AES-GCM's explicit nonce, level
+ * and description (and TLS 1.3's inner type), tag. */
+#define RX_ALERT_RECORD_MAX (RX_HEADER + 8u + 3u + RX_TAG)
+
+/*
+ * Seals a fatal alert (RFC 8446 6.2, RFC 5246 7.2.2) as the server's next
+ * record, so that the client learns why the session ends: key, iv (TLS 1.3
+ * and ChaCha20-Poly1305: 12 bytes; TLS 1.2 AES-GCM: the 4-byte salt) and
+ * seq are the server's own. Writes at most RX_ALERT_RECORD_MAX bytes to
+ * out; their count, or -EINVAL.
+ */
+int rx_seal_alert(enum rx_suite suite, int tls12, const uint8_t *key, size_t key_len,
+		  const uint8_t *iv, size_t iv_len, uint64_t seq, uint8_t desc, uint8_t *out)
+    __attribute__((warn_unused_result));
+
 /*
  * Opens the whole records in the input (the concatenation of seg[0..nseg))
  * from offset *pos on, appending their application data to out[*n..cap)

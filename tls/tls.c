@@ -120,6 +120,7 @@ struct tls_conn {
 	uint32_t rec_left;
 	uint8_t secret_len;  /* the client traffic secret, kept in rx.secret */
 	enum tls_status end; /* TLS_OK, or how the session ended after data returned */
+	uint8_t end_alert;   /* the alert to send with it (record.c found the error) */
 	struct rx rx;	     /* TLS 1.3 after the handshake: records opened by record.c */
 	uint8_t *held;	     /* owned: input moved out of receive buffers (tls_keep_input) */
 	uint32_t held_len, held_cap;
@@ -1035,6 +1036,31 @@ static const char *alert_name(uint8_t a)
 	}
 }
 
+/*
+ * A fatal alert for an error record.c found, queued as the server's next
+ * record (wolfSSL's write keys and sequence number; ATOMIC_USER has them).
+ * Nothing more is written after it: the shard closes once it is sent.
+ */
+static void rx_send_alert(struct tls_conn *t, uint8_t desc)
+{
+#ifdef ATOMIC_USER
+	int ks = wolfSSL_GetKeySize(t->ssl), ivs = wolfSSL_GetIVSize(t->ssl);
+	const uint8_t *key = wolfSSL_GetServerWriteKey(t->ssl);
+	const uint8_t *iv = wolfSSL_GetServerWriteIV(t->ssl);
+	word64 seq = 0;
+	(void)wolfSSL_GetSequenceNumber(t->ssl, &seq); /* "1" when seq is 0 */
+	uint8_t rec[RX_ALERT_RECORD_MAX];
+	int n = key && iv && ks > 0 && ivs > 0
+		    ? rx_seal_alert(t->rx.suite, t->rx.tls12, key, (size_t)ks, iv, (size_t)ivs, seq,
+				    desc, rec)
+		    : -EINVAL;
+	if (n > 0)
+		(void)io_send(t->ssl, (char *)rec, n, t);
+#else
+	(void)t, (void)desc;
+#endif
+}
+
 /* tls_read for a session whose records record.c opens. */
 static enum tls_status rx_read(struct tls_conn *t, uint8_t *buf, size_t cap, size_t *n)
 {
@@ -1094,10 +1120,16 @@ static enum tls_status rx_read(struct tls_conn *t, uint8_t *buf, size_t cap, siz
 	t->err = 0;
 	if (st == TLS_ERROR)
 		cache_forget(t->ssl); /* RFC 5246 7.2.2: not resumed after a fatal error */
+	uint8_t to_send = st == TLS_ERROR && r != RX_PEER_ALERT ? alert : 0;
+	if (to_send == 0 && st == TLS_ERROR && r != RX_PEER_ALERT)
+		to_send = RX_ALERT_INTERNAL_ERROR;
 	if (*n > 0) {
 		t->end = st; /* the data first, then the end */
+		t->end_alert = to_send;
 		return TLS_OK;
 	}
+	if (to_send)
+		rx_send_alert(t, to_send);
 	return st;
 }
 #endif
@@ -1161,8 +1193,13 @@ enum tls_status tls_read(struct tls_conn *t, uint8_t *buf, size_t cap, size_t *n
 	*n = 0;
 	if (!t->ssl)
 		return TLS_ERROR;
-	if (t->end != TLS_OK)
+	if (t->end != TLS_OK) {
+		if (t->end_alert) {
+			rx_send_alert(t, t->end_alert); /* after the replies to the data */
+			t->end_alert = 0;
+		}
 		return t->end;
+	}
 #if TLS_RX_FAST
 	if (t->rx.suite)
 		return rx_read(t, buf, cap, n);
