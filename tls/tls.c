@@ -75,6 +75,7 @@
 #define CERTS_MAX	2
 #define KEY_FILE_MAX	(64u * 1024)
 #define HELLO_BUF_MIN	1024u
+#define HELD_BUF_MIN	1024u
 /* wolfSSL 5.5.4's session blob: side(1) bornOn(4) timeout(4) idLen(1) id. */
 #define BLOB_ID_LEN_AT 9
 #define BLOB_ID_AT     10
@@ -859,6 +860,30 @@ void tls_conn_free(struct tls_conn *t)
 	free(t);
 }
 
+/*
+ * Moves n bytes of unread input to the end of a session-owned buffer, grown
+ * by doubling from min up to max (len + n must not pass max). 0 or -ENOMEM.
+ */
+static int keep_input(struct tls_conn *t, uint8_t **buf, uint32_t *len, uint32_t *cap, size_t n,
+		      size_t min, size_t max)
+{
+	size_t need = *len + n;
+	if (need > *cap) {
+		size_t c = *cap ? 2u * *cap : min;
+		while (c < need)
+			c *= 2;
+		if (c > max)
+			c = max;
+		uint8_t *p = realloc(*buf, c);
+		if (!p)
+			return -ENOMEM;
+		*buf = p;
+		*cap = (uint32_t)c;
+	}
+	*len += (uint32_t)input_copy(t, *buf + *len, n);
+	return 0;
+}
+
 /* Moves the unread input into the kept ClientHello (at most HELLO_INPUT_MAX). */
 static int hello_keep(struct tls_conn *t)
 {
@@ -866,21 +891,8 @@ static int hello_keep(struct tls_conn *t)
 	size_t n = HELLO_INPUT_MAX - t->hello_len;
 	if (n > avail)
 		n = avail;
-	size_t need = t->hello_len + n;
-	if (need > t->hello_cap) {
-		size_t cap = t->hello_cap ? 2u * t->hello_cap : HELLO_BUF_MIN;
-		while (cap < need)
-			cap *= 2;
-		if (cap > HELLO_INPUT_MAX)
-			cap = HELLO_INPUT_MAX;
-		uint8_t *p = realloc(t->hello, cap);
-		if (!p)
-			return -ENOMEM;
-		t->hello = p;
-		t->hello_cap = (uint32_t)cap;
-	}
-	t->hello_len += (uint32_t)input_copy(t, t->hello + t->hello_len, n);
-	return 0;
+	return keep_input(t, &t->hello, &t->hello_len, &t->hello_cap, n, HELLO_BUF_MIN,
+			  HELLO_INPUT_MAX);
 }
 
 /*
@@ -1141,21 +1153,8 @@ int tls_keep_input(struct tls_conn *t)
 		return 0;
 	if (!t->rx.suite || t->held_len + left > RX_RECORD_MAX)
 		return -E2BIG;
-	size_t need = t->held_len + left;
-	if (need > t->held_cap) {
-		size_t cap = t->held_cap ? t->held_cap : 1024;
-		while (cap < need)
-			cap *= 2;
-		if (cap > RX_RECORD_MAX)
-			cap = RX_RECORD_MAX;
-		uint8_t *p = realloc(t->held, cap);
-		if (!p)
-			return -ENOMEM;
-		t->held = p;
-		t->held_cap = (uint32_t)cap;
-	}
-	t->held_len += (uint32_t)input_copy(t, t->held + t->held_len, left);
-	return 0;
+	return keep_input(t, &t->held, &t->held_len, &t->held_cap, left, HELD_BUF_MIN,
+			  RX_RECORD_MAX);
 }
 
 bool tls_holding(const struct tls_conn *t)
