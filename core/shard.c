@@ -896,7 +896,8 @@ static void conn_flush(struct shard *sh, struct conn *c)
 	if (c->flags & C_SEND)
 		return;
 	size_t tlen = 0;
-	const uint8_t *t = c->tls ? tls_output(c->tls, &tlen) : NULL;
+	if (c->tls)
+		(void)tls_output(c->tls, &tlen);
 	if (c->out_len > 0) {
 		/* Plaintext, or the 220 to STARTTLS that precedes the handshake. */
 		uint8_t *p = c->out;
@@ -905,14 +906,8 @@ static void conn_flush(struct shard *sh, struct conn *c)
 		c->out_len = 0;
 		send_block(sh, c, p, n);
 	} else if (tlen > 0) {
-		/* wolfSSL may append while a send is out: the send gets its own copy. */
-		uint8_t *p = malloc(tlen);
-		if (!p) {
-			conn_close(sh, c, "nomem");
-			return;
-		}
-		memcpy(p, t, tlen);
-		tls_output_consumed(c->tls, tlen);
+		/* The send owns the buffer: wolfSSL appends to a new one meanwhile. */
+		uint8_t *p = tls_output_take(c->tls, &tlen);
 		send_block(sh, c, p, (uint32_t)tlen);
 	} else if (c->flags & C_CLOSE) {
 		conn_linger(sh, c);

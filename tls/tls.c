@@ -940,6 +940,17 @@ const uint8_t *tls_output(const struct tls_conn *t, size_t *len)
 	return t->out;
 }
 
+uint8_t *tls_output_take(struct tls_conn *t, size_t *len)
+{
+	uint8_t *p = t->out_len ? t->out : NULL;
+	*len = t->out_len;
+	if (!p)
+		return NULL;
+	t->out = NULL;
+	t->out_len = t->out_cap = 0;
+	return p;
+}
+
 void tls_output_consumed(struct tls_conn *t, size_t len)
 {
 	if (len >= t->out_len) {

@@ -99,6 +99,9 @@ bool tls_in_place(const struct tls_conn *t);
 /* Ciphertext out: appended here by wolfSSL (owned by the session). */
 const uint8_t *tls_output(const struct tls_conn *t, size_t *len);
 void tls_output_consumed(struct tls_conn *t, size_t len);
+/* The whole output, handed over (the caller frees it with free()); the
+ * session starts a new buffer for what it writes next. NULL when empty. */
+uint8_t *tls_output_take(struct tls_conn *t, size_t *len);
 
 enum tls_status { TLS_OK = 0, TLS_AGAIN = 1, TLS_CLOSED = 2, TLS_ERROR = 3 };
 
