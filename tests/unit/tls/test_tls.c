@@ -734,6 +734,53 @@ struct shard_job {
 
 /* Shard id serves client i in round r when (i + r) % SHARDS == id: each
  * resumption lands on another shard than the connection before. */
+/*
+ * A record that fails its tag ends the session with a bad_record_mac alert
+ * the client can read: sealed by record.c under the server's keys and next
+ * sequence number (after the replies already sent), for each suite and
+ * both versions, as a wolfSSL client checks it.
+ */
+static void test_bad_record_alert(void **state)
+{
+	(void)state;
+	static const struct {
+		int v13;
+		const char *ciphers;
+	} cases[] = {
+	    {1, "TLS13-AES128-GCM-SHA256"},	   {1, "TLS13-AES256-GCM-SHA384"},
+	    {1, "TLS13-CHACHA20-POLY1305-SHA256"}, {0, "ECDHE-ECDSA-AES128-GCM-SHA256"},
+	    {0, "ECDHE-ECDSA-AES256-GCM-SHA384"},  {0, "ECDHE-ECDSA-CHACHA20-POLY1305"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		WOLFSSL_CTX *cctx = client_ctx(cases[i].v13 ? wolfTLSv1_3_client_method()
+							    : wolfTLSv1_2_client_method(),
+					       cases[i].ciphers, NULL);
+		struct link l;
+		link_open(&l, cctx, NULL, 0);
+		assert_int_equal(link_handshake(&l), TLS_OK);
+		/* A second reply, so the alert's sequence number is not the first. */
+		assert_int_equal(tls_write(l.t, (const uint8_t *)"250 ok\r\n", 8), TLS_OK);
+		uint8_t buf[64];
+		size_t n = 0;
+		server_step(&l, false, buf, 0, &n);
+		assert_int_equal(wolfSSL_read(l.c, buf, sizeof buf), 8);
+		/* A record whose tag is flipped. */
+		assert_int_equal(wolfSSL_write(l.c, "NOOP\r\n", 6), 6);
+		l.c2s.b[l.c2s.len - 1] ^= 1;
+		assert_int_equal(server_step(&l, false, buf, sizeof buf, &n), TLS_ERROR);
+		assert_non_null(strstr(tls_error(l.t), "bad_record_mac"));
+		/* The client reads the alert. */
+		assert_true(wolfSSL_read(l.c, buf, sizeof buf) < 0);
+		WOLFSSL_ALERT_HISTORY hist;
+		assert_int_equal(wolfSSL_get_alert_history(l.c, &hist), WOLFSSL_SUCCESS);
+		if (hist.last_rx.code != 20 || hist.last_rx.level != 2)
+			fail_msg("%s: the client read alert %d level %d, want 20 level 2",
+				 cases[i].ciphers, hist.last_rx.code, hist.last_rx.level);
+		link_close(&l);
+		wolfSSL_CTX_free(cctx);
+	}
+}
+
 static void *shard_thread(void *arg)
 {
 	struct shard_job *s = arg;
@@ -809,6 +856,7 @@ int main(void)
 	    cmocka_unit_test(test_config),
 	    cmocka_unit_test(test_resume_across_threads),
 	    cmocka_unit_test(test_fatal_error_forgets),
+	    cmocka_unit_test(test_bad_record_alert),
 	    cmocka_unit_test(test_hit_rate),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
