@@ -539,6 +539,50 @@ def concurrent_large_messages_over_tls():
     print("held %d of %d plaintext bytes (%.3f copies per byte)" % (held, plain, held / plain))
 
 
+CLIENTS_DRY = 24  # more than the ring has buffers
+
+
+@suite.case
+def receive_buffers_run_dry_under_tls():
+    # A ring of 16 receive buffers and 24 TLS clients (TLS 1.3 and 1.2)
+    # streaming 200 KB messages in 16 KiB records at once: the ring runs dry
+    # over and over, records straddle buffers and wait in place for their
+    # tails, and every message must still arrive whole.
+    cfg = {"recv_buffer_size": "16k", "recv_buffers": 16, "body_flush_bytes": "16k",
+           "shards": 1}
+    with start_tls_server(**cfg) as srv:
+        def one(i):
+            c = tls_client(srv, "1.3" if i % 3 else "1.2")
+            c.timeout = 60
+            sent = {}
+            for k in range(3):
+                line = b"dry %d line of message %d\r\n" % (i, k)
+                body = HDR + line * (200000 // len(line))
+                c.cmd("MAIL FROM:<sender@example.com>", h.R_MAIL_OK)
+                c.cmd("RCPT TO:<rcpt@example.com>", h.R_RCPT_OK)
+                c.cmd("DATA", h.R_DATA)
+                wire = body + b".\r\n"
+                for j in range(0, len(wire), 65536):
+                    c.send(wire[j:j + 65536])
+                sent[c.queued(timeout=60)] = body
+            c.quit()
+            return sent
+        results = h.parallel([lambda i=i: one(i) for i in range(CLIENTS_DRY)], timeout=180)
+    sent = {}
+    for r in results:
+        sent.update(r)
+    check_eq(len(sent), 3 * CLIENTS_DRY, "distinct queue ids")
+    check_eq(h.spool_verify(srv.spool), 3 * CLIENTS_DRY, "verify count")
+    for q in sorted(sent)[::6]:
+        h.check_body(srv.spool, q, sent[q])
+    st = srv.stats()
+    check_eq((st.get("tls_in_place"), st.get("tls_failed")), (str(CLIENTS_DRY), "0"),
+             "tls_in_place, tls_failed")
+    check(int(st["enobufs"]) > 0, "the ring never ran dry: the case tests nothing")
+    print("enobufs=%s tls_held_bytes=%s of tls_plain_bytes=%s" % (
+        st.get("enobufs"), st.get("tls_held_bytes"), st.get("tls_plain_bytes")))
+
+
 @suite.case
 def tls_records_of_one_byte():
     # Every byte of a pipelined session in its own TLS record: commands,
@@ -1278,6 +1322,47 @@ def record_dribbled_across_receive_buffers():
     st = srv.stats()
     check(int(st["tls_held_bytes"]) > 0, "tls_held_bytes %s" % st["tls_held_bytes"])
     check_eq(st.get("tls_failed"), "0", "tls_failed")
+
+
+@suite.case
+def partial_records_do_not_pin_the_ring():
+    # 24 clients each send the first 12 KB of a 15 KB record and wait: each
+    # partial record sits in a receive buffer, and there are only 16. When
+    # the ring runs low the shard moves such records into their sessions
+    # (tls_held_bytes), so buffers come back and every client, those that
+    # found the ring empty included, gets its message through.
+    n_clients = 24
+    cfg = {"recv_buffer_size": "16k", "recv_buffers": 16, "body_flush_bytes": "16k",
+           "shards": 1}
+    with start_tls_server(**cfg) as srv:
+        clients, wires = [], []
+        for i in range(n_clients):
+            b = BioClient(srv, "1.3" if i % 2 else "1.2")
+            b.cmd("EHLO client.example.org")
+            b.sock.sendall(b.seal(b"MAIL FROM:<sender@example.com>\r\n"
+                                  b"RCPT TO:<rcpt@example.com>\r\nDATA\r\n"))
+            check_eq(b.reply(r"^354 ")[-1], h.R_DATA, "reply to DATA")
+            body = HDR + b"".join(b"client %02d line %04d of a partial record\r\n" % (i, k)
+                                  for k in range(340))
+            wire = b.seal(body + b".\r\n")
+            b.sock.sendall(wire[:12000])
+            clients.append((b, body))
+            wires.append(wire)
+        time.sleep(0.5)
+
+        def finish(i):
+            b, body = clients[i]
+            b.sock.sendall(wires[i][12000:])
+            m = h.QUEUED_RE.match(b.reply()[-1])
+            check(m, "client %d: no queued reply" % i)
+            b.cmd("QUIT", h.R_QUIT)
+            return m.group(1), body
+        results = h.parallel([lambda i=i: finish(i) for i in range(n_clients)], timeout=60)
+    for qid, body in results[::4]:
+        h.check_body(srv.spool, qid, body)
+    check_eq(h.spool_verify(srv.spool), n_clients, "verify count")
+    st = srv.stats()
+    check(int(st["tls_held_bytes"]) >= 12000, "tls_held_bytes %s" % st["tls_held_bytes"])
 
 
 @suite.case
