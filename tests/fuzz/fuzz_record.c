@@ -1,12 +1,16 @@
 /*
- * fuzz_record.c - the client's TLS 1.3 records, opened by tls/record.c.
+ * fuzz_record.c - the client's TLS 1.3 and 1.2 records, opened by tls/record.c.
  *
- * Input: byte 0 picks the suite (its value mod 3) and the mode (bit 7);
+ * Input: byte 0 picks the suite (its low 6 bits mod 3: AES-128-GCM,
+ * AES-256-GCM, ChaCha20-Poly1305), TLS 1.2 (bit 6) and the mode (bit 7);
  * byte 1 the room for plaintext (0: 4 * RX_INNER_MAX, else 67 bytes a
- * step, so that RX_FULL comes up); byte 2 the number of cuts (low 3 bits),
- * then 2 bytes per cut, each a fraction of the wire. The rest:
+ * step, so that RX_FULL comes up); byte 2 the number of cuts (low 3 bits)
+ * and, for TLS 1.2, the client's first sequence number (bits 3-4: 1, 0,
+ * 2^64 - 4, 0x0102030405060708), then 2 bytes per cut, each a fraction of
+ * the wire. The rest:
  *  - mode wire (bit 7 clear): the bytes the client sent, under the fixed
- *    secret below (seeds sealed by make_record_seeds.py);
+ *    secret below (TLS 1.3), or the fixed key (its first bytes) and IV
+ *    (from its byte 32) (TLS 1.2); seeds sealed by make_record_seeds.py;
  *  - mode plain (bit 7 set): records in the clear, each a flags byte, a
  *    2-byte length and that many bytes of TLSInnerPlaintext (content, type,
  *    padding: RFC 8446 5.2), which the harness seals with the key and
@@ -16,6 +20,12 @@
  *    under the wrong sequence number, 8 puts (flags >> 4) * 1100 bytes 'x'
  *    in front of the given bytes (records near and over 2^14 from short
  *    inputs). The wire stops growing at WIRE_MAX.
+ *  - mode plain, TLS 1.2: records in the clear, each a flags byte, the
+ *    outer content type, a 2-byte length and that many bytes of plaintext,
+ *    which the harness seals (RFC 5246 6.2.3.3, RFC 5288, RFC 7905) with
+ *    the sequence number in force. Flags: 1 flips a tag bit, 2 a bit of the
+ *    first byte after the header (AES-GCM's explicit nonce), 4 seals under
+ *    the wrong sequence number, 8 puts filler in front as above.
  *
  * The wire is opened three ways, as tls.c calls rx_open (again after a
  * KeyUpdate that asks for ours; the plaintext taken away on RX_FULL): as
@@ -31,7 +41,8 @@
  *  - the three ways end alike: result, pos, alert, KeyUpdates, plaintext;
  *  - mode plain: result, pos, plaintext and KeyUpdates asked are what the
  *    harness predicts from the records it sealed (RFC 8446 5.2-5.4, 4.6.3,
- *    6), and so is the alert where RFC 8446 leaves no choice.
+ *    6; RFC 5246 6.2-6.2.3, 7.2: data and alerts only, warnings ignored),
+ *    and so is the alert where the RFCs leave no choice.
  */
 #include <wolfssl/options.h>
 #include <wolfssl/wolfcrypt/aes.h>
@@ -48,11 +59,41 @@
 #define BYTE_SEGS   512u /* the one-byte-a-segment run, for wires up to this */
 #define ANY_ALERT   0xff /* expected: RX_BAD with any alert */
 #define FILLER_STEP 1100u
+#define IV12_AT	    32u /* TLS 1.2: the fixed IV is secret48 from here */
 
 static const uint8_t secret48[48] = {
     0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
     0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f,
     0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x2b, 0x2c, 0x2d, 0x2e, 0x2f};
+
+/* How the input is opened. */
+struct mode {
+	enum rx_suite suite;
+	bool tls12;
+	uint64_t seq; /* TLS 1.2: of the client's first record */
+};
+
+static size_t key_len_of(enum rx_suite suite)
+{
+	return suite == RX_AES_128_GCM_SHA256 ? 16 : 32;
+}
+
+static size_t iv_len12_of(enum rx_suite suite)
+{
+	return suite == RX_CHACHA20_POLY1305_SHA256 ? 12 : 4;
+}
+
+/* A fresh rx with the fixed keys of the mode. */
+static void rx_setup(const struct mode *m, struct rx *rx)
+{
+	int rc;
+	if (m->tls12)
+		rc = rx_init_tls12(rx, m->suite, secret48, key_len_of(m->suite), secret48 + IV12_AT,
+				   iv_len12_of(m->suite), m->seq);
+	else
+		rc = rx_init(rx, m->suite, secret48, m->suite == RX_AES_256_GCM_SHA384 ? 48 : 32);
+	FUZZ_CHECK(rc == 0, "rx_init: %d", rc);
+}
 
 /* What one way of opening the wire ended with. */
 struct outcome {
@@ -139,12 +180,11 @@ static void outcome_init(struct outcome *o, size_t wire_len)
 }
 
 /* Opens the wire given as nseg segments, from a fresh rx, arriving at once or not. */
-static void open_way(enum rx_suite suite, const struct tls_seg *seg, unsigned nseg, bool piecewise,
+static void open_way(const struct mode *m, const struct tls_seg *seg, unsigned nseg, bool piecewise,
 		     size_t cap, size_t wire_len, struct outcome *o)
 {
 	struct rx rx;
-	FUZZ_CHECK(rx_init(&rx, suite, secret48, suite == RX_AES_256_GCM_SHA384 ? 48 : 32) == 0,
-		   "rx_init");
+	rx_setup(m, &rx);
 	outcome_init(o, wire_len);
 	uint8_t *out = fuzz_alloc(cap);
 	memset(out, 0, cap);
@@ -367,16 +407,161 @@ static size_t seal_all(enum rx_suite suite, const uint8_t *d, size_t len, size_t
 	return w;
 }
 
+/* ---- mode plain, TLS 1.2 ------------------------------------------------ */
+
+struct sealer12 {
+	enum rx_suite suite;
+	uint8_t key[32], iv[12];
+	uint64_t seq;
+};
+
+/*
+ * One TLS 1.2 record at out: header, AES-GCM's explicit nonce (not the
+ * sequence number here: a receiver must take it from the wire), the
+ * ciphertext and tag of plain under the AAD seq | type | 0303 | length
+ * (RFC 5246 6.2.3.3, RFC 5288 3, RFC 7905 2). seq_skew 1 seals under the
+ * wrong sequence number. Its size.
+ */
+static size_t seal12(struct sealer12 *s, uint8_t type, const uint8_t *plain, size_t len,
+		     uint64_t seq_skew, uint8_t *out)
+{
+	size_t ex = s->suite == RX_CHACHA20_POLY1305_SHA256 ? 0 : 8, rlen = ex + len + RX_TAG;
+	uint64_t seq = s->seq++ + seq_skew;
+	uint8_t aad[13], nonce[12];
+	for (int i = 0; i < 8; i++)
+		aad[i] = (uint8_t)(seq >> (56 - 8 * i));
+	aad[8] = type;
+	aad[9] = 3;
+	aad[10] = 3;
+	aad[11] = (uint8_t)(len >> 8);
+	aad[12] = (uint8_t)len;
+	memcpy(out, aad + 8, 3);
+	out[3] = (uint8_t)(rlen >> 8);
+	out[4] = (uint8_t)rlen;
+	uint8_t *ct = out + RX_HEADER + ex, *tag = ct + len;
+	static const uint8_t none[1];
+	int rc;
+	if (ex) {
+		memcpy(nonce, s->iv, 4);
+		for (int i = 0; i < 8; i++)
+			nonce[4 + i] = (uint8_t)(~seq >> (8 * i));
+		memcpy(out + RX_HEADER, nonce + 4, 8);
+		Aes aes;
+		rc = wc_AesInit(&aes, NULL, INVALID_DEVID);
+		if (rc == 0)
+			rc = wc_AesGcmSetKey(&aes, s->key, (word32)key_len_of(s->suite));
+		if (rc == 0)
+			rc = wc_AesGcmEncrypt(&aes, ct, len ? plain : none, (word32)len, nonce,
+					      sizeof(nonce), tag, RX_TAG, aad, sizeof(aad));
+		wc_AesFree(&aes);
+	} else {
+		memcpy(nonce, s->iv, sizeof(nonce));
+		for (int i = 0; i < 8; i++)
+			nonce[4 + i] ^= (uint8_t)(seq >> (56 - 8 * i));
+		rc = wc_ChaCha20Poly1305_Encrypt(s->key, nonce, aad, sizeof(aad),
+						 len ? plain : none, (word32)len, ct, tag);
+	}
+	FUZZ_CHECK(rc == 0, "sealing: %d", rc);
+	return RX_HEADER + rlen;
+}
+
+/*
+ * One sealed TLS 1.2 record, at..end on the wire; seq the one it was
+ * sealed for. record.c's order of the checks: the header (type, length),
+ * room for the plaintext, the sequence number limit, the tag, then the
+ * content (RFC 5246 6.2.1, 6.2.3.3, 7.2).
+ */
+static void expect_record12(struct expect *e, unsigned flags, uint8_t type, uint64_t seq,
+			    const uint8_t *plain, size_t len, size_t cap, size_t at, size_t end)
+{
+	if (e->stopped)
+		return;
+	enum rx_result r = RX_BAD;
+	size_t pos = at;
+	uint8_t alert = 0;
+	if (type != 23 && type != 21)
+		alert = RX_ALERT_UNEXPECTED_MESSAGE;
+	else if (len > 16384)
+		alert = RX_ALERT_RECORD_OVERFLOW;
+	else if (len > cap)
+		r = RX_FULL;
+	else if (seq == UINT64_MAX)
+		alert = RX_ALERT_INTERNAL_ERROR;
+	else if (flags & 7)
+		alert = RX_ALERT_BAD_RECORD_MAC;
+	else if (type == 23) {
+		memcpy(e->plain + e->plain_len, plain, len);
+		e->plain_len += len;
+		return;
+	} else if (len == 2 && plain[1] != 0 && plain[0] == 1) {
+		return; /* a warning */
+	} else {
+		pos = end;
+		alert = ANY_ALERT;
+		if (len == 2) {
+			r = plain[1] == 0 ? RX_CLOSE_NOTIFY : RX_PEER_ALERT;
+			alert = plain[1];
+		}
+	}
+	stop(e, r, pos, alert);
+}
+
+/* Seals the TLS 1.2 records described in d[0..len) into wire; its length. */
+static size_t seal_all12(const struct mode *m, const uint8_t *d, size_t len, size_t cap,
+			 uint8_t *wire, struct expect *e)
+{
+	static uint8_t plain[0xffff];
+	struct sealer12 s = {.suite = m->suite, .seq = m->seq};
+	memcpy(s.key, secret48, key_len_of(m->suite));
+	memcpy(s.iv, secret48 + IV12_AT, iv_len12_of(m->suite));
+	/* The record's length field holds explicit nonce, plaintext and tag. */
+	size_t max = 0xffff - 8 - RX_TAG, w = 0, i = 0;
+	/* Each pass uses at least 4 bytes of d. */
+	for (size_t guard = 0; guard <= len / 4 && i + 4 <= len; guard++) {
+		unsigned flags = d[i];
+		uint8_t type = d[i + 1];
+		size_t k = (size_t)d[i + 2] << 8 | d[i + 3];
+		i += 4;
+		if (k > len - i)
+			k = len - i;
+		size_t fill = flags & 8 ? (flags >> 4) * FILLER_STEP : 0;
+		size_t pl = fill + k;
+		if (pl > max)
+			pl = max;
+		if (w + RX_HEADER + 8 + pl + RX_TAG > WIRE_MAX)
+			break;
+		memset(plain, 'x', fill);
+		memcpy(plain + fill, d + i, pl - fill);
+		i += k;
+		size_t at = w;
+		uint64_t seq = s.seq;
+		w += seal12(&s, type, plain, pl, (flags & 4) ? 1 : 0, wire + w);
+		if (flags & 1)
+			wire[w - 1 - (flags >> 4)] ^= (uint8_t)(1u << (flags & 7));
+		/* Bit 0: never the one flag 1 flips (bit 3 or 7 with flag 2 set). */
+		if (flags & 2)
+			wire[at + RX_HEADER] ^= 0x01;
+		expect_record12(e, flags, type, seq, plain, pl, cap, at, w);
+	}
+	if (!e->stopped)
+		stop(e, RX_MORE, w, 0);
+	explicit_bzero(&s, sizeof(s));
+	return w;
+}
+
 /* ---- the target --------------------------------------------------------- */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const enum rx_suite suites[3] = {RX_AES_128_GCM_SHA256, RX_AES_256_GCM_SHA384,
 						RX_CHACHA20_POLY1305_SHA256};
+	static const uint64_t seqs12[4] = {1, 0, UINT64_MAX - 3, 0x0102030405060708ull};
 	static uint8_t sealed[WIRE_MAX];
 	if (size < 3)
 		return 0;
-	enum rx_suite suite = suites[data[0] % 3];
+	struct mode m = {.suite = suites[(data[0] & 0x3f) % 3], .tls12 = data[0] & 0x40};
+	if (m.tls12)
+		m.seq = seqs12[(data[2] >> 3) & 3];
 	bool plain = data[0] & 0x80;
 	size_t cap = data[1] ? (size_t)data[1] * 67 : 4 * RX_INNER_MAX;
 	unsigned ncut = data[2] & CUTS_MAX;
@@ -391,7 +576,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t wire_len = rest_len;
 	if (plain) {
 		e.plain = fuzz_alloc(WIRE_MAX);
-		wire_len = seal_all(suite, rest, rest_len, cap, sealed, &e);
+		wire_len = m.tls12 ? seal_all12(&m, rest, rest_len, cap, sealed, &e)
+				   : seal_all(m.suite, rest, rest_len, cap, sealed, &e);
 		src = sealed;
 	}
 	/* Exact-size pieces, so that a read past one is caught. */
@@ -421,15 +607,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct tls_seg one = {whole, wire_len};
 
 	struct outcome at_once, pieces, bytes;
-	open_way(suite, &one, 1, false, cap, wire_len, &at_once);
-	open_way(suite, seg, ncut + 1, true, cap, wire_len, &pieces);
+	open_way(&m, &one, 1, false, cap, wire_len, &at_once);
+	open_way(&m, seg, ncut + 1, true, cap, wire_len, &pieces);
 	same_outcome(&at_once, &pieces, "in pieces");
 	free(pieces.plain);
 	if (wire_len <= BYTE_SEGS) {
 		struct tls_seg b[BYTE_SEGS];
 		for (size_t i = 0; i < wire_len; i++)
 			b[i] = (struct tls_seg){whole + i, 1};
-		open_way(suite, b, (unsigned)wire_len, false, cap, wire_len, &bytes);
+		open_way(&m, b, (unsigned)wire_len, false, cap, wire_len, &bytes);
 		same_outcome(&at_once, &bytes, "a byte a segment");
 		free(bytes.plain);
 	}

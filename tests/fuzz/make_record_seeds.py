@@ -4,15 +4,21 @@
 Usage: tests/fuzz/make_record_seeds.py  (from anywhere; needs Python's
 `cryptography` package for the wire seeds)
 
-The input layout is fuzz_record.c's: byte 0 the suite (value mod 3: AES-128,
-AES-256, ChaCha20) and the mode (bit 7: plain), byte 1 the room for
-plaintext (0: 4 * (2^14 + 1), else 67 bytes a step), byte 2 the number of
-cuts (low 3 bits), 2 bytes per cut, then the rest:
+The input layout is fuzz_record.c's: byte 0 the suite (low 6 bits mod 3:
+AES-128, AES-256, ChaCha20), TLS 1.2 (bit 6) and the mode (bit 7: plain),
+byte 1 the room for plaintext (0: 4 * (2^14 + 1), else 67 bytes a step),
+byte 2 the number of cuts (low 3 bits) and TLS 1.2's first sequence number
+(bits 3-4: 1, 0, 2^64 - 4, 0x0102030405060708), 2 bytes per cut, then the
+rest:
   p-*  mode plain: records in the clear (flags, 2-byte length, inner
        plaintext) that the harness seals itself;
   w-*  mode wire: records sealed here, with the harness's fixed secret and
        RFC 8446 7.1-7.3 (HKDF-Expand-Label, "key", "iv", "traffic upd"), an
-       implementation apart from record.c's.
+       implementation apart from record.c's;
+  p-tls12-*  mode plain, TLS 1.2: records in the clear (flags, outer type,
+       2-byte length, plaintext);
+  w-tls12-*  mode wire, TLS 1.2: records sealed here with the harness's
+       fixed key and IV (RFC 5246 6.2.3.3, RFC 5288 3, RFC 7905 2).
 Files this script writes are named p-* / w-*; reproducers of bugs found by
 fuzzing (crash-*, named by the bug) are kept as they are.
 """
@@ -27,16 +33,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, 'corpus', 'record')
 
 AES128, AES256, CHACHA = 0, 1, 2
-PLAIN = 0x80
+PLAIN, TLS12 = 0x80, 0x40
 SECRET = bytes(range(48))  # fuzz_record.c's secret48
-APP, ALERT, HANDSHAKE = 23, 21, 22
+APP, ALERT, HANDSHAKE, CCS = 23, 21, 22, 20
 
 # flags of a plain record (fuzz_record.c)
 FLIP_TAG, OUTER_HANDSHAKE, WRONG_SEQ, FILLER = 1, 2, 4, 8
+# and of a plain TLS 1.2 record: 2 alters the explicit nonce
+FLIP_NONCE = 2
+# TLS 1.2's first sequence number, by byte 2's bits 3-4
+SEQS12 = (1, 0, 2**64 - 4, 0x0102030405060708)
 
 
-def header(suite, cap_step=0, cuts=()):
-    h = bytes([suite, cap_step, len(cuts)])
+def header(suite, cap_step=0, cuts=(), seq_sel=0):
+    h = bytes([suite, cap_step, len(cuts) | seq_sel << 3])
     for c in cuts:
         h += struct.pack('>H', c)
     return h
@@ -83,6 +93,34 @@ class Sealer:
         nonce = bytes(a ^ b for a, b in zip(self.iv, bytes(4) + struct.pack('>Q', self.seq)))
         self.seq += 1
         return hdr + self.aead.encrypt(nonce, inner_plaintext, hdr)
+
+
+def plain_record12(ctype, plaintext, flags=0):
+    return bytes([flags, ctype]) + struct.pack('>H', len(plaintext)) + plaintext
+
+
+class Sealer12:
+    """The client's side of RFC 5246 6.2.3.3 with RFC 5288 (AES-GCM) or RFC 7905 (ChaCha20)."""
+
+    def __init__(self, suite, seq_sel=0):
+        self.suite = suite
+        key = SECRET[:16 if suite == AES128 else 32]
+        self.iv = SECRET[32:32 + (12 if suite == CHACHA else 4)]
+        self.aead = ChaCha20Poly1305(key) if suite == CHACHA else AESGCM(key)
+        self.seq = SEQS12[seq_sel]
+
+    def seal(self, ctype, plaintext):
+        seq = struct.pack('>Q', self.seq)
+        self.seq += 1
+        aad = seq + bytes([ctype, 3, 3]) + struct.pack('>H', len(plaintext))
+        if self.suite == CHACHA:
+            explicit = b''
+            nonce = bytes(a ^ b for a, b in zip(self.iv, bytes(4) + seq))
+        else:
+            explicit = bytes(a ^ 0xa5 for a in seq)  # any value: it travels
+            nonce = self.iv + explicit
+        body = explicit + self.aead.encrypt(nonce, plaintext, aad)
+        return bytes([ctype, 3, 3]) + struct.pack('>H', len(body)) + body
 
 
 def clean():
@@ -154,10 +192,62 @@ def wire_seeds():
     write('w-chacha-plaintext-record', header(CHACHA) + bytes.fromhex('160301020001') + bytes(40))
 
 
+def plain_seeds12():
+    hello, close = b'hello', b'\x01\x00'
+    write('p-tls12-aes128-data', header(PLAIN | TLS12 | AES128) +
+          plain_record12(APP, hello) + plain_record12(APP, b'') +
+          plain_record12(ALERT, b'\x01\x5a') + plain_record12(APP, b'after a warning') +
+          plain_record12(ALERT, close))
+    write('p-tls12-chacha-fatal', header(PLAIN | TLS12 | CHACHA, cuts=(0x4000, 0x8000)) +
+          plain_record12(APP, hello) + plain_record12(ALERT, b'\x02\x28'))
+    write('p-tls12-aes256-renegotiation', header(PLAIN | TLS12 | AES256) +
+          plain_record12(APP, hello) + plain_record12(HANDSHAKE, b'\x01\x00\x00\x00'))
+    write('p-tls12-aes128-ccs', header(PLAIN | TLS12 | AES128) + plain_record12(CCS, b'\x01'))
+    write('p-tls12-chacha-bad-tag', header(PLAIN | TLS12 | CHACHA) +
+          plain_record12(APP, hello) + plain_record12(APP, hello, FLIP_TAG | (5 << 4)))
+    write('p-tls12-aes256-bad-nonce', header(PLAIN | TLS12 | AES256) +
+          plain_record12(APP, hello) + plain_record12(APP, hello, FLIP_NONCE))
+    write('p-tls12-aes128-wrong-seq', header(PLAIN | TLS12 | AES128, seq_sel=3) +
+          plain_record12(APP, hello) + plain_record12(APP, hello, WRONG_SEQ))
+    # 14 * 1100 bytes of filler and 984 given: 2^14 bytes, then one more.
+    write('p-tls12-chacha-max', header(PLAIN | TLS12 | CHACHA) +
+          plain_record12(APP, b'y' * 984, FILLER | (14 << 4)) + plain_record12(ALERT, close))
+    write('p-tls12-aes128-over', header(PLAIN | TLS12 | AES128) + plain_record12(APP, hello) +
+          plain_record12(APP, b'z' * 985, FILLER | (14 << 4)))
+    write('p-tls12-aes256-small-room', header(PLAIN | TLS12 | AES256, cap_step=2, cuts=(0x4000,)) +
+          b''.join(plain_record12(APP, bytes([0x41 + i]) * (20 * i)) for i in range(8)))
+    write('p-tls12-chacha-seq-limit', header(PLAIN | TLS12 | CHACHA, seq_sel=2) +
+          b''.join(plain_record12(APP, bytes([0x61 + i])) for i in range(5)))
+    write('p-tls12-aes128-long-alert', header(PLAIN | TLS12 | AES128, seq_sel=1) +
+          plain_record12(APP, hello) + plain_record12(ALERT, b'\x02\x28\x00'))
+
+
+def wire_seeds12():
+    s = Sealer12(AES128)
+    write('w-tls12-aes128-data-close', header(TLS12 | AES128) + s.seal(APP, b'hello') +
+          s.seal(APP, b'x' * 1000) + s.seal(ALERT, b'\x01\x00'))
+    s = Sealer12(CHACHA, 3)
+    w = (s.seal(APP, b'before') + s.seal(ALERT, b'\x01\x5a') + s.seal(APP, b'') +
+         s.seal(APP, b'after') + s.seal(ALERT, b'\x02\x28'))
+    write('w-tls12-chacha-alerts', header(TLS12 | CHACHA, cuts=(0x0800, 0x2000, 0x9000),
+                                          seq_sel=3) + w)
+    s = Sealer12(AES256)
+    w = s.seal(APP, b'a' * 16384) + s.seal(APP, b'b' * 3)
+    write('w-tls12-aes256-full-record', header(TLS12 | AES256, cuts=(0x7fff,)) + w)
+    s = Sealer12(AES128, 1)
+    w = s.seal(APP, b'whole') + s.seal(HANDSHAKE, b'\x00\x00\x00\x00')
+    write('w-tls12-aes128-renegotiation', header(TLS12 | AES128, seq_sel=1) + w)
+    s = Sealer12(CHACHA)
+    w = s.seal(APP, b'whole') + s.seal(APP, b'cut short')
+    write('w-tls12-chacha-truncated', header(TLS12 | CHACHA) + w[:-7])
+
+
 def main():
     clean()
     plain_seeds()
     wire_seeds()
+    plain_seeds12()
+    wire_seeds12()
 
 
 if __name__ == '__main__':

@@ -1,5 +1,5 @@
 /*
- * test_record.c - tls/record.c: the client's TLS 1.3 records, opened in place.
+ * test_record.c - tls/record.c: the client's TLS 1.3 and 1.2 records, opened in place.
  *
  * Known answer (RFC 8448 section 3, "Simple 1-RTT Handshake"): from the
  * client application traffic secret printed there, rx_init derives the
@@ -24,6 +24,20 @@
  * nothing), the cap on key updates, the sequence number limit, rx_init's
  * checks, and the loop bounds: 100000 minimum-size records in one call, a
  * record in 1-byte segments.
+ *
+ * TLS 1.2 (RFC 5246 6.2.3.3, RFC 5288, RFC 7905): a wolfSSL TLS 1.2 client
+ * and server in memory, for ECDHE-ECDSA with AES-128-GCM, AES-256-GCM and
+ * ChaCha20-Poly1305; the client's write key, IV and next sequence number
+ * taken from the server with the getters tls.c uses (wolfSSL's
+ * ATOMIC_USER; skipped without it), after a full handshake and after an
+ * abbreviated one that resumes with a session ticket. Its records (1 to
+ * 16384 bytes, longer writes split by wolfSSL, the close_notify alert)
+ * are opened cut as above. Sealed here under a fixed key and IV and a
+ * sequence number with every byte set: bad tag, explicit nonce or
+ * sequence number, outer types other than data and alert (not decrypted),
+ * versions, lengths at and over the limits, zero-length data, warnings
+ * ignored, fatal alerts, close_notify; rx_init_tls12's checks, RX_FULL,
+ * the sequence number limit and the loop bounds.
  *
  * Usage: test_record
  */
@@ -60,6 +74,10 @@ static const enum rx_suite suites[] = {RX_AES_128_GCM_SHA256, RX_AES_256_GCM_SHA
 				       RX_CHACHA20_POLY1305_SHA256};
 static const char *const suite_names[] = {"", "TLS13-AES128-GCM-SHA256", "TLS13-AES256-GCM-SHA384",
 					  "TLS13-CHACHA20-POLY1305-SHA256"};
+/* The TLS 1.2 suites of the same AEADs, with the test's ECDSA certificate. */
+static const char *const suite_names12[] = {"", "ECDHE-ECDSA-AES128-GCM-SHA256",
+					    "ECDHE-ECDSA-AES256-GCM-SHA384",
+					    "ECDHE-ECDSA-CHACHA20-POLY1305"};
 
 /* A fixed secret for the sealed tests (the first 32 bytes for SHA-256 suites). */
 static const uint8_t secret48[48] = {
@@ -724,6 +742,430 @@ static void test_bounds(void **state)
 	rx_wipe(&rx);
 }
 
+/* ---- TLS 1.2 records sealed here ---------------------------------------- */
+
+/* The sealed TLS 1.2 records' first sequence number: every byte counts in the AAD. */
+#define SEQ12 0x0102030405060708ull
+
+enum { S12_FLIP_TAG = 1, S12_FLIP_NONCE = 2, S12_WRONG_SEQ = 4, S12_HEADER_ONLY = 8 };
+enum { S12_LEN_REL = 16, S12_THEN_DATA = 32 };
+
+static size_t explicit_len(enum rx_suite suite)
+{
+	return suite == RX_CHACHA20_POLY1305_SHA256 ? 0 : 8;
+}
+
+/* rx for TLS 1.2 under a fixed key and IV (parts of secret48) from seq on. */
+static void rx12(struct rx *rx, enum rx_suite suite, uint64_t seq)
+{
+	size_t kl = suite == RX_AES_128_GCM_SHA256 ? 16 : 32;
+	size_t il = suite == RX_CHACHA20_POLY1305_SHA256 ? 12 : 4;
+	assert_int_equal(rx_init_tls12(rx, suite, secret48, kl, secret48 + 32, il, seq), 0);
+}
+
+/*
+ * One TLS 1.2 record sealed under the next sequence number: header, the
+ * explicit nonce (AES-GCM, RFC 5288 3: salt | explicit; here not the
+ * sequence number, which a receiver must not assume), ciphertext, tag;
+ * ChaCha20-Poly1305's nonce is the IV xor the sequence number (RFC 7905 2);
+ * the AAD seq | type | version | length (RFC 5246 6.2.3.3). Its size.
+ * S12_FLIP_NONCE alters the explicit nonce (ChaCha20: the first byte after
+ * the header) after sealing.
+ */
+static size_t seal12(struct sealer *s, uint8_t type, uint16_t version, const uint8_t *plain,
+		     size_t len, unsigned flags, uint8_t *out)
+{
+	size_t ex = explicit_len(s->suite), rlen = ex + len + RX_TAG;
+	assert_true(rlen <= 0xffff);
+	if (!plain)
+		plain = (const uint8_t *)""; /* wolfCrypt takes no NULL, even for 0 bytes */
+	uint64_t seq = s->seq++ + (flags & S12_WRONG_SEQ ? 1 : 0);
+	uint8_t aad[13], nonce[12];
+	for (int i = 0; i < 8; i++)
+		aad[i] = (uint8_t)(seq >> (56 - 8 * i));
+	aad[8] = type;
+	aad[9] = (uint8_t)(version >> 8);
+	aad[10] = (uint8_t)version;
+	aad[11] = (uint8_t)(len >> 8);
+	aad[12] = (uint8_t)len;
+	memcpy(out, aad + 8, 3);
+	out[3] = (uint8_t)(rlen >> 8);
+	out[4] = (uint8_t)rlen;
+	uint8_t *ct = out + RX_HEADER + ex, *tag = ct + len;
+	if (ex) {
+		memcpy(nonce, s->iv, 4);
+		for (int i = 0; i < 8; i++)
+			nonce[4 + i] = (uint8_t)(seq >> (56 - 8 * i)) ^ 0x5a;
+		memcpy(out + RX_HEADER, nonce + 4, 8);
+		Aes aes;
+		assert_int_equal(wc_AesInit(&aes, NULL, INVALID_DEVID), 0);
+		assert_int_equal(wc_AesGcmSetKey(&aes, s->key, s->key_len), 0);
+		assert_int_equal(wc_AesGcmEncrypt(&aes, ct, plain, (word32)len, nonce,
+						  sizeof(nonce), tag, RX_TAG, aad, sizeof(aad)),
+				 0);
+		wc_AesFree(&aes);
+	} else {
+		memcpy(nonce, s->iv, sizeof(nonce));
+		for (int i = 0; i < 8; i++)
+			nonce[4 + i] ^= (uint8_t)(seq >> (56 - 8 * i));
+		assert_int_equal(wc_ChaCha20Poly1305_Encrypt(s->key, nonce, aad, sizeof(aad), plain,
+							     (word32)len, ct, tag),
+				 0);
+	}
+	if (flags & S12_FLIP_TAG)
+		tag[RX_TAG - 1] ^= 0x40;
+	if (flags & S12_FLIP_NONCE)
+		out[RX_HEADER + (ex ? 7 : 0)] ^= 0x01;
+	return RX_HEADER + rlen;
+}
+
+struct rec12_case {
+	const char *name;
+	uint8_t type;	     /* outer content type; 0: 23 */
+	uint16_t version;    /* 0: 0x0303 */
+	int len;	     /* S12_HEADER_ONLY: the length field (S12_LEN_REL: + explicit + 16) */
+	const char *content; /* hex; NULL: none */
+	size_t fill;	     /* then so many bytes 'x' */
+	unsigned flags;	     /* S12_THEN_DATA: a record of data "def" follows */
+	enum rx_result want;
+	uint8_t alert; /* of RX_BAD or RX_PEER_ALERT; ANY_ALERT: any */
+	bool consumed; /* pos moves past it */
+};
+
+static const struct rec12_case rec12_cases[] = {
+    {"application data", .content = "68656c6c6f", .want = RX_MORE, .consumed = true},
+    {"zero-length application data", .want = RX_MORE, .consumed = true},
+    {"zero-length application data, then data", .flags = S12_THEN_DATA, .want = RX_MORE,
+     .consumed = true},
+    {"16384 bytes of data", .fill = 16384, .want = RX_MORE, .consumed = true},
+    {"16385 bytes of data", .fill = 16385, .want = RX_BAD, .alert = RX_ALERT_RECORD_OVERFLOW},
+    {"tag flipped", .content = "68656c6c6f", .flags = S12_FLIP_TAG, .want = RX_BAD,
+     .alert = RX_ALERT_BAD_RECORD_MAC},
+    {"tag flipped, 16384 bytes", .fill = 16384, .flags = S12_FLIP_TAG, .want = RX_BAD,
+     .alert = RX_ALERT_BAD_RECORD_MAC},
+    {"tag flipped on a close_notify", .type = 21, .content = "0100", .flags = S12_FLIP_TAG,
+     .want = RX_BAD, .alert = RX_ALERT_BAD_RECORD_MAC},
+    {"explicit nonce altered", .content = "68656c6c6f", .flags = S12_FLIP_NONCE, .want = RX_BAD,
+     .alert = RX_ALERT_BAD_RECORD_MAC},
+    {"wrong sequence number", .content = "68656c6c6f", .flags = S12_WRONG_SEQ, .want = RX_BAD,
+     .alert = RX_ALERT_BAD_RECORD_MAC},
+    {"wrong sequence number on an alert", .type = 21, .content = "0228", .flags = S12_WRONG_SEQ,
+     .want = RX_BAD, .alert = RX_ALERT_BAD_RECORD_MAC},
+    /* Not decrypted: the record stays where it is. */
+    {"outer type handshake (renegotiation)", .type = 22, .content = "01000000", .want = RX_BAD,
+     .alert = RX_ALERT_UNEXPECTED_MESSAGE},
+    {"outer type handshake: HelloRequest", .type = 22, .content = "00000000", .want = RX_BAD,
+     .alert = RX_ALERT_UNEXPECTED_MESSAGE},
+    {"outer type change_cipher_spec", .type = 20, .content = "01", .want = RX_BAD,
+     .alert = RX_ALERT_UNEXPECTED_MESSAGE},
+    {"outer type heartbeat", .type = 24, .content = "01", .want = RX_BAD,
+     .alert = RX_ALERT_UNEXPECTED_MESSAGE},
+    {"outer type 255", .type = 255, .content = "01", .want = RX_BAD,
+     .alert = RX_ALERT_UNEXPECTED_MESSAGE},
+    {"version 0x0301", .version = 0x0301, .content = "68", .want = RX_BAD,
+     .alert = RX_ALERT_UNEXPECTED_MESSAGE},
+    {"version 0x0302", .version = 0x0302, .content = "68", .want = RX_BAD,
+     .alert = RX_ALERT_UNEXPECTED_MESSAGE},
+    {"version 0x0304", .version = 0x0304, .content = "68", .want = RX_BAD,
+     .alert = RX_ALERT_UNEXPECTED_MESSAGE},
+    {"version 0x0203", .version = 0x0203, .content = "68", .want = RX_BAD,
+     .alert = RX_ALERT_UNEXPECTED_MESSAGE},
+    {"length explicit + 15", .len = -1, .flags = S12_HEADER_ONLY | S12_LEN_REL, .want = RX_BAD,
+     .alert = RX_ALERT_DECODE_ERROR},
+    {"length 0", .len = 0, .flags = S12_HEADER_ONLY, .want = RX_BAD,
+     .alert = RX_ALERT_DECODE_ERROR},
+    {"length 0, outer type alert", .type = 21, .len = 0, .flags = S12_HEADER_ONLY, .want = RX_BAD,
+     .alert = RX_ALERT_DECODE_ERROR},
+    {"length explicit + 16 + 16384, record not there yet", .len = 16384,
+     .flags = S12_HEADER_ONLY | S12_LEN_REL, .want = RX_MORE},
+    {"length explicit + 16 + 16385", .len = 16385, .flags = S12_HEADER_ONLY | S12_LEN_REL,
+     .want = RX_BAD, .alert = RX_ALERT_RECORD_OVERFLOW},
+    {"length 16384 + 2048: plaintext over 16384", .len = 16384 + 2048, .flags = S12_HEADER_ONLY,
+     .want = RX_BAD, .alert = RX_ALERT_RECORD_OVERFLOW},
+    {"length 16384 + 2049", .len = 16384 + 2049, .flags = S12_HEADER_ONLY, .want = RX_BAD,
+     .alert = RX_ALERT_RECORD_OVERFLOW},
+    {"length 65535", .len = 65535, .flags = S12_HEADER_ONLY, .want = RX_BAD,
+     .alert = RX_ALERT_RECORD_OVERFLOW},
+    {"close_notify", .type = 21, .content = "0100", .want = RX_CLOSE_NOTIFY, .consumed = true},
+    {"close_notify, then data", .type = 21, .content = "0100", .flags = S12_THEN_DATA,
+     .want = RX_CLOSE_NOTIFY, .consumed = true},
+    /* RFC 5246 7.2: a warning lets the connection go on. */
+    {"warning user_canceled ignored", .type = 21, .content = "015a", .flags = S12_THEN_DATA,
+     .want = RX_MORE, .consumed = true},
+    {"warning no_renegotiation ignored", .type = 21, .content = "0164", .flags = S12_THEN_DATA,
+     .want = RX_MORE, .consumed = true},
+    {"fatal handshake_failure", .type = 21, .content = "0228", .want = RX_PEER_ALERT, .alert = 40,
+     .consumed = true},
+    {"fatal handshake_failure, then data", .type = 21, .content = "0228", .flags = S12_THEN_DATA,
+     .want = RX_PEER_ALERT, .alert = 40, .consumed = true},
+    {"alert of 3 bytes", .type = 21, .content = "022800", .want = RX_BAD,
+     .alert = RX_ALERT_DECODE_ERROR, .consumed = true},
+    {"alert of 1 byte", .type = 21, .content = "01", .want = RX_BAD, .alert = RX_ALERT_DECODE_ERROR,
+     .consumed = true},
+    {"alert: empty", .type = 21, .want = RX_BAD, .alert = ANY_ALERT, .consumed = true},
+};
+
+/* The case's record between a good one ("abc") and, if asked, "def"; the offsets. */
+static size_t build_case12(const struct rec12_case *c, struct sealer *s, size_t *at, size_t *end,
+			   uint8_t *content, size_t *clen)
+{
+	uint8_t *w = wire_buf;
+	size_t len = seal12(s, 23, 0x0303, (const uint8_t *)"abc", 3, 0, w);
+	*at = len;
+	*clen = c->content ? unhex(c->content, content, HEX_MAX) : 0;
+	memset(content + *clen, 'x', c->fill);
+	*clen += c->fill;
+	if (c->flags & S12_HEADER_ONLY) {
+		int l =
+		    c->len + (c->flags & S12_LEN_REL ? (int)(explicit_len(s->suite) + RX_TAG) : 0);
+		assert_in_range(l, 0, 0xffff);
+		uint8_t h[RX_HEADER] = {c->type ? c->type : 23, 3, 3, (uint8_t)(l >> 8),
+					(uint8_t)l};
+		memcpy(w + len, h, sizeof(h));
+		*end = len + sizeof(h);
+		return *end;
+	}
+	len += seal12(s, c->type ? c->type : 23, c->version ? c->version : 0x0303, content, *clen,
+		      c->flags, w + len);
+	*end = len;
+	if (c->flags & S12_THEN_DATA)
+		len += seal12(s, 23, 0x0303, (const uint8_t *)"def", 3, 0, w + len);
+	return len;
+}
+
+/* Opens the case's input cut in two at cut; checks what rx_open made of it. */
+static void open_case12(const struct rec12_case *c, struct rx *rx, size_t len, size_t at,
+			size_t end, const uint8_t *content, size_t clen, size_t cut)
+{
+	struct tls_seg seg[2] = {{wire_buf, cut}, {wire_buf + cut, len - cut}};
+	uint8_t *out = out_buf;
+	size_t cap = 2 * RX_INNER_MAX;
+	memset(out, 0xa5, cap);
+	size_t pos = 0, n = 0;
+	uint8_t alert = 0xee;
+	enum rx_result r = rx_open(rx, seg, 2, &pos, out, cap, &n, &alert);
+	if (r != c->want)
+		fail_msg("%s (suite %d, cut %zu): result %d, want %d", c->name, rx->suite, cut, r,
+			 c->want);
+	if (c->alert == ANY_ALERT)
+		assert_true(alert != 0);
+	else
+		assert_int_equal(alert,
+				 c->want == RX_BAD || c->want == RX_PEER_ALERT ? c->alert : 0);
+	bool then = (c->flags & S12_THEN_DATA) && c->want == RX_MORE;
+	assert_int_equal(pos, !c->consumed ? at : then ? len : end);
+	assert_memory_equal(out, "abc", 3);
+	bool app = (c->type == 0 || c->type == 23) && c->want == RX_MORE && c->consumed;
+	size_t want_n = 3 + (app ? clen : 0) + (then ? 3 : 0);
+	assert_int_equal(n, want_n);
+	if (app)
+		assert_memory_equal(out + 3, content, clen);
+	if (then)
+		assert_memory_equal(out + want_n - 3, "def", 3);
+	/* A record decrypted and not data, or with a bad tag, leaves zeros; nothing else is
+	 * touched. */
+	bool decrypted =
+	    c->consumed || (c->flags & (S12_FLIP_TAG | S12_FLIP_NONCE | S12_WRONG_SEQ));
+	size_t zero_end = decrypted ? 3 + clen : 0;
+	for (size_t k = n; k < cap; k++)
+		if (out[k] != (k < zero_end ? 0 : 0xa5))
+			fail_msg("%s: out[%zu] = %#x", c->name, k, out[k]);
+}
+
+static void test_sealed_cases12(void **state)
+{
+	(void)state;
+	static uint8_t content[RX_INNER_MAX + HEX_MAX];
+	for (size_t si = 0; si < 3; si++) {
+		for (size_t i = 0; i < sizeof(rec12_cases) / sizeof(rec12_cases[0]); i++) {
+			const struct rec12_case *c = &rec12_cases[i];
+			struct rx rx;
+			struct sealer s;
+			rx12(&rx, suites[si], SEQ12);
+			sealer_from(&s, &rx);
+			assert_int_equal(s.seq, SEQ12);
+			size_t at, end, clen;
+			size_t len = build_case12(c, &s, &at, &end, content, &clen);
+			/* Every cut of a short input; about 64 of a long one. */
+			size_t step = len <= 600 ? 1 : len / 64;
+			for (size_t cut = 0; cut <= len; cut += step) {
+				rx12(&rx, suites[si], SEQ12);
+				open_case12(c, &rx, len, at, end, content, clen, cut);
+			}
+			rx_wipe(&rx);
+		}
+	}
+}
+
+/* rx_init_tls12 takes only the key and IV lengths of the suite. */
+static void test_init12_checks(void **state)
+{
+	(void)state;
+	static const struct {
+		int suite;
+		size_t key_len, iv_len;
+		int want;
+	} cases[] = {
+	    {RX_AES_128_GCM_SHA256, 16, 4, 0},
+	    {RX_AES_128_GCM_SHA256, 32, 4, -EINVAL},
+	    {RX_AES_128_GCM_SHA256, 15, 4, -EINVAL},
+	    {RX_AES_128_GCM_SHA256, 16, 12, -EINVAL},
+	    {RX_AES_128_GCM_SHA256, 16, 0, -EINVAL},
+	    {RX_AES_256_GCM_SHA384, 32, 4, 0},
+	    {RX_AES_256_GCM_SHA384, 16, 4, -EINVAL},
+	    {RX_AES_256_GCM_SHA384, 33, 4, -EINVAL},
+	    {RX_AES_256_GCM_SHA384, 32, 12, -EINVAL},
+	    {RX_CHACHA20_POLY1305_SHA256, 32, 12, 0},
+	    {RX_CHACHA20_POLY1305_SHA256, 16, 12, -EINVAL},
+	    {RX_CHACHA20_POLY1305_SHA256, 32, 4, -EINVAL},
+	    {RX_CHACHA20_POLY1305_SHA256, 32, 11, -EINVAL},
+	    {RX_CHACHA20_POLY1305_SHA256, 32, 13, -EINVAL},
+	    {0, 16, 4, -EINVAL},
+	    {0, 32, 12, -EINVAL},
+	    {4, 32, 4, -EINVAL},
+	    {4, 32, 12, -EINVAL},
+	    {-1, 32, 12, -EINVAL},
+	    {255, 16, 4, -EINVAL},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct rx rx;
+		memset(&rx, 0x5a, sizeof(rx));
+		int rc = rx_init_tls12(&rx, (enum rx_suite)cases[i].suite, secret48,
+				       cases[i].key_len, secret48 + 32, cases[i].iv_len, 7);
+		assert_int_equal(rc, cases[i].want);
+		uint8_t wire[RX_HEADER + 8 + RX_TAG], out[RX_INNER_MAX];
+		size_t pos = 0, n = 0;
+		uint8_t alert = 0;
+		if (rc == 0) {
+			assert_int_equal(rx.suite, cases[i].suite);
+			assert_int_equal(rx.tls12, 1);
+			assert_int_equal(rx.seq, 7);
+			struct sealer s;
+			sealer_from(&s, &rx);
+			size_t len = seal12(&s, 23, 0x0303, NULL, 0, 0, wire);
+			struct tls_seg seg = {wire, len};
+			assert_int_equal(rx_open(&rx, &seg, 1, &pos, out, sizeof(out), &n, &alert),
+					 RX_MORE);
+			assert_int_equal(pos, len);
+			assert_int_equal(rx.seq, 8);
+		} else {
+			/* A session left unset opens nothing. */
+			struct tls_seg seg = {wire, sizeof(wire)};
+			memset(wire, 0, sizeof(wire));
+			wire[0] = 23;
+			assert_int_equal(rx_open(&rx, &seg, 1, &pos, out, sizeof(out), &n, &alert),
+					 RX_BAD);
+			assert_int_equal(alert, RX_ALERT_INTERNAL_ERROR);
+			assert_int_equal(pos, 0);
+			assert_int_equal(n, 0);
+		}
+		rx_wipe(&rx);
+	}
+}
+
+/* RX_FULL in TLS 1.2: the record stays, pos and n as they were; the last sequence number. */
+static void test_full12(void **state)
+{
+	(void)state;
+	for (size_t si = 0; si < 3; si++) {
+		struct rx rx;
+		struct sealer s;
+		rx12(&rx, suites[si], 1);
+		sealer_from(&s, &rx);
+		uint8_t y[100], *w = wire_buf;
+		memset(y, 'y', sizeof(y));
+		size_t a = seal12(&s, 23, 0x0303, (const uint8_t *)"abc", 3, 0, w);
+		size_t len = a + seal12(&s, 23, 0x0303, y, sizeof(y), 0, w + a);
+		struct tls_seg seg = {w, len};
+		size_t pos = 0, n = 0;
+		uint8_t alert;
+		for (int i = 0; i < 2; i++) {
+			assert_int_equal(rx_open(&rx, &seg, 1, &pos, out_buf, 3 + 99, &n, &alert),
+					 RX_FULL);
+			assert_int_equal(alert, 0);
+			assert_int_equal(pos, a);
+			assert_int_equal(n, 3);
+			assert_int_equal(rx.seq, 2);
+		}
+		assert_int_equal(rx_open(&rx, &seg, 1, &pos, out_buf, 3 + 100, &n, &alert),
+				 RX_MORE);
+		assert_int_equal(pos, len);
+		assert_int_equal(n, 103);
+		assert_memory_equal(out_buf, "abc", 3);
+		assert_memory_equal(out_buf + 3, y, sizeof(y));
+		/* n already at cap. */
+		rx12(&rx, suites[si], 1);
+		pos = 0;
+		n = 10;
+		assert_int_equal(rx_open(&rx, &seg, 1, &pos, out_buf, 10, &n, &alert), RX_FULL);
+		assert_int_equal(pos, 0);
+		assert_int_equal(n, 10);
+		assert_int_equal(rx.seq, 1);
+
+		/* The sequence number never wraps. */
+		rx12(&rx, suites[si], UINT64_MAX - 2);
+		sealer_from(&s, &rx);
+		a = seal12(&s, 23, 0x0303, (const uint8_t *)"high", 4, 0, w);
+		size_t b = a + seal12(&s, 23, 0x0303, (const uint8_t *)"last", 4, 0, w + a);
+		seg.len = b + seal12(&s, 23, 0x0303, (const uint8_t *)"wrap", 4, 0, w + b);
+		pos = 0;
+		n = 0;
+		assert_int_equal(rx_open(&rx, &seg, 1, &pos, out_buf, OUT_MAX, &n, &alert), RX_BAD);
+		assert_int_equal(alert, RX_ALERT_INTERNAL_ERROR);
+		assert_int_equal(pos, b);
+		assert_int_equal(n, 8);
+		assert_memory_equal(out_buf, "highlast", 8);
+		rx_wipe(&rx);
+	}
+}
+
+/*
+ * The loops end in TLS 1.2 too: 100000 ChaCha20 records of the least size
+ * (21 bytes: no explicit nonce, no inner type) in one call, warnings among
+ * them; a record of 16384 bytes in one-byte segments.
+ */
+static void test_bounds12(void **state)
+{
+	(void)state;
+	struct rx rx;
+	struct sealer s;
+	rx12(&rx, RX_CHACHA20_POLY1305_SHA256, 0);
+	sealer_from(&s, &rx);
+	static uint8_t big[BIG_RECORDS * 23 + 32];
+	static const uint8_t warning[2] = {1, 90};
+	size_t len = 0;
+	for (unsigned i = 0; i < BIG_RECORDS; i++)
+		len += i % 10 == 9 ? seal12(&s, 21, 0x0303, warning, 2, 0, big + len)
+				   : seal12(&s, 23, 0x0303, NULL, 0, 0, big + len);
+	assert_int_equal(len, BIG_RECORDS * (RX_HEADER + RX_TAG) + BIG_RECORDS / 10 * 2);
+	struct tls_seg seg = {big, len};
+	size_t pos = 0, n = 0;
+	uint8_t alert;
+	assert_int_equal(rx_open(&rx, &seg, 1, &pos, out_buf, 16, &n, &alert), RX_MORE);
+	assert_int_equal(pos, len);
+	assert_int_equal(n, 0);
+	assert_int_equal(rx.seq, BIG_RECORDS);
+
+	static struct tls_seg one[RX_RECORD_MAX];
+	for (size_t si = 0; si < 3; si++) {
+		rx12(&rx, suites[si], 1);
+		sealer_from(&s, &rx);
+		for (size_t i = 0; i < 16384; i++)
+			plain_buf[i] = (uint8_t)(i * 7);
+		len = seal12(&s, 23, 0x0303, plain_buf, 16384, 0, wire_buf);
+		for (size_t i = 0; i < len; i++)
+			one[i] = (struct tls_seg){wire_buf + i, 1};
+		pos = 0;
+		n = 0;
+		assert_int_equal(
+		    rx_open(&rx, one, (unsigned)len, &pos, out_buf, OUT_MAX, &n, &alert), RX_MORE);
+		assert_int_equal(pos, len);
+		assert_int_equal(n, 16384);
+		assert_memory_equal(out_buf, plain_buf, 16384);
+	}
+	rx_wipe(&rx);
+}
+
 /* ---- a wolfSSL client seals --------------------------------------------- */
 
 /* A throw-away ECDSA P-256 certificate (CN=mx.test, valid to 2126) and key (as test_tls.c). */
@@ -801,8 +1243,12 @@ struct act {
 /* What the client sent after its Finished, and what rx should make of it. */
 struct flight {
 	enum rx_suite suite;
-	uint8_t secret[RX_SECRET_MAX];
+	bool tls12;
+	uint8_t secret[RX_SECRET_MAX]; /* TLS 1.3 */
 	size_t secret_len;
+	uint8_t key[32], iv[12]; /* TLS 1.2: the client's write key and IV, */
+	size_t key_len, iv_len;
+	uint64_t seq;  /* and the sequence number of its next record */
 	uint8_t *wire; /* borrowed: wire_buf */
 	size_t wire_len;
 	size_t ends[RECORDS_MAX]; /* where each record ends */
@@ -815,67 +1261,102 @@ struct flight {
 static struct flight flight;
 static struct tls_seg segs[SEGS_MAX];
 
-static void make_flight(struct flight *f, enum rx_suite suite, const struct act *acts,
-			uint64_t *seed)
+/* A wolfSSL server and client joined by two pipes in memory. */
+struct link {
+	WOLFSSL *s, *c; /* owned */
+	struct pipe c2s, s2c;
+	struct capture cap; /* the server's view of the client's secret (TLS 1.3) */
+};
+
+static uint8_t s2c_buf[1u << 18];
+
+static WOLFSSL_CTX *ctx_new(WOLFSSL_METHOD *method)
 {
-	static uint8_t s2c_buf[1u << 18];
-	struct pipe c2s = {wire_buf, 0, WIRE_MAX}, s2c = {s2c_buf, 0, sizeof(s2c_buf)};
-	WOLFSSL_CTX *sctx = wolfSSL_CTX_new(wolfTLSv1_3_server_method());
-	WOLFSSL_CTX *cctx = wolfSSL_CTX_new(wolfTLSv1_3_client_method());
-	assert_non_null(sctx);
-	assert_non_null(cctx);
-	assert_int_equal(
-	    wolfSSL_CTX_use_certificate_buffer(sctx, (const unsigned char *)ec_cert_pem,
-					       sizeof(ec_cert_pem) - 1, WOLFSSL_FILETYPE_PEM),
-	    WOLFSSL_SUCCESS);
-	assert_int_equal(wolfSSL_CTX_use_PrivateKey_buffer(sctx, (const unsigned char *)ec_key_pem,
+	WOLFSSL_CTX *ctx = wolfSSL_CTX_new(method);
+	assert_non_null(ctx);
+	wolfSSL_CTX_SetIORecv(ctx, pipe_recv);
+	wolfSSL_CTX_SetIOSend(ctx, pipe_send);
+	return ctx;
+}
+
+static WOLFSSL_CTX *server_ctx_new(bool tls12)
+{
+	WOLFSSL_CTX *ctx =
+	    ctx_new(tls12 ? wolfTLSv1_2_server_method() : wolfTLSv1_3_server_method());
+	assert_int_equal(wolfSSL_CTX_use_certificate_buffer(ctx, (const unsigned char *)ec_cert_pem,
+							    sizeof(ec_cert_pem) - 1,
+							    WOLFSSL_FILETYPE_PEM),
+			 WOLFSSL_SUCCESS);
+	assert_int_equal(wolfSSL_CTX_use_PrivateKey_buffer(ctx, (const unsigned char *)ec_key_pem,
 							   sizeof(ec_key_pem) - 1,
 							   WOLFSSL_FILETYPE_PEM),
 			 WOLFSSL_SUCCESS);
-	wolfSSL_CTX_set_verify(cctx, WOLFSSL_VERIFY_NONE, NULL);
-	assert_int_equal(wolfSSL_CTX_set_cipher_list(cctx, suite_names[suite]), WOLFSSL_SUCCESS);
-	wolfSSL_CTX_SetIORecv(sctx, pipe_recv);
-	wolfSSL_CTX_SetIOSend(sctx, pipe_send);
-	wolfSSL_CTX_SetIORecv(cctx, pipe_recv);
-	wolfSSL_CTX_SetIOSend(cctx, pipe_send);
-	WOLFSSL *s = wolfSSL_new(sctx), *c = wolfSSL_new(cctx);
-	assert_non_null(s);
-	assert_non_null(c);
-	wolfSSL_SetIOReadCtx(s, &c2s);
-	wolfSSL_SetIOWriteCtx(s, &s2c);
-	wolfSSL_SetIOReadCtx(c, &s2c);
-	wolfSSL_SetIOWriteCtx(c, &c2s);
-	struct capture cap = {.len = 0};
-	assert_int_equal(wolfSSL_set_tls13_secret_cb(s, secret_cb, &cap), WOLFSSL_SUCCESS);
+	return ctx;
+}
+
+/* A client that offers suite alone. */
+static WOLFSSL_CTX *client_ctx_new(bool tls12, enum rx_suite suite)
+{
+	WOLFSSL_CTX *ctx =
+	    ctx_new(tls12 ? wolfTLSv1_2_client_method() : wolfTLSv1_3_client_method());
+	wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_NONE, NULL);
+	const char *name = tls12 ? suite_names12[suite] : suite_names[suite];
+	assert_int_equal(wolfSSL_CTX_set_cipher_list(ctx, name), WOLFSSL_SUCCESS);
+	return ctx;
+}
+
+/* The handshake, the client resuming if asked; the server reads exactly its Finished. */
+static void link_handshake(struct link *l, WOLFSSL_CTX *sctx, WOLFSSL_CTX *cctx,
+			   WOLFSSL_SESSION *resume)
+{
+	memset(l, 0, sizeof(*l));
+	l->c2s = (struct pipe){wire_buf, 0, WIRE_MAX};
+	l->s2c = (struct pipe){s2c_buf, 0, sizeof(s2c_buf)};
+	l->s = wolfSSL_new(sctx);
+	l->c = wolfSSL_new(cctx);
+	assert_non_null(l->s);
+	assert_non_null(l->c);
+	wolfSSL_SetIOReadCtx(l->s, &l->c2s);
+	wolfSSL_SetIOWriteCtx(l->s, &l->s2c);
+	wolfSSL_SetIOReadCtx(l->c, &l->s2c);
+	wolfSSL_SetIOWriteCtx(l->c, &l->c2s);
+	if (resume)
+		assert_int_equal(wolfSSL_set_session(l->c, resume), WOLFSSL_SUCCESS);
+	if (wolfSSL_GetVersion(l->s) == WOLFSSL_TLSV1_3)
+		assert_int_equal(wolfSSL_set_tls13_secret_cb(l->s, secret_cb, &l->cap),
+				 WOLFSSL_SUCCESS);
 
 	bool cdone = false, sdone = false;
 	for (int r = 0; r < ROUNDS_MAX && !(cdone && sdone); r++) {
 		if (!cdone) {
-			int ret = wolfSSL_connect(c);
+			int ret = wolfSSL_connect(l->c);
 			cdone = ret == WOLFSSL_SUCCESS;
 			if (!cdone)
-				assert_int_equal(wolfSSL_get_error(c, ret),
+				assert_int_equal(wolfSSL_get_error(l->c, ret),
 						 WOLFSSL_ERROR_WANT_READ);
 		}
 		if (!sdone) {
-			int ret = wolfSSL_accept(s);
+			int ret = wolfSSL_accept(l->s);
 			sdone = ret == WOLFSSL_SUCCESS;
 			if (!sdone)
-				assert_int_equal(wolfSSL_get_error(s, ret),
+				assert_int_equal(wolfSSL_get_error(l->s, ret),
 						 WOLFSSL_ERROR_WANT_READ);
 		}
 	}
 	assert_true(cdone && sdone);
 	/* The server read exactly up to the end of the client's Finished. */
-	assert_int_equal(c2s.len, 0);
-	assert_int_equal(wolfSSL_GetVersion(s), WOLFSSL_TLSV1_3);
-	assert_int_equal(rx_suite_by_name(wolfSSL_get_cipher_name(s)), suite);
-	assert_int_equal(cap.len, (int)hash_len(suite));
+	assert_int_equal(l->c2s.len, 0);
+}
 
-	memset(f, 0, sizeof(*f));
-	f->suite = suite;
-	memcpy(f->secret, cap.secret, (size_t)cap.len);
-	f->secret_len = (size_t)cap.len;
+static void link_free(struct link *l)
+{
+	wolfSSL_free(l->c);
+	wolfSSL_free(l->s);
+}
+
+/* The client writes and closes as acts say; the records it sent go into f. */
+static void client_acts(struct flight *f, struct link *l, const struct act *acts, uint64_t *seed)
+{
 	f->wire = wire_buf;
 	f->plain = plain_buf;
 	for (unsigned i = 0; i < RECORDS_MAX && acts[i].op != ACT_END; i++) {
@@ -885,32 +1366,131 @@ static void make_flight(struct flight *f, enum rx_suite suite, const struct act 
 			uint8_t *d = f->plain + f->plain_len;
 			for (size_t k = 0; k < a->len; k++)
 				d[k] = (uint8_t)rnd(seed);
-			assert_int_equal(wolfSSL_write(c, d, (int)a->len), (int)a->len);
+			assert_int_equal(wolfSSL_write(l->c, d, (int)a->len), (int)a->len);
 			f->plain_len += a->len;
 		} else if (a->op == ACT_UPDATE) {
 			int required = -1;
-			assert_int_equal(wolfSSL_update_keys(c), WOLFSSL_SUCCESS);
-			assert_int_equal(wolfSSL_key_update_response(c, &required), 0);
+			assert_false(f->tls12);
+			assert_int_equal(wolfSSL_update_keys(l->c), WOLFSSL_SUCCESS);
+			assert_int_equal(wolfSSL_key_update_response(l->c, &required), 0);
 			f->asked += (unsigned)required;
 		} else {
-			size_t before = c2s.len;
-			(void)wolfSSL_shutdown(c);
-			assert_true(c2s.len > before);
+			size_t before = l->c2s.len;
+			(void)wolfSSL_shutdown(l->c);
+			assert_true(l->c2s.len > before);
 		}
 	}
-	f->wire_len = c2s.len;
-	/* Where the records end (wolfSSL wrote them: the headers are right). */
+	f->wire_len = l->c2s.len;
+	/* Where the records end (wolfSSL wrote them: the headers are right). In
+	 * TLS 1.2 the outer type is the real one: the close_notify is an alert. */
 	for (size_t o = 0; o < f->wire_len;) {
 		assert_true(o + RX_HEADER <= f->wire_len);
-		assert_int_equal(f->wire[o], 23);
+		assert_true(f->wire[o] == 23 || (f->tls12 && f->wire[o] == 21));
 		o += RX_HEADER + ((size_t)f->wire[o + 3] << 8 | f->wire[o + 4]);
 		assert_true(o <= f->wire_len && f->nrec < RECORDS_MAX);
 		f->ends[f->nrec++] = o;
 	}
-	wolfSSL_free(c);
-	wolfSSL_free(s);
+}
+
+static void make_flight(struct flight *f, enum rx_suite suite, const struct act *acts,
+			uint64_t *seed)
+{
+	WOLFSSL_CTX *sctx = server_ctx_new(false), *cctx = client_ctx_new(false, suite);
+	struct link l;
+	link_handshake(&l, sctx, cctx, NULL);
+	assert_int_equal(wolfSSL_GetVersion(l.s), WOLFSSL_TLSV1_3);
+	assert_int_equal(rx_suite_by_name(wolfSSL_get_cipher_name(l.s)), suite);
+	assert_int_equal(l.cap.len, (int)hash_len(suite));
+
+	memset(f, 0, sizeof(*f));
+	f->suite = suite;
+	memcpy(f->secret, l.cap.secret, (size_t)l.cap.len);
+	f->secret_len = (size_t)l.cap.len;
+	client_acts(f, &l, acts, seed);
+	link_free(&l);
 	wolfSSL_CTX_free(cctx);
 	wolfSSL_CTX_free(sctx);
+}
+
+#ifdef ATOMIC_USER
+/*
+ * The client's write key, IV and next sequence number, taken from the
+ * server as tls.c's rx_start_tls12 takes them (wolfSSL's ATOMIC_USER
+ * getters), and the suite they are for.
+ */
+static void take_keys12(struct flight *f, WOLFSSL *s)
+{
+	int bulk = wolfSSL_GetBulkCipher(s), ks = wolfSSL_GetKeySize(s);
+	int ivs = wolfSSL_GetIVSize(s);
+	enum rx_suite suite = bulk == wolfssl_chacha		    ? RX_CHACHA20_POLY1305_SHA256
+			      : bulk == wolfssl_aes_gcm && ks == 16 ? RX_AES_128_GCM_SHA256
+			      : bulk == wolfssl_aes_gcm && ks == 32 ? RX_AES_256_GCM_SHA384
+								    : 0;
+	assert_int_equal(suite, f->suite);
+	assert_int_equal(ks, f->suite == RX_AES_128_GCM_SHA256 ? 16 : 32);
+	assert_int_equal(ivs, f->suite == RX_CHACHA20_POLY1305_SHA256 ? 12 : 4);
+	const uint8_t *key = wolfSSL_GetClientWriteKey(s), *iv = wolfSSL_GetClientWriteIV(s);
+	assert_non_null(key);
+	assert_non_null(iv);
+	word64 seq = 0;
+	(void)wolfSSL_GetPeerSequenceNumber(s, &seq);
+	f->key_len = (size_t)ks;
+	f->iv_len = (size_t)ivs;
+	memcpy(f->key, key, f->key_len);
+	memcpy(f->iv, iv, f->iv_len);
+	f->seq = seq;
+	/* The client's Finished was its first record under these keys. */
+	assert_int_equal(f->seq, 1);
+}
+
+/*
+ * A TLS 1.2 flight. resumed: a first, full handshake gets the client a
+ * session ticket (the server keeps no session cache, so only the ticket
+ * can resume), and the flight follows the abbreviated handshake that
+ * presents it.
+ */
+static void make_flight12(struct flight *f, enum rx_suite suite, const struct act *acts,
+			  uint64_t *seed, bool resumed)
+{
+	WOLFSSL_CTX *sctx = server_ctx_new(true), *cctx = client_ctx_new(true, suite);
+	WOLFSSL_SESSION *sess = NULL;
+	struct link l;
+	if (resumed) {
+		assert_int_equal(wolfSSL_CTX_set_session_cache_mode(sctx, WOLFSSL_SESS_CACHE_OFF),
+				 WOLFSSL_SUCCESS);
+		assert_int_equal(wolfSSL_CTX_UseSessionTicket(cctx), WOLFSSL_SUCCESS);
+		link_handshake(&l, sctx, cctx, NULL);
+		assert_int_equal(wolfSSL_session_reused(l.s), 0);
+		sess = wolfSSL_get1_session(l.c);
+		assert_non_null(sess);
+		link_free(&l);
+	}
+	link_handshake(&l, sctx, cctx, sess);
+	assert_int_equal(wolfSSL_GetVersion(l.s), WOLFSSL_TLSV1_2);
+	assert_string_equal(wolfSSL_get_cipher_name(l.s), suite_names12[suite]);
+	assert_int_equal(wolfSSL_session_reused(l.s), resumed ? 1 : 0);
+
+	memset(f, 0, sizeof(*f));
+	f->suite = suite;
+	f->tls12 = true;
+	take_keys12(f, l.s);
+	client_acts(f, &l, acts, seed);
+	link_free(&l);
+	if (sess)
+		wolfSSL_SESSION_free(sess);
+	wolfSSL_CTX_free(cctx);
+	wolfSSL_CTX_free(sctx);
+}
+#endif
+
+/* A fresh rx for the flight. */
+static void flight_rx(const struct flight *f, struct rx *rx)
+{
+	if (f->tls12)
+		assert_int_equal(
+		    rx_init_tls12(rx, f->suite, f->key, f->key_len, f->iv, f->iv_len, f->seq), 0);
+	else
+		assert_int_equal(rx_init(rx, f->suite, f->secret, f->secret_len), 0);
 }
 
 /* Calls rx_open as tls.c does: again after each KeyUpdate that asks for ours. */
@@ -937,7 +1517,7 @@ static enum rx_result open_calls(const struct flight *f, struct rx *rx, unsigned
 static void open_whole(const struct flight *f, unsigned nseg)
 {
 	struct rx rx;
-	assert_int_equal(rx_init(&rx, f->suite, f->secret, f->secret_len), 0);
+	flight_rx(f, &rx);
 	size_t pos = 0, n = 0;
 	unsigned asked = 0;
 	assert_int_equal(open_calls(f, &rx, nseg, &pos, &n, &asked), RX_CLOSE_NOTIFY);
@@ -978,7 +1558,7 @@ static unsigned cut_random(const struct flight *f, size_t len, unsigned nseg, ui
 static void open_growing(const struct flight *f, size_t step_max, uint64_t *seed)
 {
 	struct rx rx;
-	assert_int_equal(rx_init(&rx, f->suite, f->secret, f->secret_len), 0);
+	flight_rx(f, &rx);
 	size_t pos = 0, n = 0, got = 0, prev_n = 0;
 	unsigned asked = 0, nseg = 0, rec = 0;
 	for (unsigned guard = 0; got < f->wire_len && guard < SEGS_MAX; guard++) {
@@ -1066,6 +1646,103 @@ static void test_wolfssl_long(void **state)
 	}
 }
 
+/* ---- a wolfSSL TLS 1.2 client seals ------------------------------------- */
+
+static const struct act short_flight12[] = {
+    {ACT_WRITE, 1}, {ACT_WRITE, 2},  {ACT_WRITE, 17}, {ACT_WRITE, 5},
+    {ACT_WRITE, 0}, {ACT_WRITE, 31}, {ACT_CLOSE, 0},  {ACT_END, 0},
+};
+
+static const struct act long_flight12[] = {
+    {ACT_WRITE, 1},	{ACT_WRITE, 2},	    {ACT_WRITE, 3},	{ACT_WRITE, 15},
+    {ACT_WRITE, 16},	{ACT_WRITE, 17},    {ACT_WRITE, 255},	{ACT_WRITE, 256},
+    {ACT_WRITE, 1000},	{ACT_WRITE, 4095},  {ACT_WRITE, 4096},	{ACT_WRITE, 16383},
+    {ACT_WRITE, 16384}, {ACT_WRITE, 16385}, {ACT_WRITE, 20000}, {ACT_WRITE, 700},
+    {ACT_WRITE, 32769}, {ACT_WRITE, 1},	    {ACT_WRITE, 9000},	{ACT_CLOSE, 0},
+    {ACT_END, 0},
+};
+
+#ifdef ATOMIC_USER
+/* A short flight cut at every pair of offsets, byte by byte, and arriving a byte at a time. */
+static void check_short12(const struct flight *f, uint64_t *seed)
+{
+	size_t len = f->wire_len;
+	assert_true(len < SEGS_MAX);
+	for (size_t i = 0; i <= len; i++) {
+		for (size_t j = i; j <= len; j++) {
+			segs[0] = (struct tls_seg){f->wire, i};
+			segs[1] = (struct tls_seg){f->wire + i, j - i};
+			segs[2] = (struct tls_seg){f->wire + j, len - j};
+			open_whole(f, 3);
+		}
+	}
+	for (size_t i = 0; i < len; i++)
+		segs[i] = (struct tls_seg){f->wire + i, 1};
+	open_whole(f, (unsigned)len);
+	open_growing(f, 1, seed);
+}
+#endif
+
+/* Without ATOMIC_USER wolfSSL hands over no TLS 1.2 keys (tls.c reads with wolfSSL then). */
+static void test_wolfssl12_short(void **state)
+{
+	(void)state;
+#ifdef ATOMIC_USER
+	uint64_t seed = 5288;
+	for (size_t si = 0; si < 3; si++) {
+		struct flight *f = &flight;
+		make_flight12(f, suites[si], short_flight12, &seed, false);
+		/* Five records of data (wolfSSL sends none for a write of 0), the alert. */
+		assert_int_equal(f->nrec, 6);
+		assert_int_equal(f->wire[f->ends[4]], 21);
+		check_short12(f, &seed);
+	}
+#else
+	skip();
+#endif
+}
+
+/* A long flight (records of 1 to 16384 bytes, writes split by wolfSSL) cut at random. */
+static void test_wolfssl12_long(void **state)
+{
+	(void)state;
+#ifdef ATOMIC_USER
+	uint64_t seed = 7905;
+	for (size_t si = 0; si < 3; si++) {
+		struct flight *f = &flight;
+		make_flight12(f, suites[si], long_flight12, &seed, false);
+		printf("%-31s %6zu bytes of data in %2u records, %6zu on the wire\n",
+		       suite_names12[suites[si]], f->plain_len, f->nrec, f->wire_len);
+		segs[0] = (struct tls_seg){f->wire, f->wire_len};
+		open_whole(f, 1);
+		for (unsigned t = 0; t < 200; t++)
+			open_whole(
+			    f, cut_random(f, f->wire_len, 1 + (unsigned)(rnd(&seed) % 64), &seed));
+		for (unsigned t = 0; t < 10; t++)
+			open_growing(f, t < 5 ? 128 : 4000, &seed);
+	}
+#else
+	skip();
+#endif
+}
+
+/* After an abbreviated handshake (session ticket) the keys and sequence number are right too. */
+static void test_wolfssl12_resumed(void **state)
+{
+	(void)state;
+#if defined(ATOMIC_USER) && defined(HAVE_SESSION_TICKET)
+	uint64_t seed = 5077;
+	for (size_t si = 0; si < 3; si++) {
+		struct flight *f = &flight;
+		make_flight12(f, suites[si], short_flight12, &seed, true);
+		assert_int_equal(f->nrec, 6);
+		check_short12(f, &seed);
+	}
+#else
+	skip();
+#endif
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -1082,11 +1759,23 @@ static int teardown(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_rfc8448),	  cmocka_unit_test(test_suite_names),
-	    cmocka_unit_test(test_init_checks),	  cmocka_unit_test(test_sealed_cases),
-	    cmocka_unit_test(test_full),	  cmocka_unit_test(test_key_updates_max),
-	    cmocka_unit_test(test_seq_limit),	  cmocka_unit_test(test_bounds),
-	    cmocka_unit_test(test_wolfssl_short), cmocka_unit_test(test_wolfssl_long),
+	    cmocka_unit_test(test_rfc8448),
+	    cmocka_unit_test(test_suite_names),
+	    cmocka_unit_test(test_init_checks),
+	    cmocka_unit_test(test_sealed_cases),
+	    cmocka_unit_test(test_full),
+	    cmocka_unit_test(test_key_updates_max),
+	    cmocka_unit_test(test_seq_limit),
+	    cmocka_unit_test(test_bounds),
+	    cmocka_unit_test(test_wolfssl_short),
+	    cmocka_unit_test(test_wolfssl_long),
+	    cmocka_unit_test(test_sealed_cases12),
+	    cmocka_unit_test(test_init12_checks),
+	    cmocka_unit_test(test_full12),
+	    cmocka_unit_test(test_bounds12),
+	    cmocka_unit_test(test_wolfssl12_short),
+	    cmocka_unit_test(test_wolfssl12_long),
+	    cmocka_unit_test(test_wolfssl12_resumed),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
