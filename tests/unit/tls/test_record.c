@@ -59,6 +59,7 @@
 #include <cmocka.h>
 
 #include "record.h"
+#include "tlstest.h"
 
 #define HEX_MAX	    512		 /* bytes in a hex string of a table */
 #define WIRE_MAX    (1u << 20)	 /* what a flight may write */
@@ -66,7 +67,6 @@
 #define RECORDS_MAX 1024u	 /* records in a flight */
 #define SEGS_MAX    4096u	 /* segments of one rx_open call */
 #define OUT_MAX	    (PLAIN_MAX + RX_INNER_MAX)
-#define ROUNDS_MAX  64	    /* handshake steps */
 #define BIG_RECORDS 100000u /* for the bound test */
 #define ANY_ALERT   0xff    /* table: any alert of RX_BAD will do */
 
@@ -1168,54 +1168,6 @@ static void test_bounds12(void **state)
 
 /* ---- a wolfSSL client seals --------------------------------------------- */
 
-/* A throw-away ECDSA P-256 certificate (CN=mx.test, valid to 2126) and key (as test_tls.c). */
-static const char ec_cert_pem[] =
-    "-----BEGIN CERTIFICATE-----\n"
-    "MIIBejCCASGgAwIBAgIUcgUnbtHSUflpHYvEWIpDsdGDidAwCgYIKoZIzj0EAwIw\n"
-    "EjEQMA4GA1UEAwwHbXgudGVzdDAgFw0yNjExMjgwNTE1MTFaGA8yMTI2MTEwNDA1\n"
-    "MTUxMVowEjEQMA4GA1UEAwwHbXgudGVzdDBZMBMGByqGSM49AgEGCCqGSM49AwEH\n"
-    "A0IABJ1i+e/x4yCq0zvwTsxYC1aFzQ1pn3H7/eHYXX6scg4G+PgnloGjv5M+EAoJ\n"
-    "KBYyPilzXNgMZ9o9II51gZqnDv2jUzBRMB0GA1UdDgQWBBQSNyEAHQkp+p2AR9rV\n"
-    "am/1yPw/wTAfBgNVHSMEGDAWgBQSNyEAHQkp+p2AR9rVam/1yPw/wTAPBgNVHRMB\n"
-    "Af8EBTADAQH/MAoGCCqGSM49BAMCA0cAMEQCIDGG3IV5b6O/7KOqySUfHURf/Mmb\n"
-    "8/kEsRvaV8Qx3tBEAiAuVtBEgacHkZSHre5uQ7UcAMoHeo3Ib48T5p4OrsM6qQ==\n"
-    "-----END CERTIFICATE-----\n";
-static const char ec_key_pem[] =
-    "-----BEGIN PRIVATE KEY-----\n"
-    "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg8DaSONvVrBGU9xXU\n"
-    "0+OICc27q21LDce4OSc0YWDIX52hRANCAASdYvnv8eMgqtM78E7MWAtWhc0NaZ9x\n"
-    "+/3h2F1+rHIOBvj4J5aBo7+TPhAKCSgWMj4pc1zYDGfaPSCOdYGapw79\n"
-    "-----END PRIVATE KEY-----\n";
-
-struct pipe {
-	uint8_t *b; /* borrowed */
-	size_t len, cap;
-};
-
-static int pipe_recv(WOLFSSL *ssl, char *buf, int sz, void *ctx)
-{
-	struct pipe *p = ctx;
-	(void)ssl;
-	if (p->len == 0)
-		return WOLFSSL_CBIO_ERR_WANT_READ;
-	size_t n = (size_t)sz < p->len ? (size_t)sz : p->len;
-	memcpy(buf, p->b, n);
-	memmove(p->b, p->b + n, p->len - n);
-	p->len -= n;
-	return (int)n;
-}
-
-static int pipe_send(WOLFSSL *ssl, char *buf, int sz, void *ctx)
-{
-	struct pipe *p = ctx;
-	(void)ssl;
-	if (p->len + (size_t)sz > p->cap)
-		return WOLFSSL_CBIO_ERR_WANT_WRITE;
-	memcpy(p->b + p->len, buf, (size_t)sz);
-	p->len += (size_t)sz;
-	return sz;
-}
-
 struct capture {
 	uint8_t secret[RX_SECRET_MAX];
 	int len;
@@ -1261,35 +1213,25 @@ struct flight {
 static struct flight flight;
 static struct tls_seg segs[SEGS_MAX];
 
-/* A wolfSSL server and client joined by two pipes in memory. */
+/* A wolfSSL server and client in memory (tlstest.h); what the server saw of the client's secret. */
 struct link {
-	WOLFSSL *s, *c; /* owned */
-	struct pipe c2s, s2c;
-	struct capture cap; /* the server's view of the client's secret (TLS 1.3) */
+	struct tlstest_link t;
+	struct capture cap; /* TLS 1.3 */
 };
 
 static uint8_t s2c_buf[1u << 18];
 
-static WOLFSSL_CTX *ctx_new(WOLFSSL_METHOD *method)
-{
-	WOLFSSL_CTX *ctx = wolfSSL_CTX_new(method);
-	assert_non_null(ctx);
-	wolfSSL_CTX_SetIORecv(ctx, pipe_recv);
-	wolfSSL_CTX_SetIOSend(ctx, pipe_send);
-	return ctx;
-}
-
 static WOLFSSL_CTX *server_ctx_new(bool tls12)
 {
 	WOLFSSL_CTX *ctx =
-	    ctx_new(tls12 ? wolfTLSv1_2_server_method() : wolfTLSv1_3_server_method());
-	assert_int_equal(wolfSSL_CTX_use_certificate_buffer(ctx, (const unsigned char *)ec_cert_pem,
-							    sizeof(ec_cert_pem) - 1,
-							    WOLFSSL_FILETYPE_PEM),
+	    tlstest_ctx_new(tls12 ? wolfTLSv1_2_server_method() : wolfTLSv1_3_server_method());
+	assert_int_equal(wolfSSL_CTX_use_certificate_buffer(
+			     ctx, (const unsigned char *)tlstest_ec_cert_pem,
+			     (long)strlen(tlstest_ec_cert_pem), WOLFSSL_FILETYPE_PEM),
 			 WOLFSSL_SUCCESS);
-	assert_int_equal(wolfSSL_CTX_use_PrivateKey_buffer(ctx, (const unsigned char *)ec_key_pem,
-							   sizeof(ec_key_pem) - 1,
-							   WOLFSSL_FILETYPE_PEM),
+	assert_int_equal(wolfSSL_CTX_use_PrivateKey_buffer(
+			     ctx, (const unsigned char *)tlstest_ec_key_pem,
+			     (long)strlen(tlstest_ec_key_pem), WOLFSSL_FILETYPE_PEM),
 			 WOLFSSL_SUCCESS);
 	return ctx;
 }
@@ -1298,60 +1240,30 @@ static WOLFSSL_CTX *server_ctx_new(bool tls12)
 static WOLFSSL_CTX *client_ctx_new(bool tls12, enum rx_suite suite)
 {
 	WOLFSSL_CTX *ctx =
-	    ctx_new(tls12 ? wolfTLSv1_2_client_method() : wolfTLSv1_3_client_method());
+	    tlstest_ctx_new(tls12 ? wolfTLSv1_2_client_method() : wolfTLSv1_3_client_method());
 	wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_NONE, NULL);
 	const char *name = tls12 ? suite_names12[suite] : suite_names[suite];
 	assert_int_equal(wolfSSL_CTX_set_cipher_list(ctx, name), WOLFSSL_SUCCESS);
 	return ctx;
 }
 
-/* The handshake, the client resuming if asked; the server reads exactly its Finished. */
+/*
+ * The handshake, the client resuming if asked; the client writes into
+ * wire_buf. The server reads exactly its Finished.
+ */
 static void link_handshake(struct link *l, WOLFSSL_CTX *sctx, WOLFSSL_CTX *cctx,
 			   WOLFSSL_SESSION *resume)
 {
 	memset(l, 0, sizeof(*l));
-	l->c2s = (struct pipe){wire_buf, 0, WIRE_MAX};
-	l->s2c = (struct pipe){s2c_buf, 0, sizeof(s2c_buf)};
-	l->s = wolfSSL_new(sctx);
-	l->c = wolfSSL_new(cctx);
-	assert_non_null(l->s);
-	assert_non_null(l->c);
-	wolfSSL_SetIOReadCtx(l->s, &l->c2s);
-	wolfSSL_SetIOWriteCtx(l->s, &l->s2c);
-	wolfSSL_SetIOReadCtx(l->c, &l->s2c);
-	wolfSSL_SetIOWriteCtx(l->c, &l->c2s);
-	if (resume)
-		assert_int_equal(wolfSSL_set_session(l->c, resume), WOLFSSL_SUCCESS);
-	if (wolfSSL_GetVersion(l->s) == WOLFSSL_TLSV1_3)
-		assert_int_equal(wolfSSL_set_tls13_secret_cb(l->s, secret_cb, &l->cap),
+	l->t.c2s = (struct tlstest_pipe){wire_buf, 0, WIRE_MAX};
+	l->t.s2c = (struct tlstest_pipe){s2c_buf, 0, sizeof(s2c_buf)};
+	tlstest_link_open(&l->t, sctx, cctx, resume);
+	if (wolfSSL_GetVersion(l->t.s) == WOLFSSL_TLSV1_3)
+		assert_int_equal(wolfSSL_set_tls13_secret_cb(l->t.s, secret_cb, &l->cap),
 				 WOLFSSL_SUCCESS);
-
-	bool cdone = false, sdone = false;
-	for (int r = 0; r < ROUNDS_MAX && !(cdone && sdone); r++) {
-		if (!cdone) {
-			int ret = wolfSSL_connect(l->c);
-			cdone = ret == WOLFSSL_SUCCESS;
-			if (!cdone)
-				assert_int_equal(wolfSSL_get_error(l->c, ret),
-						 WOLFSSL_ERROR_WANT_READ);
-		}
-		if (!sdone) {
-			int ret = wolfSSL_accept(l->s);
-			sdone = ret == WOLFSSL_SUCCESS;
-			if (!sdone)
-				assert_int_equal(wolfSSL_get_error(l->s, ret),
-						 WOLFSSL_ERROR_WANT_READ);
-		}
-	}
-	assert_true(cdone && sdone);
+	tlstest_link_handshake(&l->t);
 	/* The server read exactly up to the end of the client's Finished. */
-	assert_int_equal(l->c2s.len, 0);
-}
-
-static void link_free(struct link *l)
-{
-	wolfSSL_free(l->c);
-	wolfSSL_free(l->s);
+	assert_int_equal(l->t.c2s.len, 0);
 }
 
 /* The client writes and closes as acts say; the records it sent go into f. */
@@ -1366,21 +1278,21 @@ static void client_acts(struct flight *f, struct link *l, const struct act *acts
 			uint8_t *d = f->plain + f->plain_len;
 			for (size_t k = 0; k < a->len; k++)
 				d[k] = (uint8_t)rnd(seed);
-			assert_int_equal(wolfSSL_write(l->c, d, (int)a->len), (int)a->len);
+			assert_int_equal(wolfSSL_write(l->t.c, d, (int)a->len), (int)a->len);
 			f->plain_len += a->len;
 		} else if (a->op == ACT_UPDATE) {
 			int required = -1;
 			assert_false(f->tls12);
-			assert_int_equal(wolfSSL_update_keys(l->c), WOLFSSL_SUCCESS);
-			assert_int_equal(wolfSSL_key_update_response(l->c, &required), 0);
+			assert_int_equal(wolfSSL_update_keys(l->t.c), WOLFSSL_SUCCESS);
+			assert_int_equal(wolfSSL_key_update_response(l->t.c, &required), 0);
 			f->asked += (unsigned)required;
 		} else {
-			size_t before = l->c2s.len;
-			(void)wolfSSL_shutdown(l->c);
-			assert_true(l->c2s.len > before);
+			size_t before = l->t.c2s.len;
+			(void)wolfSSL_shutdown(l->t.c);
+			assert_true(l->t.c2s.len > before);
 		}
 	}
-	f->wire_len = l->c2s.len;
+	f->wire_len = l->t.c2s.len;
 	/* Where the records end (wolfSSL wrote them: the headers are right). In
 	 * TLS 1.2 the outer type is the real one: the close_notify is an alert. */
 	for (size_t o = 0; o < f->wire_len;) {
@@ -1398,8 +1310,8 @@ static void make_flight(struct flight *f, enum rx_suite suite, const struct act 
 	WOLFSSL_CTX *sctx = server_ctx_new(false), *cctx = client_ctx_new(false, suite);
 	struct link l;
 	link_handshake(&l, sctx, cctx, NULL);
-	assert_int_equal(wolfSSL_GetVersion(l.s), WOLFSSL_TLSV1_3);
-	assert_int_equal(rx_suite_by_name(wolfSSL_get_cipher_name(l.s)), suite);
+	assert_int_equal(wolfSSL_GetVersion(l.t.s), WOLFSSL_TLSV1_3);
+	assert_int_equal(rx_suite_by_name(wolfSSL_get_cipher_name(l.t.s)), suite);
 	assert_int_equal(l.cap.len, (int)hash_len(suite));
 
 	memset(f, 0, sizeof(*f));
@@ -1407,7 +1319,7 @@ static void make_flight(struct flight *f, enum rx_suite suite, const struct act 
 	memcpy(f->secret, l.cap.secret, (size_t)l.cap.len);
 	f->secret_len = (size_t)l.cap.len;
 	client_acts(f, &l, acts, seed);
-	link_free(&l);
+	tlstest_link_free(&l.t);
 	wolfSSL_CTX_free(cctx);
 	wolfSSL_CTX_free(sctx);
 }
@@ -1460,22 +1372,22 @@ static void make_flight12(struct flight *f, enum rx_suite suite, const struct ac
 				 WOLFSSL_SUCCESS);
 		assert_int_equal(wolfSSL_CTX_UseSessionTicket(cctx), WOLFSSL_SUCCESS);
 		link_handshake(&l, sctx, cctx, NULL);
-		assert_int_equal(wolfSSL_session_reused(l.s), 0);
-		sess = wolfSSL_get1_session(l.c);
+		assert_int_equal(wolfSSL_session_reused(l.t.s), 0);
+		sess = wolfSSL_get1_session(l.t.c);
 		assert_non_null(sess);
-		link_free(&l);
+		tlstest_link_free(&l.t);
 	}
 	link_handshake(&l, sctx, cctx, sess);
-	assert_int_equal(wolfSSL_GetVersion(l.s), WOLFSSL_TLSV1_2);
-	assert_string_equal(wolfSSL_get_cipher_name(l.s), suite_names12[suite]);
-	assert_int_equal(wolfSSL_session_reused(l.s), resumed ? 1 : 0);
+	assert_int_equal(wolfSSL_GetVersion(l.t.s), WOLFSSL_TLSV1_2);
+	assert_string_equal(wolfSSL_get_cipher_name(l.t.s), suite_names12[suite]);
+	assert_int_equal(wolfSSL_session_reused(l.t.s), resumed ? 1 : 0);
 
 	memset(f, 0, sizeof(*f));
 	f->suite = suite;
 	f->tls12 = true;
-	take_keys12(f, l.s);
+	take_keys12(f, l.t.s);
 	client_acts(f, &l, acts, seed);
-	link_free(&l);
+	tlstest_link_free(&l.t);
 	if (sess)
 		wolfSSL_SESSION_free(sess);
 	wolfSSL_CTX_free(cctx);

@@ -42,27 +42,9 @@
 #include "config.h"
 #include "hello.h"
 #include "tls.h"
+#include "tlstest.h"
 
-/* A throw-away ECDSA P-256 certificate (CN=mx.test, valid to 2126) and key. */
-static const char ec_cert_pem[] =
-    "-----BEGIN CERTIFICATE-----\n"
-    "MIIBejCCASGgAwIBAgIUcgUnbtHSUflpHYvEWIpDsdGDidAwCgYIKoZIzj0EAwIw\n"
-    "EjEQMA4GA1UEAwwHbXgudGVzdDAgFw0yNjExMjgwNTE1MTFaGA8yMTI2MTEwNDA1\n"
-    "MTUxMVowEjEQMA4GA1UEAwwHbXgudGVzdDBZMBMGByqGSM49AgEGCCqGSM49AwEH\n"
-    "A0IABJ1i+e/x4yCq0zvwTsxYC1aFzQ1pn3H7/eHYXX6scg4G+PgnloGjv5M+EAoJ\n"
-    "KBYyPilzXNgMZ9o9II51gZqnDv2jUzBRMB0GA1UdDgQWBBQSNyEAHQkp+p2AR9rV\n"
-    "am/1yPw/wTAfBgNVHSMEGDAWgBQSNyEAHQkp+p2AR9rVam/1yPw/wTAPBgNVHRMB\n"
-    "Af8EBTADAQH/MAoGCCqGSM49BAMCA0cAMEQCIDGG3IV5b6O/7KOqySUfHURf/Mmb\n"
-    "8/kEsRvaV8Qx3tBEAiAuVtBEgacHkZSHre5uQ7UcAMoHeo3Ib48T5p4OrsM6qQ==\n"
-    "-----END CERTIFICATE-----\n";
-static const char ec_key_pem[] =
-    "-----BEGIN PRIVATE KEY-----\n"
-    "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg8DaSONvVrBGU9xXU\n"
-    "0+OICc27q21LDce4OSc0YWDIX52hRANCAASdYvnv8eMgqtM78E7MWAtWhc0NaZ9x\n"
-    "+/3h2F1+rHIOBvj4J5aBo7+TPhAKCSgWMj4pc1zYDGfaPSCOdYGapw79\n"
-    "-----END PRIVATE KEY-----\n";
-
-/* A throw-away RSA-2048 certificate (CN=mx.test, valid to 2126) and key. */
+/* A throw-away RSA-2048 certificate (CN=mx.test, valid to 2126) and key (ECDSA: tlstest.h). */
 static const char rsa_cert_pem[] =
     "-----BEGIN CERTIFICATE-----\n"
     "MIIDBzCCAe+gAwIBAgIUd+fnIzRknkpB1iZBduVIUZ41V8EwDQYJKoZIhvcNAQEL\n"
@@ -117,15 +99,6 @@ static char ec_cert[64], ec_key[64], rsa_cert[64], rsa_key[64];
 
 /* ---- set-up ------------------------------------------------------------- */
 
-static void write_temp(char *path, size_t size, const char *text)
-{
-	snprintf(path, size, "/tmp/test_tls.XXXXXX");
-	int fd = mkstemp(path);
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-	assert_int_equal(close(fd), 0);
-}
-
 /* A configuration with the given certificate and key lists. */
 static void config_for(struct config *cfg, const char *certs, const char *keys)
 {
@@ -156,10 +129,10 @@ static char both_certs[160], both_keys[160];
 static int setup(void **state)
 {
 	(void)state;
-	write_temp(ec_cert, sizeof ec_cert, ec_cert_pem);
-	write_temp(ec_key, sizeof ec_key, ec_key_pem);
-	write_temp(rsa_cert, sizeof rsa_cert, rsa_cert_pem);
-	write_temp(rsa_key, sizeof rsa_key, rsa_key_pem);
+	tlstest_write_temp(ec_cert, sizeof ec_cert, tlstest_ec_cert_pem);
+	tlstest_write_temp(ec_key, sizeof ec_key, tlstest_ec_key_pem);
+	tlstest_write_temp(rsa_cert, sizeof rsa_cert, rsa_cert_pem);
+	tlstest_write_temp(rsa_key, sizeof rsa_key, rsa_key_pem);
 	snprintf(both_certs, sizeof both_certs, "%s, %s", ec_cert, rsa_cert);
 	snprintf(both_keys, sizeof both_keys, "%s,%s", ec_key, rsa_key);
 	make_current(both_certs, both_keys, 20000);
@@ -181,45 +154,10 @@ static int teardown(void **state)
 
 enum { PIPE_BYTES_MAX = 65536, ROUNDS_MAX = 20000 };
 
-struct pipe {
-	uint8_t b[PIPE_BYTES_MAX];
-	size_t len;
-};
-
-static void pipe_take(struct pipe *p, size_t n)
-{
-	memmove(p->b, p->b + n, p->len - n);
-	p->len -= n;
-}
-
-static int pipe_recv(WOLFSSL *ssl, char *buf, int sz, void *ctx)
-{
-	struct pipe *p = ctx;
-	(void)ssl;
-	if (p->len == 0)
-		return WOLFSSL_CBIO_ERR_WANT_READ;
-	size_t n = (size_t)sz < p->len ? (size_t)sz : p->len;
-	memcpy(buf, p->b, n);
-	pipe_take(p, n);
-	return (int)n;
-}
-
-static int pipe_send(WOLFSSL *ssl, char *buf, int sz, void *ctx)
-{
-	struct pipe *p = ctx;
-	(void)ssl;
-	if (p->len + (size_t)sz > sizeof p->b)
-		return WOLFSSL_CBIO_ERR_WANT_WRITE;
-	memcpy(p->b + p->len, buf, (size_t)sz);
-	p->len += (size_t)sz;
-	return sz;
-}
-
 /* A client context; trust: the only certificate it accepts (NULL: any). */
 static WOLFSSL_CTX *client_ctx(WOLFSSL_METHOD *m, const char *ciphers, const char *trust)
 {
-	WOLFSSL_CTX *c = wolfSSL_CTX_new(m);
-	assert_non_null(c);
+	WOLFSSL_CTX *c = tlstest_ctx_new(m);
 	if (ciphers)
 		assert_int_equal(wolfSSL_CTX_set_cipher_list(c, ciphers), WOLFSSL_SUCCESS);
 	if (trust) {
@@ -231,21 +169,22 @@ static WOLFSSL_CTX *client_ctx(WOLFSSL_METHOD *m, const char *ciphers, const cha
 	} else {
 		wolfSSL_CTX_set_verify(c, WOLFSSL_VERIFY_NONE, NULL);
 	}
-	wolfSSL_CTX_SetIORecv(c, pipe_recv);
-	wolfSSL_CTX_SetIOSend(c, pipe_send);
 	return c;
 }
 
 struct link {
-	struct pipe c2s, s2c;
+	struct tlstest_pipe c2s, s2c;
 	WOLFSSL *c;	    /* owned */
 	struct tls_conn *t; /* owned */
 	size_t chunk;	    /* most ciphertext bytes handed to the server at once */
+	uint8_t c2s_b[PIPE_BYTES_MAX], s2c_b[PIPE_BYTES_MAX]; /* lent to the pipes */
 };
 
 static void link_open(struct link *l, WOLFSSL_CTX *cctx, WOLFSSL_SESSION *resume, size_t chunk)
 {
 	memset(l, 0, sizeof *l);
+	l->c2s = (struct tlstest_pipe){l->c2s_b, 0, sizeof l->c2s_b};
+	l->s2c = (struct tlstest_pipe){l->s2c_b, 0, sizeof l->s2c_b};
 	struct tls_ctx *ctx = tls_current();
 	assert_non_null(ctx);
 	l->t = tls_conn_new(ctx);
@@ -284,11 +223,11 @@ static enum tls_status server_step(struct link *l, bool handshake, uint8_t *plai
 		}
 		size_t used = tls_input_used(l->t);
 		assert_true(used <= len);
-		pipe_take(&l->c2s, used);
+		tlstest_pipe_take(&l->c2s, used);
 		size_t olen;
 		const uint8_t *out = tls_output(l->t, &olen);
 		if (olen) {
-			assert_true(l->s2c.len + olen <= sizeof l->s2c.b);
+			assert_true(l->s2c.len + olen <= l->s2c.cap);
 			memcpy(l->s2c.b + l->s2c.len, out, olen);
 			l->s2c.len += olen;
 			tls_output_consumed(l->t, olen);
@@ -369,7 +308,7 @@ static void test_choice_memory(void **state)
 		bool ec = strcmp(k->want, "ecdsa") == 0;
 		WOLFSSL_CTX *cctx =
 		    client_ctx(k->v13 ? wolfTLS_client_method() : wolfTLSv1_2_client_method(),
-			       k->ciphers, ec ? ec_cert_pem : rsa_cert_pem);
+			       k->ciphers, ec ? tlstest_ec_cert_pem : rsa_cert_pem);
 		/* Whole, then one byte at a time, then 7 at a time. */
 		size_t chunks[] = {0, 1, 7};
 		for (size_t c = 0; c < 3; c++) {

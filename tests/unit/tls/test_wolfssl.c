@@ -34,113 +34,38 @@
 
 #include <cmocka.h>
 
-/* A throw-away ECDSA P-256 certificate (CN=mx.test, valid to 2126) and key. */
-static const char cert_pem[] = "-----BEGIN CERTIFICATE-----\n"
-			       "MIIBejCCASGgAwIBAgIUcgUnbtHSUflpHYvEWIpDsdGDidAwCgYIKoZIzj0EAwIw\n"
-			       "EjEQMA4GA1UEAwwHbXgudGVzdDAgFw0yNjExMjgwNTE1MTFaGA8yMTI2MTEwNDA1\n"
-			       "MTUxMVowEjEQMA4GA1UEAwwHbXgudGVzdDBZMBMGByqGSM49AgEGCCqGSM49AwEH\n"
-			       "A0IABJ1i+e/x4yCq0zvwTsxYC1aFzQ1pn3H7/eHYXX6scg4G+PgnloGjv5M+EAoJ\n"
-			       "KBYyPilzXNgMZ9o9II51gZqnDv2jUzBRMB0GA1UdDgQWBBQSNyEAHQkp+p2AR9rV\n"
-			       "am/1yPw/wTAfBgNVHSMEGDAWgBQSNyEAHQkp+p2AR9rVam/1yPw/wTAPBgNVHRMB\n"
-			       "Af8EBTADAQH/MAoGCCqGSM49BAMCA0cAMEQCIDGG3IV5b6O/7KOqySUfHURf/Mmb\n"
-			       "8/kEsRvaV8Qx3tBEAiAuVtBEgacHkZSHre5uQ7UcAMoHeo3Ib48T5p4OrsM6qQ==\n"
-			       "-----END CERTIFICATE-----\n";
-static const char key_pem[] = "-----BEGIN PRIVATE KEY-----\n"
-			      "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg8DaSONvVrBGU9xXU\n"
-			      "0+OICc27q21LDce4OSc0YWDIX52hRANCAASdYvnv8eMgqtM78E7MWAtWhc0NaZ9x\n"
-			      "+/3h2F1+rHIOBvj4J5aBo7+TPhAKCSgWMj4pc1zYDGfaPSCOdYGapw79\n"
-			      "-----END PRIVATE KEY-----\n";
+#include "tlstest.h"
 
 #define SERVER_CIPHERS                                                                             \
 	"TLS13-AES128-GCM-SHA256:TLS13-CHACHA20-POLY1305-SHA256:TLS13-AES256-GCM-SHA384:"          \
 	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305"
 
-/* ---- in-memory transport ---------------------------------------------- */
+/* ---- in-memory transport (tlstest.h) ---------------------------------- */
 
-enum { PIPE_BYTES_MAX = 32768, HANDSHAKE_ROUNDS_MAX = 32 };
+enum { PIPE_BYTES_MAX = 32768 };
 
-struct pipe {
-	uint8_t b[PIPE_BYTES_MAX];
-	size_t len;
-};
-
-struct link {
-	struct pipe c2s, s2c;
-	WOLFSSL *c, *s; /* owned */
-};
-
-static int pipe_recv(WOLFSSL *ssl, char *buf, int sz, void *ctx)
-{
-	struct pipe *p = ctx;
-	(void)ssl;
-	if (p->len == 0)
-		return WOLFSSL_CBIO_ERR_WANT_READ;
-	size_t n = (size_t)sz < p->len ? (size_t)sz : p->len;
-	memcpy(buf, p->b, n);
-	memmove(p->b, p->b + n, p->len - n);
-	p->len -= n;
-	return (int)n;
-}
-
-static int pipe_send(WOLFSSL *ssl, char *buf, int sz, void *ctx)
-{
-	struct pipe *p = ctx;
-	(void)ssl;
-	if (p->len + (size_t)sz > sizeof p->b)
-		return WOLFSSL_CBIO_ERR_WANT_WRITE;
-	memcpy(p->b + p->len, buf, (size_t)sz);
-	p->len += (size_t)sz;
-	return sz;
-}
-
+static uint8_t c2s_buf[PIPE_BYTES_MAX], s2c_buf[PIPE_BYTES_MAX];
 static WOLFSSL_CTX *server_ctx; /* ECDSA certificate, external session cache */
 static char cert_path[64], key_path[64];
 
 static WOLFSSL_CTX *client_ctx(WOLFSSL_METHOD *method)
 {
-	WOLFSSL_CTX *ctx = wolfSSL_CTX_new(method);
-	assert_non_null(ctx);
+	WOLFSSL_CTX *ctx = tlstest_ctx_new(method);
 	wolfSSL_CTX_set_verify(ctx, WOLFSSL_VERIFY_NONE, NULL);
-	wolfSSL_CTX_SetIORecv(ctx, pipe_recv);
-	wolfSSL_CTX_SetIOSend(ctx, pipe_send);
 	return ctx;
 }
 
-static void link_open(struct link *l, WOLFSSL_CTX *cctx, WOLFSSL_SESSION *resume)
+static void link_open(struct tlstest_link *l, WOLFSSL_CTX *cctx, WOLFSSL_SESSION *resume)
 {
-	memset(l, 0, sizeof *l);
-	l->s = wolfSSL_new(server_ctx);
-	l->c = wolfSSL_new(cctx);
-	assert_non_null(l->s);
-	assert_non_null(l->c);
-	wolfSSL_SetIOReadCtx(l->s, &l->c2s);
-	wolfSSL_SetIOWriteCtx(l->s, &l->s2c);
-	wolfSSL_SetIOReadCtx(l->c, &l->s2c);
-	wolfSSL_SetIOWriteCtx(l->c, &l->c2s);
-	if (resume)
-		assert_int_equal(wolfSSL_set_session(l->c, resume), WOLFSSL_SUCCESS);
+	*l = (struct tlstest_link){.c2s = {c2s_buf, 0, sizeof c2s_buf},
+				   .s2c = {s2c_buf, 0, sizeof s2c_buf}};
+	tlstest_link_open(l, server_ctx, cctx, resume);
 }
 
 /* Handshake, then one line each way (the client takes in any ticket). */
-static void link_handshake(struct link *l)
+static void link_handshake(struct tlstest_link *l)
 {
-	int cr = 0, sr = 0;
-	for (int i = 0; i < HANDSHAKE_ROUNDS_MAX && !(cr == 1 && sr == 1); i++) {
-		if (cr != 1) {
-			cr = wolfSSL_connect(l->c);
-			if (cr != 1)
-				assert_int_equal(wolfSSL_get_error(l->c, cr),
-						 WOLFSSL_ERROR_WANT_READ);
-		}
-		if (sr != 1) {
-			sr = wolfSSL_accept(l->s);
-			if (sr != 1)
-				assert_int_equal(wolfSSL_get_error(l->s, sr),
-						 WOLFSSL_ERROR_WANT_READ);
-		}
-	}
-	assert_int_equal(cr, 1);
-	assert_int_equal(sr, 1);
+	tlstest_link_handshake(l);
 
 	char buf[16] = {0};
 	assert_int_equal(wolfSSL_write(l->c, "EHLO a\r\n", 8), 8);
@@ -149,12 +74,6 @@ static void link_handshake(struct link *l)
 	assert_int_equal(wolfSSL_write(l->s, "250 ok\r\n", 8), 8);
 	assert_int_equal(wolfSSL_read(l->c, buf, sizeof buf), 8);
 	assert_memory_equal(buf, "250 ok\r\n", 8);
-}
-
-static void link_close(struct link *l)
-{
-	wolfSSL_free(l->c);
-	wolfSSL_free(l->s);
 }
 
 /* ---- a one-entry external session cache ------------------------------ */
@@ -275,7 +194,7 @@ static void test_tls13(void **state)
 	WOLFSSL_CTX *cctx = client_ctx(wolfTLS_client_method());
 
 	memset(&cache, 0, sizeof cache);
-	struct link l;
+	struct tlstest_link l;
 	link_open(&l, cctx, NULL);
 	link_handshake(&l);
 	printf("%s %s\n", wolfSSL_get_version(l.s), wolfSSL_get_cipher_name(l.s));
@@ -284,13 +203,13 @@ static void test_tls13(void **state)
 	assert_int_equal(wolfSSL_session_reused(l.s), 0);
 	WOLFSSL_SESSION *sess = wolfSSL_get1_session(l.c); /* holds the ticket */
 	assert_non_null(sess);
-	link_close(&l);
+	tlstest_link_free(&l);
 
 	link_open(&l, cctx, sess);
 	link_handshake(&l);
 	assert_int_equal(wolfSSL_session_reused(l.s), 1);
 	assert_int_equal(cache.hits, 0); /* the ticket did it */
-	link_close(&l);
+	tlstest_link_free(&l);
 	wolfSSL_SESSION_free(sess);
 	wolfSSL_CTX_free(cctx);
 }
@@ -305,7 +224,7 @@ static void test_tls12(void **state)
 			 WOLFSSL_SUCCESS);
 
 	memset(&cache, 0, sizeof cache);
-	struct link l;
+	struct tlstest_link l;
 	link_open(&l, cctx, NULL);
 	link_handshake(&l);
 	printf("%s %s\n", wolfSSL_get_version(l.s), wolfSSL_get_cipher_name(l.s));
@@ -314,14 +233,14 @@ static void test_tls12(void **state)
 	assert_int_equal(cache.stored, 1);
 	WOLFSSL_SESSION *sess = wolfSSL_get1_session(l.c);
 	assert_non_null(sess);
-	link_close(&l);
+	tlstest_link_free(&l);
 
 	/* Session-ID resumption served by the external cache only. */
 	link_open(&l, cctx, sess);
 	link_handshake(&l);
 	assert_int_equal(cache.hits, 1);
 	assert_int_equal(wolfSSL_session_reused(l.s), 1);
-	link_close(&l);
+	tlstest_link_free(&l);
 	wolfSSL_SESSION_free(sess);
 	wolfSSL_CTX_free(cctx);
 }
@@ -387,24 +306,14 @@ static void test_build_flags(void **state)
 
 /* ---- set-up ----------------------------------------------------------- */
 
-static void write_temp(char *path, size_t path_size, const char *text)
-{
-	snprintf(path, path_size, "/tmp/test_wolfssl.XXXXXX");
-	int fd = mkstemp(path);
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-	assert_int_equal(close(fd), 0);
-}
-
 static int setup(void **state)
 {
 	(void)state;
 	assert_int_equal(wolfSSL_Init(), WOLFSSL_SUCCESS);
-	write_temp(cert_path, sizeof cert_path, cert_pem);
-	write_temp(key_path, sizeof key_path, key_pem);
+	tlstest_write_temp(cert_path, sizeof cert_path, tlstest_ec_cert_pem);
+	tlstest_write_temp(key_path, sizeof key_path, tlstest_ec_key_pem);
 
-	server_ctx = wolfSSL_CTX_new(wolfTLS_server_method());
-	assert_non_null(server_ctx);
+	server_ctx = tlstest_ctx_new(wolfTLS_server_method());
 	assert_int_equal(wolfSSL_CTX_SetMinVersion(server_ctx, WOLFSSL_TLSV1_2), WOLFSSL_SUCCESS);
 	assert_int_equal(wolfSSL_CTX_use_certificate_chain_file(server_ctx, cert_path),
 			 WOLFSSL_SUCCESS);
@@ -415,8 +324,6 @@ static int setup(void **state)
 	int groups[] = {WOLFSSL_ECC_X25519, WOLFSSL_ECC_SECP256R1};
 	assert_int_equal(wolfSSL_CTX_set_groups(server_ctx, groups, 2), WOLFSSL_SUCCESS);
 	wolfSSL_CTX_set_options(server_ctx, WOLFSSL_OP_CIPHER_SERVER_PREFERENCE);
-	wolfSSL_CTX_SetIORecv(server_ctx, pipe_recv);
-	wolfSSL_CTX_SetIOSend(server_ctx, pipe_send);
 	wolfSSL_CTX_sess_set_new_cb(server_ctx, cache_new);
 	wolfSSL_CTX_sess_set_get_cb(server_ctx, cache_get);
 	wolfSSL_CTX_set_session_cache_mode(server_ctx, WOLFSSL_SESS_CACHE_NO_INTERNAL);
