@@ -39,6 +39,9 @@
  * ignored, fatal alerts, close_notify; rx_init_tls12's checks, RX_FULL,
  * the sequence number limit and the loop bounds.
  *
+ * The two versions share the sealer, the case runner, the flight driver
+ * and its cuts: what differs is a table, or a branch on tls12.
+ *
  * Usage: test_record
  */
 #include <wolfssl/options.h>
@@ -70,6 +73,9 @@
 #define BIG_RECORDS 100000u /* for the bound test */
 #define ANY_ALERT   0xff    /* table: any alert of RX_BAD will do */
 
+/* The sealed TLS 1.2 records' first sequence number: every byte counts in the AAD. */
+#define SEQ12 0x0102030405060708ull
+
 static const enum rx_suite suites[] = {RX_AES_128_GCM_SHA256, RX_AES_256_GCM_SHA384,
 				       RX_CHACHA20_POLY1305_SHA256};
 static const char *const suite_names[] = {"", "TLS13-AES128-GCM-SHA256", "TLS13-AES256-GCM-SHA384",
@@ -84,6 +90,8 @@ static const uint8_t secret48[48] = {
     0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
     0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f,
     0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x2b, 0x2c, 0x2d, 0x2e, 0x2f};
+
+static uint8_t wire_buf[WIRE_MAX], plain_buf[PLAIN_MAX], out_buf[OUT_MAX];
 
 static size_t hash_len(enum rx_suite s)
 {
@@ -121,72 +129,150 @@ static uint64_t rnd(uint64_t *state)
 
 struct sealer {
 	enum rx_suite suite;
+	bool tls12;
 	uint8_t key_len;
 	uint8_t key[32];
-	uint8_t iv[12];
+	uint8_t iv[12]; /* TLS 1.2 AES-GCM: the 4-byte salt */
 	uint64_t seq;
 };
 
-/* Seals with the keys and sequence number rx opens with now. */
+/* Seals with the version, keys and sequence number rx opens with now. */
 static void sealer_from(struct sealer *s, const struct rx *rx)
 {
 	s->suite = (enum rx_suite)rx->suite;
+	s->tls12 = rx->tls12;
 	s->key_len = rx->key_len;
 	memcpy(s->key, rx->key, sizeof(s->key));
 	memcpy(s->iv, rx->iv, sizeof(s->iv));
 	s->seq = rx->seq;
 }
 
-/*
- * One record (RFC 8446 5.2): the header (outer type, version, length of
- * inner + tag) and inner sealed under the next sequence number. Its size.
- */
-static size_t seal(struct sealer *s, uint8_t outer, uint16_t version, const uint8_t *inner,
-		   size_t len, uint8_t *out)
+/* Bytes of explicit nonce after the header: TLS 1.2 AES-GCM's 8. */
+static size_t explicit_len(const struct sealer *s)
 {
-	assert_true(len + RX_TAG <= 0xffff);
+	return s->tls12 && s->suite != RX_CHACHA20_POLY1305_SHA256 ? 8 : 0;
+}
+
+/* The suite's AEAD: ct and tag of in under nonce and aad. */
+static void aead_seal(const struct sealer *s, const uint8_t *nonce, const uint8_t *aad,
+		      size_t aad_len, const uint8_t *in, size_t len, uint8_t *ct, uint8_t *tag)
+{
+	if (s->suite == RX_CHACHA20_POLY1305_SHA256) {
+		assert_int_equal(wc_ChaCha20Poly1305_Encrypt(s->key, nonce, aad, (word32)aad_len,
+							     in, (word32)len, ct, tag),
+				 0);
+		return;
+	}
+	Aes aes;
+	assert_int_equal(wc_AesInit(&aes, NULL, INVALID_DEVID), 0);
+	assert_int_equal(wc_AesGcmSetKey(&aes, s->key, s->key_len), 0);
+	assert_int_equal(wc_AesGcmEncrypt(&aes, ct, in, (word32)len, nonce, 12, tag, RX_TAG, aad,
+					  (word32)aad_len),
+			 0);
+	wc_AesFree(&aes);
+}
+
+/* How a sealed record or a case of the tables is spoilt or followed. */
+enum {
+	F_FLIP_TAG = 1,	   /* the tag's last byte */
+	F_HEADER_ONLY = 2, /* a case: a header whose length field is len, nothing after it */
+	F_FLIP_NONCE = 4,  /* TLS 1.2: the explicit nonce (ChaCha20: the first byte after it) */
+	F_WRONG_SEQ = 8,   /* sealed under the sequence number after the right one */
+	F_LEN_REL = 16,	   /* F_HEADER_ONLY: len + explicit nonce + tag */
+	F_THEN_DATA = 32,  /* a case: a record of data "def" follows */
+};
+
+/*
+ * One record under the next sequence number; its size. TLS 1.3 (RFC 8446
+ * 5.2-5.3): payload is the inner plaintext, the AAD the header, the nonce
+ * the IV xor the sequence number. TLS 1.2: payload is the plaintext, the
+ * AAD seq | type | version | length (RFC 5246 6.2.3.3); AES-GCM's nonce is
+ * salt | explicit, the explicit part sent after the header (RFC 5288 3;
+ * here not the sequence number, which a receiver must not assume),
+ * ChaCha20-Poly1305's the IV xor the sequence number (RFC 7905 2). flags:
+ * F_FLIP_TAG, F_FLIP_NONCE and F_WRONG_SEQ.
+ */
+static size_t seal(struct sealer *s, uint8_t outer, uint16_t version, const uint8_t *payload,
+		   size_t len, unsigned flags, uint8_t *out)
+{
+	size_t ex = explicit_len(s), rlen = ex + len + RX_TAG;
+	assert_true(rlen <= 0xffff);
+	if (!payload)
+		payload = (const uint8_t *)""; /* wolfCrypt takes no NULL, even for 0 bytes */
+	uint64_t seq = s->seq++ + (flags & F_WRONG_SEQ ? 1 : 0);
 	out[0] = outer;
 	out[1] = (uint8_t)(version >> 8);
 	out[2] = (uint8_t)version;
-	out[3] = (uint8_t)((len + RX_TAG) >> 8);
-	out[4] = (uint8_t)(len + RX_TAG);
-	uint8_t nonce[12];
-	memcpy(nonce, s->iv, sizeof(nonce));
-	for (int i = 0; i < 8; i++)
-		nonce[4 + i] ^= (uint8_t)(s->seq >> (56 - 8 * i));
-	s->seq++;
-	uint8_t *ct = out + RX_HEADER, *tag = out + RX_HEADER + len;
-	if (s->suite == RX_CHACHA20_POLY1305_SHA256) {
-		assert_int_equal(wc_ChaCha20Poly1305_Encrypt(s->key, nonce, out, RX_HEADER, inner,
-							     (word32)len, ct, tag),
-				 0);
-	} else {
-		Aes aes;
-		assert_int_equal(wc_AesInit(&aes, NULL, INVALID_DEVID), 0);
-		assert_int_equal(wc_AesGcmSetKey(&aes, s->key, s->key_len), 0);
-		assert_int_equal(wc_AesGcmEncrypt(&aes, ct, inner, (word32)len, nonce,
-						  sizeof(nonce), tag, RX_TAG, out, RX_HEADER),
-				 0);
-		wc_AesFree(&aes);
+	out[3] = (uint8_t)(rlen >> 8);
+	out[4] = (uint8_t)rlen;
+	uint8_t aad[13], nonce[12];
+	size_t aad_len = RX_HEADER;
+	memcpy(aad, out, RX_HEADER);
+	if (s->tls12) {
+		for (int i = 0; i < 8; i++)
+			aad[i] = (uint8_t)(seq >> (56 - 8 * i));
+		aad[8] = outer;
+		aad[9] = (uint8_t)(version >> 8);
+		aad[10] = (uint8_t)version;
+		aad[11] = (uint8_t)(len >> 8);
+		aad[12] = (uint8_t)len;
+		aad_len = sizeof(aad);
 	}
-	return RX_HEADER + len + RX_TAG;
+	memcpy(nonce, s->iv, sizeof(nonce));
+	for (int i = 0; i < 8; i++) {
+		if (ex)
+			nonce[4 + i] = (uint8_t)(seq >> (56 - 8 * i)) ^ 0x5a;
+		else
+			nonce[4 + i] ^= (uint8_t)(seq >> (56 - 8 * i));
+	}
+	memcpy(out + RX_HEADER, nonce + 4, ex);
+	uint8_t *ct = out + RX_HEADER + ex, *tag = ct + len;
+	aead_seal(s, nonce, aad, aad_len, payload, len, ct, tag);
+	if (flags & F_FLIP_TAG)
+		tag[RX_TAG - 1] ^= 0x40;
+	if (flags & F_FLIP_NONCE)
+		out[RX_HEADER + (ex ? 7 : 0)] ^= 0x01;
+	return RX_HEADER + rlen;
 }
 
 /* TLSInnerPlaintext (RFC 8446 5.2): content, type, pad zeros. Its size. */
 static size_t inner_of(const uint8_t *content, size_t clen, uint8_t type, size_t pad, uint8_t *out)
 {
-	memcpy(out, content, clen);
+	memmove(out, content, clen);
 	out[clen] = type;
 	memset(out + clen + 1, 0, pad);
 	return clen + 1 + pad;
 }
 
-/* An application_data record of text, sealed. Its size. */
+/* An application_data record of data (TLS 1.3: inner type 23, no padding), sealed. Its size. */
+static size_t seal_data(struct sealer *s, const uint8_t *data, size_t len, uint8_t *out)
+{
+	static uint8_t inner[RX_INNER_MAX];
+	if (s->tls12)
+		return seal(s, 23, 0x0303, data, len, 0, out);
+	assert_true(len < sizeof(inner));
+	return seal(s, 23, 0x0303, inner, inner_of(data, len, 23, 0, inner), 0, out);
+}
+
 static size_t seal_text(struct sealer *s, const char *text, uint8_t *out)
 {
-	uint8_t inner[HEX_MAX];
-	size_t len = inner_of((const uint8_t *)text, strlen(text), 23, 0, inner);
-	return seal(s, 23, 0x0303, inner, len, out);
+	return seal_data(s, (const uint8_t *)text, strlen(text), out);
+}
+
+/*
+ * rx under the sealed tests' fixed keys, from sequence number seq: TLS 1.3
+ * from secret48, TLS 1.2 with the key and IV parts of it.
+ */
+static void rx_fixed(struct rx *rx, bool tls12, enum rx_suite suite, uint64_t seq)
+{
+	if (!tls12) {
+		assert_int_equal(rx_init(rx, suite, secret48, hash_len(suite)), 0);
+		rx->seq = seq;
+		return;
+	}
+	size_t kl = suite == RX_AES_128_GCM_SHA256 ? 16 : 32;
+	size_t il = suite == RX_CHACHA20_POLY1305_SHA256 ? 12 : 4;
+	assert_int_equal(rx_init_tls12(rx, suite, secret48, kl, secret48 + 32, il, seq), 0);
 }
 
 /* ---- RFC 8448 section 3 ------------------------------------------------- */
@@ -289,6 +375,37 @@ static void test_suite_names(void **state)
 		assert_int_equal(rx_suite_by_name(cases[i].name), cases[i].want);
 }
 
+/*
+ * A session set up opens an empty record of data: its header, explicit
+ * nonce (TLS 1.2 AES-GCM), type (TLS 1.3) and tag.
+ */
+static void check_set(struct rx *rx)
+{
+	uint64_t seq = rx->seq;
+	struct sealer s;
+	sealer_from(&s, rx);
+	size_t len = seal_text(&s, "", wire_buf);
+	assert_int_equal(len, RX_HEADER + explicit_len(&s) + (s.tls12 ? 0 : 1) + RX_TAG);
+	struct tls_seg seg = {wire_buf, len};
+	size_t pos = 0, n = 0;
+	uint8_t alert = 0;
+	assert_int_equal(rx_open(rx, &seg, 1, &pos, out_buf, RX_INNER_MAX, &n, &alert), RX_MORE);
+	assert_int_equal(pos, len);
+	assert_int_equal(rx->seq, seq + 1);
+}
+
+/* A session left unset opens nothing. */
+static void check_unset(struct rx *rx, const uint8_t *wire, size_t len)
+{
+	struct tls_seg seg = {wire, len};
+	size_t pos = 0, n = 0;
+	uint8_t alert = 0;
+	assert_int_equal(rx_open(rx, &seg, 1, &pos, out_buf, RX_INNER_MAX, &n, &alert), RX_BAD);
+	assert_int_equal(alert, RX_ALERT_INTERNAL_ERROR);
+	assert_int_equal(pos, 0);
+	assert_int_equal(n, 0);
+}
+
 static void test_init_checks(void **state)
 {
 	(void)state;
@@ -317,28 +434,14 @@ static void test_init_checks(void **state)
 		memset(&rx, 0x5a, sizeof(rx));
 		int rc = rx_init(&rx, (enum rx_suite)cases[i].suite, secret48, cases[i].len);
 		assert_int_equal(rc, cases[i].want);
-		uint8_t wire[RX_HEADER + 1 + RX_TAG], out[RX_INNER_MAX];
-		struct tls_seg seg = {wire, sizeof(wire)};
-		size_t pos = 0, n = 0;
-		uint8_t alert = 0;
 		if (rc == 0) {
 			assert_int_equal(rx.suite, cases[i].suite);
 			assert_int_equal(rx.key_len, cases[i].key_len);
 			assert_int_equal(rx.seq, 0);
-			struct sealer s;
-			sealer_from(&s, &rx);
-			assert_int_equal(seal_text(&s, "", wire), sizeof(wire));
-			assert_int_equal(rx_open(&rx, &seg, 1, &pos, out, sizeof(out), &n, &alert),
-					 RX_MORE);
-			assert_int_equal(pos, sizeof(wire));
+			check_set(&rx);
 		} else {
-			/* A session left unset opens nothing. */
-			memset(wire, 0, sizeof(wire));
-			assert_int_equal(rx_open(&rx, &seg, 1, &pos, out, sizeof(out), &n, &alert),
-					 RX_BAD);
-			assert_int_equal(alert, RX_ALERT_INTERNAL_ERROR);
-			assert_int_equal(pos, 0);
-			assert_int_equal(n, 0);
+			static const uint8_t wire[RX_HEADER + 1 + RX_TAG]; /* type 0 */
+			check_unset(&rx, wire, sizeof(wire));
 		}
 		rx_wipe(&rx);
 	}
@@ -346,17 +449,16 @@ static void test_init_checks(void **state)
 
 /* ---- records sealed here ------------------------------------------------ */
 
-enum { F_FLIP_TAG = 1, F_HEADER_ONLY = 2 };
-
+/* A record of the tables, after a good one ("abc"), and what rx_open should make of it. */
 struct rec_case {
 	const char *name;
 	uint8_t outer;	     /* outer content type; 0: 23 */
 	uint16_t version;    /* 0: 0x0303 */
-	unsigned len;	     /* F_HEADER_ONLY: the length field */
+	int len;	     /* F_HEADER_ONLY: the length field */
 	const char *content; /* hex; NULL: none */
 	size_t fill;	     /* then so many bytes 'x' */
-	uint8_t type;	     /* inner content type, 0: none (all zeros) */
-	size_t pad;	     /* zeros after it */
+	uint8_t type;	     /* TLS 1.3: inner content type, 0: none (all zeros) */
+	size_t pad;	     /* TLS 1.3: zeros after it */
 	unsigned flags;
 	enum rx_result want;
 	uint8_t alert; /* of RX_BAD or RX_PEER_ALERT; ANY_ALERT: any */
@@ -457,40 +559,53 @@ static const struct rec_case rec_cases[] = {
      .alert = RX_ALERT_UNEXPECTED_MESSAGE, .consumed = true},
 };
 
-static uint8_t wire_buf[WIRE_MAX], plain_buf[PLAIN_MAX], out_buf[OUT_MAX];
+/* A case's input in wire_buf. */
+struct built {
+	size_t at, end, len; /* the case's record starts at at, ends at end; len: all */
+	uint8_t *content;    /* borrowed: what the record holds, */
+	size_t clen;	     /* so many bytes of it */
+	size_t sealed;	     /* under its tag: TLS 1.3 its inner plaintext, TLS 1.2 its content */
+};
 
-/* The case's record after a good one ("abc"); its offset and the total size. */
-static size_t build_case(const struct rec_case *c, struct sealer *s, size_t *at, size_t *inner_len,
-			 uint8_t *content, size_t *clen)
+static void build_case(const struct rec_case *c, struct sealer *s, struct built *b)
 {
 	uint8_t *w = wire_buf;
 	size_t len = seal_text(s, "abc", w);
-	*at = len;
-	*clen = c->content ? unhex(c->content, content, HEX_MAX) : 0;
-	memset(content + *clen, 'x', c->fill);
-	*clen += c->fill;
+	b->at = len;
+	b->clen = c->content ? unhex(c->content, b->content, HEX_MAX) : 0;
+	memset(b->content + b->clen, 'x', c->fill);
+	b->clen += c->fill;
+	b->sealed = 0;
 	if (c->flags & F_HEADER_ONLY) {
-		uint8_t h[RX_HEADER] = {23, 3, 3, (uint8_t)(c->len >> 8), (uint8_t)c->len};
+		int l = c->len + (c->flags & F_LEN_REL ? (int)(explicit_len(s) + RX_TAG) : 0);
+		assert_in_range(l, 0, 0xffff);
+		uint8_t h[RX_HEADER] = {c->outer ? c->outer : 23, 3, 3, (uint8_t)(l >> 8),
+					(uint8_t)l};
 		memcpy(w + len, h, sizeof(h));
-		*inner_len = 0;
-		return len + sizeof(h);
+		b->end = b->len = len + sizeof(h);
+		return;
 	}
-	uint8_t *inner = plain_buf;
-	*inner_len = c->type ? inner_of(content, *clen, c->type, c->pad, inner) : c->pad + 1;
-	if (!c->type)
-		memset(inner, 0, *inner_len);
-	len += seal(s, c->outer ? c->outer : 23, c->version ? c->version : 0x0303, inner,
-		    *inner_len, w + len);
-	if (c->flags & F_FLIP_TAG)
-		w[len - 1] ^= 0x40;
-	return len;
+	const uint8_t *payload = b->content;
+	b->sealed = b->clen;
+	if (!s->tls12) {
+		payload = plain_buf;
+		b->sealed = c->type ? inner_of(b->content, b->clen, c->type, c->pad, plain_buf)
+				    : c->pad + 1;
+		if (!c->type)
+			memset(plain_buf, 0, b->sealed);
+	}
+	len += seal(s, c->outer ? c->outer : 23, c->version ? c->version : 0x0303, payload,
+		    b->sealed, c->flags, w + len);
+	b->end = len;
+	if (c->flags & F_THEN_DATA)
+		len += seal_text(s, "def", w + len);
+	b->len = len;
 }
 
 /* Opens the case's input cut in two at cut; checks what rx_open made of it. */
-static void open_case(const struct rec_case *c, struct rx *rx, size_t len, size_t at,
-		      size_t inner_len, const uint8_t *content, size_t clen, size_t cut)
+static void open_case(const struct rec_case *c, struct rx *rx, const struct built *b, size_t cut)
 {
-	struct tls_seg seg[2] = {{wire_buf, cut}, {wire_buf + cut, len - cut}};
+	struct tls_seg seg[2] = {{wire_buf, cut}, {wire_buf + cut, b->len - cut}};
 	uint8_t *out = out_buf;
 	size_t cap = 2 * RX_INNER_MAX;
 	memset(out, 0xa5, cap);
@@ -505,31 +620,28 @@ static void open_case(const struct rec_case *c, struct rx *rx, size_t len, size_
 	else
 		assert_int_equal(alert,
 				 c->want == RX_BAD || c->want == RX_PEER_ALERT ? c->alert : 0);
-	assert_int_equal(pos, c->consumed ? len : at);
+	bool then = (c->flags & F_THEN_DATA) && c->want == RX_MORE;
+	assert_int_equal(pos, !c->consumed ? b->at : then ? b->len : b->end);
 	assert_memory_equal(out, "abc", 3);
-	bool app = c->type == 23 && c->want == RX_MORE && c->consumed;
-	assert_int_equal(n, 3 + (app ? clen : 0));
+	uint8_t type = rx->tls12 ? (c->outer ? c->outer : 23) : c->type;
+	bool app = type == 23 && c->want == RX_MORE && c->consumed;
+	size_t want_n = 3 + (app ? b->clen : 0) + (then ? 3 : 0);
+	assert_int_equal(n, want_n);
 	if (app)
-		assert_memory_equal(out + 3, content, clen);
+		assert_memory_equal(out + 3, b->content, b->clen);
+	if (then)
+		assert_memory_equal(out + want_n - 3, "def", 3);
 	/*
-	 * Where its plaintext went: the data, then zeros (its type byte and
-	 * padding are wiped). A record not decrypted leaves the wiped type
-	 * byte of "abc" and the rest.
+	 * Where its plaintext went: the data, then zeros (what was not data,
+	 * or failed its tag, is wiped). Nothing else is touched but, in TLS
+	 * 1.3, the wiped type byte of "abc" when the record is not decrypted.
 	 */
-	size_t k = 3;
-	if (app) {
-		k += clen;
-		assert_int_equal(out[k++], 0);
-	}
-	if (c->consumed || (c->flags & F_FLIP_TAG)) {
-		for (; k < 3 + inner_len; k++)
-			assert_int_equal(out[k], 0);
-	} else {
-		assert_int_equal(out[k++], 0);
-	}
-	for (; k < cap; k++)
-		if (out[k] != 0xa5)
-			fail_msg("%s: out[%zu] = %#x, not left alone", c->name, k, out[k]);
+	bool decrypted = c->consumed || (c->flags & (F_FLIP_TAG | F_FLIP_NONCE | F_WRONG_SEQ));
+	size_t zero_end = decrypted ? 3 + b->sealed : rx->tls12 ? 0 : 4;
+	for (size_t k = n; k < cap; k++)
+		if (out[k] != (k < zero_end ? 0 : 0xa5))
+			fail_msg("%s (suite %d, cut %zu): out[%zu] = %#x, want %#x", c->name,
+				 rx->suite, cut, k, out[k], k < zero_end ? 0 : 0xa5);
 }
 
 /* After a KeyUpdate: new keys, sequence 0, the old keys no longer open. */
@@ -552,23 +664,26 @@ static void check_updated(struct rx *rx, struct sealer *s, const uint8_t *old_ke
 	assert_memory_equal(out_buf, "new", 3);
 }
 
-static void check_case(const struct rec_case *c, enum rx_suite suite)
+static void check_case(const struct rec_case *c, bool tls12, enum rx_suite suite)
 {
+	uint64_t seq0 = tls12 ? SEQ12 : 0;
 	struct rx rx;
 	struct sealer s;
-	assert_int_equal(rx_init(&rx, suite, secret48, hash_len(suite)), 0);
+	rx_fixed(&rx, tls12, suite, seq0);
 	sealer_from(&s, &rx);
+	assert_int_equal(s.seq, seq0);
 	uint8_t old_key[sizeof(rx.key)];
 	memcpy(old_key, rx.key, sizeof(old_key));
 	static uint8_t content[RX_INNER_MAX + HEX_MAX];
-	size_t at, inner_len, clen;
-	size_t len = build_case(c, &s, &at, &inner_len, content, &clen);
+	struct built b = {.content = content};
+	build_case(c, &s, &b);
 	/* Every cut of a short input; about 64 of a long one. */
-	size_t step = len <= 600 ? 1 : len / 64;
-	for (size_t cut = 0; cut <= len; cut += step) {
-		assert_int_equal(rx_init(&rx, suite, secret48, hash_len(suite)), 0);
-		open_case(c, &rx, len, at, inner_len, content, clen, cut);
+	size_t step = b.len <= 600 ? 1 : b.len / 64;
+	for (size_t cut = 0; cut <= b.len; cut += step) {
+		rx_fixed(&rx, tls12, suite, seq0);
+		open_case(c, &rx, &b, cut);
 	}
+	/* Only a KeyUpdate (TLS 1.3) changes the keys. */
 	bool key_update = c->type == 22 && c->want != RX_BAD;
 	if (key_update)
 		check_updated(&rx, &s, old_key);
@@ -577,12 +692,58 @@ static void check_case(const struct rec_case *c, enum rx_suite suite)
 	rx_wipe(&rx);
 }
 
+/* Every case of the version's table under each suite. */
+static void check_cases(bool tls12, const struct rec_case *cases, size_t ncases)
+{
+	for (size_t si = 0; si < 3; si++)
+		for (size_t i = 0; i < ncases; i++)
+			check_case(&cases[i], tls12, suites[si]);
+}
+
 static void test_sealed_cases(void **state)
 {
 	(void)state;
-	for (size_t si = 0; si < 3; si++)
-		for (size_t i = 0; i < sizeof(rec_cases) / sizeof(rec_cases[0]); i++)
-			check_case(&rec_cases[i], suites[si]);
+	check_cases(false, rec_cases, sizeof(rec_cases) / sizeof(rec_cases[0]));
+}
+
+/*
+ * After "abc", a record of 100 bytes of data (TLS 1.3: padded by 50) that
+ * out has room for but one byte of its plaintext (TLS 1.3: for the content
+ * but not its type and padding): RX_FULL leaves it where it is, twice; then
+ * it fits exactly. The input stays in wire_buf, *a is where the record
+ * starts; rx is left fresh again, from seq0.
+ */
+static struct tls_seg check_full_room(struct rx *rx, bool tls12, enum rx_suite suite, uint64_t seq0,
+				      size_t *a)
+{
+	struct sealer s;
+	rx_fixed(rx, tls12, suite, seq0);
+	sealer_from(&s, rx);
+	uint8_t y[100], inner[200];
+	memset(y, 'y', sizeof(y));
+	*a = seal_text(&s, "abc", wire_buf);
+	size_t room = s.tls12 ? sizeof(y) : inner_of(y, sizeof(y), 23, 50, inner);
+	assert_int_equal(room, s.tls12 ? 100 : 151);
+	size_t len = *a + seal(&s, 23, 0x0303, s.tls12 ? y : inner, room, 0, wire_buf + *a);
+	struct tls_seg seg = {wire_buf, len};
+	size_t pos = 0, n = 0;
+	uint8_t alert;
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(rx_open(rx, &seg, 1, &pos, out_buf, 3 + room - 1, &n, &alert),
+				 RX_FULL);
+		assert_int_equal(alert, 0);
+		assert_int_equal(pos, *a);
+		assert_int_equal(n, 3);
+		assert_int_equal(rx->seq, seq0 + 1);
+	}
+	/* Exactly enough. */
+	assert_int_equal(rx_open(rx, &seg, 1, &pos, out_buf, 3 + room, &n, &alert), RX_MORE);
+	assert_int_equal(pos, len);
+	assert_int_equal(n, 103);
+	assert_memory_equal(out_buf, "abc", 3);
+	assert_memory_equal(out_buf + 3, y, sizeof(y));
+	rx_fixed(rx, tls12, suite, seq0);
+	return seg;
 }
 
 /* A record whose inner plaintext does not fit stays where it is. */
@@ -591,37 +752,11 @@ static void test_full(void **state)
 	(void)state;
 	for (size_t si = 0; si < 3; si++) {
 		struct rx rx;
-		struct sealer s;
-		assert_int_equal(rx_init(&rx, suites[si], secret48, hash_len(suites[si])), 0);
-		sealer_from(&s, &rx);
-		uint8_t inner[200], *w = wire_buf;
-		size_t a = seal_text(&s, "abc", w);
-		memset(inner, 'y', 100);
-		size_t il = inner_of(inner, 100, 23, 50, inner);
-		assert_int_equal(il, 151);
-		size_t len = a + seal(&s, 23, 0x0303, inner, il, w + a);
-		struct tls_seg seg = {w, len};
-		uint8_t *out = out_buf;
-		size_t pos = 0, n = 0;
-		uint8_t alert;
-		/* Room for the content but not for its type and padding. */
-		assert_int_equal(rx_open(&rx, &seg, 1, &pos, out, 3 + 150, &n, &alert), RX_FULL);
-		assert_int_equal(alert, 0);
-		assert_int_equal(pos, a);
-		assert_int_equal(n, 3);
-		assert_int_equal(rx_open(&rx, &seg, 1, &pos, out, 3 + 150, &n, &alert), RX_FULL);
-		assert_int_equal(pos, a);
-		assert_int_equal(n, 3);
-		/* Exactly enough. */
-		assert_int_equal(rx_open(&rx, &seg, 1, &pos, out, 3 + 151, &n, &alert), RX_MORE);
-		assert_int_equal(pos, len);
-		assert_int_equal(n, 103);
-		assert_memory_equal(out, "abc", 3);
-
+		size_t a;
+		struct tls_seg seg = check_full_room(&rx, false, suites[si], 0, &a);
 		/* No room at all, and n already at cap. */
-		assert_int_equal(rx_init(&rx, suites[si], secret48, hash_len(suites[si])), 0);
-		pos = 0;
-		n = 0;
+		size_t pos = 0, n = 0;
+		uint8_t alert, *out = out_buf;
 		assert_int_equal(rx_open(&rx, &seg, 1, &pos, out, 0, &n, &alert), RX_FULL);
 		assert_int_equal(pos, 0);
 		n = 10;
@@ -649,7 +784,7 @@ static void test_key_updates_max(void **state)
 	for (unsigned i = 0; i <= RX_KEY_UPDATES_MAX; i++) {
 		sealer_from(&s, &rx);
 		size_t len = seal_text(&s, "d", wire_buf);
-		len += seal(&s, 23, 0x0303, ku, sizeof(ku), wire_buf + len);
+		len += seal(&s, 23, 0x0303, ku, sizeof(ku), 0, wire_buf + len);
 		struct tls_seg seg = {wire_buf, len};
 		size_t pos = 0;
 		enum rx_result r = rx_open(&rx, &seg, 1, &pos, out, RX_INNER_MAX, &n, &alert);
@@ -666,29 +801,64 @@ static void test_key_updates_max(void **state)
 	rx_wipe(&rx);
 }
 
-/* The sequence number never wraps (RFC 8446 5.3). */
+/* The sequence number never wraps (RFC 8446 5.3, RFC 5246 6.1). */
+static void check_seq_limit(bool tls12, enum rx_suite suite)
+{
+	struct rx rx;
+	struct sealer s;
+	rx_fixed(&rx, tls12, suite, UINT64_MAX - 2);
+	sealer_from(&s, &rx);
+	size_t a = seal_text(&s, "high", wire_buf);
+	size_t b = a + seal_text(&s, "last", wire_buf + a);
+	size_t len = b + seal_text(&s, "wrap", wire_buf + b);
+	struct tls_seg seg = {wire_buf, len};
+	size_t pos = 0, n = 0;
+	uint8_t alert;
+	assert_int_equal(rx_open(&rx, &seg, 1, &pos, out_buf, OUT_MAX, &n, &alert), RX_BAD);
+	assert_int_equal(alert, RX_ALERT_INTERNAL_ERROR);
+	assert_int_equal(pos, b);
+	assert_int_equal(n, 8);
+	assert_memory_equal(out_buf, "highlast", 8);
+	rx_wipe(&rx);
+}
+
 static void test_seq_limit(void **state)
 {
 	(void)state;
-	for (size_t si = 0; si < 3; si++) {
-		struct rx rx;
-		struct sealer s;
-		assert_int_equal(rx_init(&rx, suites[si], secret48, hash_len(suites[si])), 0);
-		rx.seq = UINT64_MAX - 2;
-		sealer_from(&s, &rx);
-		size_t a = seal_text(&s, "high", wire_buf);
-		size_t b = a + seal_text(&s, "last", wire_buf + a);
-		size_t len = b + seal_text(&s, "wrap", wire_buf + b);
-		struct tls_seg seg = {wire_buf, len};
-		size_t pos = 0, n = 0;
-		uint8_t alert;
-		assert_int_equal(rx_open(&rx, &seg, 1, &pos, out_buf, OUT_MAX, &n, &alert), RX_BAD);
-		assert_int_equal(alert, RX_ALERT_INTERNAL_ERROR);
-		assert_int_equal(pos, b);
-		assert_int_equal(n, 8);
-		assert_memory_equal(out_buf, "highlast", 8);
-		rx_wipe(&rx);
-	}
+	for (size_t si = 0; si < 3; si++)
+		check_seq_limit(false, suites[si]);
+}
+
+/* BIG_RECORDS records without data in the first seg_len bytes of big: pos ends at want_pos. */
+static void open_big(struct rx *rx, const uint8_t *big, size_t seg_len, size_t want_pos)
+{
+	struct tls_seg seg = {big, seg_len};
+	size_t pos = 0, n = 0;
+	uint8_t alert;
+	assert_int_equal(rx_open(rx, &seg, 1, &pos, out_buf, 16, &n, &alert), RX_MORE);
+	assert_int_equal(pos, want_pos);
+	assert_int_equal(n, 0);
+	assert_int_equal(rx->seq, BIG_RECORDS);
+}
+
+/* 16384 bytes of data (byte i: i * mul) in as many segments of one byte as the record has. */
+static void open_bytewise(struct rx *rx, unsigned mul)
+{
+	static struct tls_seg one[RX_RECORD_MAX];
+	struct sealer s;
+	sealer_from(&s, rx);
+	for (size_t i = 0; i < 16384; i++)
+		plain_buf[i] = (uint8_t)(i * mul);
+	size_t len = seal_data(&s, plain_buf, 16384, wire_buf);
+	for (size_t i = 0; i < len; i++)
+		one[i] = (struct tls_seg){wire_buf + i, 1};
+	size_t pos = 0, n = 0;
+	uint8_t alert;
+	assert_int_equal(rx_open(rx, one, (unsigned)len, &pos, out_buf, OUT_MAX, &n, &alert),
+			 RX_MORE);
+	assert_int_equal(pos, len);
+	assert_int_equal(n, 16384);
+	assert_memory_equal(out_buf, plain_buf, 16384);
 }
 
 /* The loops end: 100000 records of the least size in one call, a record in 1-byte segments. */
@@ -697,170 +867,57 @@ static void test_bounds(void **state)
 	(void)state;
 	struct rx rx;
 	struct sealer s;
-	assert_int_equal(rx_init(&rx, RX_AES_128_GCM_SHA256, secret48, 32), 0);
+	rx_fixed(&rx, false, RX_AES_128_GCM_SHA256, 0);
 	sealer_from(&s, &rx);
 	static uint8_t big[BIG_RECORDS * 23 + 32];
 	size_t len = 0;
 	uint8_t type = 23;
 	for (unsigned i = 0; i < BIG_RECORDS; i++)
-		len += seal(&s, 23, 0x0303, &type, 1, big + len);
+		len += seal(&s, 23, 0x0303, &type, 1, 0, big + len);
 	assert_int_equal(len, BIG_RECORDS * (RX_HEADER + 1 + RX_TAG));
-	struct tls_seg seg = {big, len};
-	size_t pos = 0, n = 0;
-	uint8_t alert;
-	assert_int_equal(rx_open(&rx, &seg, 1, &pos, out_buf, 16, &n, &alert), RX_MORE);
-	assert_int_equal(pos, len);
-	assert_int_equal(n, 0);
-	assert_int_equal(rx.seq, BIG_RECORDS);
+	open_big(&rx, big, len, len);
 	/* Again, with a record cut short at the end. */
-	assert_int_equal(rx_init(&rx, RX_AES_128_GCM_SHA256, secret48, 32), 0);
+	rx_fixed(&rx, false, RX_AES_128_GCM_SHA256, 0);
 	s.seq = BIG_RECORDS;
-	size_t whole = len;
-	seg.len += seal_text(&s, "tail", big + len) - 1;
-	pos = 0;
-	assert_int_equal(rx_open(&rx, &seg, 1, &pos, out_buf, 16, &n, &alert), RX_MORE);
-	assert_int_equal(pos, whole);
-	assert_int_equal(n, 0);
-	assert_int_equal(rx.seq, BIG_RECORDS);
+	size_t tail = seal_text(&s, "tail", big + len);
+	open_big(&rx, big, len + tail - 1, len);
 
 	/* 16384 bytes of data in 16406 segments of one byte. */
-	static struct tls_seg one[RX_RECORD_MAX];
-	uint8_t *inner = plain_buf;
-	for (size_t i = 0; i < 16384; i++)
-		inner[i] = (uint8_t)i;
-	inner[16384] = 23;
-	sealer_from(&s, &rx);
-	len = seal(&s, 23, 0x0303, inner, 16385, wire_buf);
-	for (size_t i = 0; i < len; i++)
-		one[i] = (struct tls_seg){wire_buf + i, 1};
-	pos = 0;
-	assert_int_equal(rx_open(&rx, one, (unsigned)len, &pos, out_buf, OUT_MAX, &n, &alert),
-			 RX_MORE);
-	assert_int_equal(pos, len);
-	assert_int_equal(n, 16384);
-	assert_memory_equal(out_buf, inner, 16384);
+	open_bytewise(&rx, 1);
 	rx_wipe(&rx);
 }
 
 /* ---- TLS 1.2 records sealed here ---------------------------------------- */
 
-/* The sealed TLS 1.2 records' first sequence number: every byte counts in the AAD. */
-#define SEQ12 0x0102030405060708ull
-
-enum { S12_FLIP_TAG = 1, S12_FLIP_NONCE = 2, S12_WRONG_SEQ = 4, S12_HEADER_ONLY = 8 };
-enum { S12_LEN_REL = 16, S12_THEN_DATA = 32 };
-
-static size_t explicit_len(enum rx_suite suite)
-{
-	return suite == RX_CHACHA20_POLY1305_SHA256 ? 0 : 8;
-}
-
-/* rx for TLS 1.2 under a fixed key and IV (parts of secret48) from seq on. */
-static void rx12(struct rx *rx, enum rx_suite suite, uint64_t seq)
-{
-	size_t kl = suite == RX_AES_128_GCM_SHA256 ? 16 : 32;
-	size_t il = suite == RX_CHACHA20_POLY1305_SHA256 ? 12 : 4;
-	assert_int_equal(rx_init_tls12(rx, suite, secret48, kl, secret48 + 32, il, seq), 0);
-}
-
-/*
- * One TLS 1.2 record sealed under the next sequence number: header, the
- * explicit nonce (AES-GCM, RFC 5288 3: salt | explicit; here not the
- * sequence number, which a receiver must not assume), ciphertext, tag;
- * ChaCha20-Poly1305's nonce is the IV xor the sequence number (RFC 7905 2);
- * the AAD seq | type | version | length (RFC 5246 6.2.3.3). Its size.
- * S12_FLIP_NONCE alters the explicit nonce (ChaCha20: the first byte after
- * the header) after sealing.
- */
-static size_t seal12(struct sealer *s, uint8_t type, uint16_t version, const uint8_t *plain,
-		     size_t len, unsigned flags, uint8_t *out)
-{
-	size_t ex = explicit_len(s->suite), rlen = ex + len + RX_TAG;
-	assert_true(rlen <= 0xffff);
-	if (!plain)
-		plain = (const uint8_t *)""; /* wolfCrypt takes no NULL, even for 0 bytes */
-	uint64_t seq = s->seq++ + (flags & S12_WRONG_SEQ ? 1 : 0);
-	uint8_t aad[13], nonce[12];
-	for (int i = 0; i < 8; i++)
-		aad[i] = (uint8_t)(seq >> (56 - 8 * i));
-	aad[8] = type;
-	aad[9] = (uint8_t)(version >> 8);
-	aad[10] = (uint8_t)version;
-	aad[11] = (uint8_t)(len >> 8);
-	aad[12] = (uint8_t)len;
-	memcpy(out, aad + 8, 3);
-	out[3] = (uint8_t)(rlen >> 8);
-	out[4] = (uint8_t)rlen;
-	uint8_t *ct = out + RX_HEADER + ex, *tag = ct + len;
-	if (ex) {
-		memcpy(nonce, s->iv, 4);
-		for (int i = 0; i < 8; i++)
-			nonce[4 + i] = (uint8_t)(seq >> (56 - 8 * i)) ^ 0x5a;
-		memcpy(out + RX_HEADER, nonce + 4, 8);
-		Aes aes;
-		assert_int_equal(wc_AesInit(&aes, NULL, INVALID_DEVID), 0);
-		assert_int_equal(wc_AesGcmSetKey(&aes, s->key, s->key_len), 0);
-		assert_int_equal(wc_AesGcmEncrypt(&aes, ct, plain, (word32)len, nonce,
-						  sizeof(nonce), tag, RX_TAG, aad, sizeof(aad)),
-				 0);
-		wc_AesFree(&aes);
-	} else {
-		memcpy(nonce, s->iv, sizeof(nonce));
-		for (int i = 0; i < 8; i++)
-			nonce[4 + i] ^= (uint8_t)(seq >> (56 - 8 * i));
-		assert_int_equal(wc_ChaCha20Poly1305_Encrypt(s->key, nonce, aad, sizeof(aad), plain,
-							     (word32)len, ct, tag),
-				 0);
-	}
-	if (flags & S12_FLIP_TAG)
-		tag[RX_TAG - 1] ^= 0x40;
-	if (flags & S12_FLIP_NONCE)
-		out[RX_HEADER + (ex ? 7 : 0)] ^= 0x01;
-	return RX_HEADER + rlen;
-}
-
-struct rec12_case {
-	const char *name;
-	uint8_t type;	     /* outer content type; 0: 23 */
-	uint16_t version;    /* 0: 0x0303 */
-	int len;	     /* S12_HEADER_ONLY: the length field (S12_LEN_REL: + explicit + 16) */
-	const char *content; /* hex; NULL: none */
-	size_t fill;	     /* then so many bytes 'x' */
-	unsigned flags;	     /* S12_THEN_DATA: a record of data "def" follows */
-	enum rx_result want;
-	uint8_t alert; /* of RX_BAD or RX_PEER_ALERT; ANY_ALERT: any */
-	bool consumed; /* pos moves past it */
-};
-
-static const struct rec12_case rec12_cases[] = {
+static const struct rec_case rec12_cases[] = {
     {"application data", .content = "68656c6c6f", .want = RX_MORE, .consumed = true},
     {"zero-length application data", .want = RX_MORE, .consumed = true},
-    {"zero-length application data, then data", .flags = S12_THEN_DATA, .want = RX_MORE,
+    {"zero-length application data, then data", .flags = F_THEN_DATA, .want = RX_MORE,
      .consumed = true},
     {"16384 bytes of data", .fill = 16384, .want = RX_MORE, .consumed = true},
     {"16385 bytes of data", .fill = 16385, .want = RX_BAD, .alert = RX_ALERT_RECORD_OVERFLOW},
-    {"tag flipped", .content = "68656c6c6f", .flags = S12_FLIP_TAG, .want = RX_BAD,
+    {"tag flipped", .content = "68656c6c6f", .flags = F_FLIP_TAG, .want = RX_BAD,
      .alert = RX_ALERT_BAD_RECORD_MAC},
-    {"tag flipped, 16384 bytes", .fill = 16384, .flags = S12_FLIP_TAG, .want = RX_BAD,
+    {"tag flipped, 16384 bytes", .fill = 16384, .flags = F_FLIP_TAG, .want = RX_BAD,
      .alert = RX_ALERT_BAD_RECORD_MAC},
-    {"tag flipped on a close_notify", .type = 21, .content = "0100", .flags = S12_FLIP_TAG,
+    {"tag flipped on a close_notify", .outer = 21, .content = "0100", .flags = F_FLIP_TAG,
      .want = RX_BAD, .alert = RX_ALERT_BAD_RECORD_MAC},
-    {"explicit nonce altered", .content = "68656c6c6f", .flags = S12_FLIP_NONCE, .want = RX_BAD,
+    {"explicit nonce altered", .content = "68656c6c6f", .flags = F_FLIP_NONCE, .want = RX_BAD,
      .alert = RX_ALERT_BAD_RECORD_MAC},
-    {"wrong sequence number", .content = "68656c6c6f", .flags = S12_WRONG_SEQ, .want = RX_BAD,
+    {"wrong sequence number", .content = "68656c6c6f", .flags = F_WRONG_SEQ, .want = RX_BAD,
      .alert = RX_ALERT_BAD_RECORD_MAC},
-    {"wrong sequence number on an alert", .type = 21, .content = "0228", .flags = S12_WRONG_SEQ,
+    {"wrong sequence number on an alert", .outer = 21, .content = "0228", .flags = F_WRONG_SEQ,
      .want = RX_BAD, .alert = RX_ALERT_BAD_RECORD_MAC},
     /* Not decrypted: the record stays where it is. */
-    {"outer type handshake (renegotiation)", .type = 22, .content = "01000000", .want = RX_BAD,
+    {"outer type handshake (renegotiation)", .outer = 22, .content = "01000000", .want = RX_BAD,
      .alert = RX_ALERT_UNEXPECTED_MESSAGE},
-    {"outer type handshake: HelloRequest", .type = 22, .content = "00000000", .want = RX_BAD,
+    {"outer type handshake: HelloRequest", .outer = 22, .content = "00000000", .want = RX_BAD,
      .alert = RX_ALERT_UNEXPECTED_MESSAGE},
-    {"outer type change_cipher_spec", .type = 20, .content = "01", .want = RX_BAD,
+    {"outer type change_cipher_spec", .outer = 20, .content = "01", .want = RX_BAD,
      .alert = RX_ALERT_UNEXPECTED_MESSAGE},
-    {"outer type heartbeat", .type = 24, .content = "01", .want = RX_BAD,
+    {"outer type heartbeat", .outer = 24, .content = "01", .want = RX_BAD,
      .alert = RX_ALERT_UNEXPECTED_MESSAGE},
-    {"outer type 255", .type = 255, .content = "01", .want = RX_BAD,
+    {"outer type 255", .outer = 255, .content = "01", .want = RX_BAD,
      .alert = RX_ALERT_UNEXPECTED_MESSAGE},
     {"version 0x0301", .version = 0x0301, .content = "68", .want = RX_BAD,
      .alert = RX_ALERT_UNEXPECTED_MESSAGE},
@@ -870,131 +927,44 @@ static const struct rec12_case rec12_cases[] = {
      .alert = RX_ALERT_UNEXPECTED_MESSAGE},
     {"version 0x0203", .version = 0x0203, .content = "68", .want = RX_BAD,
      .alert = RX_ALERT_UNEXPECTED_MESSAGE},
-    {"length explicit + 15", .len = -1, .flags = S12_HEADER_ONLY | S12_LEN_REL, .want = RX_BAD,
+    {"length explicit + 15", .len = -1, .flags = F_HEADER_ONLY | F_LEN_REL, .want = RX_BAD,
      .alert = RX_ALERT_DECODE_ERROR},
-    {"length 0", .len = 0, .flags = S12_HEADER_ONLY, .want = RX_BAD,
-     .alert = RX_ALERT_DECODE_ERROR},
-    {"length 0, outer type alert", .type = 21, .len = 0, .flags = S12_HEADER_ONLY, .want = RX_BAD,
+    {"length 0", .len = 0, .flags = F_HEADER_ONLY, .want = RX_BAD, .alert = RX_ALERT_DECODE_ERROR},
+    {"length 0, outer type alert", .outer = 21, .len = 0, .flags = F_HEADER_ONLY, .want = RX_BAD,
      .alert = RX_ALERT_DECODE_ERROR},
     {"length explicit + 16 + 16384, record not there yet", .len = 16384,
-     .flags = S12_HEADER_ONLY | S12_LEN_REL, .want = RX_MORE},
-    {"length explicit + 16 + 16385", .len = 16385, .flags = S12_HEADER_ONLY | S12_LEN_REL,
+     .flags = F_HEADER_ONLY | F_LEN_REL, .want = RX_MORE},
+    {"length explicit + 16 + 16385", .len = 16385, .flags = F_HEADER_ONLY | F_LEN_REL,
      .want = RX_BAD, .alert = RX_ALERT_RECORD_OVERFLOW},
-    {"length 16384 + 2048: plaintext over 16384", .len = 16384 + 2048, .flags = S12_HEADER_ONLY,
+    {"length 16384 + 2048: plaintext over 16384", .len = 16384 + 2048, .flags = F_HEADER_ONLY,
      .want = RX_BAD, .alert = RX_ALERT_RECORD_OVERFLOW},
-    {"length 16384 + 2049", .len = 16384 + 2049, .flags = S12_HEADER_ONLY, .want = RX_BAD,
+    {"length 16384 + 2049", .len = 16384 + 2049, .flags = F_HEADER_ONLY, .want = RX_BAD,
      .alert = RX_ALERT_RECORD_OVERFLOW},
-    {"length 65535", .len = 65535, .flags = S12_HEADER_ONLY, .want = RX_BAD,
+    {"length 65535", .len = 65535, .flags = F_HEADER_ONLY, .want = RX_BAD,
      .alert = RX_ALERT_RECORD_OVERFLOW},
-    {"close_notify", .type = 21, .content = "0100", .want = RX_CLOSE_NOTIFY, .consumed = true},
-    {"close_notify, then data", .type = 21, .content = "0100", .flags = S12_THEN_DATA,
+    {"close_notify", .outer = 21, .content = "0100", .want = RX_CLOSE_NOTIFY, .consumed = true},
+    {"close_notify, then data", .outer = 21, .content = "0100", .flags = F_THEN_DATA,
      .want = RX_CLOSE_NOTIFY, .consumed = true},
     /* RFC 5246 7.2: a warning lets the connection go on. */
-    {"warning user_canceled ignored", .type = 21, .content = "015a", .flags = S12_THEN_DATA,
+    {"warning user_canceled ignored", .outer = 21, .content = "015a", .flags = F_THEN_DATA,
      .want = RX_MORE, .consumed = true},
-    {"warning no_renegotiation ignored", .type = 21, .content = "0164", .flags = S12_THEN_DATA,
+    {"warning no_renegotiation ignored", .outer = 21, .content = "0164", .flags = F_THEN_DATA,
      .want = RX_MORE, .consumed = true},
-    {"fatal handshake_failure", .type = 21, .content = "0228", .want = RX_PEER_ALERT, .alert = 40,
+    {"fatal handshake_failure", .outer = 21, .content = "0228", .want = RX_PEER_ALERT, .alert = 40,
      .consumed = true},
-    {"fatal handshake_failure, then data", .type = 21, .content = "0228", .flags = S12_THEN_DATA,
+    {"fatal handshake_failure, then data", .outer = 21, .content = "0228", .flags = F_THEN_DATA,
      .want = RX_PEER_ALERT, .alert = 40, .consumed = true},
-    {"alert of 3 bytes", .type = 21, .content = "022800", .want = RX_BAD,
+    {"alert of 3 bytes", .outer = 21, .content = "022800", .want = RX_BAD,
      .alert = RX_ALERT_DECODE_ERROR, .consumed = true},
-    {"alert of 1 byte", .type = 21, .content = "01", .want = RX_BAD, .alert = RX_ALERT_DECODE_ERROR,
-     .consumed = true},
-    {"alert: empty", .type = 21, .want = RX_BAD, .alert = ANY_ALERT, .consumed = true},
+    {"alert of 1 byte", .outer = 21, .content = "01", .want = RX_BAD,
+     .alert = RX_ALERT_DECODE_ERROR, .consumed = true},
+    {"alert: empty", .outer = 21, .want = RX_BAD, .alert = ANY_ALERT, .consumed = true},
 };
-
-/* The case's record between a good one ("abc") and, if asked, "def"; the offsets. */
-static size_t build_case12(const struct rec12_case *c, struct sealer *s, size_t *at, size_t *end,
-			   uint8_t *content, size_t *clen)
-{
-	uint8_t *w = wire_buf;
-	size_t len = seal12(s, 23, 0x0303, (const uint8_t *)"abc", 3, 0, w);
-	*at = len;
-	*clen = c->content ? unhex(c->content, content, HEX_MAX) : 0;
-	memset(content + *clen, 'x', c->fill);
-	*clen += c->fill;
-	if (c->flags & S12_HEADER_ONLY) {
-		int l =
-		    c->len + (c->flags & S12_LEN_REL ? (int)(explicit_len(s->suite) + RX_TAG) : 0);
-		assert_in_range(l, 0, 0xffff);
-		uint8_t h[RX_HEADER] = {c->type ? c->type : 23, 3, 3, (uint8_t)(l >> 8),
-					(uint8_t)l};
-		memcpy(w + len, h, sizeof(h));
-		*end = len + sizeof(h);
-		return *end;
-	}
-	len += seal12(s, c->type ? c->type : 23, c->version ? c->version : 0x0303, content, *clen,
-		      c->flags, w + len);
-	*end = len;
-	if (c->flags & S12_THEN_DATA)
-		len += seal12(s, 23, 0x0303, (const uint8_t *)"def", 3, 0, w + len);
-	return len;
-}
-
-/* Opens the case's input cut in two at cut; checks what rx_open made of it. */
-static void open_case12(const struct rec12_case *c, struct rx *rx, size_t len, size_t at,
-			size_t end, const uint8_t *content, size_t clen, size_t cut)
-{
-	struct tls_seg seg[2] = {{wire_buf, cut}, {wire_buf + cut, len - cut}};
-	uint8_t *out = out_buf;
-	size_t cap = 2 * RX_INNER_MAX;
-	memset(out, 0xa5, cap);
-	size_t pos = 0, n = 0;
-	uint8_t alert = 0xee;
-	enum rx_result r = rx_open(rx, seg, 2, &pos, out, cap, &n, &alert);
-	if (r != c->want)
-		fail_msg("%s (suite %d, cut %zu): result %d, want %d", c->name, rx->suite, cut, r,
-			 c->want);
-	if (c->alert == ANY_ALERT)
-		assert_true(alert != 0);
-	else
-		assert_int_equal(alert,
-				 c->want == RX_BAD || c->want == RX_PEER_ALERT ? c->alert : 0);
-	bool then = (c->flags & S12_THEN_DATA) && c->want == RX_MORE;
-	assert_int_equal(pos, !c->consumed ? at : then ? len : end);
-	assert_memory_equal(out, "abc", 3);
-	bool app = (c->type == 0 || c->type == 23) && c->want == RX_MORE && c->consumed;
-	size_t want_n = 3 + (app ? clen : 0) + (then ? 3 : 0);
-	assert_int_equal(n, want_n);
-	if (app)
-		assert_memory_equal(out + 3, content, clen);
-	if (then)
-		assert_memory_equal(out + want_n - 3, "def", 3);
-	/* A record decrypted and not data, or with a bad tag, leaves zeros; nothing else is
-	 * touched. */
-	bool decrypted =
-	    c->consumed || (c->flags & (S12_FLIP_TAG | S12_FLIP_NONCE | S12_WRONG_SEQ));
-	size_t zero_end = decrypted ? 3 + clen : 0;
-	for (size_t k = n; k < cap; k++)
-		if (out[k] != (k < zero_end ? 0 : 0xa5))
-			fail_msg("%s: out[%zu] = %#x", c->name, k, out[k]);
-}
 
 static void test_sealed_cases12(void **state)
 {
 	(void)state;
-	static uint8_t content[RX_INNER_MAX + HEX_MAX];
-	for (size_t si = 0; si < 3; si++) {
-		for (size_t i = 0; i < sizeof(rec12_cases) / sizeof(rec12_cases[0]); i++) {
-			const struct rec12_case *c = &rec12_cases[i];
-			struct rx rx;
-			struct sealer s;
-			rx12(&rx, suites[si], SEQ12);
-			sealer_from(&s, &rx);
-			assert_int_equal(s.seq, SEQ12);
-			size_t at, end, clen;
-			size_t len = build_case12(c, &s, &at, &end, content, &clen);
-			/* Every cut of a short input; about 64 of a long one. */
-			size_t step = len <= 600 ? 1 : len / 64;
-			for (size_t cut = 0; cut <= len; cut += step) {
-				rx12(&rx, suites[si], SEQ12);
-				open_case12(c, &rx, len, at, end, content, clen, cut);
-			}
-			rx_wipe(&rx);
-		}
-	}
+	check_cases(true, rec12_cases, sizeof(rec12_cases) / sizeof(rec12_cases[0]));
 }
 
 /* rx_init_tls12 takes only the key and IV lengths of the suite. */
@@ -1033,31 +1003,14 @@ static void test_init12_checks(void **state)
 		int rc = rx_init_tls12(&rx, (enum rx_suite)cases[i].suite, secret48,
 				       cases[i].key_len, secret48 + 32, cases[i].iv_len, 7);
 		assert_int_equal(rc, cases[i].want);
-		uint8_t wire[RX_HEADER + 8 + RX_TAG], out[RX_INNER_MAX];
-		size_t pos = 0, n = 0;
-		uint8_t alert = 0;
 		if (rc == 0) {
 			assert_int_equal(rx.suite, cases[i].suite);
 			assert_int_equal(rx.tls12, 1);
 			assert_int_equal(rx.seq, 7);
-			struct sealer s;
-			sealer_from(&s, &rx);
-			size_t len = seal12(&s, 23, 0x0303, NULL, 0, 0, wire);
-			struct tls_seg seg = {wire, len};
-			assert_int_equal(rx_open(&rx, &seg, 1, &pos, out, sizeof(out), &n, &alert),
-					 RX_MORE);
-			assert_int_equal(pos, len);
-			assert_int_equal(rx.seq, 8);
+			check_set(&rx);
 		} else {
-			/* A session left unset opens nothing. */
-			struct tls_seg seg = {wire, sizeof(wire)};
-			memset(wire, 0, sizeof(wire));
-			wire[0] = 23;
-			assert_int_equal(rx_open(&rx, &seg, 1, &pos, out, sizeof(out), &n, &alert),
-					 RX_BAD);
-			assert_int_equal(alert, RX_ALERT_INTERNAL_ERROR);
-			assert_int_equal(pos, 0);
-			assert_int_equal(n, 0);
+			static const uint8_t wire[RX_HEADER + 8 + RX_TAG] = {23};
+			check_unset(&rx, wire, sizeof(wire));
 		}
 		rx_wipe(&rx);
 	}
@@ -1069,53 +1022,17 @@ static void test_full12(void **state)
 	(void)state;
 	for (size_t si = 0; si < 3; si++) {
 		struct rx rx;
-		struct sealer s;
-		rx12(&rx, suites[si], 1);
-		sealer_from(&s, &rx);
-		uint8_t y[100], *w = wire_buf;
-		memset(y, 'y', sizeof(y));
-		size_t a = seal12(&s, 23, 0x0303, (const uint8_t *)"abc", 3, 0, w);
-		size_t len = a + seal12(&s, 23, 0x0303, y, sizeof(y), 0, w + a);
-		struct tls_seg seg = {w, len};
-		size_t pos = 0, n = 0;
-		uint8_t alert;
-		for (int i = 0; i < 2; i++) {
-			assert_int_equal(rx_open(&rx, &seg, 1, &pos, out_buf, 3 + 99, &n, &alert),
-					 RX_FULL);
-			assert_int_equal(alert, 0);
-			assert_int_equal(pos, a);
-			assert_int_equal(n, 3);
-			assert_int_equal(rx.seq, 2);
-		}
-		assert_int_equal(rx_open(&rx, &seg, 1, &pos, out_buf, 3 + 100, &n, &alert),
-				 RX_MORE);
-		assert_int_equal(pos, len);
-		assert_int_equal(n, 103);
-		assert_memory_equal(out_buf, "abc", 3);
-		assert_memory_equal(out_buf + 3, y, sizeof(y));
+		size_t a;
+		struct tls_seg seg = check_full_room(&rx, true, suites[si], 1, &a);
 		/* n already at cap. */
-		rx12(&rx, suites[si], 1);
-		pos = 0;
-		n = 10;
+		size_t pos = 0, n = 10;
+		uint8_t alert;
 		assert_int_equal(rx_open(&rx, &seg, 1, &pos, out_buf, 10, &n, &alert), RX_FULL);
 		assert_int_equal(pos, 0);
 		assert_int_equal(n, 10);
 		assert_int_equal(rx.seq, 1);
-
-		/* The sequence number never wraps. */
-		rx12(&rx, suites[si], UINT64_MAX - 2);
-		sealer_from(&s, &rx);
-		a = seal12(&s, 23, 0x0303, (const uint8_t *)"high", 4, 0, w);
-		size_t b = a + seal12(&s, 23, 0x0303, (const uint8_t *)"last", 4, 0, w + a);
-		seg.len = b + seal12(&s, 23, 0x0303, (const uint8_t *)"wrap", 4, 0, w + b);
-		pos = 0;
-		n = 0;
-		assert_int_equal(rx_open(&rx, &seg, 1, &pos, out_buf, OUT_MAX, &n, &alert), RX_BAD);
-		assert_int_equal(alert, RX_ALERT_INTERNAL_ERROR);
-		assert_int_equal(pos, b);
-		assert_int_equal(n, 8);
-		assert_memory_equal(out_buf, "highlast", 8);
 		rx_wipe(&rx);
+		check_seq_limit(true, suites[si]);
 	}
 }
 
@@ -1129,39 +1046,20 @@ static void test_bounds12(void **state)
 	(void)state;
 	struct rx rx;
 	struct sealer s;
-	rx12(&rx, RX_CHACHA20_POLY1305_SHA256, 0);
+	rx_fixed(&rx, true, RX_CHACHA20_POLY1305_SHA256, 0);
 	sealer_from(&s, &rx);
 	static uint8_t big[BIG_RECORDS * 23 + 32];
 	static const uint8_t warning[2] = {1, 90};
 	size_t len = 0;
 	for (unsigned i = 0; i < BIG_RECORDS; i++)
-		len += i % 10 == 9 ? seal12(&s, 21, 0x0303, warning, 2, 0, big + len)
-				   : seal12(&s, 23, 0x0303, NULL, 0, 0, big + len);
+		len += i % 10 == 9 ? seal(&s, 21, 0x0303, warning, 2, 0, big + len)
+				   : seal(&s, 23, 0x0303, NULL, 0, 0, big + len);
 	assert_int_equal(len, BIG_RECORDS * (RX_HEADER + RX_TAG) + BIG_RECORDS / 10 * 2);
-	struct tls_seg seg = {big, len};
-	size_t pos = 0, n = 0;
-	uint8_t alert;
-	assert_int_equal(rx_open(&rx, &seg, 1, &pos, out_buf, 16, &n, &alert), RX_MORE);
-	assert_int_equal(pos, len);
-	assert_int_equal(n, 0);
-	assert_int_equal(rx.seq, BIG_RECORDS);
+	open_big(&rx, big, len, len);
 
-	static struct tls_seg one[RX_RECORD_MAX];
 	for (size_t si = 0; si < 3; si++) {
-		rx12(&rx, suites[si], 1);
-		sealer_from(&s, &rx);
-		for (size_t i = 0; i < 16384; i++)
-			plain_buf[i] = (uint8_t)(i * 7);
-		len = seal12(&s, 23, 0x0303, plain_buf, 16384, 0, wire_buf);
-		for (size_t i = 0; i < len; i++)
-			one[i] = (struct tls_seg){wire_buf + i, 1};
-		pos = 0;
-		n = 0;
-		assert_int_equal(
-		    rx_open(&rx, one, (unsigned)len, &pos, out_buf, OUT_MAX, &n, &alert), RX_MORE);
-		assert_int_equal(pos, len);
-		assert_int_equal(n, 16384);
-		assert_memory_equal(out_buf, plain_buf, 16384);
+		rx_fixed(&rx, true, suites[si], 1);
+		open_bytewise(&rx, 7);
 	}
 	rx_wipe(&rx);
 }
@@ -1304,26 +1202,6 @@ static void client_acts(struct flight *f, struct link *l, const struct act *acts
 	}
 }
 
-static void make_flight(struct flight *f, enum rx_suite suite, const struct act *acts,
-			uint64_t *seed)
-{
-	WOLFSSL_CTX *sctx = server_ctx_new(false), *cctx = client_ctx_new(false, suite);
-	struct link l;
-	link_handshake(&l, sctx, cctx, NULL);
-	assert_int_equal(wolfSSL_GetVersion(l.t.s), WOLFSSL_TLSV1_3);
-	assert_int_equal(rx_suite_by_name(wolfSSL_get_cipher_name(l.t.s)), suite);
-	assert_int_equal(l.cap.len, (int)hash_len(suite));
-
-	memset(f, 0, sizeof(*f));
-	f->suite = suite;
-	memcpy(f->secret, l.cap.secret, (size_t)l.cap.len);
-	f->secret_len = (size_t)l.cap.len;
-	client_acts(f, &l, acts, seed);
-	tlstest_link_free(&l.t);
-	wolfSSL_CTX_free(cctx);
-	wolfSSL_CTX_free(sctx);
-}
-
 #ifdef ATOMIC_USER
 /*
  * The client's write key, IV and next sequence number, taken from the
@@ -1354,17 +1232,27 @@ static void take_keys12(struct flight *f, WOLFSSL *s)
 	/* The client's Finished was its first record under these keys. */
 	assert_int_equal(f->seq, 1);
 }
+#else
+/* Without ATOMIC_USER wolfSSL hands over no TLS 1.2 keys: the tests that need them skip. */
+static void take_keys12(struct flight *f, WOLFSSL *s)
+{
+	(void)f;
+	(void)s;
+	fail_msg("TLS 1.2 keys need wolfSSL's ATOMIC_USER");
+}
+#endif
 
 /*
- * A TLS 1.2 flight. resumed: a first, full handshake gets the client a
- * session ticket (the server keeps no session cache, so only the ticket
- * can resume), and the flight follows the abbreviated handshake that
- * presents it.
+ * The flight of a client of suite, and the secret (TLS 1.3) or the keys
+ * and sequence number (TLS 1.2) to open it with. resumed (TLS 1.2): a
+ * first, full handshake gets the client a session ticket (the server keeps
+ * no session cache, so only the ticket can resume), and the flight follows
+ * the abbreviated handshake that presents it.
  */
-static void make_flight12(struct flight *f, enum rx_suite suite, const struct act *acts,
-			  uint64_t *seed, bool resumed)
+static void make_flight(struct flight *f, bool tls12, enum rx_suite suite, const struct act *acts,
+			uint64_t *seed, bool resumed)
 {
-	WOLFSSL_CTX *sctx = server_ctx_new(true), *cctx = client_ctx_new(true, suite);
+	WOLFSSL_CTX *sctx = server_ctx_new(tls12), *cctx = client_ctx_new(tls12, suite);
 	WOLFSSL_SESSION *sess = NULL;
 	struct link l;
 	if (resumed) {
@@ -1378,14 +1266,21 @@ static void make_flight12(struct flight *f, enum rx_suite suite, const struct ac
 		tlstest_link_free(&l.t);
 	}
 	link_handshake(&l, sctx, cctx, sess);
-	assert_int_equal(wolfSSL_GetVersion(l.t.s), WOLFSSL_TLSV1_2);
-	assert_string_equal(wolfSSL_get_cipher_name(l.t.s), suite_names12[suite]);
+	assert_int_equal(wolfSSL_GetVersion(l.t.s), tls12 ? WOLFSSL_TLSV1_2 : WOLFSSL_TLSV1_3);
 	assert_int_equal(wolfSSL_session_reused(l.t.s), resumed ? 1 : 0);
 
 	memset(f, 0, sizeof(*f));
 	f->suite = suite;
-	f->tls12 = true;
-	take_keys12(f, l.t.s);
+	f->tls12 = tls12;
+	if (tls12) {
+		assert_string_equal(wolfSSL_get_cipher_name(l.t.s), suite_names12[suite]);
+		take_keys12(f, l.t.s);
+	} else {
+		assert_int_equal(rx_suite_by_name(wolfSSL_get_cipher_name(l.t.s)), suite);
+		assert_int_equal(l.cap.len, (int)hash_len(suite));
+		memcpy(f->secret, l.cap.secret, (size_t)l.cap.len);
+		f->secret_len = (size_t)l.cap.len;
+	}
 	client_acts(f, &l, acts, seed);
 	tlstest_link_free(&l.t);
 	if (sess)
@@ -1393,7 +1288,6 @@ static void make_flight12(struct flight *f, enum rx_suite suite, const struct ac
 	wolfSSL_CTX_free(cctx);
 	wolfSSL_CTX_free(sctx);
 }
-#endif
 
 /* A fresh rx for the flight. */
 static void flight_rx(const struct flight *f, struct rx *rx)
@@ -1496,30 +1390,21 @@ static void open_growing(const struct flight *f, size_t step_max, uint64_t *seed
 	rx_wipe(&rx);
 }
 
-static const struct act short_flight[] = {
-    {ACT_WRITE, 1},  {ACT_WRITE, 2},  {ACT_WRITE, 17}, {ACT_UPDATE, 0}, {ACT_WRITE, 5},
-    {ACT_UPDATE, 0}, {ACT_WRITE, 31}, {ACT_CLOSE, 0},  {ACT_END, 0},
-};
-
-static const struct act long_flight[] = {
-    {ACT_WRITE, 1},	{ACT_WRITE, 2},	    {ACT_WRITE, 3},    {ACT_WRITE, 15},
-    {ACT_WRITE, 16},	{ACT_WRITE, 17},    {ACT_WRITE, 255},  {ACT_WRITE, 256},
-    {ACT_WRITE, 1000},	{ACT_WRITE, 4095},  {ACT_WRITE, 4096}, {ACT_WRITE, 16383},
-    {ACT_WRITE, 16384}, {ACT_WRITE, 20000}, {ACT_UPDATE, 0},   {ACT_WRITE, 700},
-    {ACT_WRITE, 16384}, {ACT_UPDATE, 0},    {ACT_WRITE, 1},    {ACT_WRITE, 9000},
-    {ACT_CLOSE, 0},	{ACT_END, 0},
-};
-
-/* A short flight cut at every offset, then at every pair of offsets, then byte by byte. */
-static void test_wolfssl_short(void **state)
+/*
+ * For each suite, a short flight of nrec records (and KeyUpdates in TLS
+ * 1.3) cut at every offset, then at every pair of offsets, then byte by
+ * byte, and arriving a byte at a time.
+ */
+static void short_flights(bool tls12, const struct act *acts, uint64_t seed, bool resumed,
+			  unsigned nrec)
 {
-	(void)state;
-	uint64_t seed = 8446;
 	for (size_t si = 0; si < 3; si++) {
 		struct flight *f = &flight;
-		make_flight(f, suites[si], short_flight, &seed);
-		assert_int_equal(f->asked, 1);
-		assert_int_equal(f->nrec, 8);
+		make_flight(f, tls12, suites[si], acts, &seed, resumed);
+		assert_int_equal(f->asked, tls12 ? 0 : 1);
+		assert_int_equal(f->nrec, nrec);
+		/* The close_notify: an alert record in TLS 1.2, data outside in TLS 1.3. */
+		assert_int_equal(f->wire[f->ends[nrec - 2]], tls12 ? 21 : 23);
 		size_t len = f->wire_len;
 		assert_true(len < SEGS_MAX);
 		for (size_t i = 0; i <= len; i++) {
@@ -1537,17 +1422,16 @@ static void test_wolfssl_short(void **state)
 	}
 }
 
-/* A long flight cut at random offsets, and arriving in random pieces. */
-static void test_wolfssl_long(void **state)
+/* For each suite, a long flight cut at random offsets, and arriving in random pieces. */
+static void long_flights(bool tls12, const struct act *acts, uint64_t seed)
 {
-	(void)state;
-	uint64_t seed = 8448;
 	for (size_t si = 0; si < 3; si++) {
 		struct flight *f = &flight;
-		make_flight(f, suites[si], long_flight, &seed);
-		assert_int_equal(f->asked, 1);
+		make_flight(f, tls12, suites[si], acts, &seed, false);
+		assert_int_equal(f->asked, tls12 ? 0 : 1);
 		printf("%-31s %6zu bytes of data in %2u records, %6zu on the wire\n",
-		       suite_names[suites[si]], f->plain_len, f->nrec, f->wire_len);
+		       (tls12 ? suite_names12 : suite_names)[suites[si]], f->plain_len, f->nrec,
+		       f->wire_len);
 		segs[0] = (struct tls_seg){f->wire, f->wire_len};
 		open_whole(f, 1);
 		for (unsigned t = 0; t < 200; t++)
@@ -1556,6 +1440,32 @@ static void test_wolfssl_long(void **state)
 		for (unsigned t = 0; t < 10; t++)
 			open_growing(f, t < 5 ? 128 : 4000, &seed);
 	}
+}
+
+static const struct act short_flight[] = {
+    {ACT_WRITE, 1},  {ACT_WRITE, 2},  {ACT_WRITE, 17}, {ACT_UPDATE, 0}, {ACT_WRITE, 5},
+    {ACT_UPDATE, 0}, {ACT_WRITE, 31}, {ACT_CLOSE, 0},  {ACT_END, 0},
+};
+
+static const struct act long_flight[] = {
+    {ACT_WRITE, 1},	{ACT_WRITE, 2},	    {ACT_WRITE, 3},    {ACT_WRITE, 15},
+    {ACT_WRITE, 16},	{ACT_WRITE, 17},    {ACT_WRITE, 255},  {ACT_WRITE, 256},
+    {ACT_WRITE, 1000},	{ACT_WRITE, 4095},  {ACT_WRITE, 4096}, {ACT_WRITE, 16383},
+    {ACT_WRITE, 16384}, {ACT_WRITE, 20000}, {ACT_UPDATE, 0},   {ACT_WRITE, 700},
+    {ACT_WRITE, 16384}, {ACT_UPDATE, 0},    {ACT_WRITE, 1},    {ACT_WRITE, 9000},
+    {ACT_CLOSE, 0},	{ACT_END, 0},
+};
+
+static void test_wolfssl_short(void **state)
+{
+	(void)state;
+	short_flights(false, short_flight, 8446, false, 8);
+}
+
+static void test_wolfssl_long(void **state)
+{
+	(void)state;
+	long_flights(false, long_flight, 8448);
 }
 
 /* ---- a wolfSSL TLS 1.2 client seals ------------------------------------- */
@@ -1574,41 +1484,13 @@ static const struct act long_flight12[] = {
     {ACT_END, 0},
 };
 
-#ifdef ATOMIC_USER
-/* A short flight cut at every pair of offsets, byte by byte, and arriving a byte at a time. */
-static void check_short12(const struct flight *f, uint64_t *seed)
-{
-	size_t len = f->wire_len;
-	assert_true(len < SEGS_MAX);
-	for (size_t i = 0; i <= len; i++) {
-		for (size_t j = i; j <= len; j++) {
-			segs[0] = (struct tls_seg){f->wire, i};
-			segs[1] = (struct tls_seg){f->wire + i, j - i};
-			segs[2] = (struct tls_seg){f->wire + j, len - j};
-			open_whole(f, 3);
-		}
-	}
-	for (size_t i = 0; i < len; i++)
-		segs[i] = (struct tls_seg){f->wire + i, 1};
-	open_whole(f, (unsigned)len);
-	open_growing(f, 1, seed);
-}
-#endif
-
 /* Without ATOMIC_USER wolfSSL hands over no TLS 1.2 keys (tls.c reads with wolfSSL then). */
 static void test_wolfssl12_short(void **state)
 {
 	(void)state;
 #ifdef ATOMIC_USER
-	uint64_t seed = 5288;
-	for (size_t si = 0; si < 3; si++) {
-		struct flight *f = &flight;
-		make_flight12(f, suites[si], short_flight12, &seed, false);
-		/* Five records of data (wolfSSL sends none for a write of 0), the alert. */
-		assert_int_equal(f->nrec, 6);
-		assert_int_equal(f->wire[f->ends[4]], 21);
-		check_short12(f, &seed);
-	}
+	/* Five records of data (wolfSSL sends none for a write of 0), the alert. */
+	short_flights(true, short_flight12, 5288, false, 6);
 #else
 	skip();
 #endif
@@ -1619,20 +1501,7 @@ static void test_wolfssl12_long(void **state)
 {
 	(void)state;
 #ifdef ATOMIC_USER
-	uint64_t seed = 7905;
-	for (size_t si = 0; si < 3; si++) {
-		struct flight *f = &flight;
-		make_flight12(f, suites[si], long_flight12, &seed, false);
-		printf("%-31s %6zu bytes of data in %2u records, %6zu on the wire\n",
-		       suite_names12[suites[si]], f->plain_len, f->nrec, f->wire_len);
-		segs[0] = (struct tls_seg){f->wire, f->wire_len};
-		open_whole(f, 1);
-		for (unsigned t = 0; t < 200; t++)
-			open_whole(
-			    f, cut_random(f, f->wire_len, 1 + (unsigned)(rnd(&seed) % 64), &seed));
-		for (unsigned t = 0; t < 10; t++)
-			open_growing(f, t < 5 ? 128 : 4000, &seed);
-	}
+	long_flights(true, long_flight12, 7905);
 #else
 	skip();
 #endif
@@ -1643,13 +1512,7 @@ static void test_wolfssl12_resumed(void **state)
 {
 	(void)state;
 #if defined(ATOMIC_USER) && defined(HAVE_SESSION_TICKET)
-	uint64_t seed = 5077;
-	for (size_t si = 0; si < 3; si++) {
-		struct flight *f = &flight;
-		make_flight12(f, suites[si], short_flight12, &seed, true);
-		assert_int_equal(f->nrec, 6);
-		check_short12(f, &seed);
-	}
+	short_flights(true, short_flight12, 5077, true, 6);
 #else
 	skip();
 #endif
