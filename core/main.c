@@ -294,10 +294,11 @@ static int run(struct config *cfg)
 					i ? "," : "smtps_listen=", v6 ? "[" : "", a->host,
 					v6 ? "]" : "", a->port);
 	}
-	log_line("ready listen=%s%s shards=%u writers=%u spool=%s format=%s starttls=%s pid=%d",
+	log_line("ready listen=%s%s shards=%u writers=%u spool=%s format=%s starttls=%s "
+		 "tls_records=%s pid=%d",
 		 where, smtps, cfg->shards, cfg->writers, cfg->spool_dir,
 		 cfg->spool_format == SPOOL_MAILDIR ? "maildir" : "segment", tls_on ? "yes" : "no",
-		 (int)getpid());
+		 tls_on ? tls_records_mode() : "none", (int)getpid());
 
 	wait_for_stop(cfg, shards, nshards, ws);
 	log_line("stopping: no new connections, transactions may finish (up to %us)",

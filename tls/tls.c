@@ -485,6 +485,17 @@ static int cache_start(const struct config *cfg, FILE *err)
 	return 0;
 }
 
+const char *tls_records_mode(void)
+{
+#if TLS_RX_FAST && defined(ATOMIC_USER)
+	return "in-place";
+#elif TLS_RX_FAST
+	return "in-place-tls13";
+#else
+	return "wolfssl";
+#endif
+}
+
 void tls_session_cache_stats(struct sesscache_stats *out)
 {
 	struct sesscache *c = atomic_load(&shared_cache);
@@ -598,7 +609,9 @@ static WOLFSSL_CTX *policy_ctx(struct tls_ctx *c, const struct config *cfg, FILE
 		goto fail;
 	}
 	/* One lifetime for cache entries and tickets (RFC 5246 F.1.4: 24 h at most). */
-	if (wolfSSL_CTX_set_timeout(ctx, cfg->tls_session_timeout) != WOLFSSL_SUCCESS) {
+	/* WOLFSSL_SUCCESS, or with WOLFSSL_ERROR_CODE_OPENSSL (Debian's build) the
+	 * previous timeout, as OpenSSL does; a failure is negative either way. */
+	if (wolfSSL_CTX_set_timeout(ctx, cfg->tls_session_timeout) < 0) {
 		fprintf(err, "mxring: tls_session_timeout %u refused by wolfSSL\n",
 			cfg->tls_session_timeout);
 		goto fail;
@@ -1204,10 +1217,12 @@ enum tls_status tls_read(struct tls_conn *t, uint8_t *buf, size_t cap, size_t *n
 	if (!t->ssl)
 		return TLS_ERROR;
 	if (t->end != TLS_OK) {
+#if TLS_RX_FAST
 		if (t->end_alert) {
 			rx_send_alert(t, t->end_alert); /* after the replies to the data */
 			t->end_alert = 0;
 		}
+#endif
 		return t->end;
 	}
 #if TLS_RX_FAST

@@ -126,6 +126,14 @@ const char *tls_describe(struct tls_conn *t, char *buf, size_t cap, int *resumed
 /* The certificate the session presents: "ecdsa", "rsa", or "none" before the choice. */
 const char *tls_cert_type(const struct tls_conn *t);
 
+/*
+ * How this build reads client records after the handshake: "in-place"
+ * (record.c, TLS 1.3 and 1.2), "in-place-tls13" (TLS 1.2 through
+ * wolfSSL_read: a wolfSSL without ATOMIC_USER), "wolfssl" (wolfSSL_read for
+ * both), or "none" (no TLS).
+ */
+const char *tls_records_mode(void);
+
 /* Counters of the process's session-ID cache (all zero when it is off), for
  * the exit stats line. */
 void tls_session_cache_stats(struct sesscache_stats *out);

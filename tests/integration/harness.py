@@ -473,6 +473,14 @@ class TLSServer(Server):
                 raise Skip("mxring was built without wolfSSL")
             raise
 
+    def in_place(self, version):
+        """Whether this build opens TLS `version` ("1.3"/"1.2") records itself
+        (tls/record.c) rather than through wolfSSL_read: the ready line's
+        tls_records= (in-place, in-place-tls13, wolfssl)."""
+        m = re.search(r"\bready .*\btls_records=(\S+)", self.log(since_start=True))
+        mode = m.group(1) if m else "wolfssl"
+        return mode == "in-place" or (mode == "in-place-tls13" and version == "1.3")
+
 
 # ---------------------------------------------------------------- client
 

@@ -91,6 +91,11 @@ def new_ticket_key_file(path, *keys):
     return path
 
 
+def in_place_count(srv, *versions):
+    """The tls_in_place count expected for sessions of these versions."""
+    return str(sum(1 for v in versions if srv.in_place(v)))
+
+
 def random_key():
     return os.urandom(48).hex()
 
@@ -508,9 +513,9 @@ def message_content_over_tls():
             check_eq(e.get("msgs"), "4", "msgs= of the TLS session")
     check_eq(h.spool_verify(srv.spool), 8, "verify count")
     # Both sessions' records were opened in place (tls/record.c), not by
-    # wolfSSL_read.
+    # wolfSSL_read, where the build can.
     st = srv.stats()
-    check_eq(st.get("tls_in_place"), "2", "tls_in_place")
+    check_eq(st.get("tls_in_place"), in_place_count(srv, "1.3", "1.2"), "tls_in_place")
     check(int(st["tls_plain_bytes"]) > 4 * len(big), "tls_plain_bytes %s" % st["tls_plain_bytes"])
 
 
@@ -532,7 +537,7 @@ def concurrent_large_messages_over_tls():
     check_eq(h.spool_verify(srv.spool), 6, "verify count")
     h.check_body(srv.spool, qids[0], body, "8 MiB body over TLS")
     st = srv.stats()
-    check_eq(st.get("tls_in_place"), "2", "tls_in_place")
+    check_eq(st.get("tls_in_place"), in_place_count(srv, "1.3", "1.3"), "tls_in_place")
     # Records are opened from the receive buffers; only a record spread over
     # more than two of them is moved out first.
     held, plain = int(st["tls_held_bytes"]), int(st["tls_plain_bytes"])
@@ -576,8 +581,9 @@ def receive_buffers_run_dry_under_tls():
     for q in sorted(sent)[::6]:
         h.check_body(srv.spool, q, sent[q])
     st = srv.stats()
-    check_eq((st.get("tls_in_place"), st.get("tls_failed")), (str(CLIENTS_DRY), "0"),
-             "tls_in_place, tls_failed")
+    versions = ["1.3" if i % 3 else "1.2" for i in range(CLIENTS_DRY)]
+    check_eq((st.get("tls_in_place"), st.get("tls_failed")),
+             (in_place_count(srv, *versions), "0"), "tls_in_place, tls_failed")
     check(int(st["enobufs"]) > 0, "the ring never ran dry: the case tests nothing")
     print("enobufs=%s tls_held_bytes=%s of tls_plain_bytes=%s" % (
         st.get("enobufs"), st.get("tls_held_bytes"), st.get("tls_plain_bytes")))
@@ -1292,10 +1298,11 @@ def tampered_record_ends_session():
                   "TLS %s: the client read %r, not a bad_record_mac alert" % (version, err))
             check(b.closed(), "the session went on after a forged record")
             lines = wait_log(srv, r"\btls error .*stage=read", count=i + 1)
-            check("bad_record_mac" in lines[i], "tls error line: %s" % lines[i])
+            check("bad_record_mac" in lines[i] or not srv.in_place(version),
+                  "tls error line: %s" % lines[i])
     st = srv.stats()
-    check_eq((st.get("tls_in_place"), st.get("tls_failed")), ("2", "2"),
-             "tls_in_place, tls_failed")
+    check_eq((st.get("tls_in_place"), st.get("tls_failed")),
+             (in_place_count(srv, "1.3", "1.2"), "2"), "tls_in_place, tls_failed")
 
 
 @suite.case
@@ -1320,7 +1327,8 @@ def record_dribbled_across_receive_buffers():
         b.cmd("QUIT", h.R_QUIT)
         h.check_body(srv.spool, m.group(1), body, "body of the dribbled record")
     st = srv.stats()
-    check(int(st["tls_held_bytes"]) > 0, "tls_held_bytes %s" % st["tls_held_bytes"])
+    check(int(st["tls_held_bytes"]) > 0 or not srv.in_place("1.3"),
+          "tls_held_bytes %s" % st["tls_held_bytes"])
     check_eq(st.get("tls_failed"), "0", "tls_failed")
 
 
@@ -1362,7 +1370,8 @@ def partial_records_do_not_pin_the_ring():
         h.check_body(srv.spool, qid, body)
     check_eq(h.spool_verify(srv.spool), n_clients, "verify count")
     st = srv.stats()
-    check(int(st["tls_held_bytes"]) >= 12000, "tls_held_bytes %s" % st["tls_held_bytes"])
+    check(int(st["tls_held_bytes"]) >= 12000 or not srv.in_place("1.3"),
+          "tls_held_bytes %s" % st["tls_held_bytes"])
 
 
 @suite.case
@@ -1418,7 +1427,7 @@ def key_update_from_openssl_client():
         h.check_body(srv.spool, qid[0], b"Subject: key update\r\n\r\nsent after a key update\r\n",
                      "message sent after the key update")
     st = srv.stats()
-    check_eq((st.get("tls_in_place"), st.get("tls_failed")), ("1", "0"),
+    check_eq((st.get("tls_in_place"), st.get("tls_failed")), (in_place_count(srv, "1.3"), "0"),
              "tls_in_place, tls_failed")
 
 

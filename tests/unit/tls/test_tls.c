@@ -671,8 +671,6 @@ struct shard_job {
 	unsigned attempts, resumed, failed;
 };
 
-/* Shard id serves client i in round r when (i + r) % SHARDS == id: each
- * resumption lands on another shard than the connection before. */
 /*
  * A record that fails its tag ends the session with a bad_record_mac alert
  * the client can read: sealed by record.c under the server's keys and next
@@ -707,7 +705,10 @@ static void test_bad_record_alert(void **state)
 		assert_int_equal(wolfSSL_write(l.c, "NOOP\r\n", 6), 6);
 		l.c2s.b[l.c2s.len - 1] ^= 1;
 		assert_int_equal(server_step(&l, false, buf, sizeof buf, &n), TLS_ERROR);
-		assert_non_null(strstr(tls_error(l.t), "bad_record_mac"));
+		/* record.c names the alert; wolfSSL_read (a wolfSSL without the
+		 * in-place path) says "verify mac problem" and sends it itself. */
+		if (tls_in_place(l.t))
+			assert_non_null(strstr(tls_error(l.t), "bad_record_mac"));
 		/* The client reads the alert. */
 		assert_true(wolfSSL_read(l.c, buf, sizeof buf) < 0);
 		WOLFSSL_ALERT_HISTORY hist;
@@ -720,6 +721,8 @@ static void test_bad_record_alert(void **state)
 	}
 }
 
+/* Shard id serves client i in round r when (i + r) % SHARDS == id: each
+ * resumption lands on another shard than the connection before. */
 static void *shard_thread(void *arg)
 {
 	struct shard_job *s = arg;
