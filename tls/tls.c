@@ -48,6 +48,7 @@
 
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
+#include <wolfssl/wolfcrypt/asn.h>
 #include <wolfssl/wolfcrypt/asn_public.h>
 #include <wolfssl/wolfcrypt/chacha20_poly1305.h>
 #include <wolfssl/wolfcrypt/ecc.h>
@@ -585,6 +586,81 @@ static int key_kind(const uint8_t *der, int len, unsigned *curve)
 	return kind;
 }
 
+/*
+ * Whether the private key (DER, of kind) belongs to the first certificate of
+ * cert_file: a random digest signed with it must verify with the public key
+ * in the certificate. wolfSSL_CTX_check_private_key does not catch every
+ * mismatch in every wolfSSL build (Debian's passes a foreign ECDSA key), and
+ * a wrong pair would fail every handshake. true, or false with no reason
+ * needed beyond "does not match".
+ */
+static bool pair_matches(const char *cert_file, const uint8_t *key, int key_len,
+			 enum cert_kind kind)
+{
+	bool ok = false;
+	FILE *f = fopen(cert_file, "rb");
+	uint8_t *pem = malloc(KEY_FILE_MAX), *der = malloc(KEY_FILE_MAX);
+	uint8_t digest[32], sig[1024], pub[2048];
+	word32 sig_len = sizeof(sig), pub_len = sizeof(pub), idx = 0;
+	size_t n = f && pem ? fread(pem, 1, KEY_FILE_MAX, f) : 0;
+	int der_len = n > 0 && n < KEY_FILE_MAX && der
+			  ? wc_CertPemToDer(pem, (int)n, der, (int)KEY_FILE_MAX, CERT_TYPE)
+			  : -1;
+	if (f)
+		fclose(f);
+	DecodedCert dc;
+	bool parsed = false, inited = false;
+	if (der_len > 0 && random_bytes(digest, sizeof(digest)) == 0) {
+		wc_InitDecodedCert(&dc, der, (word32)der_len, NULL);
+		inited = true;
+		parsed = wc_ParseCert(&dc, CERT_TYPE, NO_VERIFY, NULL) == 0 &&
+			 wc_GetPubKeyDerFromCert(&dc, pub, &pub_len) == 0;
+	}
+	if (parsed && kind == CERT_ECDSA) {
+		ecc_key priv, pk;
+		int verified = 0;
+		if (wc_ecc_init(&priv) == 0) {
+			if (wc_ecc_init(&pk) == 0) {
+				word32 k = 0;
+				ok = wc_EccPrivateKeyDecode(key, &k, &priv, (word32)key_len) == 0 &&
+				     wc_ecc_sign_hash(digest, sizeof(digest), sig, &sig_len, &rng,
+						      &priv) == 0 &&
+				     wc_EccPublicKeyDecode(pub, &idx, &pk, pub_len) == 0 &&
+				     wc_ecc_verify_hash(sig, sig_len, digest, sizeof(digest),
+							&verified, &pk) == 0 &&
+				     verified == 1;
+				wc_ecc_free(&pk);
+			}
+			wc_ecc_free(&priv);
+		}
+	} else if (parsed && kind == CERT_RSA) {
+		RsaKey priv, pk;
+		uint8_t back[sizeof(digest)];
+		if (wc_InitRsaKey(&priv, NULL) == 0) {
+			if (wc_InitRsaKey(&pk, NULL) == 0) {
+				word32 k = 0;
+				int len = -1;
+				if (wc_RsaPrivateKeyDecode(key, &k, &priv, (word32)key_len) == 0 &&
+				    wc_RsaSetRNG(&priv, &rng) == 0)
+					len = wc_RsaSSL_Sign(digest, sizeof(digest), sig,
+							     sizeof(sig), &priv, &rng);
+				ok = len > 0 &&
+				     wc_RsaPublicKeyDecode(pub, &idx, &pk, pub_len) == 0 &&
+				     wc_RsaSSL_Verify(sig, (word32)len, back, sizeof(back), &pk) ==
+					 (int)sizeof(digest) &&
+				     memcmp(back, digest, sizeof(digest)) == 0;
+				wc_FreeRsaKey(&pk);
+			}
+			wc_FreeRsaKey(&priv);
+		}
+	}
+	if (inited)
+		wc_FreeDecodedCert(&dc);
+	free(pem);
+	free(der);
+	return ok;
+}
+
 /* A context with the policy of cfg, for one certificate. NULL + message. */
 static WOLFSSL_CTX *policy_ctx(struct tls_ctx *c, const struct config *cfg, FILE *err)
 {
@@ -664,7 +740,8 @@ static int load_cert(struct tls_ctx *c, struct cert *ct, const struct config *cf
 		fprintf(err, "mxring: tls_key_file %s: cannot load the private key\n", key_file);
 		goto out;
 	}
-	if (wolfSSL_CTX_check_private_key(ct->ctx) != WOLFSSL_SUCCESS) {
+	if (wolfSSL_CTX_check_private_key(ct->ctx) != WOLFSSL_SUCCESS ||
+	    !pair_matches(cert_file, der, len, ct->kind)) {
 		fprintf(err, "mxring: tls_key_file %s does not match tls_cert_file %s\n", key_file,
 			cert_file);
 		goto out;

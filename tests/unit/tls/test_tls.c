@@ -124,6 +124,14 @@ static void make_current(const char *certs, const char *keys, unsigned cache_siz
 	tls_set_current(ctx);
 }
 
+/* Another P-256 key: of the right kind for the ECDSA certificate, but not its own. */
+static const char other_ec_key_pem[] =
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MEECAQAwEwYHKoZIzj0CAQYIKoZIzj0DAQcEJzAlAgEBBCAlyN99gJqo9b2MlD4n\n"
+    "fiiY8Y+c1cwFGxGWBu8E0TK+/g==\n"
+    "-----END PRIVATE KEY-----\n";
+static char other_ec_key[64];
+
 static char both_certs[160], both_keys[160];
 
 static int setup(void **state)
@@ -133,6 +141,7 @@ static int setup(void **state)
 	tlstest_write_temp(ec_key, sizeof ec_key, tlstest_ec_key_pem);
 	tlstest_write_temp(rsa_cert, sizeof rsa_cert, rsa_cert_pem);
 	tlstest_write_temp(rsa_key, sizeof rsa_key, rsa_key_pem);
+	tlstest_write_temp(other_ec_key, sizeof other_ec_key, other_ec_key_pem);
 	snprintf(both_certs, sizeof both_certs, "%s, %s", ec_cert, rsa_cert);
 	snprintf(both_keys, sizeof both_keys, "%s,%s", ec_key, rsa_key);
 	make_current(both_certs, both_keys, 20000);
@@ -147,6 +156,7 @@ static int teardown(void **state)
 	unlink(ec_key);
 	unlink(rsa_cert);
 	unlink(rsa_key);
+	unlink(other_ec_key);
 	return 0;
 }
 
@@ -515,6 +525,10 @@ static void test_config(void **state)
 	snprintf(a, sizeof a, "%s,%s", ec_cert, rsa_cert);
 	expect_refused(a, ec_key, "same number");
 	snprintf(b, sizeof b, "%s,%s", rsa_key, ec_key);
+	expect_refused(a, b, "does not match");
+	/* A key of the right kind that is not the certificate's own. */
+	expect_refused(ec_cert, other_ec_key, "does not match");
+	snprintf(b, sizeof b, "%s,%s", other_ec_key, rsa_key);
 	expect_refused(a, b, "does not match");
 	snprintf(a, sizeof a, "%s,%s", ec_cert, ec_cert);
 	snprintf(b, sizeof b, "%s,%s", ec_key, ec_key);
