@@ -312,7 +312,13 @@ static enum rx_result record_content(struct rx *rx, uint8_t type, uint8_t *dst, 
 				     size_t *n, uint8_t *alert)
 {
 	if (type == CT_APPLICATION_DATA) {
-		*n += clen;
+		if (clen > 0) {
+			rx->empties = 0;
+			*n += clen;
+		} else if (++rx->empties > RX_EMPTY_MAX) {
+			*alert = RX_ALERT_UNEXPECTED_MESSAGE;
+			return RX_BAD;
+		}
 		return RX_MORE;
 	}
 	if (type == CT_ALERT) {
@@ -322,8 +328,13 @@ static enum rx_result record_content(struct rx *rx, uint8_t type, uint8_t *dst, 
 		}
 		if (dst[1] == 0)
 			return RX_CLOSE_NOTIFY;
-		if (rx->tls12 && dst[0] == 1)
+		if (rx->tls12 && dst[0] == 1) {
+			if (++rx->empties > RX_EMPTY_MAX) {
+				*alert = RX_ALERT_UNEXPECTED_MESSAGE;
+				return RX_BAD;
+			}
 			return RX_MORE; /* a warning (RFC 5246 7.2) */
+		}
 		*alert = dst[1];
 		return RX_PEER_ALERT;
 	}

@@ -23,6 +23,7 @@
  * the end of its record, an inner plaintext over 2^14 + 1 bytes; in TLS
  * 1.2 a handshake record, which would be a renegotiation) ends the
  * session. A TLS 1.2 warning alert other than close_notify is ignored.
+ * More than RX_EMPTY_MAX records in a row without data end it too.
  *
  * No system call, no allocation, no wolfSSL session: wolfCrypt only, so the
  * unit tests and the fuzzer drive it directly.
@@ -47,6 +48,9 @@ struct tls_seg {
 #define RX_RECORD_MAX	    (RX_HEADER + RX_CIPHERTEXT12_MAX) /* a whole record */
 #define RX_KEY_UPDATES_MAX  1024u /* per session: each costs a derivation and, if asked, a reply */
 #define RX_SECRET_MAX	    48u
+/* Records in a row that carry no data (empty application data, ignored TLS 1.2
+ * warnings): each costs an AEAD pass and gives nothing; OpenSSL allows 32. */
+#define RX_EMPTY_MAX 32u
 
 enum rx_suite {
 	RX_AES_128_GCM_SHA256 = 1,
@@ -61,6 +65,7 @@ struct rx {
 	uint8_t tls12; /* 1: TLS 1.2 records */
 	uint8_t hash_len, key_len, iv_len;
 	uint16_t key_updates;
+	uint8_t empties; /* records in a row without data, up to RX_EMPTY_MAX */
 	uint64_t seq; /* of the next record under the current key */
 	uint8_t secret[RX_SECRET_MAX];
 	uint8_t key[32];

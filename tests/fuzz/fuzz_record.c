@@ -285,7 +285,8 @@ struct expect {
 	size_t pos;
 	uint8_t alert; /* ANY_ALERT: any of RX_BAD's */
 	unsigned asked;
-	uint8_t *plain; /* owned */
+	unsigned empties; /* records in a row without data (RX_EMPTY_MAX) */
+	uint8_t *plain;	  /* owned */
 	size_t plain_len;
 };
 
@@ -313,6 +314,9 @@ static bool expect_inner(struct expect *e, struct sealer *s, const uint8_t *inne
 		return true;
 	uint8_t type = inner[--clen];
 	if (type == 23) {
+		if (clen == 0)
+			return ++e->empties > RX_EMPTY_MAX; /* RX_BAD, unexpected_message */
+		e->empties = 0;
 		memcpy(e->plain + e->plain_len, inner, clen);
 		e->plain_len += clen;
 		return false;
@@ -489,12 +493,17 @@ static void expect_record12(struct expect *e, unsigned flags, uint8_t type, uint
 		alert = RX_ALERT_INTERNAL_ERROR;
 	else if (flags & 7)
 		alert = RX_ALERT_BAD_RECORD_MAC;
-	else if (type == 23) {
+	else if ((type == 23 && len == 0) ||
+		 (type == 21 && len == 2 && plain[1] != 0 && plain[0] == 1)) {
+		if (++e->empties <= RX_EMPTY_MAX)
+			return; /* no data, or a warning: goes on */
+		pos = end;
+		alert = RX_ALERT_UNEXPECTED_MESSAGE;
+	} else if (type == 23) {
+		e->empties = 0;
 		memcpy(e->plain + e->plain_len, plain, len);
 		e->plain_len += len;
 		return;
-	} else if (len == 2 && plain[1] != 0 && plain[0] == 1) {
-		return; /* a warning */
 	} else {
 		pos = end;
 		alert = ANY_ALERT;

@@ -829,16 +829,65 @@ static void test_seq_limit(void **state)
 		check_seq_limit(false, suites[si]);
 }
 
-/* BIG_RECORDS records without data in the first seg_len bytes of big: pos ends at want_pos. */
+/* A record of the least size: one byte of data every DATA_EVERY, else none
+ * (fewer than RX_EMPTY_MAX in a row). */
+#define DATA_EVERY 32u
+
+/* BIG_RECORDS small records in the first seg_len bytes of big: pos ends at
+ * want_pos, with one byte of data ('x') from every DATA_EVERY-th. */
 static void open_big(struct rx *rx, const uint8_t *big, size_t seg_len, size_t want_pos)
 {
 	struct tls_seg seg = {big, seg_len};
 	size_t pos = 0, n = 0;
 	uint8_t alert;
-	assert_int_equal(rx_open(rx, &seg, 1, &pos, out_buf, 16, &n, &alert), RX_MORE);
+	assert_int_equal(rx_open(rx, &seg, 1, &pos, out_buf, OUT_MAX, &n, &alert), RX_MORE);
 	assert_int_equal(pos, want_pos);
-	assert_int_equal(n, 0);
+	assert_int_equal(n, BIG_RECORDS / DATA_EVERY);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(out_buf[i], 'x');
 	assert_int_equal(rx->seq, BIG_RECORDS);
+}
+
+/* RX_EMPTY_MAX records without data in a row pass; one more ends the session. */
+static void check_empty_limit(bool tls12, enum rx_suite suite)
+{
+	struct rx rx;
+	struct sealer s;
+	static const uint8_t warning[2] = {1, 90};
+	for (unsigned extra = 0; extra < 2; extra++) {
+		rx_fixed(&rx, tls12, suite, 0);
+		sealer_from(&s, &rx);
+		uint8_t type = 23;
+		size_t len = seal_text(&s, "a", wire_buf);
+		for (unsigned i = 0; i < RX_EMPTY_MAX + extra; i++)
+			len += tls12 && i % 2 ? seal(&s, 21, 0x0303, warning, 2, 0, wire_buf + len)
+			       : tls12	      ? seal(&s, 23, 0x0303, NULL, 0, 0, wire_buf + len)
+					      : seal(&s, 23, 0x0303, &type, 1, 0, wire_buf + len);
+		len += seal_text(&s, "b", wire_buf + len);
+		struct tls_seg seg = {wire_buf, len};
+		size_t pos = 0, n = 0;
+		uint8_t alert;
+		enum rx_result r = rx_open(&rx, &seg, 1, &pos, out_buf, OUT_MAX, &n, &alert);
+		if (extra == 0) {
+			assert_int_equal(r, RX_MORE);
+			assert_int_equal(n, 2);
+			assert_int_equal(pos, len);
+		} else {
+			assert_int_equal(r, RX_BAD);
+			assert_int_equal(alert, RX_ALERT_UNEXPECTED_MESSAGE);
+			assert_int_equal(n, 1);
+		}
+	}
+	rx_wipe(&rx);
+}
+
+static void test_empty_limit(void **state)
+{
+	(void)state;
+	for (size_t si = 0; si < 3; si++) {
+		check_empty_limit(false, suites[si]);
+		check_empty_limit(true, suites[si]);
+	}
 }
 
 /* 16384 bytes of data (byte i: i * mul) in as many segments of one byte as the record has. */
@@ -869,12 +918,14 @@ static void test_bounds(void **state)
 	struct sealer s;
 	rx_fixed(&rx, false, RX_AES_128_GCM_SHA256, 0);
 	sealer_from(&s, &rx);
-	static uint8_t big[BIG_RECORDS * 23 + 32];
+	static uint8_t big[BIG_RECORDS * 24 + 32];
 	size_t len = 0;
-	uint8_t type = 23;
+	static const uint8_t empty[1] = {23}, data[2] = {'x', 23};
 	for (unsigned i = 0; i < BIG_RECORDS; i++)
-		len += seal(&s, 23, 0x0303, &type, 1, 0, big + len);
-	assert_int_equal(len, BIG_RECORDS * (RX_HEADER + 1 + RX_TAG));
+		len += i % DATA_EVERY == DATA_EVERY - 1
+			   ? seal(&s, 23, 0x0303, data, 2, 0, big + len)
+			   : seal(&s, 23, 0x0303, empty, 1, 0, big + len);
+	assert_int_equal(len, BIG_RECORDS * (RX_HEADER + 1 + RX_TAG) + BIG_RECORDS / DATA_EVERY);
 	open_big(&rx, big, len, len);
 	/* Again, with a record cut short at the end. */
 	rx_fixed(&rx, false, RX_AES_128_GCM_SHA256, 0);
@@ -1049,12 +1100,13 @@ static void test_bounds12(void **state)
 	rx_fixed(&rx, true, RX_CHACHA20_POLY1305_SHA256, 0);
 	sealer_from(&s, &rx);
 	static uint8_t big[BIG_RECORDS * 23 + 32];
-	static const uint8_t warning[2] = {1, 90};
+	static const uint8_t warning[2] = {1, 90}, data[1] = {'x'};
 	size_t len = 0;
 	for (unsigned i = 0; i < BIG_RECORDS; i++)
-		len += i % 10 == 9 ? seal(&s, 21, 0x0303, warning, 2, 0, big + len)
-				   : seal(&s, 23, 0x0303, NULL, 0, 0, big + len);
-	assert_int_equal(len, BIG_RECORDS * (RX_HEADER + RX_TAG) + BIG_RECORDS / 10 * 2);
+		len += i % DATA_EVERY == DATA_EVERY - 1
+			   ? seal(&s, 23, 0x0303, data, 1, 0, big + len)
+		       : i % 10 == 9 ? seal(&s, 21, 0x0303, warning, 2, 0, big + len)
+				     : seal(&s, 23, 0x0303, NULL, 0, 0, big + len);
 	open_big(&rx, big, len, len);
 
 	for (size_t si = 0; si < 3; si++) {
@@ -1550,23 +1602,15 @@ static int teardown(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_rfc8448),
-	    cmocka_unit_test(test_suite_names),
-	    cmocka_unit_test(test_init_checks),
-	    cmocka_unit_test(test_sealed_cases),
-	    cmocka_unit_test(test_full),
-	    cmocka_unit_test(test_key_updates_max),
-	    cmocka_unit_test(test_seq_limit),
-	    cmocka_unit_test(test_bounds),
-	    cmocka_unit_test(test_wolfssl_short),
-	    cmocka_unit_test(test_wolfssl_long),
-	    cmocka_unit_test(test_sealed_cases12),
-	    cmocka_unit_test(test_init12_checks),
-	    cmocka_unit_test(test_full12),
-	    cmocka_unit_test(test_bounds12),
-	    cmocka_unit_test(test_wolfssl12_short),
-	    cmocka_unit_test(test_wolfssl12_long),
-	    cmocka_unit_test(test_wolfssl12_resumed),
+	    cmocka_unit_test(test_rfc8448),	   cmocka_unit_test(test_suite_names),
+	    cmocka_unit_test(test_init_checks),	   cmocka_unit_test(test_sealed_cases),
+	    cmocka_unit_test(test_full),	   cmocka_unit_test(test_key_updates_max),
+	    cmocka_unit_test(test_seq_limit),	   cmocka_unit_test(test_bounds),
+	    cmocka_unit_test(test_empty_limit),	   cmocka_unit_test(test_wolfssl_short),
+	    cmocka_unit_test(test_wolfssl_long),   cmocka_unit_test(test_sealed_cases12),
+	    cmocka_unit_test(test_init12_checks),  cmocka_unit_test(test_full12),
+	    cmocka_unit_test(test_bounds12),	   cmocka_unit_test(test_wolfssl12_short),
+	    cmocka_unit_test(test_wolfssl12_long), cmocka_unit_test(test_wolfssl12_resumed),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
