@@ -179,6 +179,17 @@ static bool cursor_copy(struct cursor *c, uint8_t *dst, size_t len)
 /* ---- one record --------------------------------------------------------- */
 
 /*
+ * Clears plaintext that is not handed on. Out of line: inlined, gcc's
+ * value ranges under -fsanitize=undefined took dst + clen for a null
+ * pointer and failed the build (-Werror=nonnull).
+ */
+static __attribute__((noinline)) void wipe(uint8_t *p, size_t n)
+{
+	if (p && n)
+		explicit_bzero(p, n);
+}
+
+/*
  * Decrypts len bytes at the cursor into out and checks tag; aad[0..aad_len)
  * is the additional data. 0 when the tag verified.
  */
@@ -348,7 +359,7 @@ enum rx_result rx_open(struct rx *rx, const struct tls_seg *seg, unsigned nseg, 
 		       uint8_t *out, size_t cap, size_t *n, uint8_t *alert)
 {
 	*alert = 0;
-	if (!rx->suite) {
+	if (!rx->suite || !out) {
 		*alert = RX_ALERT_INTERNAL_ERROR;
 		return RX_BAD;
 	}
@@ -402,7 +413,7 @@ enum rx_result rx_open(struct rx *rx, const struct tls_seg *seg, unsigned nseg, 
 		(void)cursor_copy(&tc, tag, RX_TAG);
 		uint8_t *dst = out + *n;
 		if (aead_open(rx, nonce, aad, aad_len, &c, body, dst, tag) != 0) {
-			explicit_bzero(dst, body);
+			wipe(dst, body);
 			*alert = RX_ALERT_BAD_RECORD_MAC;
 			return RX_BAD;
 		}
@@ -423,9 +434,9 @@ enum rx_result rx_open(struct rx *rx, const struct tls_seg *seg, unsigned nseg, 
 		}
 		enum rx_result r = record_content(rx, type, dst, clen, n, alert);
 		if (type != CT_APPLICATION_DATA)
-			explicit_bzero(dst, body);
-		else if (clen < body)
-			explicit_bzero(dst + clen, body - clen);
+			wipe(dst, body);
+		else
+			wipe(dst + clen, body - clen);
 		if (r != RX_MORE)
 			return r;
 	}
