@@ -880,7 +880,9 @@ def handshake_timeout():
             rest = read_to_eof(c, HANDSHAKE_TIMEOUT_S + 5)
             dt = time.monotonic() - t
             check(rest == b"", "%s: data before close: %r" % (what, rest))
-            check(HANDSHAKE_TIMEOUT_S - 1.05 <= dt <= HANDSHAKE_TIMEOUT_S + 1.0,
+            # Deadlines are whole seconds on a 1 s timer wheel: up to 1 s
+            # late by design, plus the scheduling of a loaded machine.
+            check(HANDSHAKE_TIMEOUT_S - 1.05 <= dt <= HANDSHAKE_TIMEOUT_S + 1.5,
                   "%s: closed after %.2f s (tls_handshake_timeout = %d)"
                   % (what, dt, HANDSHAKE_TIMEOUT_S))
         ends = [e for e in session_ends(srv, 2) if e.get("reason") == "tls-handshake-timeout"]
