@@ -896,8 +896,7 @@ static void conn_flush(struct shard *sh, struct conn *c)
 	if (c->flags & C_SEND)
 		return;
 	size_t tlen = 0;
-	if (c->tls)
-		(void)tls_output(c->tls, &tlen);
+	uint8_t *t = NULL;
 	if (c->out_len > 0) {
 		/* Plaintext, or the 220 to STARTTLS that precedes the handshake. */
 		uint8_t *p = c->out;
@@ -905,10 +904,9 @@ static void conn_flush(struct shard *sh, struct conn *c)
 		c->out = NULL;
 		c->out_len = 0;
 		send_block(sh, c, p, n);
-	} else if (tlen > 0) {
+	} else if (c->tls && (t = tls_output_take(c->tls, &tlen)) != NULL) {
 		/* The send owns the buffer: wolfSSL appends to a new one meanwhile. */
-		uint8_t *p = tls_output_take(c->tls, &tlen);
-		send_block(sh, c, p, (uint32_t)tlen);
+		send_block(sh, c, t, (uint32_t)tlen);
 	} else if (c->flags & C_CLOSE) {
 		conn_linger(sh, c);
 	}
@@ -1083,14 +1081,13 @@ static void tls_fail(struct shard *sh, struct conn *c, const char *reason)
  * as their bytes are used. *starved: what is queued is not a whole record
  * (only more input helps). false = the connection was closed.
  */
-static bool tls_pump(struct shard *sh, struct conn *c, bool *starved_out)
+static bool tls_pump(struct shard *sh, struct conn *c, bool *starved)
 {
-	bool starved = false;
-	*starved_out = false;
+	*starved = false;
 	for (uint32_t guard = 0; guard < 4u * (sh->nbufs + sh->nplain) + 8; guard++) {
 		struct tls_seg seg[TLS_SEGS_MAX];
 		tls_input(c->tls, seg, ct_segs(sh, c, seg));
-		starved = false;
+		*starved = false;
 		enum tls_status st;
 		bool hs = c->tls_state == TLS_HANDSHAKE;
 		if (hs) {
@@ -1119,7 +1116,7 @@ static bool tls_pump(struct shard *sh, struct conn *c, bool *starved_out)
 			continue;
 		}
 		if (st == TLS_AGAIN) {
-			starved = true;
+			*starved = true;
 			if (used > 0 && c->ct.head != BUF_NONE)
 				continue;
 			break;
@@ -1134,9 +1131,8 @@ static bool tls_pump(struct shard *sh, struct conn *c, bool *starved_out)
 		tls_fail(sh, c, hs ? "tls-handshake-failed" : "tls-error");
 		return false;
 	}
-	if (starved)
+	if (*starved)
 		tls_hold(sh, c, ring_low(sh));
-	*starved_out = starved;
 	return true;
 }
 
@@ -1987,7 +1983,6 @@ static void gauges_publish(struct shard *sh)
 /* End of a loop pass: give buffers back, wake starved receivers, send replies. */
 static void pass_end(struct shard *sh)
 {
-	bufs_publish(sh);
 	if (ring_low(sh))
 		relieve_pressure(sh);
 	/* Re-arm starved receivers once a useful share of buffers is back. */
@@ -2032,6 +2027,9 @@ static void pass_end(struct shard *sh)
 			conn_flush(sh, c);
 		i = next;
 	}
+	/* Last: every buffer given back during the pass (relieve_pressure, the
+	 * sessions above) is in the kernel's ring before the next submit. */
+	bufs_publish(sh);
 	writer_kick(sh->ws, sh->id);
 	gauges_publish(sh);
 	log_flush();

@@ -270,6 +270,39 @@ static enum rx_result key_update(struct rx *rx, const uint8_t *m, size_t len, ui
 }
 
 /*
+ * The AEAD nonce and additional data of a record with header hdr, body
+ * bytes of plaintext and sequence number seq; explicit is TLS 1.2 AES-GCM's
+ * explicit nonce (NULL otherwise). Nonce: the salt then the explicit part
+ * (RFC 5288 3), else the iv xor the sequence number (RFC 8446 5.3, RFC 7905
+ * 2). AAD: TLS 1.2's seq_num, type, version, length (RFC 5246 6.2.3.3),
+ * TLS 1.3's header. The length of the AAD.
+ */
+static size_t nonce_aad(const uint8_t *iv, bool tls12, const uint8_t *explicit, uint64_t seq,
+			const uint8_t *hdr, size_t body, uint8_t nonce[12], uint8_t aad[13])
+{
+	uint8_t seqb[8];
+	for (int i = 0; i < 8; i++)
+		seqb[i] = (uint8_t)(seq >> (56 - 8 * i));
+	if (explicit) {
+		memcpy(nonce, iv, 4);
+		memcpy(nonce + 4, explicit, GCM_EXPLICIT_NONCE);
+	} else {
+		memcpy(nonce, iv, 12);
+		for (int i = 0; i < 8; i++)
+			nonce[4 + i] ^= seqb[i];
+	}
+	if (!tls12) {
+		memcpy(aad, hdr, RX_HEADER);
+		return RX_HEADER;
+	}
+	memcpy(aad, seqb, 8);
+	memcpy(aad + 8, hdr, 3);
+	aad[11] = (uint8_t)(body >> 8);
+	aad[12] = (uint8_t)body;
+	return 13;
+}
+
+/*
  * Checks a record's header: *len its length field; *skip the bytes before
  * the ciphertext (TLS 1.2 AES-GCM's explicit nonce); *body the bytes
  * decrypted (TLS 1.3: the inner plaintext, type and padding included).
@@ -385,29 +418,11 @@ enum rx_result rx_open(struct rx *rx, const struct tls_seg *seg, unsigned nseg, 
 			*alert = RX_ALERT_INTERNAL_ERROR; /* RFC 8446 5.3: never wrap */
 			return RX_BAD;
 		}
-		/* The nonce: the iv xor the sequence number (RFC 8446 5.3, RFC 7905
-		 * 2), or TLS 1.2 AES-GCM's salt and explicit part (RFC 5288 3). */
-		uint8_t nonce[12], tag[RX_TAG], aad[13];
-		size_t aad_len = RX_HEADER;
-		if (skip) {
-			memcpy(nonce, rx->iv, 4);
-			(void)cursor_copy(&c, nonce + 4, GCM_EXPLICIT_NONCE);
-		} else {
-			memcpy(nonce, rx->iv, sizeof(nonce));
-			for (int i = 0; i < 8; i++)
-				nonce[4 + i] ^= (uint8_t)(rx->seq >> (56 - 8 * i));
-		}
-		if (rx->tls12) {
-			/* seq_num, type, version, plaintext length (RFC 5246 6.2.3.3). */
-			for (int i = 0; i < 8; i++)
-				aad[i] = (uint8_t)(rx->seq >> (56 - 8 * i));
-			memcpy(aad + 8, hdr, 3);
-			aad[11] = (uint8_t)(body >> 8);
-			aad[12] = (uint8_t)body;
-			aad_len = sizeof(aad);
-		} else {
-			memcpy(aad, hdr, RX_HEADER);
-		}
+		uint8_t nonce[12], tag[RX_TAG], aad[13], explicit[GCM_EXPLICIT_NONCE];
+		if (skip)
+			(void)cursor_copy(&c, explicit, GCM_EXPLICIT_NONCE);
+		size_t aad_len = nonce_aad(rx->iv, rx->tls12, skip ? explicit : NULL, rx->seq, hdr,
+					   body, nonce, aad);
 		struct cursor tc;
 		cursor_at(&tc, seg, nseg, *pos + RX_HEADER + len - RX_TAG);
 		(void)cursor_copy(&tc, tag, RX_TAG);
@@ -456,28 +471,15 @@ int rx_seal_alert(enum rx_suite suite, int tls12, const uint8_t *key, size_t key
 	uint8_t plain[3] = {2, desc, CT_ALERT}; /* fatal; TLS 1.3 adds the inner type */
 	size_t plen = tls12 ? 2 : 3;
 	size_t len = explicit + plen + RX_TAG;
-	uint8_t nonce[12], aad[13], seqb[8];
-	for (int i = 0; i < 8; i++)
-		seqb[i] = (uint8_t)(seq >> (56 - 8 * i));
+	uint8_t nonce[12], aad[13];
 	out[0] = tls12 ? CT_ALERT : CT_APPLICATION_DATA;
 	out[1] = 3, out[2] = 3;
 	out[3] = (uint8_t)(len >> 8), out[4] = (uint8_t)len;
-	size_t aad_len = RX_HEADER;
-	memcpy(aad, out, RX_HEADER);
-	if (tls12) {
-		memcpy(aad, seqb, 8);
-		aad[8] = CT_ALERT, aad[9] = 3, aad[10] = 3, aad[11] = 0, aad[12] = (uint8_t)plen;
-		aad_len = 13;
-	}
-	if (explicit) {
-		memcpy(nonce, iv, 4);
-		memcpy(nonce + 4, seqb, 8); /* the explicit part: any unique value */
-		memcpy(out + RX_HEADER, seqb, 8);
-	} else {
-		memcpy(nonce, iv, 12);
-		for (int i = 0; i < 8; i++)
-			nonce[4 + i] ^= seqb[i];
-	}
+	/* The explicit nonce part: any unique value; the sequence number is one. */
+	for (size_t i = 0; i < explicit; i++)
+		out[RX_HEADER + i] = (uint8_t)(seq >> (56 - 8 * i));
+	size_t aad_len =
+	    nonce_aad(iv, tls12, explicit ? out + RX_HEADER : NULL, seq, out, plen, nonce, aad);
 	uint8_t *ct = out + RX_HEADER + explicit, *tag = ct + plen;
 	int rc;
 	if (gcm) {

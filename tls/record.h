@@ -66,7 +66,7 @@ struct rx {
 	uint8_t hash_len, key_len, iv_len;
 	uint16_t key_updates;
 	uint8_t empties; /* records in a row without data, up to RX_EMPTY_MAX */
-	uint64_t seq; /* of the next record under the current key */
+	uint64_t seq;	 /* of the next record under the current key */
 	uint8_t secret[RX_SECRET_MAX];
 	uint8_t key[32];
 	uint8_t iv[12]; /* TLS 1.2 AES-GCM: the 4-byte salt */

@@ -192,22 +192,32 @@ static void record_track(struct tls_conn *t, const uint8_t *p, size_t n)
 	}
 }
 
+/* The unread input (from in_used on) as at most max segments; their count. */
+static unsigned input_rest(const struct tls_conn *t, struct tls_seg *out, unsigned max)
+{
+	size_t skip = t->in_used;
+	unsigned k = 0;
+	for (unsigned i = 0; i < t->nseg && k < max; i++) {
+		if (skip >= t->seg[i].len) {
+			skip -= t->seg[i].len;
+			continue;
+		}
+		out[k++] = (struct tls_seg){t->seg[i].p + skip, t->seg[i].len - skip};
+		skip = 0;
+	}
+	return k;
+}
+
 /* Copies up to n input bytes from in_used on into dst (across segments). */
 static size_t input_copy(struct tls_conn *t, uint8_t *dst, size_t n)
 {
-	size_t skip = t->in_used, done = 0;
-	for (unsigned i = 0; i < t->nseg && done < n; i++) {
-		const struct tls_seg *g = &t->seg[i];
-		if (skip >= g->len) {
-			skip -= g->len;
-			continue;
-		}
-		size_t k = g->len - skip;
-		if (k > n - done)
-			k = n - done;
-		memcpy(dst + done, g->p + skip, k);
-		done += k;
-		skip = 0;
+	struct tls_seg rest[TLS_SEGS_MAX];
+	unsigned k = input_rest(t, rest, TLS_SEGS_MAX);
+	size_t done = 0;
+	for (unsigned i = 0; i < k && done < n; i++) {
+		size_t m = rest[i].len < n - done ? rest[i].len : n - done;
+		memcpy(dst + done, rest[i].p, m);
+		done += m;
 	}
 	t->in_used += done;
 	return done;
@@ -1041,20 +1051,6 @@ uint8_t *tls_output_take(struct tls_conn *t, size_t *len)
 	return p;
 }
 
-void tls_output_consumed(struct tls_conn *t, size_t len)
-{
-	if (len >= t->out_len) {
-		t->out_len = 0;
-		/* An idle session keeps no output buffer. */
-		free(t->out);
-		t->out = NULL;
-		t->out_cap = 0;
-		return;
-	}
-	memmove(t->out, t->out + len, t->out_len - len);
-	t->out_len -= len;
-}
-
 static enum tls_status status(struct tls_conn *t, int ret)
 {
 	int e = wolfSSL_get_error(t->ssl, ret);
@@ -1181,15 +1177,7 @@ static enum tls_status rx_read(struct tls_conn *t, uint8_t *buf, size_t cap, siz
 	unsigned k = 0;
 	if (t->held_len)
 		seg[k++] = (struct tls_seg){t->held, t->held_len};
-	size_t skip = t->in_used;
-	for (unsigned i = 0; i < t->nseg && k < 1 + TLS_SEGS_MAX; i++) {
-		if (skip >= t->seg[i].len) {
-			skip -= t->seg[i].len;
-			continue;
-		}
-		seg[k++] = (struct tls_seg){t->seg[i].p + skip, t->seg[i].len - skip};
-		skip = 0;
-	}
+	k += input_rest(t, seg + k, TLS_SEGS_MAX);
 	size_t pos = 0;
 	uint8_t alert = 0;
 	enum rx_result r = RX_BAD;
@@ -1233,9 +1221,10 @@ static enum tls_status rx_read(struct tls_conn *t, uint8_t *buf, size_t cap, siz
 	t->err = 0;
 	if (st == TLS_ERROR)
 		cache_forget(t->ssl); /* RFC 5246 7.2.2: not resumed after a fatal error */
-	uint8_t to_send = st == TLS_ERROR && r != RX_PEER_ALERT ? alert : 0;
-	if (to_send == 0 && st == TLS_ERROR && r != RX_PEER_ALERT)
-		to_send = RX_ALERT_INTERNAL_ERROR;
+	/* Our alert, unless the client's own alert ended the session. */
+	uint8_t to_send = 0;
+	if (st == TLS_ERROR && r != RX_PEER_ALERT)
+		to_send = alert ? alert : RX_ALERT_INTERNAL_ERROR;
 	if (*n > 0) {
 		t->end = st; /* the data first, then the end */
 		t->end_alert = to_send;

@@ -92,13 +92,12 @@ size_t tls_input_used(const struct tls_conn *t);
 int tls_keep_input(struct tls_conn *t) __attribute__((warn_unused_result));
 /* Whether tls_keep_input holds bytes (later input should join them). */
 bool tls_holding(const struct tls_conn *t);
-/* Whether the session's records are opened in place by record.c (TLS 1.3
- * once the handshake is done), not read through wolfSSL_read. */
+/* Whether the session's records are opened in place by record.c (once the
+ * handshake is done, see tls_records_mode), not read through wolfSSL_read. */
 bool tls_in_place(const struct tls_conn *t);
 
 /* Ciphertext out: appended here by wolfSSL (owned by the session). */
 const uint8_t *tls_output(const struct tls_conn *t, size_t *len);
-void tls_output_consumed(struct tls_conn *t, size_t len);
 /* The whole output, handed over (the caller frees it with free()); the
  * session starts a new buffer for what it writes next. NULL when empty. */
 uint8_t *tls_output_take(struct tls_conn *t, size_t *len);

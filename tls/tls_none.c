@@ -103,11 +103,6 @@ const uint8_t *tls_output(const struct tls_conn *t, size_t *len)
 	return NULL;
 }
 
-void tls_output_consumed(struct tls_conn *t, size_t len)
-{
-	(void)t, (void)len;
-}
-
 enum tls_status tls_handshake(struct tls_conn *t)
 {
 	(void)t;

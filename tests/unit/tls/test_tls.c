@@ -235,13 +235,13 @@ static enum tls_status server_step(struct link *l, bool handshake, uint8_t *plai
 		assert_true(used <= len);
 		tlstest_pipe_take(&l->c2s, used);
 		size_t olen;
-		const uint8_t *out = tls_output(l->t, &olen);
+		uint8_t *out = tls_output_take(l->t, &olen);
 		if (olen) {
 			assert_true(l->s2c.len + olen <= l->s2c.cap);
 			memcpy(l->s2c.b + l->s2c.len, out, olen);
 			l->s2c.len += olen;
-			tls_output_consumed(l->t, olen);
 		}
+		free(out);
 		if (st != TLS_AGAIN || used == 0 || l->c2s.len == 0)
 			break;
 	}
@@ -442,11 +442,10 @@ static const char *serve_s_client(const char *args, const char *trust, bool *ver
 		memmove(in, in + used, in_len - used);
 		in_len -= used;
 		size_t olen;
-		const uint8_t *o = tls_output(t, &olen);
-		if (olen) {
+		uint8_t *o = tls_output_take(t, &olen);
+		if (olen)
 			assert_int_equal(write(fd, o, olen), (ssize_t)olen);
-			tls_output_consumed(t, olen);
-		}
+		free(o);
 	}
 	static char type[8];
 	snprintf(type, sizeof type, "%s", st == TLS_OK ? tls_cert_type(t) : "failed");
