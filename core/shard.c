@@ -837,8 +837,24 @@ static void conn_linger(struct shard *sh, struct conn *c)
 	stat_add(&sh->stats.conns_lingered, 1);
 }
 
+/*
+ * The linger ran out (LINGER_S or LINGER_BYTES) with the client still
+ * sending: the close resets the connection (SO_LINGER 0). A plain close
+ * would not always: the recv drains what is queued after shutdown, and
+ * Linux opens no window once the read side is shut, so a client that had
+ * filled it is left probing a zero window of the closed socket (FIN-WAIT-2)
+ * until tcp_fin_timeout, its sends blocked, never told.
+ */
+static void linger_cut(struct shard *sh, struct conn *c)
+{
+	struct linger l = {.l_onoff = 1, .l_linger = 0};
+	(void)setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+	conn_close(sh, c, NULL);
+}
+
 /* Input of a lingering connection: n bytes were dropped, or (n = 0) its recv
- * ended with res. Closes at the client's EOF, an error, or LINGER_BYTES. */
+ * ended with res. Closes at the client's EOF or an error, resets past
+ * LINGER_BYTES. */
 static void linger_input(struct shard *sh, struct conn *c, uint32_t n, int res, bool more)
 {
 	c->linger_bytes += n;
@@ -855,7 +871,10 @@ static void linger_input(struct shard *sh, struct conn *c, uint32_t n, int res, 
 		arm_recv(sh, c); /* the pause's cancel, from before the linger */
 		return;
 	}
-	conn_close(sh, c, NULL);
+	if (n > 0)
+		linger_cut(sh, c); /* past LINGER_BYTES */
+	else
+		conn_close(sh, c, NULL);
 }
 
 /* Queues the send of what is in out, if nothing is in flight. */
@@ -1838,7 +1857,7 @@ static void on_tick(struct shard *sh)
 			if (!c->open || (c->flags & C_SHUT))
 				continue;
 			if (c->flags & C_LINGER) {
-				conn_close(sh, c, NULL); /* lingered long enough */
+				linger_cut(sh, c); /* lingered long enough */
 				continue;
 			}
 			if (c->flags & C_PREGREET) {
