@@ -1053,7 +1053,7 @@ static bool ring_low(const struct shard *sh)
 }
 
 /*
- * A TLS 1.3 record not yet whole waits in its receive buffers, to be opened
+ * A TLS record not yet whole waits in its receive buffers, to be opened
  * in place when the rest comes. It may pin two buffers; past that, or when
  * the ring runs low, or once some of it is already kept, its bytes move
  * into the session and the buffers go back.
@@ -1102,7 +1102,6 @@ static void tls_fail(struct shard *sh, struct conn *c, const char *reason)
  */
 static bool tls_pump(struct shard *sh, struct conn *c, bool *starved)
 {
-	*starved = false;
 	for (uint32_t guard = 0; guard < 4u * (sh->nbufs + sh->nplain) + 8; guard++) {
 		struct tls_seg seg[TLS_SEGS_MAX];
 		tls_input(c->tls, seg, ct_segs(sh, c, seg));

@@ -34,7 +34,7 @@ struct shard_stats {
 	uint64_t tls_resumed;	  /* of which resumed */
 	uint64_t tls_failed;	  /* handshakes or records that failed */
 	uint64_t tls_plain_bytes; /* decrypted into plaintext buffers */
-	uint64_t tls_in_place;	  /* TLS 1.3 sessions whose records tls/record.c opens in place */
+	uint64_t tls_in_place;	  /* TLS sessions whose records tls/record.c opens in place */
 	uint64_t tls_held_bytes; /* ciphertext moved out of receive buffers (a copy) to free them */
 	uint64_t proxy_errors;	 /* bad, missing or late PROXY protocol headers */
 };

@@ -58,7 +58,7 @@ enum rx_suite {
 	RX_CHACHA20_POLY1305_SHA256 = 3,
 };
 
-/* The receiving half of a TLS 1.3 session (about 130 bytes; the cipher's
+/* The receiving half of a TLS 1.3 or 1.2 session (about 130 bytes; the cipher's
  * key schedule is made on the stack for each call). */
 struct rx {
 	uint8_t suite; /* enum rx_suite; 0 = not set up */

@@ -123,7 +123,7 @@ struct tls_conn {
 	uint8_t secret_len;  /* the client traffic secret, kept in rx.secret */
 	enum tls_status end; /* TLS_OK, or how the session ended after data returned */
 	uint8_t end_alert;   /* the alert to send with it (record.c found the error) */
-	struct rx rx;	     /* TLS 1.3 after the handshake: records opened by record.c */
+	struct rx rx;	     /* after the handshake: records opened by record.c */
 	uint8_t *held;	     /* owned: input moved out of receive buffers (tls_keep_input) */
 	uint32_t held_len, held_cap;
 	uint8_t *hello; /* owned, lazily: a ClientHello split over inputs, replayed to wolfSSL */
@@ -266,6 +266,27 @@ static int secret_cb(WOLFSSL *ssl, int id, const unsigned char *secret, int len,
 }
 #endif
 
+/*
+ * Makes *buf (of *cap bytes) hold need bytes (need <= max): it grows by
+ * doubling from min, up to max. 0 or -ENOMEM (the buffer kept as it was).
+ */
+static int buf_reserve(uint8_t **buf, size_t *cap, size_t need, size_t min, size_t max)
+{
+	if (need <= *cap)
+		return 0;
+	size_t c = *cap ? 2u * *cap : min;
+	while (c < need)
+		c *= 2;
+	if (c > max)
+		c = max;
+	uint8_t *p = realloc(*buf, c);
+	if (!p)
+		return -ENOMEM;
+	*buf = p;
+	*cap = c;
+	return 0;
+}
+
 static int io_send(WOLFSSL *ssl, char *buf, int sz, void *vctx)
 {
 	struct tls_conn *t = vctx;
@@ -273,16 +294,8 @@ static int io_send(WOLFSSL *ssl, char *buf, int sz, void *vctx)
 	size_t need = t->out_len + (size_t)sz;
 	if (need > TLS_OUT_MAX)
 		return WOLFSSL_CBIO_ERR_WANT_WRITE;
-	if (need > t->out_cap) {
-		size_t cap = t->out_cap ? t->out_cap : TLS_OUT_MIN;
-		while (cap < need)
-			cap *= 2;
-		uint8_t *p = realloc(t->out, cap);
-		if (!p)
-			return WOLFSSL_CBIO_ERR_GENERAL;
-		t->out = p;
-		t->out_cap = cap;
-	}
+	if (buf_reserve(&t->out, &t->out_cap, need, TLS_OUT_MIN, TLS_OUT_MAX) != 0)
+		return WOLFSSL_CBIO_ERR_GENERAL;
 	memcpy(t->out + t->out_len, buf, (size_t)sz);
 	t->out_len = need;
 	return sz;
@@ -967,21 +980,12 @@ void tls_conn_free(struct tls_conn *t)
 static int keep_input(struct tls_conn *t, uint8_t **buf, uint32_t *len, uint32_t *cap, size_t n,
 		      size_t min, size_t max)
 {
-	size_t need = *len + n;
-	if (need > *cap) {
-		size_t c = *cap ? 2u * *cap : min;
-		while (c < need)
-			c *= 2;
-		if (c > max)
-			c = max;
-		uint8_t *p = realloc(*buf, c);
-		if (!p)
-			return -ENOMEM;
-		*buf = p;
-		*cap = (uint32_t)c;
-	}
-	*len += (uint32_t)input_copy(t, *buf + *len, n);
-	return 0;
+	size_t c = *cap;
+	int rc = buf_reserve(buf, &c, *len + n, min, max);
+	*cap = (uint32_t)c;
+	if (rc == 0)
+		*len += (uint32_t)input_copy(t, *buf + *len, n);
+	return rc;
 }
 
 /* Moves the unread input into the kept ClientHello (at most HELLO_INPUT_MAX). */

@@ -32,7 +32,7 @@
 /* At most this many input segments (receive buffers) per tls_input. */
 #define TLS_SEGS_MAX 4
 /* A plaintext buffer for tls_read holds any one record's inner plaintext
- * (RX_INNER_MAX), so a TLS 1.3 record is opened whole or not at all. */
+ * (RX_INNER_MAX), so a record is opened whole or not at all. */
 #define TLS_PLAIN_BUF (16384u + 256u)
 
 struct tls_ctx;
@@ -74,8 +74,8 @@ void tls_conn_free(struct tls_conn *t);
  * tls_handshake or tls_read, tls_input_used says how many of those bytes
  * were consumed (the caller frees consumed receive buffers at once).
  * During the handshake, and on the wolfSSL_read path, all input is
- * consumed before TLS_AGAIN. A TLS 1.3 session opens records in place
- * (record.h): a record not yet whole stays unconsumed, in the caller's
+ * consumed before TLS_AGAIN. A session whose records are opened in place
+ * (record.h, tls_in_place): a record not yet whole stays unconsumed, in the caller's
  * buffers, until tls_keep_input moves it into the session.
  */
 void tls_input(struct tls_conn *t, const struct tls_seg *seg, unsigned nseg);
