@@ -38,7 +38,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -815,7 +817,8 @@ static void conn_close(struct shard *sh, struct conn *c, const char *reason)
  * Lingering close (as nginx's lingering_close and Postfix do): the last
  * reply is sent, a FIN follows it (SHUT_WR), and what the client still sends
  * is read and dropped until it closes, for at most LINGER_S seconds and
- * LINGER_BYTES. Closing at once with unread input would make the kernel
+ * LINGER_BYTES (past which only replies not yet acknowledged keep it open,
+ * within LINGER_S). Closing at once with unread input would make the kernel
  * answer with a reset, and a client still sending (a trickle, a pipelined
  * flood) would see its send fail, or its unread 421 destroyed, before it
  * reads why it was cut off. The slot stays taken meanwhile (bounded by
@@ -838,12 +841,12 @@ static void conn_linger(struct shard *sh, struct conn *c)
 }
 
 /*
- * The linger ran out (LINGER_S or LINGER_BYTES) with the client still
- * sending: the close resets the connection (SO_LINGER 0). A plain close
- * would not always: the recv drains what is queued after shutdown, and
- * Linux opens no window once the read side is shut, so a client that had
- * filled it is left probing a zero window of the closed socket (FIN-WAIT-2)
- * until tcp_fin_timeout, its sends blocked, never told.
+ * The linger ran out with the client still sending: the close resets the
+ * connection (SO_LINGER 0). A plain close would not always: the recv drains
+ * what is queued after shutdown, and Linux opens no window once the read
+ * side is shut, so a client that had filled it is left probing a zero
+ * window of the closed socket (FIN-WAIT-2) until tcp_fin_timeout, its sends
+ * blocked, never told.
  */
 static void linger_cut(struct shard *sh, struct conn *c)
 {
@@ -852,13 +855,43 @@ static void linger_cut(struct shard *sh, struct conn *c)
 	conn_close(sh, c, NULL);
 }
 
+/*
+ * Whether the client has acknowledged all that was sent to it. A reset
+ * discards what the kernel still holds of the replies, so a slow reader of
+ * a long pipelined burst would lose the end of it, its 221 or 421 among
+ * them. SIOCOUTQ counts the FIN too: 1 left is the FIN alone.
+ */
+static bool replies_acked(const struct conn *c)
+{
+	int left = 0;
+	if (ioctl(c->fd, SIOCOUTQ, &left) != 0)
+		return false; /* unknown: keep what may be unread */
+	return left <= 1;
+}
+
+/*
+ * LINGER_S ran out. A client that sent nothing since the last reply cannot
+ * have filled the window, so it gets the plain close; so does one that has
+ * not acknowledged all the replies yet, which the kernel goes on delivering
+ * after the close (it resets the connection itself if more input comes).
+ */
+static void linger_expire(struct shard *sh, struct conn *c)
+{
+	if (c->linger_bytes > 0 && replies_acked(c))
+		linger_cut(sh, c);
+	else
+		conn_close(sh, c, NULL);
+}
+
 /* Input of a lingering connection: n bytes were dropped, or (n = 0) its recv
  * ended with res. Closes at the client's EOF or an error, resets past
- * LINGER_BYTES. */
+ * LINGER_BYTES once the replies are acknowledged (until then the input is
+ * dropped as before, within LINGER_S). */
 static void linger_input(struct shard *sh, struct conn *c, uint32_t n, int res, bool more)
 {
-	c->linger_bytes += n;
-	if (n > 0 && c->linger_bytes <= LINGER_BYTES) {
+	if (c->linger_bytes <= LINGER_BYTES)
+		c->linger_bytes += n; /* n is one receive buffer at most: no overflow */
+	if (n > 0 && (c->linger_bytes <= LINGER_BYTES || !replies_acked(c))) {
 		if (!more)
 			arm_recv(sh, c);
 		return;
@@ -1856,7 +1889,7 @@ static void on_tick(struct shard *sh)
 			if (!c->open || (c->flags & C_SHUT))
 				continue;
 			if (c->flags & C_LINGER) {
-				linger_cut(sh, c); /* lingered long enough */
+				linger_expire(sh, c); /* lingered long enough */
 				continue;
 			}
 			if (c->flags & C_PREGREET) {

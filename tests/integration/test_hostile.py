@@ -12,7 +12,8 @@ served during or after the abuse:
     the last byte;
   - lingering close: a client still sending when it is cut off (a trickle,
     a pipelined flood past error_limit) reads its 421 and then an orderly
-    end of stream, never a reset;
+    end of stream, never a reset; the linger's bounds end it with a reset,
+    but not while replies are unacknowledged (a slow reader gets them all);
   - thousands of pipelined RCPTs: recipient_limit, then 452s that do not
     count as errors up to recipient_overshoot_limit, then ones that do;
   - a 120,000-command pipelined burst read slowly: every reply, in order,
@@ -429,6 +430,56 @@ def linger_is_bounded_in_time_and_bytes():
                 raise h.Fail("round %d: the server stopped reading after the 421 "
                              "without a reset (%d bytes sent)" % (rnd, sent))
             check(sent < limit, "round %d: the server read 128 MiB after the 421" % rnd)
+            s.close()
+        check_served(srv)
+
+
+def closed_count(srv):
+    """conns_closed of the last 'stats live' line (0 before the first)."""
+    lines = srv.stats_live()
+    return int(lines[-1].get("conns_closed", "0")) if lines else 0
+
+
+@suite.case
+def replies_outlast_the_linger():
+    # A client with a small receive buffer pipelines 5,000 VRFYs and QUIT
+    # (380 KB of replies, most of them left in the server's kernel) and
+    # reads nothing until the server has ended its linger and closed the
+    # socket. It then reads every reply, the 221 and an orderly end of
+    # stream: the close does not reset a connection whose replies are not
+    # all acknowledged. Then again with 1 MiB sent over 0.6 s after the
+    # QUIT, past the linger's 64 KiB: dropped, and still no reset while
+    # replies are owed.
+    n = 5000
+    burst = b"VRFY x\r\n" * n + b"QUIT\r\n"
+    want = ((h.R_VRFY + "\r\n") * n + h.R_QUIT + "\r\n").encode()
+    with h.Server({"stats_interval": 1}) as srv:
+        for tail in (b"", b"z" * (1 << 20)):
+            closed = closed_count(srv)
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)  # set before the window
+            s.settimeout(10)
+            s.connect(("127.0.0.1", srv.port))
+            check_eq(read_line(s), (h.R_GREETING + "\r\n").encode(), "greeting")
+            s.sendall(b"EHLO hostile.example\r\n")
+            while not read_line(s).startswith(b"250 "):
+                pass
+            s.sendall(burst)
+            for i in range(0, len(tail), 16384):
+                time.sleep(0.01)  # the client's pace: most of it comes in the linger
+                try:
+                    s.sendall(tail[i:i + 16384])
+                except OSError as e:
+                    raise h.Fail("a send %d bytes into the tail failed: %r" % (i, e))
+            deadline = time.monotonic() + 15
+            while closed_count(srv) <= closed:
+                check(time.monotonic() < deadline, "the server did not close within 15 s "
+                      "(tail %d bytes)" % len(tail))
+                time.sleep(0.1)  # polls the log
+            got, end = read_to_end(s)
+            check(got == want, "tail %d bytes: %d bytes of replies, want %d; the last: %r"
+                  % (len(tail), len(got), len(want), got[-120:]))
+            check_eq(end, "eof", "how the stream ends (tail %d bytes)" % len(tail))
             s.close()
         check_served(srv)
 
