@@ -43,6 +43,7 @@
 #define SIZE_HUGE	 (1ull << 40) /* 1 TiB: sizes are capped here */
 #define TIMEOUT_MAX	 86400u	      /* one day */
 #define ERROR_LIMIT_MAX	 10000u
+#define JUNK_LIMIT_MAX	 10000u /* the session's counter is 16 bits */
 #define CONNECTIONS_MAX	 (1u << 20)
 #define SEGMENT_SIZE_MIN 4096u
 #define RECV_POOL_MAX	 (1ull << 30) /* recv_buffers * recv_buffer_size, per shard */
@@ -106,6 +107,7 @@ static const struct key config_keys[] = {
     {"command_line_limit", K_SIZE, FIELD(command_line_limit), CMD_LINE_LIMIT_MIN,
      CMD_LINE_LIMIT_MAX, NULL},
     {"error_limit", K_COUNT, FIELD(error_limit), 1, ERROR_LIMIT_MAX, NULL},
+    {"junk_command_limit", K_COUNT, FIELD(junk_command_limit), 0, JUNK_LIMIT_MAX, NULL},
     {"max_connections", K_COUNT, FIELD(max_connections), 1, CONNECTIONS_MAX, NULL},
     {"command_timeout", K_TIME, FIELD(command_timeout), 1, TIMEOUT_MAX, NULL},
     {"data_timeout", K_TIME, FIELD(data_timeout), 1, TIMEOUT_MAX, NULL},
@@ -829,6 +831,7 @@ void config_defaults(struct config *cfg)
 	cfg->recipient_overshoot_limit = 1000;
 	cfg->command_line_limit = 512;
 	cfg->error_limit = 20;
+	cfg->junk_command_limit = 100;
 	cfg->max_connections = 20000;
 	cfg->command_timeout = 300;
 	cfg->data_timeout = 180;

@@ -85,6 +85,10 @@ struct config {
 	/* 452s past recipient_limit in one transaction before each counts toward
 	 * error_limit; default 1000 (Postfix's smtpd_recipient_overshoot_limit) */
 	unsigned recipient_overshoot_limit;
+	/* NOOP, VRFY, RSET, HELP, HELO and EHLO since the last message queued
+	 * before each counts toward error_limit; default 100 (Postfix's
+	 * smtpd_junk_command_limit), 0 = no limit */
+	unsigned junk_command_limit;
 	/* Clients max_connections_per_ip does not apply to (Postfix's
 	 * smtpd_client_event_limit_exceptions); default none */
 	struct cidr connection_limit_exceptions[CIDR_LIST_MAX];

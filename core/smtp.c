@@ -19,7 +19,9 @@
  * recipient_overshoot_limit count (as Postfix's
  * smtpd_recipient_overshoot_limit), so a client with a long list gets it
  * delivered in several transactions while one that goes on sending
- * thousands is cut off. Content stops being reported past
+ * thousands is cut off. Likewise past junk_command_limit commands that move
+ * no mail (NOOP, VRFY, RSET, HELP, HELO, EHLO) since the last message
+ * queued, each counts. Content stops being reported past
  * message_size_limit (552 5.3.4 at its end).
  */
 #include <inttypes.h>
@@ -127,12 +129,34 @@ static void close_421(struct smtp_session *s, struct smtp_out *out, const char *
 		      const char *text);
 static void txn_reset(struct smtp_session *s, bool tell_host);
 
-/* Every client-caused error goes through here, after its reply. */
+/* Counts a client-caused error (its reply is out already); the last one
+ * ends the session. */
+static void count_error(struct smtp_session *s, struct smtp_out *out)
+{
+	if (++s->errors >= s->conf->cfg->error_limit)
+		close_421(s, out, "4.7.0", "Error: too many errors");
+}
+
+/* Every client-caused error goes through here. */
 static void error(struct smtp_session *s, struct smtp_out *out, const char *text)
 {
 	reply(out, text);
-	if (++s->errors >= s->conf->cfg->error_limit)
-		close_421(s, out, "4.7.0", "Error: too many errors");
+	count_error(s, out);
+}
+
+/* After the reply to a command that moves no mail (NOOP, VRFY, RSET, HELP,
+ * HELO, EHLO): past junk_command_limit of them since the last message
+ * queued, each also counts as an error (as Postfix's
+ * smtpd_junk_command_limit), so a client that never sends mail is cut off. */
+static void junk(struct smtp_session *s, struct smtp_out *out)
+{
+	unsigned limit = s->conf->cfg->junk_command_limit;
+	if (limit == 0)
+		return;
+	if (s->junk < limit)
+		s->junk++;
+	else
+		count_error(s, out);
 }
 
 /* Drops the transaction. Calls the abort hook unless the host already knows. */
@@ -259,6 +283,7 @@ static void cmd_helo_common(struct smtp_session *s, const char *arg, size_t len,
 		s->flags &= ~F_ESMTP;
 		replyf(out, "250 %s", host(s));
 	}
+	junk(s, out);
 }
 
 static void cmd_ehlo(struct smtp_session *s, const char *arg, size_t len, struct smtp_out *out)
@@ -468,12 +493,14 @@ static void cmd_rset(struct smtp_session *s, const char *arg, size_t len, struct
 		return error(s, out, "501 5.5.4 Syntax: RSET");
 	txn_reset(s, true);
 	reply(out, R_OK);
+	junk(s, out);
 }
 
 static void cmd_noop(struct smtp_session *s, const char *arg, size_t len, struct smtp_out *out)
 {
-	(void)s, (void)arg, (void)len;
+	(void)arg, (void)len;
 	reply(out, R_OK);
+	junk(s, out);
 }
 
 static void cmd_quit(struct smtp_session *s, const char *arg, size_t len, struct smtp_out *out)
@@ -489,6 +516,7 @@ static void cmd_vrfy(struct smtp_session *s, const char *arg, size_t len, struct
 	if (skip_spaces(arg, len, 0) == len)
 		return error(s, out, "501 5.5.4 Syntax: VRFY address");
 	reply(out, R_VRFY);
+	junk(s, out);
 }
 
 static void cmd_help(struct smtp_session *s, const char *arg, size_t len, struct smtp_out *out)
@@ -496,6 +524,7 @@ static void cmd_help(struct smtp_session *s, const char *arg, size_t len, struct
 	(void)arg, (void)len;
 	replyf(out, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP%s",
 	       s->conf->starttls ? " STARTTLS" : "");
+	junk(s, out);
 }
 
 static void cmd_starttls(struct smtp_session *s, const char *arg, size_t len, struct smtp_out *out)
@@ -707,9 +736,10 @@ void smtp_resume(struct smtp_session *s, enum smtp_verdict v, const char *qid, s
 {
 	if (s->state != SMTP_S_WAIT)
 		return;
-	if (v == SMTP_V_OK)
+	if (v == SMTP_V_OK) {
 		replyf(out, "250 2.0.0 Ok: queued as %s", qid);
-	else
+		s->junk = 0;
+	} else
 		reply(out, verdict_reply(v));
 	s->state = SMTP_S_CMD;
 	txn_reset(s, false);

@@ -92,6 +92,7 @@ struct smtp_session {
 	uint8_t bdat_reply;		/* private: why the current BDAT chunk is dropped */
 	uint16_t flags;			/* private: SMTP_F_* in smtp.c */
 	uint16_t errors;		/* protocol errors so far */
+	uint16_t junk;			/* private: junk commands since the last message queued */
 	uint32_t nrcpt;			/* accepted recipients in this transaction */
 	uint32_t overshoot;		/* private: 452s past recipient_limit in it */
 	uint32_t env_flags;		/* ENV_* of this transaction */

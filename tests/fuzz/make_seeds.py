@@ -248,6 +248,7 @@ ring_size = 1024
 body_flush_bytes = 256k
 pin_shards = no
 recipient_overshoot_limit = 500
+junk_command_limit = 50
 connection_limit_exceptions = 10.0.0.0/8, [2001:db8::]/32 ::1
 ''')
     write(d, 's-errors', b'''listen = 127.0.0.1

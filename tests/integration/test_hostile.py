@@ -16,6 +16,8 @@ served during or after the abuse:
     but not while replies are unacknowledged (a slow reader gets them all);
   - thousands of pipelined RCPTs: recipient_limit, then 452s that do not
     count as errors up to recipient_overshoot_limit, then ones that do;
+  - NOOPs past junk_command_limit count as errors and end in 421, unless
+    the client delivers mail in between;
   - a 120,000-command pipelined burst read slowly: every reply, in order,
     with the server's memory flat; content sent before the 354; commands
     pipelined after the end-of-data dot;
@@ -453,7 +455,7 @@ def replies_outlast_the_linger():
     n = 5000
     burst = b"VRFY x\r\n" * n + b"QUIT\r\n"
     want = ((h.R_VRFY + "\r\n") * n + h.R_QUIT + "\r\n").encode()
-    with h.Server({"stats_interval": 1}) as srv:
+    with h.Server({"stats_interval": 1, "junk_command_limit": 0}) as srv:
         for tail in (b"", b"z" * (1 << 20)):
             closed = closed_count(srv)
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -481,6 +483,32 @@ def replies_outlast_the_linger():
                   % (len(tail), len(got), len(want), got[-120:]))
             check_eq(end, "eof", "how the stream ends (tail %d bytes)" % len(tail))
             s.close()
+        check_served(srv)
+
+
+@suite.case
+def junk_commands_end_in_421():
+    # Defaults: junk_command_limit 100, error_limit 20. EHLO and 99 NOOPs are
+    # free; each later NOOP still gets its 250 and counts as an error, and
+    # the 20th ends the session with 421 (nothing after it is answered). A
+    # client that delivers a message every 90 such commands is never cut.
+    with h.Server() as srv:
+        s = greeted_ehlo(srv)
+        lines, end, send_error, _ = pump(s, b"NOOP\r\n" * 300)
+        expect_lines(lines, [h.R_OK] * 119 + [h.R_TOO_MANY_ERRORS], "replies to 300 NOOPs")
+        check_eq(end, "eof", "end of stream after the 421")
+        s.close()
+        srv.wait_log(r"\bsession end\b.*\berrors=20\b.*\breason=too-many-errors\b")
+        c = srv.client()
+        c.ehlo()
+        for rnd in range(3):
+            for _ in range(90):
+                c.cmd("NOOP", h.R_OK)
+            body = b"Subject: round %d\r\n\r\nbetween junk\r\n" % rnd
+            q = c.send_message(body)
+            h.check_body(srv.spool, q, body, "round %d" % rnd)
+        c.cmd("VRFY x", h.R_VRFY)
+        c.quit()
         check_served(srv)
 
 
@@ -601,7 +629,7 @@ def pipelined_120k_commands_read_slowly():
     rounds = 20000
     burst = b"".join(c + b"\r\n" for c, _ in cycle) * rounds + b"QUIT\r\n"
     want = [r for _, r in cycle] * rounds + [h.R_QUIT]
-    with h.Server({"recv_buffers": 128}) as srv:
+    with h.Server({"recv_buffers": 128, "junk_command_limit": 0}) as srv:
         s = greeted_ehlo(srv)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 << 10)  # no autotuning
         before = rss_kib(srv.proc.pid)

@@ -94,6 +94,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.recipient_overshoot_limit, 1000);
 	assert_int_equal(cfg.command_line_limit, 512);
 	assert_int_equal(cfg.error_limit, 20);
+	assert_int_equal(cfg.junk_command_limit, 100);
 	assert_int_equal(cfg.max_connections, 20000);
 	assert_int_equal(cfg.command_timeout, 300);
 	assert_int_equal(cfg.data_timeout, 180);
@@ -128,6 +129,7 @@ static const char every_key[] = "# every key, none at its default\n"
 				"connection_limit_exceptions = 192.0.2.0/24, [2001:db8::]/48\n"
 				"command_line_limit = 1024\n"
 				"error_limit = 5\n"
+				"junk_command_limit = 0\n"
 				"max_connections = 1000\n"
 				"command_timeout = 5m\n"
 				"data_timeout = 2m\n"
@@ -169,6 +171,7 @@ static void check_every_key(const struct config *cfg)
 			    "\x20\x01\x0d\xb8\0\0\0\0\0\0\0\0\0\0\0\0", 16);
 	assert_int_equal(cfg->command_line_limit, 1024);
 	assert_int_equal(cfg->error_limit, 5);
+	assert_int_equal(cfg->junk_command_limit, 0);
 	assert_int_equal(cfg->max_connections, 1000);
 	assert_int_equal(cfg->command_timeout, 300);
 	assert_int_equal(cfg->data_timeout, 120);
@@ -237,6 +240,8 @@ static uint64_t get_field(const struct config *cfg, const char *line)
 		return cfg->recipient_overshoot_limit;
 	if (strncmp(line, "error_limit", 11) == 0)
 		return cfg->error_limit;
+	if (strncmp(line, "junk_command_limit", 18) == 0)
+		return cfg->junk_command_limit;
 	if (strncmp(line, "max_connections", 15) == 0)
 		return cfg->max_connections;
 	if (strncmp(line, "spool_format", 12) == 0)
@@ -314,6 +319,10 @@ static const struct value_case value_cases[] = {
     {"writers = 65", 0, 0},
     {"error_limit = 1", 1, 1},
     {"error_limit = 0", 0, 0},
+    {"junk_command_limit = 0", 1, 0},
+    {"junk_command_limit = 10000", 1, 10000},
+    {"junk_command_limit = 10001", 0, 0},
+    {"junk_command_limit = -1", 0, 0},
     {"max_connections = 1", 1, 1},
     {"max_connections = 0", 0, 0},
     /* shards */
