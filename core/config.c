@@ -64,6 +64,7 @@ enum key_type {
 	K_TIME,
 	K_BOOL,
 	K_CIDRS, /* address prefixes: a.b.c.d[/n], v6[/n] or [v6][/n]; may be empty */
+	K_ADDR,	 /* one host:port, or empty (port 0) */
 };
 
 struct key {
@@ -120,6 +121,7 @@ static const struct key config_keys[] = {
     {"body_flush_bytes", K_SIZE, FIELD(body_flush_bytes), RECV_BUF_SIZE_MIN, 1u << 30, NULL},
     {"pin_shards", K_BOOL, FIELD(pin_shards), 0, 1, bool_names},
     {"smtps_listen", K_LISTEN_TLS, FIELD(smtps_listen), 0, 0, NULL},
+    {"metrics_listen", K_ADDR, FIELD(metrics_listen), 0, 0, NULL},
     {"pregreet_wait", K_TIME, FIELD(pregreet_wait), 0, 60, NULL},
     {"min_data_rate", K_SIZE, FIELD(min_data_rate), 0, 1u << 30, NULL},
     {"max_connections_per_ip", K_COUNT, FIELD(max_connections_per_ip), 0, 65535, NULL},
@@ -495,6 +497,29 @@ bad:
 	return -1;
 }
 
+/* One optional address (K_ADDR): host:port, or empty for none. */
+static int set_addr(struct config *cfg, const struct key *k, const char *v, size_t n,
+		    const struct where *w)
+{
+	struct listen_addr *a = (struct listen_addr *)((char *)cfg + k->off);
+	struct listen_addr tmp;
+	size_t pos = 0, tlen;
+	const char *t;
+
+	memset(&tmp, 0, sizeof(tmp));
+	tlen = next_token(v, n, &pos, &t);
+	if (tlen > 0) {
+		if (parse_listen(&tmp, t, tlen, w) != 0)
+			return -1;
+		if (next_token(v, n, &pos, &t) > 0) {
+			say(w, k->name, "one address only");
+			return -1;
+		}
+	}
+	*a = tmp;
+	return 0;
+}
+
 /*
  * Appends the listed addresses to list/count (replace: the list is emptied
  * first). An empty value is refused unless allow_empty (then the list empties).
@@ -726,7 +751,7 @@ static int set_value(struct config *cfg, const struct key *k, const char *v, siz
 		     bool listen_replace, const struct where *w)
 {
 	if (n == 0 && k->type != K_DOMAINS && k->type != K_TEXT && k->type != K_LISTEN_TLS &&
-	    k->type != K_CIDRS) {
+	    k->type != K_CIDRS && k->type != K_ADDR) {
 		say(w, k->name, "empty value");
 		return -1;
 	}
@@ -740,6 +765,8 @@ static int set_value(struct config *cfg, const struct key *k, const char *v, siz
 	case K_LISTEN_TLS:
 		return set_listen_list(cfg->smtps_listen, &cfg->nsmtps_listen, k->name, v, n, true,
 				       true, w);
+	case K_ADDR:
+		return set_addr(cfg, k, v, n, w);
 	case K_HOSTNAME:
 		return set_hostname(cfg, k, v, n, w);
 	case K_CIDRS:
@@ -1015,6 +1042,20 @@ static int check_key(const struct config *cfg, const struct key *k, const struct
 			return -1;
 		}
 		return 0;
+	case K_ADDR: {
+		const struct listen_addr *a = (const void *)((const char *)cfg + k->off);
+		for (i = 0; a->port && i < cfg->nlisten + cfg->nsmtps_listen && i < 2 * LISTEN_MAX;
+		     i++) {
+			const struct listen_addr *l = i < cfg->nlisten
+							  ? &cfg->listen[i]
+							  : &cfg->smtps_listen[i - cfg->nlisten];
+			if (l->port == a->port && strcmp(l->host, a->host) == 0) {
+				say(w, k->name, "%s:%u is an SMTP address too", a->host, a->port);
+				return -1;
+			}
+		}
+		return 0;
+	}
 	case K_HOSTNAME:
 		if (!domain_ok(cfg->myhostname, strnlen(cfg->myhostname, DOMAIN_MAX + 1), false)) {
 			say(w, k->name, "not a domain name");
@@ -1179,6 +1220,15 @@ int config_check(const struct config *cfg, FILE *err)
 	return rc;
 }
 
+/* " host:port" (IPv6 in brackets), after a comma unless first. */
+static void print_addr(const struct listen_addr *a, bool first, FILE *out)
+{
+	bool v6 = strchr(a->host, ':') != NULL;
+
+	fprintf(out, "%s %s%s%s:%u", first ? "" : ",", v6 ? "[" : "", a->host, v6 ? "]" : "",
+		a->port);
+}
+
 static void print_key(const struct config *cfg, const struct key *k, FILE *out)
 {
 	uint64_t v;
@@ -1187,23 +1237,19 @@ static void print_key(const struct config *cfg, const struct key *k, FILE *out)
 	fprintf(out, "%s =", k->name);
 	switch (k->type) {
 	case K_LISTEN:
-		for (i = 0; i < cfg->nlisten && i < LISTEN_MAX; i++) {
-			const struct listen_addr *a = &cfg->listen[i];
-			bool v6 = strchr(a->host, ':') != NULL;
-
-			fprintf(out, "%s %s%s%s:%u", i ? "," : "", v6 ? "[" : "", a->host,
-				v6 ? "]" : "", a->port);
-		}
+		for (i = 0; i < cfg->nlisten && i < LISTEN_MAX; i++)
+			print_addr(&cfg->listen[i], i == 0, out);
 		break;
 	case K_LISTEN_TLS:
-		for (i = 0; i < cfg->nsmtps_listen && i < LISTEN_MAX; i++) {
-			const struct listen_addr *a = &cfg->smtps_listen[i];
-			bool v6 = strchr(a->host, ':') != NULL;
-
-			fprintf(out, "%s %s%s%s:%u", i ? "," : "", v6 ? "[" : "", a->host,
-				v6 ? "]" : "", a->port);
-		}
+		for (i = 0; i < cfg->nsmtps_listen && i < LISTEN_MAX; i++)
+			print_addr(&cfg->smtps_listen[i], i == 0, out);
 		break;
+	case K_ADDR: {
+		const struct listen_addr *a = (const void *)((const char *)cfg + k->off);
+		if (a->port)
+			print_addr(a, true, out);
+		break;
+	}
 	case K_HOSTNAME:
 		fprintf(out, " %s", cfg->myhostname);
 		break;

@@ -94,6 +94,8 @@ struct config {
 	struct cidr connection_limit_exceptions[CIDR_LIST_MAX];
 	unsigned nconnection_limit_exceptions;
 	unsigned stats_interval; /* seconds between live stats lines, default 60; 0 = off */
+	/* The Prometheus text endpoint (GET /metrics); port 0 (default) = none */
+	struct listen_addr metrics_listen;
 };
 
 /* Fills cfg with the defaults. Never fails; accept_domains gets "localhost". */

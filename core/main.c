@@ -11,6 +11,7 @@
  * stats_interval seconds; the exit stats line comes after the shards end.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -24,6 +25,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "shard.h"
 #include "smtp.h"
 #include "spool.h"
@@ -37,6 +39,13 @@ static void usage(FILE *f)
 		   "  -o key=value   override one key (repeatable)\n"
 		   "  -n             print the effective configuration and exit\n"
 		   "  -h             this help\n");
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 /* Everything the stats lines report, summed over shards and writers. */
@@ -66,33 +75,99 @@ static void totals_get(struct shard **shards, unsigned n, struct writer_set *ws,
 	tls_session_cache_stats(&t->cs);
 }
 
+/*
+ * One number of the totals: its name in the stats lines (and, as
+ * mxring_NAME, with _total for a counter, on /metrics), where it is, and
+ * what it is. The lines and the page are both made from these tables, so
+ * neither can miss one.
+ */
+struct stat_def {
+	const char *name;
+	size_t off; /* of its uint64_t in struct totals */
+	bool gauge; /* a level now, not a count since start */
+	const char *help;
+};
+
+#define TS(f) offsetof(struct totals, s.f)
+#define TG(f) offsetof(struct totals, g.f)
+#define TW(f) offsetof(struct totals, w.f)
+#define TC(f) offsetof(struct totals, cs.f)
+
+/* In the live and the exit line, in this order. */
+static const struct stat_def counter_defs[] = {
+    {"conns_accepted", TS(conns_accepted), false, "Connections accepted."},
+    {"conns_refused", TS(conns_refused), false, "Connections refused at accept (421)."},
+    {"conns_closed", TS(conns_closed), false, "Connections closed."},
+    {"conns_lingered", TS(conns_lingered), false, "Connections closed with a lingering close."},
+    {"msgs_queued", TS(msgs_queued), false, "Messages stored and acknowledged with 250."},
+    {"msgs_failed", TS(msgs_failed), false, "Messages refused at the end of data (4xx/5xx)."},
+    {"body_bytes", TS(body_bytes), false, "Content bytes handed to writers."},
+    {"body_copied", TS(body_copied), false, "Content bytes copied in user space."},
+    {"parts", TS(parts), false, "Message parts handed to writers before the end of data."},
+    {"enobufs", TS(enobufs), false, "Receives stopped because the buffer ring ran dry."},
+    {"recv_paused", TS(recv_paused), false, "Receives paused for a connection with unread input."},
+    {"ring_full", TS(ring_full), false, "Ends of data refused because a writer ring was full."},
+    {"tls_handshakes", TS(tls_handshakes), false, "TLS handshakes completed."},
+    {"tls_resumed", TS(tls_resumed), false, "TLS handshakes that resumed a session."},
+    {"tls_failed", TS(tls_failed), false, "TLS handshakes or records that failed."},
+    {"tls_plain_bytes", TS(tls_plain_bytes), false, "Bytes decrypted into plaintext buffers."},
+    {"tls_in_place", TS(tls_in_place), false, "TLS sessions whose records are opened in place."},
+    {"tls_held_bytes", TS(tls_held_bytes), false,
+     "Ciphertext bytes copied out of receive buffers."},
+    {"tls_cache_hits", TC(hits), false, "TLS session cache lookups that found an entry."},
+    {"tls_cache_misses", TC(misses), false, "TLS session cache lookups that found none."},
+    {"tls_cache_stores", TC(stores), false, "TLS session cache entries stored."},
+    {"tls_cache_evictions", TC(evictions), false, "TLS session cache entries pushed out."},
+    {"tls_cache_entries", TC(entries), true, "TLS session cache entries held."},
+    {"writer_batches", TW(batches), false, "Writer batches (one sync each)."},
+    {"writer_finals", TW(finals), false, "Messages the writers completed."},
+    {"writer_errors", TW(errors), false, "Writer errors (a message failed to store)."},
+    {"proxy_errors", TS(proxy_errors), false, "Bad, missing or late PROXY protocol headers."},
+};
+
+/* In the live line, before the counters. */
+static const struct stat_def gauge_defs[] = {
+    {"conns_open", TG(conns_open), true, "Connections open."},
+    {"tls_sessions", TG(tls_sessions), true, "Connections with a TLS session."},
+    {"recv_bufs_used", TG(recv_bufs_used), true, "Receive buffers out of the kernel's ring."},
+    {"recv_bufs_total", TG(recv_bufs_total), true, "Receive buffers in all."},
+    {"plain_bufs_used", TG(plain_bufs_used), true, "Decrypted-input buffers in use."},
+    {"plain_bufs_total", TG(plain_bufs_total), true, "Decrypted-input buffers in all."},
+    {"msgs_at_writers", TG(msgs_at_writers), true, "Messages handed to writers, not yet back."},
+    {"writer_queue", TW(queued), true, "Messages in the shard-to-writer rings."},
+    {"writer_queue_cap", TW(queue_cap), true, "What the shard-to-writer rings hold at most."},
+    {"send_queued_bytes", TG(send_queued_bytes), true,
+     "Reply bytes handed to sends, not yet sent."},
+};
+
+#define NDEFS(a) (sizeof(a) / sizeof((a)[0]))
+
+static uint64_t stat_value(const struct totals *t, const struct stat_def *d)
+{
+	uint64_t v;
+	memcpy(&v, (const char *)t + d->off, sizeof(v));
+	return v;
+}
+
+/* "name=value ..." of defs, appended at buf + *off (bounded by cap). */
+static void stats_text(char *buf, size_t cap, size_t *off, const struct totals *t,
+		       const struct stat_def *defs, size_t n)
+{
+	for (size_t i = 0; i < n && *off < cap; i++) {
+		int k = snprintf(buf + *off, cap - *off, "%s%s=%llu", *off ? " " : "", defs[i].name,
+				 (unsigned long long)stat_value(t, &defs[i]));
+		if (k < 0)
+			return;
+		*off += (size_t)k < cap - *off ? (size_t)k : cap - *off - 1;
+	}
+}
+
 /* The counters as key=value pairs, the same in the live and the exit line. */
 static void counters_text(char *buf, size_t cap, const struct totals *t)
 {
-	const struct shard_stats *s = &t->s;
-	snprintf(buf, cap,
-		 "conns_accepted=%llu conns_refused=%llu conns_closed=%llu conns_lingered=%llu "
-		 "msgs_queued=%llu "
-		 "msgs_failed=%llu body_bytes=%llu body_copied=%llu parts=%llu enobufs=%llu "
-		 "recv_paused=%llu ring_full=%llu tls_handshakes=%llu tls_resumed=%llu "
-		 "tls_failed=%llu tls_plain_bytes=%llu tls_in_place=%llu tls_held_bytes=%llu "
-		 "tls_cache_hits=%llu tls_cache_misses=%llu "
-		 "tls_cache_stores=%llu tls_cache_evictions=%llu tls_cache_entries=%llu "
-		 "writer_batches=%llu writer_finals=%llu writer_errors=%llu proxy_errors=%llu",
-		 (unsigned long long)s->conns_accepted, (unsigned long long)s->conns_refused,
-		 (unsigned long long)s->conns_closed, (unsigned long long)s->conns_lingered,
-		 (unsigned long long)s->msgs_queued, (unsigned long long)s->msgs_failed,
-		 (unsigned long long)s->body_bytes, (unsigned long long)s->body_copied,
-		 (unsigned long long)s->parts, (unsigned long long)s->enobufs,
-		 (unsigned long long)s->recv_paused, (unsigned long long)s->ring_full,
-		 (unsigned long long)s->tls_handshakes, (unsigned long long)s->tls_resumed,
-		 (unsigned long long)s->tls_failed, (unsigned long long)s->tls_plain_bytes,
-		 (unsigned long long)s->tls_in_place, (unsigned long long)s->tls_held_bytes,
-		 (unsigned long long)t->cs.hits, (unsigned long long)t->cs.misses,
-		 (unsigned long long)t->cs.stores, (unsigned long long)t->cs.evictions,
-		 (unsigned long long)t->cs.entries, (unsigned long long)t->w.batches,
-		 (unsigned long long)t->w.finals, (unsigned long long)t->w.errors,
-		 (unsigned long long)s->proxy_errors);
+	size_t off = 0;
+	buf[0] = '\0';
+	stats_text(buf, cap, &off, t, counter_defs, NDEFS(counter_defs));
 }
 
 static void log_stats(struct shard **shards, unsigned n, struct writer_set *ws)
@@ -125,20 +200,62 @@ static void log_live_stats(struct shard **shards, unsigned n, struct writer_set 
 			   uint64_t uptime_s)
 {
 	struct totals t;
-	char text[LOG_LINE_MAX];
+	char gauges[LOG_LINE_MAX], text[LOG_LINE_MAX];
+	size_t off = 0;
 	totals_get(shards, n, ws, &t);
+	gauges[0] = '\0';
+	stats_text(gauges, sizeof(gauges), &off, &t, gauge_defs, NDEFS(gauge_defs));
 	counters_text(text, sizeof(text), &t);
-	const struct shard_gauges *g = &t.g;
-	log_line("stats live uptime_s=%llu conns_open=%llu tls_sessions=%llu recv_bufs_used=%llu "
-		 "recv_bufs_total=%llu plain_bufs_used=%llu plain_bufs_total=%llu "
-		 "msgs_at_writers=%llu writer_queue=%llu writer_queue_cap=%llu "
-		 "send_queued_bytes=%llu rss_kib=%llu %s",
-		 (unsigned long long)uptime_s, (unsigned long long)g->conns_open,
-		 (unsigned long long)g->tls_sessions, (unsigned long long)g->recv_bufs_used,
-		 (unsigned long long)g->recv_bufs_total, (unsigned long long)g->plain_bufs_used,
-		 (unsigned long long)g->plain_bufs_total, (unsigned long long)g->msgs_at_writers,
-		 (unsigned long long)t.w.queued, (unsigned long long)t.w.queue_cap,
-		 (unsigned long long)g->send_queued_bytes, rss_kib(), text);
+	log_line("stats live uptime_s=%llu %s rss_kib=%llu %s", (unsigned long long)uptime_s,
+		 gauges, rss_kib(), text);
+}
+
+/* What the metrics page reads. */
+struct page_src {
+	struct shard **shards;
+	unsigned nshards;
+	struct writer_set *ws;
+	uint64_t start_ms;
+};
+
+static void page_defs(char *buf, size_t cap, size_t *off, const struct totals *t,
+		      const struct stat_def *defs, size_t n)
+{
+	for (size_t i = 0; i < n && *off < cap; i++) {
+		const struct stat_def *d = &defs[i];
+		const char *sfx = d->gauge ? "" : "_total";
+		int k =
+		    snprintf(buf + *off, cap - *off,
+			     "# HELP mxring_%s%s %s\n# TYPE mxring_%s%s %s\nmxring_%s%s %llu\n",
+			     d->name, sfx, d->help, d->name, sfx, d->gauge ? "gauge" : "counter",
+			     d->name, sfx, (unsigned long long)stat_value(t, d));
+		if (k < 0)
+			return;
+		*off += (size_t)k < cap - *off ? (size_t)k : cap - *off;
+	}
+}
+
+/* The /metrics page (Prometheus text format): the same numbers as the live line. */
+static size_t render_page(void *arg, char *buf, size_t cap)
+{
+	const struct page_src *src = arg;
+	struct totals t;
+	size_t off = 0;
+	totals_get(src->shards, src->nshards, src->ws, &t);
+	int k =
+	    snprintf(buf, cap,
+		     "# HELP mxring_uptime_seconds Seconds since start.\n"
+		     "# TYPE mxring_uptime_seconds gauge\nmxring_uptime_seconds %llu\n"
+		     "# HELP mxring_resident_memory_bytes Resident memory of the process.\n"
+		     "# TYPE mxring_resident_memory_bytes gauge\n"
+		     "mxring_resident_memory_bytes %llu\n",
+		     (unsigned long long)((mono_ms() - src->start_ms) / 1000), rss_kib() * 1024);
+	if (k < 0)
+		return 0;
+	off = (size_t)k < cap ? (size_t)k : cap;
+	page_defs(buf, cap, &off, &t, gauge_defs, NDEFS(gauge_defs));
+	page_defs(buf, cap, &off, &t, counter_defs, NDEFS(counter_defs));
+	return off;
 }
 
 /* Each connection is a descriptor: raise the soft limit as far as the hard one allows. */
@@ -187,13 +304,6 @@ static void reload_tls(const struct config *cfg)
 	free(why);
 }
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /*
  * Waits for SIGTERM/SIGINT (returned) or SIGHUP (handled here), writing the
  * live stats line every cfg->stats_interval seconds meanwhile.
@@ -239,7 +349,7 @@ static int run(struct config *cfg)
 	struct smtp_conf sconf;
 	struct writer_set *ws = NULL;
 	struct shard *shards[SHARDS_MAX];
-	unsigned nshards = 0;
+	unsigned nshards = 0, started = 0;
 	int rc;
 
 	rc = spool_mkdir(cfg->spool_dir);
@@ -264,18 +374,24 @@ static int run(struct config *cfg)
 		if (rc)
 			goto fail;
 	}
-	for (unsigned i = 0; i < nshards; i++) {
-		rc = shard_start(shards[i]);
+	for (; started < nshards; started++) {
+		rc = shard_start(shards[started]);
 		if (rc) {
-			fprintf(stderr, "mxring: shard %u: %s\n", i, strerror(-rc));
-			for (unsigned k = 0; k < i; k++)
-				shard_stop(shards[k]);
-			for (unsigned k = 0; k < i; k++)
-				shard_join(shards[k]);
-			for (unsigned k = 0; k < nshards; k++)
-				shard_free(shards[k]);
-			writers_stop(ws);
-			return 1;
+			fprintf(stderr, "mxring: shard %u: %s\n", started, strerror(-rc));
+			goto fail;
+		}
+	}
+	struct page_src src = {
+	    .shards = shards, .nshards = nshards, .ws = ws, .start_ms = mono_ms()};
+	struct metrics *metrics = NULL;
+	const struct listen_addr *ma = &cfg->metrics_listen;
+	bool ma6 = strchr(ma->host, ':') != NULL;
+	if (ma->port) {
+		rc = metrics_start(ma, render_page, &src, &metrics);
+		if (rc) {
+			fprintf(stderr, "mxring: metrics_listen %s%s%s:%u: %s\n", ma6 ? "[" : "",
+				ma->host, ma6 ? "]" : "", ma->port, strerror(-rc));
+			goto fail;
 		}
 	}
 	char where[LISTEN_MAX * 72] = "";
@@ -294,9 +410,13 @@ static int run(struct config *cfg)
 					i ? "," : "smtps_listen=", v6 ? "[" : "", a->host,
 					v6 ? "]" : "", a->port);
 	}
-	log_line("ready listen=%s%s shards=%u writers=%u spool=%s format=%s starttls=%s "
+	char mtext[96] = "";
+	if (ma->port)
+		snprintf(mtext, sizeof(mtext), " metrics=%s%s%s:%u", ma6 ? "[" : "", ma->host,
+			 ma6 ? "]" : "", ma->port);
+	log_line("ready listen=%s%s%s shards=%u writers=%u spool=%s format=%s starttls=%s "
 		 "tls_records=%s pid=%d",
-		 where, smtps, cfg->shards, cfg->writers, cfg->spool_dir,
+		 where, smtps, mtext, cfg->shards, cfg->writers, cfg->spool_dir,
 		 cfg->spool_format == SPOOL_MAILDIR ? "maildir" : "segment", tls_on ? "yes" : "no",
 		 tls_on ? tls_records_mode() : "none", (int)getpid());
 
@@ -310,6 +430,8 @@ static int run(struct config *cfg)
 		shard_join(shards[i]);
 		failed |= shard_failed(shards[i]);
 	}
+	metrics_stop(
+	    metrics); /* served through the shutdown; stopped before the shards are freed */
 	log_stats(shards, nshards, ws);
 	for (unsigned i = 0; i < nshards; i++)
 		shard_free(shards[i]);
@@ -318,6 +440,10 @@ static int run(struct config *cfg)
 	log_line(failed ? "stopped after a shard failed" : "stopped");
 	return failed ? 1 : 0;
 fail:
+	for (unsigned k = 0; k < started; k++)
+		shard_stop(shards[k]);
+	for (unsigned k = 0; k < started; k++)
+		shard_join(shards[k]);
 	for (unsigned i = 0; i < nshards; i++)
 		shard_free(shards[i]);
 	writers_stop(ws);

@@ -2152,7 +2152,7 @@ static void *shard_main(void *arg)
  * EADDRINUSE when anything listens there already, even another mxring whose
  * sockets would otherwise share the port and take half of its connections.
  */
-static int listen_socket(const struct listen_addr *la, bool reuseport)
+int listen_socket(const struct listen_addr *la, bool reuseport)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl;

@@ -20,7 +20,9 @@ case "${1:-}" in
 --test)
 	# gnuplot-nox: the test of bench/compare --quick checks its plot too.
 	# libfuse3-dev, fuse3: tests/tools/faultfs (disk faults under the spool).
-	pkgs+=(libcmocka-dev python3 swaks postfix testssl.sh gnuplot-nox libfuse3-dev fuse3)
+	# python3-prometheus-client: its parser reads the metrics page.
+	pkgs+=(libcmocka-dev python3 swaks postfix testssl.sh gnuplot-nox libfuse3-dev fuse3
+		python3-prometheus-client)
 	;;
 --bench)
 	pkgs+=("${bench_pkgs[@]}")

@@ -249,6 +249,7 @@ body_flush_bytes = 256k
 pin_shards = no
 recipient_overshoot_limit = 500
 junk_command_limit = 50
+metrics_listen = [::1]:9125
 connection_limit_exceptions = 10.0.0.0/8, [2001:db8::]/32 ::1
 ''')
     write(d, 's-errors', b'''listen = 127.0.0.1

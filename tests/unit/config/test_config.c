@@ -106,6 +106,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg.body_flush_bytes, 262144);
 	assert_true(cfg.pin_shards);
 	assert_int_equal(cfg.stats_interval, 60);
+	assert_int_equal(cfg.metrics_listen.port, 0);
 	err_open(&e);
 	assert_int_equal(config_check(&cfg, e.f), 0);
 	assert_string_equal(err_text(&e), "");
@@ -140,7 +141,8 @@ static const char every_key[] = "# every key, none at its default\n"
 				"ring_size = 4096\n"
 				"body_flush_bytes = 1m\n"
 				"pin_shards = no\n"
-				"stats_interval = 5\n";
+				"stats_interval = 5\n"
+				"metrics_listen = [::1]:9125\n";
 
 static void check_every_key(const struct config *cfg)
 {
@@ -183,6 +185,8 @@ static void check_every_key(const struct config *cfg)
 	assert_int_equal(cfg->body_flush_bytes, 1 << 20);
 	assert_false(cfg->pin_shards);
 	assert_int_equal(cfg->stats_interval, 5);
+	assert_string_equal(cfg->metrics_listen.host, "::1");
+	assert_int_equal(cfg->metrics_listen.port, 9125);
 }
 
 static void test_every_key(void **state)
