@@ -84,6 +84,7 @@ static bool send_all(struct metrics *m, int fd, const char *buf, size_t len, uin
 	return true;
 }
 
+/* One response and its body; the page gets Prometheus's content type. */
 static void respond(struct metrics *m, int fd, const char *status, const char *extra,
 		    const char *body, size_t len, uint64_t deadline)
 {
