@@ -99,6 +99,7 @@ static const struct key config_keys[] = {
     {"spool_dir", K_PATH, FIELD(spool_dir), 0, 0, NULL},
     {"spool_format", K_ENUM, FIELD(spool_format), 0, 1, spool_names},
     {"segment_size", K_SIZE, FIELD(segment_size), SEGMENT_SIZE_MIN, SIZE_HUGE, NULL},
+    {"segment_max_age", K_TIME, FIELD(segment_max_age), 0, TIMEOUT_MAX, NULL},
     {"shards", K_SHARDS, FIELD(shards), 1, SHARDS_MAX, NULL},
     {"writers", K_COUNT, FIELD(writers), 1, WRITERS_MAX, NULL},
     {"message_size_limit", K_SIZE, FIELD(message_size_limit), 1, SIZE_HUGE, NULL},
@@ -851,6 +852,7 @@ void config_defaults(struct config *cfg)
 	strcpy(cfg->spool_dir, "spool");
 	cfg->spool_format = SPOOL_SEGMENT;
 	cfg->segment_size = 64ull << 20;
+	cfg->segment_max_age = 300;
 	cfg->shards = 0;
 	cfg->writers = 1;
 	cfg->message_size_limit = 10240000;

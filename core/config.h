@@ -40,35 +40,36 @@ struct cidr {
 
 struct config {
 	struct listen_addr listen[LISTEN_MAX];
-	unsigned nlisten;		   /* default: 127.0.0.1:2525 */
-	char myhostname[DOMAIN_MAX + 1];   /* default: gethostname() */
-	char **accept_domains;		   /* owned, lower case; ".example.com" = subdomains */
-	unsigned naccept_domains;	   /* default: one entry, "localhost" */
-	char spool_dir[4096];		   /* default: "spool" */
-	enum spool_format spool_format;	   /* default: segment */
-	uint64_t segment_size;		   /* default: 64m; rotate into ready/ past this */
-	unsigned shards;		   /* 0 = auto (online CPUs) */
-	unsigned writers;		   /* default 1 */
-	uint64_t message_size_limit;	   /* default 10240000 (Postfix's default) */
-	unsigned recipient_limit;	   /* default 100 */
-	unsigned command_line_limit;	   /* default 512 */
-	unsigned error_limit;		   /* default 20: then 421 and close */
-	unsigned max_connections;	   /* default 20000, split across shards */
-	unsigned command_timeout;	   /* seconds, default 300 (RFC 5321 4.5.3.2.7) */
-	unsigned data_timeout;		   /* seconds, default 180 (RFC 5321 4.5.3.2.5) */
-	unsigned shutdown_timeout;	   /* seconds, default 30: SIGTERM grace */
-	enum bare_newline bare_newline;	   /* default normalize */
-	unsigned recv_buffer_size;	   /* default 16k */
-	unsigned recv_buffers;		   /* per shard, power of two, default 1024 */
-	unsigned ring_size;		   /* shard->writer ring entries, power of two, 1024 */
-	uint64_t body_flush_bytes;	   /* default 256k: body held before a part is written */
-	bool pin_shards;		   /* default yes */
-	enum tls_level tls_security_level; /* none (default) or may: offer STARTTLS */
-	char tls_cert_file[1024];	   /* PEM chain; needed for may */
-	char tls_key_file[1024];	   /* PEM key */
-	char tls_ticket_key_file[1024];	   /* "" = a random key per process */
-	char tls_ciphers[1024];		   /* "" = the built-in policy */
-	unsigned tls_handshake_timeout;	   /* seconds, default 30 */
+	unsigned nlisten;		 /* default: 127.0.0.1:2525 */
+	char myhostname[DOMAIN_MAX + 1]; /* default: gethostname() */
+	char **accept_domains;		 /* owned, lower case; ".example.com" = subdomains */
+	unsigned naccept_domains;	 /* default: one entry, "localhost" */
+	char spool_dir[4096];		 /* default: "spool" */
+	enum spool_format spool_format;	 /* default: segment */
+	uint64_t segment_size;		 /* default: 64m; rotate into ready/ past this */
+	unsigned segment_max_age;	 /* seconds, default 300: or once this old; 0 = size only */
+	unsigned shards;		 /* 0 = auto (online CPUs) */
+	unsigned writers;		 /* default 1 */
+	uint64_t message_size_limit;	 /* default 10240000 (Postfix's default) */
+	unsigned recipient_limit;	 /* default 100 */
+	unsigned command_line_limit;	 /* default 512 */
+	unsigned error_limit;		 /* default 20: then 421 and close */
+	unsigned max_connections;	 /* default 20000, split across shards */
+	unsigned command_timeout;	 /* seconds, default 300 (RFC 5321 4.5.3.2.7) */
+	unsigned data_timeout;		 /* seconds, default 180 (RFC 5321 4.5.3.2.5) */
+	unsigned shutdown_timeout;	 /* seconds, default 30: SIGTERM grace */
+	enum bare_newline bare_newline;	 /* default normalize */
+	unsigned recv_buffer_size;	 /* default 16k */
+	unsigned recv_buffers;		 /* per shard, power of two, default 1024 */
+	unsigned ring_size;		 /* shard->writer ring entries, power of two, 1024 */
+	uint64_t body_flush_bytes;	 /* default 256k: body held before a part is written */
+	bool pin_shards;		 /* default yes */
+	enum tls_level tls_security_level;	     /* none (default) or may: offer STARTTLS */
+	char tls_cert_file[1024];		     /* PEM chain; needed for may */
+	char tls_key_file[1024];		     /* PEM key */
+	char tls_ticket_key_file[1024];		     /* "" = a random key per process */
+	char tls_ciphers[1024];			     /* "" = the built-in policy */
+	unsigned tls_handshake_timeout;		     /* seconds, default 30 */
 	struct listen_addr smtps_listen[LISTEN_MAX]; /* implicit TLS (RFC 8314), default none */
 	unsigned nsmtps_listen;
 	unsigned pregreet_wait; /* seconds; 0 (default) = greet at once; else a client that

@@ -106,6 +106,13 @@ static uint64_t now_us(void)
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 static int fsync_fd(int fd)
 {
 	return fsync(fd) < 0 ? -errno : 0;
@@ -959,6 +966,7 @@ struct spool {
 	unsigned writer;
 	unsigned nwriters;
 	uint64_t segment_size;
+	uint64_t max_age_ms; /* segment_max_age; 0 = rotate by size only */
 	char dir[sizeof(((struct config *)0)->spool_dir)];
 	char host[DOMAIN_MAX + 1];
 	char host_enc[MD_HOST_MAX + 1]; /* host as a maildir name part, cut */
@@ -974,6 +982,7 @@ struct spool {
 	uint32_t seq;
 	uint32_t seed;	       /* CRC seed of the segment's records */
 	uint64_t end_off;      /* end of the records queued so far */
+	uint64_t first_ms;     /* monotonic ms of its first record (0: none yet) */
 	uint64_t flushed_off;  /* end of what pwritev has taken */
 	uint64_t synced_off;   /* end of what fdatasync has made durable */
 	bool final_pending;    /* a FINAL was queued since the last sync */
@@ -1295,6 +1304,7 @@ static int seg_create(struct spool *sp)
 		return r;
 	}
 	sp->segfd = fd;
+	sp->first_ms = 0;
 	sp->end_off = sp->flushed_off = sp->synced_off = SPOOL_SEG_REC_LEN;
 	sp->wb_fd = fd;
 	sp->wb_off = &sp->flushed_off;
@@ -1449,7 +1459,16 @@ static int seg_write(struct spool *sp, const struct msg *m)
 		r = seg_repair(sp);
 	if (r == 0)
 		r = seg_queue(sp, m, e);
+	if (r == 0 && sp->first_ms == 0)
+		sp->first_ms = mono_ms();
 	return msg_done(sp, m, e, r);
+}
+
+/* Whether the segment is durable to its end and older than segment_max_age. */
+static bool seg_aged(const struct spool *sp, uint64_t now)
+{
+	return sp->max_age_ms && sp->first_ms && sp->segfd >= 0 && !sp->need_truncate &&
+	       sp->synced_off == sp->end_off && now - sp->first_ms >= sp->max_age_ms;
 }
 
 static bool seg_same_file(const struct spool *sp, const char *name)
@@ -1551,7 +1570,7 @@ static int seg_sync(struct spool *sp)
 	}
 	/* Never into ready/ with a cut that is not durable: recovery reads only active/. */
 	if (sp->segfd >= 0 && !sp->need_truncate && sp->synced_off == sp->end_off &&
-	    sp->end_off >= sp->segment_size)
+	    (sp->end_off >= sp->segment_size || seg_aged(sp, mono_ms())))
 		seg_rotate(sp);
 	return 0;
 }
@@ -2026,6 +2045,7 @@ static void spool_init(struct spool *sp, const struct config *cfg, unsigned writ
 	sp->writer = writer;
 	sp->nwriters = cfg->writers;
 	sp->segment_size = cfg->segment_size;
+	sp->max_age_ms = (uint64_t)cfg->segment_max_age * 1000;
 	snprintf(sp->dir, sizeof(sp->dir), "%s", cfg->spool_dir);
 	snprintf(sp->host, sizeof(sp->host), "%s",
 		 cfg->myhostname[0] ? cfg->myhostname : "localhost");
@@ -2142,6 +2162,27 @@ int spool_sync(struct spool *sp)
 {
 	sp->batch_n = 0;
 	return sp->format == SPOOL_MAILDIR ? md_sync(sp) : seg_sync(sp);
+}
+
+int spool_idle_ms(const struct spool *sp)
+{
+	if (sp->format != SPOOL_SEGMENT || !sp->max_age_ms || !sp->first_ms || sp->segfd < 0 ||
+	    sp->need_truncate || sp->synced_off != sp->end_off)
+		return -1;
+	uint64_t now = mono_ms(), due = sp->first_ms + sp->max_age_ms;
+	if (now >= due)
+		return 0;
+	return due - now > INT32_MAX ? INT32_MAX : (int)(due - now);
+}
+
+void spool_idle(struct spool *sp)
+{
+	uint64_t now = mono_ms();
+	if (sp->format != SPOOL_SEGMENT || !seg_aged(sp, now))
+		return;
+	/* If the rotation fails the segment stays active: try again one age later. */
+	sp->first_ms = now;
+	seg_rotate(sp);
 }
 
 uint64_t spool_syncs(const struct spool *sp)

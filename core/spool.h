@@ -186,6 +186,16 @@ int spool_sync(struct spool *sp) __attribute__((warn_unused_result));
 uint64_t spool_syncs(const struct spool *sp);
 
 /*
+ * segment_max_age: a segment whose first record is that old moves into
+ * ready/ at the next spool_sync, or, on a quiet spool, at spool_idle.
+ * spool_idle_ms is how long an idle writer may sleep before calling
+ * spool_idle (0: now), or -1 when no rotation is due (none pending, or the
+ * segment is not durable to its end).
+ */
+int spool_idle_ms(const struct spool *sp);
+void spool_idle(struct spool *sp);
+
+/*
  * Syncs what was written, moves a non-empty active segment into ready/
  * (an empty one is removed), drops in-flight messages (maildir: unlinks
  * their tmp files) and frees sp. Returns 0 or the first -errno met; sp is

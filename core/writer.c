@@ -12,7 +12,9 @@
  *
  * Sleep and wake-up without a lost wake-up: a writer with nothing to do
  * stores sleeping = 1, issues a seq_cst fence, looks at all its inbound
- * rings once more, and only then blocks in read() on its eventfd. A shard
+ * rings once more, and only then blocks in read() on its eventfd (in poll()
+ * with a timeout when its segment is due for ready/ by age, spool_idle_ms,
+ * and then moves it, spool_idle). A shard
  * pushes (release), issues a seq_cst fence in writer_kick, and writes the
  * eventfd of every writer it pushed to whose sleeping flag it exchanges
  * from 1 to 0. The two fences order the flag against the ring indices, so
@@ -34,6 +36,7 @@
  * Writer threads are not pinned and block every signal.
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -198,6 +201,19 @@ static void writer_sleep(struct writer *w)
 		return;
 	}
 	uint64_t v;
+	int ms = spool_idle_ms(w->spool);
+	if (ms >= 0) {
+		/* An aged segment is due for ready/ (segment_max_age): sleep until then. */
+		struct pollfd p = {.fd = w->efd, .events = POLLIN};
+		int n = ms > 0 ? poll(&p, 1, ms) : 0;
+		if (n > 0)
+			while (read(w->efd, &v, sizeof(v)) < 0 && errno == EINTR)
+				;
+		atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
+		if (n == 0)
+			spool_idle(w->spool);
+		return;
+	}
 	while (read(w->efd, &v, sizeof(v)) < 0 && errno == EINTR)
 		;
 	atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);

@@ -231,6 +231,7 @@ accept_domains = example.com,
 spool_dir = /var/spool/mxring
 spool_format = maildir
 segment_size = 64m
+segment_max_age = 10m
 shards = 4
 writers = 2
 message_size_limit = 10m

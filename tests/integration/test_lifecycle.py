@@ -3,7 +3,7 @@
 test_lifecycle.py - the receiver as a process: SIGTERM with sessions open,
 every acknowledged message in the spool after exit (also after SIGKILL and a
 restart), restarts on the same spool, a torn tail cut off at start-up,
-segment rotation, several writers, the maildir format, export, and the
+segment rotation (by size, and by age on a quiet spool), several writers, the maildir format, export, and the
 per-message log lines.
 
 The rule checked throughout: a message whose 250 the client saw is in the
@@ -323,6 +323,52 @@ def segment_rotation_and_writers():
     ready = os.path.join(srv.spool, "ready")
     check(os.path.isdir(ready) and os.listdir(ready),
           "no rotated segments in %s (640 KB written with segment_size 64k)" % ready)
+
+
+def segments(spool, sub):
+    d = os.path.join(spool, sub)
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+def wait_ready(spool, n, timeout=10.0):
+    """Seconds until ready/ holds n segments (bounded; polls)."""
+    t0 = time.monotonic()
+    while len(segments(spool, "ready")) < n:
+        check(time.monotonic() - t0 < timeout, "%d segment(s) in ready/ after %.0f s, want %d"
+              % (len(segments(spool, "ready")), timeout, n))
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
+@suite.case
+def quiet_segment_moves_to_ready_by_age():
+    # segment_max_age = 1: a segment whose first message is a second old
+    # moves into ready/ though no more mail comes (the idle writer wakes for
+    # it), and the next message starts a new one. With 0, only size rotates.
+    with h.Server({"segment_max_age": 1}) as srv:
+        c = srv.client()
+        c.ehlo()
+        first = b"Subject: aged 1\r\n\r\nthe only message for a while\r\n"
+        q1 = c.send_message(first)
+        dt = wait_ready(srv.spool, 1)
+        check(dt >= 0.3, "into ready/ %.2f s after its 250, segment_max_age 1 s" % dt)
+        moved = segments(srv.spool, "ready")[0]
+        check(moved not in segments(srv.spool, "active"), "%s in active/ and ready/" % moved)
+        h.check_body(srv.spool, q1, first, "the message in ready/")
+        second = b"Subject: aged 2\r\n\r\nin a new segment\r\n"
+        q2 = c.send_message(second)
+        wait_ready(srv.spool, 2)
+        c.quit()
+        h.check_body(srv.spool, q2, second, "the second message")
+        check_eq(h.spool_verify(srv.spool), 2, "verify count")
+    with h.Server({"segment_max_age": 0}, tag="noage") as srv:
+        c = srv.client()
+        c.ehlo()
+        c.send_message(b"Subject: kept\r\n\r\nsize rotation only\r\n")
+        time.sleep(2.5)  # the wait under test: no rotation by age
+        check_eq(segments(srv.spool, "ready"), [], "ready/ with segment_max_age 0")
+        check_eq(len(segments(srv.spool, "active")), 1, "segments in active/")
+        c.quit()
 
 
 @suite.case

@@ -94,9 +94,10 @@ VARIANTS = {
     "torn": ({"recv_buffer_size": "4k", "body_flush_bytes": "16k", "segment_size": "512k",
               "shards": "2", "writers": "1"}, "torn"),
     # Two writers share active/ and ready/: one's rotation meets the other's
-    # directory syncs, so segments rotate often here.
+    # directory syncs, so segments rotate often here, by size and, when a
+    # writer idles for a second, by age.
     "writers2": ({"recv_buffer_size": "8k", "body_flush_bytes": "32k", "segment_size": "128k",
-                  "shards": "2", "writers": "2"}, "strict"),
+                  "segment_max_age": "1", "shards": "2", "writers": "2"}, "strict"),
 }
 
 PHASES = ("start", "burst", "large", "ack", "at-write", "at-fsync", "at-fsyncdir", "at-move",

@@ -621,7 +621,7 @@ KEYS = ["listen", "myhostname", "accept_domains", "spool_dir", "spool_format", "
         "error_limit", "max_connections", "command_timeout", "data_timeout", "bare_newline",
         "recv_buffer_size", "recv_buffers", "ring_size", "body_flush_bytes", "pin_shards",
         "recipient_overshoot_limit", "connection_limit_exceptions", "junk_command_limit",
-        "metrics_listen"]
+        "metrics_listen", "segment_max_age"]
 
 
 def _keys_of(text):

@@ -87,6 +87,7 @@ static void test_defaults(void **state)
 	assert_string_equal(cfg.spool_dir, "spool");
 	assert_int_equal(cfg.spool_format, SPOOL_SEGMENT);
 	assert_int_equal(cfg.segment_size, 64 << 20);
+	assert_int_equal(cfg.segment_max_age, 300);
 	assert_int_equal(cfg.shards, 0);
 	assert_int_equal(cfg.writers, 1);
 	assert_int_equal(cfg.message_size_limit, 10240000);
@@ -122,6 +123,7 @@ static const char every_key[] = "# every key, none at its default\n"
 				"spool_dir = /var/spool/mxring\n"
 				"spool_format = maildir\n"
 				"segment_size = 128m\n"
+				"segment_max_age = 1m\n"
 				"shards = 4\n"
 				"writers = 2\n"
 				"message_size_limit = 50m\n"
@@ -158,6 +160,7 @@ static void check_every_key(const struct config *cfg)
 	assert_string_equal(cfg->spool_dir, "/var/spool/mxring");
 	assert_int_equal(cfg->spool_format, SPOOL_MAILDIR);
 	assert_int_equal(cfg->segment_size, 128ull << 20);
+	assert_int_equal(cfg->segment_max_age, 60);
 	assert_int_equal(cfg->shards, 4);
 	assert_int_equal(cfg->writers, 2);
 	assert_int_equal(cfg->message_size_limit, 50ull << 20);
