@@ -1017,6 +1017,15 @@ int config_set(struct config *cfg, const char *kv, FILE *err)
 	return 0;
 }
 
+/* Whether a is one of list[0..n). */
+static bool addr_listed(const struct listen_addr *a, const struct listen_addr *list, unsigned n)
+{
+	for (unsigned i = 0; i < n && i < LISTEN_MAX; i++)
+		if (list[i].port == a->port && strcmp(list[i].host, a->host) == 0)
+			return true;
+	return false;
+}
+
 /* Ranges of the numeric keys and validity of the others, as set_value checks them. */
 static int check_key(const struct config *cfg, const struct key *k, const struct where *w)
 {
@@ -1046,15 +1055,12 @@ static int check_key(const struct config *cfg, const struct key *k, const struct
 		return 0;
 	case K_ADDR: {
 		const struct listen_addr *a = (const void *)((const char *)cfg + k->off);
-		for (i = 0; a->port && i < cfg->nlisten + cfg->nsmtps_listen && i < 2 * LISTEN_MAX;
-		     i++) {
-			const struct listen_addr *l = i < cfg->nlisten
-							  ? &cfg->listen[i]
-							  : &cfg->smtps_listen[i - cfg->nlisten];
-			if (l->port == a->port && strcmp(l->host, a->host) == 0) {
-				say(w, k->name, "%s:%u is an SMTP address too", a->host, a->port);
-				return -1;
-			}
+		char t[LISTEN_TEXT_MAX];
+		if (a->port && (addr_listed(a, cfg->listen, cfg->nlisten) ||
+				addr_listed(a, cfg->smtps_listen, cfg->nsmtps_listen))) {
+			say(w, k->name, "%s is an SMTP address too",
+			    listen_addr_text(a, t, sizeof(t)));
+			return -1;
 		}
 		return 0;
 	}
@@ -1222,13 +1228,20 @@ int config_check(const struct config *cfg, FILE *err)
 	return rc;
 }
 
-/* " host:port" (IPv6 in brackets), after a comma unless first. */
-static void print_addr(const struct listen_addr *a, bool first, FILE *out)
+const char *listen_addr_text(const struct listen_addr *a, char *buf, size_t cap)
 {
 	bool v6 = strchr(a->host, ':') != NULL;
 
-	fprintf(out, "%s %s%s%s:%u", first ? "" : ",", v6 ? "[" : "", a->host, v6 ? "]" : "",
-		a->port);
+	snprintf(buf, cap, "%s%s%s:%u", v6 ? "[" : "", a->host, v6 ? "]" : "", a->port);
+	return buf;
+}
+
+/* " host:port", after a comma unless first. */
+static void print_addr(const struct listen_addr *a, bool first, FILE *out)
+{
+	char t[LISTEN_TEXT_MAX];
+
+	fprintf(out, "%s %s", first ? "" : ",", listen_addr_text(a, t, sizeof(t)));
 }
 
 static void print_key(const struct config *cfg, const struct key *k, FILE *out)

@@ -30,6 +30,12 @@ struct listen_addr {
 	uint16_t port;
 };
 
+/* Room for listen_addr_text: brackets, the host, ':', 5 digits, NUL. */
+#define LISTEN_TEXT_MAX (64 + 9)
+
+/* "host:port", an IPv6 host in brackets, into buf (LISTEN_TEXT_MAX); returns buf. */
+const char *listen_addr_text(const struct listen_addr *a, char *buf, size_t cap);
+
 /* An address prefix: IPv4 (addr[0..3]) or IPv6, and its length in bits. The
  * bits past the length are zero. */
 struct cidr {

@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
@@ -39,13 +40,6 @@ static void usage(FILE *f)
 		   "  -o key=value   override one key (repeatable)\n"
 		   "  -n             print the effective configuration and exit\n"
 		   "  -h             this help\n");
-}
-
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 /* Everything the stats lines report, summed over shards and writers. */
@@ -384,36 +378,27 @@ static int run(struct config *cfg)
 	struct page_src src = {
 	    .shards = shards, .nshards = nshards, .ws = ws, .start_ms = mono_ms()};
 	struct metrics *metrics = NULL;
-	const struct listen_addr *ma = &cfg->metrics_listen;
-	bool ma6 = strchr(ma->host, ':') != NULL;
-	if (ma->port) {
-		rc = metrics_start(ma, render_page, &src, &metrics);
+	char at[LISTEN_TEXT_MAX], mtext[LISTEN_TEXT_MAX + 16] = "";
+	if (cfg->metrics_listen.port) {
+		listen_addr_text(&cfg->metrics_listen, at, sizeof(at));
+		rc = metrics_start(&cfg->metrics_listen, render_page, &src, &metrics);
 		if (rc) {
-			fprintf(stderr, "mxring: metrics_listen %s%s%s:%u: %s\n", ma6 ? "[" : "",
-				ma->host, ma6 ? "]" : "", ma->port, strerror(-rc));
+			fprintf(stderr, "mxring: metrics_listen %s: %s\n", at, strerror(-rc));
 			goto fail;
 		}
+		snprintf(mtext, sizeof(mtext), " metrics=%s", at);
 	}
-	char where[LISTEN_MAX * 72] = "";
+	char where[LISTEN_MAX * (LISTEN_TEXT_MAX + 1)] = "";
 	size_t off = 0;
 	for (unsigned i = 0; i < cfg->nlisten && off < sizeof(where); i++)
-		off += (size_t)snprintf(
-		    where + off, sizeof(where) - off, "%s%s%s%s:%u", i ? "," : "",
-		    strchr(cfg->listen[i].host, ':') ? "[" : "", cfg->listen[i].host,
-		    strchr(cfg->listen[i].host, ':') ? "]" : "", cfg->listen[i].port);
-	char smtps[LISTEN_MAX * 72] = "";
+		off += (size_t)snprintf(where + off, sizeof(where) - off, "%s%s", i ? "," : "",
+					listen_addr_text(&cfg->listen[i], at, sizeof(at)));
+	char smtps[LISTEN_MAX * (LISTEN_TEXT_MAX + 1) + 16] = "";
 	off = 0;
-	for (unsigned i = 0; i < cfg->nsmtps_listen && off < sizeof(smtps); i++) {
-		const struct listen_addr *a = &cfg->smtps_listen[i];
-		bool v6 = strchr(a->host, ':') != NULL;
-		off += (size_t)snprintf(smtps + off, sizeof(smtps) - off, " %s%s%s%s:%u",
-					i ? "," : "smtps_listen=", v6 ? "[" : "", a->host,
-					v6 ? "]" : "", a->port);
-	}
-	char mtext[96] = "";
-	if (ma->port)
-		snprintf(mtext, sizeof(mtext), " metrics=%s%s%s:%u", ma6 ? "[" : "", ma->host,
-			 ma6 ? "]" : "", ma->port);
+	for (unsigned i = 0; i < cfg->nsmtps_listen && off < sizeof(smtps); i++)
+		off += (size_t)snprintf(smtps + off, sizeof(smtps) - off, "%s%s",
+					i ? "," : " smtps_listen=",
+					listen_addr_text(&cfg->smtps_listen[i], at, sizeof(at)));
 	log_line("ready listen=%s%s%s shards=%u writers=%u spool=%s format=%s starttls=%s "
 		 "tls_records=%s pid=%d",
 		 where, smtps, mtext, cfg->shards, cfg->writers, cfg->spool_dir,
@@ -430,8 +415,8 @@ static int run(struct config *cfg)
 		shard_join(shards[i]);
 		failed |= shard_failed(shards[i]);
 	}
-	metrics_stop(
-	    metrics); /* served through the shutdown; stopped before the shards are freed */
+	/* Served through the shutdown; stopped before the shards are freed. */
+	metrics_stop(metrics);
 	log_stats(shards, nshards, ws);
 	for (unsigned i = 0; i < nshards; i++)
 		shard_free(shards[i]);

@@ -17,9 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "metrics.h"
 #include "shard.h"
 
@@ -39,18 +39,11 @@ struct metrics {
 	char page[PAGE_MAX];
 };
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* Waits for events on fd until deadline; false on the deadline, stop or error. */
 static bool wait_fd(struct metrics *m, int fd, short events, uint64_t deadline)
 {
 	for (;;) {
-		uint64_t now = now_ms();
+		uint64_t now = mono_ms();
 		if (now >= deadline)
 			return false;
 		struct pollfd p[2] = {{.fd = fd, .events = events},
@@ -187,7 +180,7 @@ static void drain(struct metrics *m, int fd, uint64_t deadline)
 /* Reads the request head and answers it. */
 static void serve(struct metrics *m, int fd)
 {
-	uint64_t deadline = now_ms() + REQ_DEADLINE_MS;
+	uint64_t deadline = mono_ms() + REQ_DEADLINE_MS;
 	serve_request(m, fd, deadline);
 	drain(m, fd, deadline);
 }

@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "crc32c.h"
 #include "log.h"
 #include "spool.h"
@@ -104,13 +105,6 @@ static uint64_t now_us(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static int fsync_fd(int fd)
@@ -1464,11 +1458,17 @@ static int seg_write(struct spool *sp, const struct msg *m)
 	return msg_done(sp, m, e, r);
 }
 
-/* Whether the segment is durable to its end and older than segment_max_age. */
+/* Whether the segment may move into ready/: durable to its end, as
+ * recovery (which reads only active/) would find it. */
+static bool seg_durable(const struct spool *sp)
+{
+	return sp->segfd >= 0 && !sp->need_truncate && sp->synced_off == sp->end_off;
+}
+
+/* Whether its first record is segment_max_age old. */
 static bool seg_aged(const struct spool *sp, uint64_t now)
 {
-	return sp->max_age_ms && sp->first_ms && sp->segfd >= 0 && !sp->need_truncate &&
-	       sp->synced_off == sp->end_off && now - sp->first_ms >= sp->max_age_ms;
+	return sp->max_age_ms && sp->first_ms && now - sp->first_ms >= sp->max_age_ms;
 }
 
 static bool seg_same_file(const struct spool *sp, const char *name)
@@ -1568,9 +1568,7 @@ static int seg_sync(struct spool *sp)
 		seg_fail(sp, op, r);
 		return r;
 	}
-	/* Never into ready/ with a cut that is not durable: recovery reads only active/. */
-	if (sp->segfd >= 0 && !sp->need_truncate && sp->synced_off == sp->end_off &&
-	    (sp->end_off >= sp->segment_size || seg_aged(sp, mono_ms())))
+	if (seg_durable(sp) && (sp->end_off >= sp->segment_size || seg_aged(sp, mono_ms())))
 		seg_rotate(sp);
 	return 0;
 }
@@ -2166,8 +2164,7 @@ int spool_sync(struct spool *sp)
 
 int spool_idle_ms(const struct spool *sp)
 {
-	if (sp->format != SPOOL_SEGMENT || !sp->max_age_ms || !sp->first_ms || sp->segfd < 0 ||
-	    sp->need_truncate || sp->synced_off != sp->end_off)
+	if (sp->format != SPOOL_SEGMENT || !sp->max_age_ms || !sp->first_ms || !seg_durable(sp))
 		return -1;
 	uint64_t now = mono_ms(), due = sp->first_ms + sp->max_age_ms;
 	if (now >= due)
@@ -2178,7 +2175,7 @@ int spool_idle_ms(const struct spool *sp)
 void spool_idle(struct spool *sp)
 {
 	uint64_t now = mono_ms();
-	if (sp->format != SPOOL_SEGMENT || !seg_aged(sp, now))
+	if (sp->format != SPOOL_SEGMENT || !seg_durable(sp) || !seg_aged(sp, now))
 		return;
 	/* If the rotation fails the segment stays active: try again one age later. */
 	sp->first_ms = now;

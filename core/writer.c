@@ -200,23 +200,18 @@ static void writer_sleep(struct writer *w)
 		atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
 		return;
 	}
-	uint64_t v;
+	/* With a segment due for ready/ by age (segment_max_age), sleep until
+	 * then at most; n = 0: the time came with no wake-up. */
 	int ms = spool_idle_ms(w->spool);
-	if (ms >= 0) {
-		/* An aged segment is due for ready/ (segment_max_age): sleep until then. */
-		struct pollfd p = {.fd = w->efd, .events = POLLIN};
-		int n = ms > 0 ? poll(&p, 1, ms) : 0;
-		if (n > 0)
-			while (read(w->efd, &v, sizeof(v)) < 0 && errno == EINTR)
-				;
-		atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
-		if (n == 0)
-			spool_idle(w->spool);
-		return;
-	}
-	while (read(w->efd, &v, sizeof(v)) < 0 && errno == EINTR)
-		;
+	struct pollfd p = {.fd = w->efd, .events = POLLIN};
+	int n = ms < 0 ? 1 : ms > 0 ? poll(&p, 1, ms) : 0;
+	uint64_t v;
+	if (n > 0)
+		while (read(w->efd, &v, sizeof(v)) < 0 && errno == EINTR)
+			;
 	atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
+	if (n == 0)
+		spool_idle(w->spool);
 }
 
 static void *writer_main(void *arg)
