@@ -20,9 +20,12 @@ case "${1:-}" in
 --test)
 	# gnuplot-nox: the test of bench/compare --quick checks its plot too.
 	# libfuse3-dev, fuse3: tests/tools/faultfs (disk faults under the spool).
-	# python3-prometheus-client: its parser reads the metrics page.
-	pkgs+=(libcmocka-dev python3 swaks postfix testssl.sh gnuplot-nox libfuse3-dev fuse3
-		python3-prometheus-client)
+	# python3-prometheus-client: its parser reads the metrics page;
+	# prometheus: its promtool lints it.
+	# libnet-ssleay-perl: swaks --tls (a Recommends of swaks, which
+	# --no-install-recommends below skips).
+	pkgs+=(libcmocka-dev python3 swaks libnet-ssleay-perl postfix testssl.sh gnuplot-nox
+		libfuse3-dev fuse3 python3-prometheus-client prometheus)
 	;;
 --bench)
 	pkgs+=("${bench_pkgs[@]}")

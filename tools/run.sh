@@ -8,7 +8,10 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 tools/deps.sh
 tools/wolfssl-build.sh >/dev/null
-[ -f build/build.ninja ] || meson setup build -Dwolfssl=accelerated >/dev/null
+# Reconfigured every time: a new wolfSSL build (another prefix) is picked up.
+setup=(setup)
+[ -f build/build.ninja ] && setup+=(--reconfigure)
+meson "${setup[@]}" build -Dwolfssl=accelerated >/dev/null
 ninja -C build >/dev/null
 # A self-signed certificate and a ticket key for STARTTLS, made once.
 tools/mxring-cert.sh "$top/run/tls" mx.localhost >/dev/null

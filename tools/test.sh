@@ -23,10 +23,13 @@ status=0
 run_suite() {
 	local build=$1
 	shift
-	if [ ! -f "$build/build.ninja" ]; then
-		meson setup "$build" -Dtests=enabled -Dwerror=true -Dwolfssl=accelerated "$@" \
-			>/dev/null || return 1
-	fi
+	# Whatever the folder holds (tools/run.sh configures build/ without the
+	# tests), it is (re)configured with them: reconfiguring keeps what
+	# ninja built, so a second run costs nothing.
+	local setup=(setup)
+	[ -f "$build/build.ninja" ] && setup+=(--reconfigure)
+	meson "${setup[@]}" "$build" -Dtests=enabled -Dwerror=true -Dwolfssl=accelerated "$@" \
+		>/dev/null || return 1
 	ninja -C "$build" || return 1
 	meson test -C "$build" --print-errorlogs --num-processes 2 "${test_args[@]}" |
 		tee "$build/test-output.txt"
@@ -39,6 +42,12 @@ run_suite() {
 	skip=$(sed -n 's/^Skipped: *\([0-9]*\).*/\1/p' "$build/test-output.txt" | tail -n1)
 	local f=$((${fail:-0} + ${timeout:-0} + ${upass:-0}))
 	if [ -z "$ok" ] && [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		f=1
+	fi
+	# A suite that ran nothing ("No tests defined.", or a filter that matched
+	# nothing) has failed: it proves nothing.
+	if [ "${ok:-0}" -eq 0 ] && [ "$f" -eq 0 ]; then
+		echo "test: $build ran no test" >&2
 		f=1
 	fi
 	passed=$((passed + ${ok:-0}))
