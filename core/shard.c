@@ -2024,9 +2024,9 @@ static void gauges_publish(struct shard *sh)
 	gauge_set(&g->conns_open, sh->nopen);
 	gauge_set(&g->tls_sessions, sh->ntls);
 	gauge_set(&g->recv_bufs_used, sh->held);
-	gauge_set(&g->recv_bufs_total, sh->nbufs);
+	gauge_set(&g->recv_bufs_capacity, sh->nbufs);
 	gauge_set(&g->plain_bufs_used, sh->nplain - sh->nplain_free);
-	gauge_set(&g->plain_bufs_total, sh->nplain);
+	gauge_set(&g->plain_bufs_capacity, sh->nplain);
 	gauge_set(&g->msgs_at_writers, sh->msgs_out);
 	gauge_set(&g->send_queued_bytes, sh->send_queued);
 }

@@ -45,13 +45,13 @@ struct shard_stats {
  */
 struct shard_gauges {
 	uint64_t conns_open;
-	uint64_t tls_sessions;	    /* connections with a TLS session (handshake or up) */
-	uint64_t recv_bufs_used;    /* receive buffers out of the kernel's ring */
-	uint64_t recv_bufs_total;   /* recv_buffers */
-	uint64_t plain_bufs_used;   /* decrypted-input buffers in use (TLS) */
-	uint64_t plain_bufs_total;  /* 0 without TLS */
-	uint64_t msgs_at_writers;   /* msgs handed to writers, not yet back */
-	uint64_t send_queued_bytes; /* reply bytes handed to sends, not yet sent */
+	uint64_t tls_sessions;	      /* connections with a TLS session (handshake or up) */
+	uint64_t recv_bufs_used;      /* receive buffers out of the kernel's ring */
+	uint64_t recv_bufs_capacity;  /* recv_buffers */
+	uint64_t plain_bufs_used;     /* decrypted-input buffers in use (TLS) */
+	uint64_t plain_bufs_capacity; /* 0 without TLS */
+	uint64_t msgs_at_writers;     /* msgs handed to writers, not yet back */
+	uint64_t send_queued_bytes;   /* reply bytes handed to sends, not yet sent */
 };
 
 /*

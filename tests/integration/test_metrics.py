@@ -3,7 +3,8 @@
 test_metrics.py - metrics_listen: the Prometheus text endpoint.
 
 Checked: the page parses with the Prometheus project's Python parser
-(python3-prometheus-client, run by Debian's /usr/bin/python3), names
+(python3-prometheus-client, run by Debian's /usr/bin/python3) and passes its
+linter (promtool check metrics), names
 every number of the 'stats live' line with the right type, and its numbers
 move with the traffic (a connection open, a message queued); other paths,
 methods and malformed or oversized requests get their HTTP status; a
@@ -26,6 +27,7 @@ suite = h.Suite("metrics")
 check, check_eq = h.check, h.check_eq
 
 SYSTEM_PYTHON = "/usr/bin/python3"
+PROMTOOL = "/usr/bin/promtool"
 
 # Reads a page on stdin; prints {name: [type, {labels-less sample name: value}]}.
 PARSE = r"""
@@ -41,6 +43,8 @@ print(json.dumps(out))
 def parser_missing():
     if not os.path.exists(SYSTEM_PYTHON):
         return "no %s" % SYSTEM_PYTHON
+    if not os.path.exists(PROMTOOL):
+        return "no %s (Debian package prometheus)" % PROMTOOL
     p = subprocess.run([SYSTEM_PYTHON, "-c", "import prometheus_client.parser"],
                        capture_output=True, timeout=30)
     return None if p.returncode == 0 else "python3-prometheus-client is not installed"
@@ -76,7 +80,18 @@ def scrape(port):
                        timeout=30)
     check(p.returncode == 0, "the Prometheus parser refused the page: %s\n%s"
           % (p.stderr.decode()[-500:], body.decode()[:500]))
+    lint(body)
     return json.loads(p.stdout)
+
+
+def lint(body):
+    """Prometheus's own linter (promtool, Debian package prometheus) passes the page:
+    names, suffixes (_total only on counters), HELP and TYPE lines."""
+    p = subprocess.run([PROMTOOL, "check", "metrics"], input=body, capture_output=True,
+                       timeout=30)
+    check(p.returncode == 0 and not p.stdout.strip() and not p.stderr.strip(),
+          "promtool check metrics: rc=%d %s%s" % (p.returncode, p.stdout.decode()[-800:],
+                                                  p.stderr.decode()[-800:]))
 
 
 def value(page, name):
@@ -114,8 +129,8 @@ def page_parses_and_follows_the_traffic():
             check(name in page, "%s (in the live line) is not on the page" % name)
         check(value(page, "mxring_uptime_seconds") >= 0, "uptime")
         check(value(page, "mxring_resident_memory_bytes") > 1 << 20, "resident memory")
-        check_eq(value(page, "mxring_recv_bufs_total"), float(live["recv_bufs_total"]),
-                 "recv_bufs_total")
+        check_eq(value(page, "mxring_recv_bufs_capacity"), float(live["recv_bufs_capacity"]),
+                 "recv_bufs_capacity")
         check_eq(value(page, "mxring_msgs_queued"), 0.0, "msgs_queued before any mail")
         # One connection held open, one message queued.
         c = srv.client()

@@ -71,13 +71,13 @@ def live_stats_line_gauges():
             c.ehlo()
         # A line written while a reply was still on its way may show it in
         # flight: wait (bounded) for the idle state, which must come.
-        idle = ("tls_sessions", "recv_bufs_used", "plain_bufs_used", "plain_bufs_total",
+        idle = ("tls_sessions", "recv_bufs_used", "plain_bufs_used", "plain_bufs_capacity",
                 "msgs_at_writers", "writer_queue", "send_queued_bytes")
         d = wait_live(srv, lambda d: d.get("conns_open") == "3" and
                       all(d.get(k) == "0" for k in idle),
                       "conns_open=3 and %s all 0" % ", ".join(idle))
         # harness: shards 2, writers 1; defaults recv_buffers 1024, ring_size 1024.
-        check_eq(ival(d, "recv_bufs_total"), 2 * 1024, "recv_bufs_total")
+        check_eq(ival(d, "recv_bufs_capacity"), 2 * 1024, "recv_bufs_capacity")
         check_eq(ival(d, "writer_queue_cap"), 2 * 1 * 1024, "writer_queue_cap")
         check(ival(d, "conns_accepted") >= 3, "conns_accepted in the live line: %r" % d)
         rss = ival(d, "rss_kib")
@@ -122,8 +122,8 @@ def live_stats_counts_tls_sessions():
         c = tt.tls_client(srv)
         d = wait_live(srv, lambda d: d.get("tls_sessions") == "1", "tls_sessions=1")
         check_eq(ival(d, "conns_open"), 1, "conns_open with one TLS session")
-        check(ival(d, "plain_bufs_total") > 0, "plaintext buffers exist under TLS: %r" % d)
-        check(ival(d, "plain_bufs_used") <= ival(d, "plain_bufs_total"), "plain_bufs: %r" % d)
+        check(ival(d, "plain_bufs_capacity") > 0, "plaintext buffers exist under TLS: %r" % d)
+        check(ival(d, "plain_bufs_used") <= ival(d, "plain_bufs_capacity"), "plain_bufs: %r" % d)
         c.send_message(b"Subject: tls\r\n\r\nhello\r\n")
         c.quit()
         wait_live(srv, lambda d: d.get("tls_sessions") == "0" and d.get("conns_open") == "0"
