@@ -7,10 +7,13 @@
  * where the input ends. The line scan uses memchr for LF, so the cost per
  * byte is that of memchr on ordinary text.
  *
- * Invariants: a line start (for dot-unstuffing and for the terminator) is
- * only ever entered after a real <CR><LF> or at the start of DATA; a dot or a
- * CR seen at a line start is held back (not yet reported) until the next byte
- * says what it was, and then reported from body_static if it was content.
+ * Invariants: a line start for the terminator is only ever entered after a
+ * real <CR><LF> or at the start of DATA. A bare LF starts a line for
+ * dot-unstuffing only (ST_LS_LF): "..x" after it loses a dot, as it does in
+ * Postfix, which takes the LF for a line end, but "." there never ends the
+ * data. A dot or a CR seen at a line start is held back (not yet reported)
+ * until the next byte says what it was, and then reported from body_static
+ * if it was content.
  */
 #include <string.h>
 
@@ -27,6 +30,8 @@ enum {
 	ST_DOT,	   /* line start, then ".": dot held back */
 	ST_DOT_CR, /* line start, ".", CR: both held back */
 	ST_MID,	   /* inside a line */
+	ST_LS_LF,  /* after a bare LF: a line start for dot-unstuffing only */
+	ST_DOT_LF, /* after a bare LF, then ".": dot held back */
 };
 
 void body_init(struct body_dec *d)
@@ -49,13 +54,14 @@ static int flush(const uint8_t *in, size_t *start, size_t end, body_emit_fn emit
 /*
  * Scans a line body from pos for the next LF. Returns the index after the
  * LF, or len when none. On a bare LF reports the run before it plus CRLF.
- * *ls is set when the LF ended a real CRLF line (a line start follows).
+ * *ls is set to the state that follows the LF: ST_LS after a real CRLF,
+ * ST_LS_LF after a bare LF, else ST_MID.
  */
 static size_t scan_mid(struct body_dec *d, const uint8_t *in, size_t pos, size_t len, size_t *run,
 		       body_emit_fn emit, void *ctx, int *rc, int *ls)
 {
 	const uint8_t *lf = memchr(in + pos, '\n', len - pos);
-	*ls = 0;
+	*ls = ST_MID;
 	if (!lf) {
 		d->last_cr = in[len - 1] == '\r';
 		return len;
@@ -64,9 +70,10 @@ static size_t scan_mid(struct body_dec *d, const uint8_t *in, size_t pos, size_t
 	int cr = i > pos ? in[i - 1] == '\r' : d->last_cr;
 	d->last_cr = 0;
 	if (cr) {
-		*ls = 1;
+		*ls = ST_LS;
 		return i + 1;
 	}
+	*ls = ST_LS_LF;
 	d->bare_lf++;
 	*rc = flush(in, run, i, emit, ctx);
 	if (*rc == 0)
@@ -122,8 +129,26 @@ size_t body_data(struct body_dec *d, const uint8_t *in, size_t len, body_emit_fn
 			break;
 		case ST_MID:
 			pos = scan_mid(d, in, pos, len, &run, emit, ctx, &rc, &ls);
-			if (ls)
-				d->state = ST_LS;
+			d->state = (uint8_t)ls;
+			break;
+		case ST_LS_LF:
+			if (in[pos] == '.') {
+				rc = flush(in, &run, pos, emit, ctx);
+				d->state = ST_DOT_LF;
+				run = ++pos;
+			} else {
+				d->state = ST_MID;
+				d->last_cr = 0;
+			}
+			break;
+		case ST_DOT_LF:
+			/* "." alone on its line is content here: kept. Before anything
+			 * else it was a stuffed dot: dropped. Either way the byte after
+			 * it is read as inside a line (ST_MID). */
+			if (in[pos] == '\r' || in[pos] == '\n')
+				rc = emit(ctx, DOT, 1);
+			d->state = ST_MID;
+			d->last_cr = 0;
 			break;
 		}
 	}

@@ -7,7 +7,9 @@
  *  - only <CR><LF>.<CR><LF> ends DATA; the first CRLF belongs to the
  *    content. A bare LF or a bare CR never ends a line for this purpose
  *    (SMTP smuggling), so a dot after one is content, not a terminator;
- *  - a line that starts (after a real CRLF) with "." loses that dot;
+ *  - a line that starts (after a real CRLF) with "." loses that dot; so does
+ *    one after a bare LF ("..x" keeps one dot, as in Postfix), except "."
+ *    alone there, which is content and never a terminator;
  *  - a bare LF is reported as <CR><LF> (normalize) and counted, so the
  *    caller can reject the message instead. A bare CR is left as it is.
  * BDAT content (RFC 3030) has no dot handling and no terminator; bare LFs are

@@ -2,10 +2,13 @@
  * msg.h - what travels from a shard to a writer and back.
  *
  * A message body is a chain of slices. A slice points into a receive buffer
- * lent to the shard by the kernel (buf = its id in the shard's buffer ring) or
- * at a constant (buf = SLICE_STATIC, e.g. the CRLF that replaces a bare LF).
- * The bytes are never copied on the way to disk: the writer hands the chain
- * to writev. While a msg is with a writer, the shard does not touch the
+ * lent to the shard by the kernel (buf = its id in the shard's buffer ring),
+ * or into a copy chunk the msg owns (buf = SLICE_COPY). Content is copied
+ * only where the decoder fragments it (a CRLF for each bare LF, a dot
+ * dropped at each stuffed line): short fragments are gathered into one
+ * chunk, so that a message costs a slice per buffer or per long run, not two
+ * per line. Nothing else copies the bytes on the way to disk: the writer
+ * hands the chain to writev. While a msg is with a writer, the shard does not touch the
  * buffers it points into; the writer never returns buffers itself, it returns
  * the msg, and the shard (the only owner of its buffer ring) drops its
  * references.
@@ -24,13 +27,21 @@
 
 #include "bounds.h"
 
-#define SLICE_STATIC 0xffffu
+#define SLICE_COPY 0xffffu
 
 struct slice {
-	const uint8_t *base; /* borrowed: into a receive buffer or a constant */
+	const uint8_t *base; /* borrowed: into a receive buffer or a copy chunk */
 	uint32_t len;
-	uint16_t buf; /* buffer id in the owning shard's ring, or SLICE_STATIC */
+	uint16_t buf; /* buffer id in the owning shard's ring, or SLICE_COPY */
 	uint16_t pad;
+};
+
+/* Copied fragments of a body; the shard allocates and frees them. */
+struct copy_chunk {
+	struct copy_chunk *next; /* owned: the chunk filled before this one */
+	uint32_t len;
+	uint32_t cap;
+	uint8_t data[];
 };
 
 /* The envelope of one transaction, owned by the connection until the final
@@ -75,8 +86,11 @@ struct msg {
 	struct slice *slices;	    /* owned by the msg */
 	uint32_t nslices;
 	uint32_t slices_cap;
-	uint64_t part_bytes;  /* bytes in these slices */
-	uint64_t body_offset; /* body bytes written by earlier parts */
+	struct copy_chunk *copies; /* owned: newest first; SLICE_COPY slices point in */
+	uint32_t nbufs;		   /* pool buffers the slices reference */
+	uint16_t last_buf;	   /* the buffer of the newest such slice */
+	uint64_t part_bytes;	   /* bytes in these slices */
+	uint64_t body_offset;	   /* body bytes written by earlier parts */
 	/* Set by the writer before it returns the msg. */
 	int result;	  /* 0 = durable (FINAL) / written (PART), or -errno */
 	uint64_t done_us; /* when the writer finished it */

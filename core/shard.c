@@ -64,16 +64,20 @@
 
 enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_TICK, OP_WAKE, OP_CANCEL };
 
-#define BUF_NONE	0xffffu
-#define OUT_CAP		4096u /* reply buffer: >= SMTP_OUT_RESERVE + the longest reply */
-#define IN_PAUSE_BUFS	8u    /* unread input buffers before recv is paused */
-#define REAP_MAX	256u
-#define EXPIRE_MAX	256u
-#define NONE32		UINT32_MAX
-#define PART_SLICES_MAX 64u	      /* slices (about buffers) a message gathers before a part */
-#define PLAIN_SIZE	TLS_PLAIN_BUF /* one TLS record's inner plaintext, whole */
-#define LINGER_S	2u	      /* a closed session's input is read this long at most */
-#define LINGER_BYTES	(64u << 10)   /* and this much */
+#define BUF_NONE	 0xffffu
+#define OUT_CAP		 4096u /* reply buffer: >= SMTP_OUT_RESERVE + the longest reply */
+#define IN_PAUSE_BUFS	 8u    /* unread input buffers before recv is paused */
+#define REAP_MAX	 256u
+#define EXPIRE_MAX	 256u
+#define NONE32		 UINT32_MAX
+#define PART_BUFS_MAX	 64u	       /* receive buffers a message pins before a part */
+#define PART_SLICES_MAX	 1024u	       /* slices a message gathers before a part */
+#define COPY_RUN_MAX	 1024u	       /* a run shorter than this may be copied */
+#define FRAG_SLICES_FREE 8u	       /* slices beyond 2 per buffer before fragments are copied */
+#define COPY_CHUNK_BYTES (16u << 10)   /* copy chunks are allocated this large */
+#define PLAIN_SIZE	 TLS_PLAIN_BUF /* one TLS record's inner plaintext, whole */
+#define LINGER_S	 2u	       /* a closed session's input is read this long at most */
+#define LINGER_BYTES	 (64u << 10)   /* and this much */
 
 static_assert(OUT_CAP >= 2 * SMTP_OUT_RESERVE, "reply buffer holds a reserve and a reply");
 
@@ -346,11 +350,27 @@ static void env_put(struct env_box *b)
 	}
 }
 
-static void msg_free(struct shard *sh, struct msg *m)
+/* Drops m's slices: its references to buffers, its copy chunks. */
+static void msg_slices_drop(struct shard *sh, struct msg *m)
 {
 	for (uint32_t i = 0; i < m->nslices; i++)
-		if (m->slices[i].buf != SLICE_STATIC)
+		if (m->slices[i].buf != SLICE_COPY)
 			buf_put(sh, m->slices[i].buf);
+	m->nslices = 0;
+	m->nbufs = 0;
+	m->part_bytes = 0;
+	struct copy_chunk *k = m->copies;
+	m->copies = NULL;
+	while (k) {
+		struct copy_chunk *next = k->next;
+		free(k);
+		k = next;
+	}
+}
+
+static void msg_free(struct shard *sh, struct msg *m)
+{
+	msg_slices_drop(sh, m);
 	if (m->env)
 		env_put((struct env_box *)(void *)m->env);
 	free(m->slices);
@@ -401,11 +421,7 @@ static void body_drop(struct shard *sh, struct conn *c)
 		msg_free(sh, m);
 		return;
 	}
-	for (uint32_t i = 0; i < m->nslices; i++)
-		if (m->slices[i].buf != SLICE_STATIC)
-			buf_put(sh, m->slices[i].buf);
-	m->nslices = 0;
-	m->part_bytes = 0;
+	msg_slices_drop(sh, m);
 	m->kind = MSG_ABORT;
 	if (submit(sh, m) != 0)
 		msg_free(sh, m);
@@ -529,49 +545,126 @@ static int flush_part(struct shard *sh, struct conn *c)
 	return 0;
 }
 
+/* Makes room for one more slice in m. 0 or -ENOMEM. */
+static int slice_room(struct msg *m)
+{
+	if (m->nslices < m->slices_cap)
+		return 0;
+	uint32_t cap = m->slices_cap ? m->slices_cap * 2 : 16;
+	struct slice *s = realloc(m->slices, cap * sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	m->slices = s;
+	m->slices_cap = cap;
+	return 0;
+}
+
+/* A message the receiver cannot take (the client gets a 4xx): why, in the log. */
+static void body_refused(struct shard *sh, struct conn *c, const char *why)
+{
+	const struct envelope *e = &c->env->env;
+	stat_add(&sh->stats.msgs_failed, 1);
+	log_line("refused qid=%s shard=%u writer=%u client=%s port=%u size=%llu reason=\"%s\"",
+		 e->qid, sh->id, c->writer, e->client_addr, e->client_port,
+		 c->msg ? (unsigned long long)msg_total_bytes(c->msg) : 0ULL, why);
+}
+
+/*
+ * Appends p[0..len) to m's newest copy chunk (a new one when it is full) and
+ * to the slice that ends there, or a new slice. 0 or -ENOMEM.
+ */
+static int copy_append(struct shard *sh, struct msg *m, const uint8_t *p, size_t len)
+{
+	struct copy_chunk *k = m->copies;
+	if (!k || k->cap - k->len < len) {
+		uint32_t cap = len > COPY_CHUNK_BYTES ? (uint32_t)len : COPY_CHUNK_BYTES;
+		k = malloc(sizeof(*k) + cap);
+		if (!k)
+			return -ENOMEM;
+		k->next = m->copies;
+		k->len = 0;
+		k->cap = cap;
+		m->copies = k;
+	}
+	uint8_t *dst = k->data + k->len;
+	memcpy(dst, p, len);
+	k->len += (uint32_t)len;
+	stat_add(&sh->stats.body_copied, len);
+	struct slice *last = m->nslices ? &m->slices[m->nslices - 1] : NULL;
+	if (last && last->buf == SLICE_COPY && last->base + last->len == dst) {
+		last->len += (uint32_t)len;
+		return 0;
+	}
+	if (slice_room(m) != 0)
+		return -ENOMEM;
+	m->slices[m->nslices++] =
+	    (struct slice){.base = dst, .len = (uint32_t)len, .buf = SLICE_COPY};
+	return 0;
+}
+
+/*
+ * A run of content from the decoder, into the message as a slice. A run
+ * that continues the last slice extends it. A byte the decoder inserted (the
+ * CR of a bare LF, a kept dot) is copied. A short run cut out of the same
+ * buffer, or one after a copied stretch, is a fragment: it gets a slice of
+ * its own while the message has few slices per buffer (a dot-stuffed line
+ * here and there costs nothing), and is copied once it has many, so that
+ * bare-LF text costs a few slices per buffer, not two per line. Anything
+ * else (the first run of a new buffer, a long run) is a new slice.
+ */
+static int body_add(struct shard *sh, struct conn *c, const uint8_t *p, size_t len)
+{
+	struct msg *m = c->msg;
+	struct slice *last = m->nslices ? &m->slices[m->nslices - 1] : NULL;
+	if (body_is_static(p))
+		return copy_append(sh, m, p, len);
+	/* Content always comes straight from a buffer of the pools: the stash
+	 * only ever holds one command line. */
+	uint16_t buf = c->feed_buf;
+	ASSERT(buf != BUF_NONE);
+	ASSERT(p >= buf_addr(sh, buf) && p + len <= buf_addr(sh, buf) + buf_cap(sh, buf));
+	if (last && last->buf == buf && last->base + last->len == p) {
+		last->len += (uint32_t)len;
+		return 0;
+	}
+	bool fragment = last && len < COPY_RUN_MAX && (last->buf == buf || last->buf == SLICE_COPY);
+	if (fragment && m->nslices >= 2 * m->nbufs + FRAG_SLICES_FREE)
+		return copy_append(sh, m, p, len);
+	if (slice_room(m) != 0)
+		return -ENOMEM;
+	m->slices[m->nslices++] = (struct slice){.base = p, .len = (uint32_t)len, .buf = buf};
+	sh->refs[buf]++;
+	/* Runs come in input order: a buffer's slices follow each other. */
+	if (m->nbufs == 0 || m->last_buf != buf)
+		m->nbufs++;
+	m->last_buf = buf;
+	return 0;
+}
+
 static int hook_body(void *ctx, const uint8_t *p, size_t len)
 {
 	struct conn *c = ctx;
 	struct shard *sh = conn_shard(c);
 	struct msg *m = c->msg;
-	uint16_t buf = SLICE_STATIC;
 
-	if (!body_is_static(p)) {
-		/* Content always comes straight from a receive buffer: the stash only
-		 * ever holds one command line. */
-		ASSERT(c->feed_buf != BUF_NONE);
-		buf = c->feed_buf;
-		ASSERT(p >= buf_addr(sh, buf) && p + len <= buf_addr(sh, buf) + buf_cap(sh, buf));
-	}
-	struct slice *last = m->nslices ? &m->slices[m->nslices - 1] : NULL;
-	if (last && buf != SLICE_STATIC && last->buf == buf && last->base + last->len == p &&
-	    (uint64_t)last->len + len <= UINT32_MAX) {
-		last->len += (uint32_t)len;
-	} else {
-		if (m->nslices == m->slices_cap) {
-			uint32_t cap = m->slices_cap ? m->slices_cap * 2 : 16;
-			struct slice *s = realloc(m->slices, cap * sizeof(*s));
-			if (!s)
-				return -ENOMEM;
-			m->slices = s;
-			m->slices_cap = cap;
-		}
-		m->slices[m->nslices++] =
-		    (struct slice){.base = p, .len = (uint32_t)len, .buf = buf};
-		if (buf != SLICE_STATIC)
-			sh->refs[buf]++;
+	int rc = body_add(sh, c, p, len);
+	if (rc != 0) {
+		body_refused(sh, c, "out of memory");
+		return rc;
 	}
 	m->part_bytes += len;
-	/* Bound both the bytes and the buffers a message pins (slow clients fill
-	 * a buffer a few bytes at a time). */
-	if (m->part_bytes >= sh->cfg->body_flush_bytes || m->nslices >= PART_SLICES_MAX) {
-		int rc = flush_part(sh, c);
+	/* Bound the bytes, the buffers and the slices a message holds (slow
+	 * clients fill a buffer a few bytes at a time). */
+	if (m->part_bytes >= sh->cfg->body_flush_bytes || m->nbufs >= PART_BUFS_MAX ||
+	    m->nslices >= PART_SLICES_MAX) {
+		rc = flush_part(sh, c);
 		/* A full ring: keep gathering, but not without bound. */
 		if (rc == -EAGAIN && m->part_bytes < 4 * sh->cfg->body_flush_bytes &&
-		    m->nslices < 4 * PART_SLICES_MAX)
-			rc = 0;
+		    m->nbufs < 4 * PART_BUFS_MAX && m->nslices < 4 * PART_SLICES_MAX)
+			return 0;
 		if (rc != 0)
-			return rc;
+			body_refused(sh, c, rc == -EAGAIN ? "writer ring full" : "out of memory");
+		return rc;
 	}
 	return 0;
 }
@@ -585,6 +678,7 @@ static enum smtp_verdict hook_data_end(void *ctx)
 	if (submit(sh, m) != 0) {
 		m->kind = MSG_PART;
 		stat_add(&sh->stats.ring_full, 1);
+		body_refused(sh, c, "writer ring full");
 		txn_end(sh, c);
 		return SMTP_V_BUSY;
 	}

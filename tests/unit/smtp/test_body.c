@@ -46,8 +46,19 @@ static void ref_data(const uint8_t *in, size_t len, struct ref *r)
 {
 	memset(r, 0, sizeof(*r));
 	bool ls = true;
+	bool ls_lf = false; /* after a bare LF: unstuffing, never the end */
 	size_t i = 0;
 	while (i < len) {
+		if (ls_lf && in[i] == '.') {
+			if (i + 1 == len)
+				break; /* held */
+			if (in[i + 1] == '\r' || in[i + 1] == '\n')
+				ref_put(r, ".", 1); /* "." alone: kept */
+			i++;			    /* otherwise a stuffed dot: dropped */
+			ls_lf = false;
+			continue;
+		}
+		ls_lf = false;
 		if (ls && in[i] == '.') {
 			if (i + 1 == len)
 				break; /* held */
@@ -74,6 +85,7 @@ static void ref_data(const uint8_t *in, size_t len, struct ref *r)
 			} else {
 				ref_put(r, "\r\n", 2);
 				r->bare_lf++;
+				ls_lf = true;
 			}
 		} else {
 			ref_put(r, (const char *)&in[i], 1);
@@ -389,6 +401,12 @@ static const struct fixed fixed_cases[] = {
     {"\r\r\n.\r\n", "\r\r\n", true, 6, 0},
     {"\n\n", "\r\n\r\n", false, SIZE_MAX, 2},
     {"a\r\n\n.\r\n", "a\r\n\r\n.\r\n", false, SIZE_MAX, 1},
+    /* After a bare LF a dot is unstuffed (as Postfix does), "." alone is kept. */
+    {"a\n..b\r\n", "a\r\n.b\r\n", false, SIZE_MAX, 1},
+    {"a\n.b\r\n", "a\r\nb\r\n", false, SIZE_MAX, 1},
+    {"a\n...\n", "a\r\n..\r\n", false, SIZE_MAX, 2},
+    {"a\n.\r\n.\r\n", "a\r\n.\r\n", true, 8, 1},
+    {"a\n.\n..\r\n", "a\r\n.\r\n.\r\n", false, SIZE_MAX, 2},
 };
 
 static void test_data_fixed(void **state)
