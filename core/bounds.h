@@ -29,7 +29,8 @@
 #define RECV_BUFS_MAX	   32768 /* provided-buffer ring entries (kernel limit) */
 #define RING_SIZE_MAX	   65536 /* shard -> writer ring entries */
 #define ACCEPT_DOMAINS_MAX 4096
-#define CIDR_LIST_MAX	   64 /* prefixes of an address list (connection_limit_exceptions) */
+#define CIDR_LIST_MAX	   64  /* prefixes of an address list (connection_limit_exceptions) */
+#define NOFILE_RESERVE	   256 /* descriptors kept beside connections, plus per shard and writer */
 
 static_assert(CMD_LINE_LIMIT_MIN <= CMD_LINE_LIMIT_MAX, "line limits");
 static_assert(QID_LEN + 64 < REPLY_MAX, "a queued reply fits in one reply");

@@ -252,20 +252,61 @@ static size_t render_page(void *arg, char *buf, size_t cap)
 	return off;
 }
 
-/* Each connection is a descriptor: raise the soft limit as far as the hard one allows. */
-static void raise_nofile(const struct config *cfg)
+/*
+ * Descriptors that are not connections: standard streams, log, the rings,
+ * eventfds, listeners and the metrics listener, each writer's spool (lock,
+ * directories, segment), certificate and table files read at reload, and
+ * the spool tool an operator runs beside it.
+ */
+static rlim_t fd_reserve(const struct config *cfg)
+{
+	/* Test hook (tests/integration/test_hostile.py): no reserve, so that
+	 * connections alone run the process out of descriptors. */
+	const char *test = getenv("MXRING_TEST_NOFILE_RESERVE");
+	if (test)
+		return (rlim_t)strtoul(test, NULL, 10);
+	return NOFILE_RESERVE + (rlim_t)cfg->shards * (cfg->nlisten + cfg->nsmtps_listen + 4) +
+	       (rlim_t)cfg->writers * 16;
+}
+
+/*
+ * Each connection is a descriptor (two with maildir, whose multi-part
+ * messages keep a tmp file open): raises the soft limit as far as the hard
+ * one allows, and lowers max_connections to what then fits beside the
+ * reserve. The excess is then refused at accept with a 421 (too many
+ * connections), instead of every accept failing with EMFILE. -1 when not
+ * even one connection per shard fits.
+ */
+static int fit_nofile(struct config *cfg)
 {
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-		return;
-	rlim_t want = (rlim_t)cfg->max_connections + 1024;
+		return 0;
+	rlim_t per_conn = cfg->spool_format == SPOOL_MAILDIR ? 2 : 1;
+	rlim_t reserve = fd_reserve(cfg);
+	rlim_t want = (rlim_t)cfg->max_connections * per_conn + reserve;
+	if (rl.rlim_cur < want) {
+		rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0 && getrlimit(RLIMIT_NOFILE, &rl) != 0)
+			return 0;
+	}
 	if (rl.rlim_cur >= want)
-		return;
-	rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
-	if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < want)
-		log_line("warning: open files limited to %llu; max_connections=%u wants %llu",
-			 (unsigned long long)rl.rlim_cur, cfg->max_connections,
-			 (unsigned long long)want);
+		return 0;
+	rlim_t fit = rl.rlim_cur > reserve ? (rl.rlim_cur - reserve) / per_conn : 0;
+	if (fit < cfg->shards) {
+		fprintf(stderr,
+			"mxring: open files limited to %llu, which leaves no room for connections "
+			"(%llu kept for the spool, listeners and reloads): raise the limit "
+			"(ulimit -n, LimitNOFILE=)\n",
+			(unsigned long long)rl.rlim_cur, (unsigned long long)reserve);
+		return -1;
+	}
+	log_line("warning: open files limited to %llu; max_connections lowered from %u to %llu "
+		 "(%llu descriptors kept for the spool, listeners and reloads)",
+		 (unsigned long long)rl.rlim_cur, cfg->max_connections, (unsigned long long)fit,
+		 (unsigned long long)reserve);
+	cfg->max_connections = (unsigned)fit;
+	return 0;
 }
 
 /*
@@ -351,7 +392,8 @@ static int run(struct config *cfg)
 		fprintf(stderr, "mxring: spool_dir %s: %s\n", cfg->spool_dir, strerror(-rc));
 		return 1;
 	}
-	raise_nofile(cfg);
+	if (fit_nofile(cfg) != 0)
+		return 1;
 	bool tls_on = cfg->tls_security_level != TLS_LEVEL_NONE;
 	if (tls_on || cfg->nsmtps_listen) {
 		struct tls_ctx *ctx;
@@ -406,8 +448,16 @@ static int run(struct config *cfg)
 		 tls_on ? tls_records_mode() : "none", (int)getpid());
 
 	wait_for_stop(cfg, shards, nshards, ws);
-	log_line("stopping: no new connections, transactions may finish (up to %us)",
-		 cfg->shutdown_timeout);
+	unsigned bad = 0;
+	while (bad < nshards && !shard_failed(shards[bad]))
+		bad++;
+	if (bad < nshards)
+		log_line("stopping: shard %u failed; no new connections, the other shards' "
+			 "transactions may finish (up to %us)",
+			 bad, cfg->shutdown_timeout);
+	else
+		log_line("stopping: no new connections, transactions may finish (up to %us)",
+			 cfg->shutdown_timeout);
 	for (unsigned i = 0; i < nshards; i++)
 		shard_stop(shards[i]);
 	int failed = 0;

@@ -62,7 +62,7 @@
 		}                                                                                  \
 	} while (0)
 
-enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_TICK, OP_WAKE, OP_CANCEL };
+enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_TICK, OP_WAKE, OP_CANCEL, OP_ACCEPT_RESUME };
 
 #define BUF_NONE	 0xffffu
 #define OUT_CAP		 4096u /* reply buffer: >= SMTP_OUT_RESERVE + the longest reply */
@@ -78,6 +78,8 @@ enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_TICK, OP_WAKE, OP_CANCEL };
 #define PLAIN_SIZE	 TLS_PLAIN_BUF /* one TLS record's inner plaintext, whole */
 #define LINGER_S	 2u	       /* a closed session's input is read this long at most */
 #define LINGER_BYTES	 (64u << 10)   /* and this much */
+#define ACCEPT_PAUSE_MS	 500u	       /* accepting stops this long after EMFILE and the like */
+#define ACCEPT_LOG_MS	 1000u	       /* accept errors are logged at most this often */
 
 static_assert(OUT_CAP >= 2 * SMTP_OUT_RESERVE, "reply buffer holds a reserve and a reply");
 
@@ -166,6 +168,13 @@ struct shard {
 	struct io_uring ring;
 	int listen_fd[LISTEN_MAX];
 	unsigned nlisten;
+	uint32_t accept_armed;	/* listeners (bits) with a multishot accept in flight */
+	uint32_t accept_paused; /* listeners (bits) waiting out ACCEPT_PAUSE_MS */
+	struct __kernel_timespec accept_pause;
+	uint64_t accept_errors;	    /* since the last accept error line */
+	uint64_t accept_err_log_ms; /* when that line was written */
+	const char *fail_path;	    /* test hook: fail the loop once this file exists */
+	int fail_injected;
 	/* Provided buffers. */
 	struct io_uring_buf_ring *br;
 	uint8_t *bufs; /* owned: nbufs * buf_size bytes */
@@ -1526,19 +1535,85 @@ static void refuse(struct shard *sh, int fd, const char *why)
 	stat_add(&sh->stats.conns_refused, 1);
 }
 
+static_assert(LISTEN_MAX <= 32, "listener bits fit accept_armed");
+
+static void accept_arm(struct shard *sh, unsigned li)
+{
+	struct io_uring_sqe *sqe = sqe_get(sh);
+	io_uring_prep_multishot_accept(sqe, sh->listen_fd[li], NULL, NULL,
+				       SOCK_NONBLOCK | SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, ud(OP_ACCEPT, li, 0));
+	sh->accept_armed |= 1u << li;
+}
+
+/*
+ * accept(2) failed. Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS,
+ * ENOMEM, or anything unexpected), the connection stays in the backlog and
+ * the next try fails the same way at once: the listener stops for
+ * ACCEPT_PAUSE_MS (its multishot accept is cancelled), as nginx disables
+ * accept for 500 ms. A failure of one connection alone (ECONNABORTED, a
+ * firewall's EPERM, a network error) lets the accept go on. Either way the
+ * errors are logged at most once per ACCEPT_LOG_MS, with their count.
+ */
+static void accept_failed(struct shard *sh, unsigned li, int err, bool more)
+{
+	sh->accept_errors++;
+	uint64_t now = mono_ms();
+	if (now - sh->accept_err_log_ms >= ACCEPT_LOG_MS) {
+		log_line("accept error shard=%u error=%s count=%llu%s", sh->id, strerror(-err),
+			 (unsigned long long)sh->accept_errors,
+			 err == -EMFILE || err == -ENFILE ? " (out of descriptors: paused)" : "");
+		sh->accept_errors = 0;
+		sh->accept_err_log_ms = now;
+	}
+	switch (err) {
+	case -ECONNABORTED:
+	case -EPERM:
+	case -EPROTO:
+	case -ENETDOWN:
+	case -ENETUNREACH:
+	case -EHOSTDOWN:
+	case -EHOSTUNREACH:
+	case -ENONET:
+	case -ETIMEDOUT:
+		return; /* the next connection may be fine */
+	default:
+		break;
+	}
+	if (sh->accept_paused & (1u << li))
+		return;
+	sh->accept_paused |= 1u << li;
+	if (more) {
+		struct io_uring_sqe *sqe = sqe_get(sh);
+		io_uring_prep_cancel64(sqe, ud(OP_ACCEPT, li, 0), 0);
+		io_uring_sqe_set_data64(sqe, ud(OP_CANCEL, NONE32, 0));
+	}
+	struct io_uring_sqe *sqe = sqe_get(sh);
+	sh->accept_pause.tv_sec = 0;
+	sh->accept_pause.tv_nsec = (long long)ACCEPT_PAUSE_MS * 1000000;
+	io_uring_prep_timeout(sqe, &sh->accept_pause, 0, 0);
+	io_uring_sqe_set_data64(sqe, ud(OP_ACCEPT_RESUME, li, 0));
+}
+
+/* The pause is over: accepting again (the multishot accept ended by now). */
+static void on_accept_resume(struct shard *sh, unsigned li)
+{
+	sh->accept_paused &= ~(1u << li);
+	if (!sh->stopping && !(sh->accept_armed & (1u << li)))
+		accept_arm(sh, li);
+}
+
 static void on_accept(struct shard *sh, struct io_uring_cqe *cqe, unsigned li)
 {
-	if (!(cqe->flags & IORING_CQE_F_MORE) && !sh->stopping) {
-		struct io_uring_sqe *sqe = sqe_get(sh);
-		io_uring_prep_multishot_accept(sqe, sh->listen_fd[li], NULL, NULL,
-					       SOCK_NONBLOCK | SOCK_CLOEXEC);
-		io_uring_sqe_set_data64(sqe, ud(OP_ACCEPT, li, 0));
-	}
-	if (cqe->res < 0) {
-		if (cqe->res != -ECANCELED)
-			log_line("accept error shard=%u error=%s", sh->id, strerror(-cqe->res));
+	bool more = cqe->flags & IORING_CQE_F_MORE;
+	if (!more)
+		sh->accept_armed &= ~(1u << li);
+	if (cqe->res < 0 && cqe->res != -ECANCELED && !sh->stopping)
+		accept_failed(sh, li, cqe->res, more);
+	if (!more && !sh->stopping && !(sh->accept_paused & (1u << li)))
+		accept_arm(sh, li);
+	if (cqe->res < 0)
 		return;
-	}
 	int fd = cqe->res;
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
@@ -2027,6 +2102,8 @@ static void on_tick(struct shard *sh)
 	}
 	if (atomic_load(&sh->stop_req) && !sh->stopping)
 		begin_stop(sh);
+	if (sh->fail_path && access(sh->fail_path, F_OK) == 0)
+		sh->fail_injected = 1;
 	arm_tick(sh);
 }
 
@@ -2034,11 +2111,15 @@ static void begin_stop(struct shard *sh)
 {
 	sh->stopping = 1;
 	sh->stop_deadline = sh->now_s + sh->cfg->shutdown_timeout;
+	/* New clients are refused at once (shutdown(2) of a listening socket
+	 * resets what waits in its backlog too) rather than left waiting for a
+	 * greeting that never comes: they try the next MX. */
 	for (unsigned i = 0; i < sh->nlisten; i++) {
 		if (sh->listen_fd[i] >= 0) {
 			struct io_uring_sqe *sqe = sqe_get(sh);
 			io_uring_prep_cancel64(sqe, ud(OP_ACCEPT, i, 0), 0);
 			io_uring_sqe_set_data64(sqe, ud(OP_CANCEL, NONE32, 0));
+			shutdown(sh->listen_fd[i], SHUT_RDWR);
 		}
 	}
 	/* Sessions outside a transaction get 421 now; the others when they end one. */
@@ -2057,6 +2138,8 @@ static void dispatch(struct shard *sh, struct io_uring_cqe *cqe)
 	uint32_t gen = (uint32_t)u;
 	if (op == OP_ACCEPT)
 		return on_accept(sh, cqe, slot);
+	if (op == OP_ACCEPT_RESUME)
+		return on_accept_resume(sh, slot);
 	if (op == OP_TICK)
 		return on_tick(sh);
 	if (op == OP_WAKE) {
@@ -2180,6 +2263,61 @@ static void pass_end(struct shard *sh)
 	log_flush();
 }
 
+/*
+ * The event loop cannot go on (its ring failed). What the shard holds is
+ * given up at once rather than left to hang: its listeners stop (shutdown(2)
+ * of a listening socket takes it out of the SO_REUSEPORT group, so new
+ * connections go to the other shards), its clients are disconnected (one
+ * whose message was not acknowledged sends it again: nothing acknowledged is
+ * lost), the msgs it has at the writers are waited for (bounded by
+ * shutdown_timeout), and the process is asked to stop: the other shards
+ * finish what they hold, and mxring exits 1, so that a service manager
+ * restarts it.
+ */
+static void shard_fail(struct shard *sh, const char *what, int err)
+{
+	log_line("shard=%u failed: %s error=%s; its listeners and %u connection(s) are closed, "
+		 "stopping",
+		 sh->id, what, strerror(-err), sh->nopen);
+	atomic_store(&sh->failed, 1);
+	for (unsigned i = 0; i < sh->nlisten; i++)
+		shutdown(sh->listen_fd[i], SHUT_RDWR);
+	for (uint32_t i = 0; i < sh->cap; i++) {
+		struct conn *c = &sh->conns[i];
+		if (!c->open)
+			continue;
+		conn_close(sh, c, "shard-failed");
+		/* Its requests in flight end with the ring; no list is walked again. */
+		c->nops = 0;
+		c->flags &= (uint16_t) ~(C_DIRTY | C_STARVED | C_PLAIN_WAIT);
+		conn_release(sh, c);
+	}
+	uint64_t deadline = mono_ms() + (uint64_t)sh->cfg->shutdown_timeout * 1000;
+	while (sh->msgs_out > 0 && mono_ms() < deadline) {
+		reap(sh);
+		if (sh->msgs_out > 0)
+			usleep(10 * 1000);
+	}
+	log_flush();
+	kill(getpid(), SIGTERM);
+}
+
+/*
+ * Test hook (tests/integration/test_lifecycle.py): with the environment
+ * variable MXRING_TEST_SHARD_FAIL=ID:PATH, shard ID's event loop fails as if
+ * io_uring_submit_and_wait had, at its first tick once PATH exists.
+ */
+static void fail_hook_init(struct shard *sh)
+{
+	const char *v = getenv("MXRING_TEST_SHARD_FAIL");
+	char *end;
+	if (!v)
+		return;
+	unsigned long id = strtoul(v, &end, 10);
+	if (end != v && *end == ':' && end[1] && id == sh->id)
+		sh->fail_path = end + 1;
+}
+
 static void *shard_main(void *arg)
 {
 	struct shard *sh = arg;
@@ -2205,19 +2343,16 @@ static void *shard_main(void *arg)
 	}
 	log_batch(1);
 	sh->now_s = mono_ms() / 1000;
-	for (unsigned i = 0; i < sh->nlisten; i++) {
-		struct io_uring_sqe *sqe = sqe_get(sh);
-		io_uring_prep_multishot_accept(sqe, sh->listen_fd[i], NULL, NULL,
-					       SOCK_NONBLOCK | SOCK_CLOEXEC);
-		io_uring_sqe_set_data64(sqe, ud(OP_ACCEPT, i, 0));
-	}
+	for (unsigned i = 0; i < sh->nlisten; i++)
+		accept_arm(sh, i);
 	arm_tick(sh);
 	arm_wake(sh);
 	for (;;) {
 		int rc = io_uring_submit_and_wait(&sh->ring, 1);
+		if (sh->fail_injected)
+			rc = -EFAULT;
 		if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
-			log_line("shard=%u io_uring_submit_and_wait error=%s", sh->id,
-				 strerror(-rc));
+			shard_fail(sh, "io_uring_submit_and_wait", rc);
 			break;
 		}
 		sh->now_s = mono_ms() / 1000;
@@ -2381,6 +2516,7 @@ int shard_create(unsigned id, const struct config *cfg, const struct smtp_conf *
 		goto fail;
 	}
 	sh->wake_fd = writer_shard_eventfd(ws, id);
+	fail_hook_init(sh);
 	/* Plain listeners first, then the implicit-TLS ones (index >= cfg->nlisten). */
 	for (unsigned i = 0; i < cfg->nlisten + cfg->nsmtps_listen; i++) {
 		const struct listen_addr *la =

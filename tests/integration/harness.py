@@ -202,7 +202,7 @@ class Server:
     """
 
     def __init__(self, cfg=None, spool_dir=None, ipv6=False, overrides=None, tag="srv",
-                 shared=False):
+                 shared=False, env=None, preexec_fn=None):
         # A shared server outlives one case: it is not killed or cleaned up at
         # the end of the case that started it (stop it in a last case).
         self.shared = shared
@@ -217,6 +217,10 @@ class Server:
         self.extra = dict(cfg or {})
         self.overrides = list(overrides or [])
         self.ipv6 = ipv6
+        # env: variables added to mxring's environment; preexec_fn: run in
+        # the child before mxring starts (e.g. to lower a resource limit).
+        self.env = dict(os.environ, **env) if env else None
+        self.preexec_fn = preexec_fn
         self.proc = None
         self.port = None
         self.port6 = None
@@ -279,7 +283,8 @@ class Server:
             argv += ["-o", o]
         self.log_offset = os.path.getsize(self.log_path)
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._logf,
-                                     stderr=self._logf, cwd=self.tmp)
+                                     stderr=self._logf, cwd=self.tmp, env=self.env,
+                                     preexec_fn=self.preexec_fn)
         self.exit_code = None
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:

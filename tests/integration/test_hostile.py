@@ -27,16 +27,25 @@ served during or after the abuse:
     exact replies to 8-bit verbs and addresses are in test_protocol.py's
     tables);
   - connection_limit_exceptions exempting addresses from
-    max_connections_per_ip (loopback 127.0.0.2 against 127.0.0.3).
+    max_connections_per_ip (loopback 127.0.0.2 against 127.0.0.3);
+  - descriptor exhaustion: two client processes holding connections past
+    what the open-file limit allows get 421 (max_connections is lowered at
+    start to fit), and with the limit cut under what is open, accept(2)
+    failing with EMFILE pauses the listeners: bounded CPU, a bounded log,
+    served again after.
 
 Every wait is bounded and polls; no sleep stands in for synchronisation.
 """
 
+import json
 import os
 import re
+import resource
 import select
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 
@@ -886,6 +895,141 @@ def connection_limit_exceptions_exempt_listed_addresses():
         check_served(srv)
     check_eq(srv.stats().get("conns_refused"), "2", "connections refused")
 
+
+# ---------------------------------------------------------------- descriptors
+
+# A client process: opens N connections, waits (up to a deadline) for each
+# one's first line or its close, prints {"greeted": .., "refused": ..,
+# "closed": .., "silent": .., "other": [..]}, then holds them until its
+# standard input closes.
+HOLDER = r"""
+import json, resource, select, socket, sys, time
+port, n, wait_s = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+out = {"greeted": 0, "refused": 0, "closed": 0, "silent": 0, "other": []}
+socks = []
+for i in range(n):
+    s = socket.socket()
+    s.settimeout(5)
+    try:
+        s.connect(("127.0.0.1", port))
+    except OSError:
+        out["closed"] += 1
+        continue
+    socks.append(s)
+waiting, deadline = set(socks), time.monotonic() + wait_s
+while waiting and time.monotonic() < deadline:
+    ready, _, _ = select.select(list(waiting)[:1000], [], [], 0.1)
+    for s in ready:
+        waiting.discard(s)
+        try:
+            line = s.recv(512)
+        except OSError:
+            line = b""
+        if line.startswith(b"220 "):
+            out["greeted"] += 1
+        elif line.startswith(b"421 4."):
+            out["refused"] += 1
+        elif not line:
+            out["closed"] += 1
+        else:
+            out["other"].append(line[:80].decode("latin-1"))
+out["silent"] = len(waiting)
+print(json.dumps(out), flush=True)
+sys.stdin.read()
+"""
+
+
+class Holder:
+    """A client process holding n connections to srv (see HOLDER)."""
+
+    def __init__(self, srv, n, wait_s=10):
+        self.p = subprocess.Popen([sys.executable, "-c", HOLDER, str(srv.port), str(n),
+                                   str(wait_s)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.wait_s = wait_s
+
+    def result(self):
+        r, _, _ = select.select([self.p.stdout], [], [], self.wait_s + 60)
+        check(r, "the client process reported nothing")
+        return json.loads(self.p.stdout.readline())
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait(30)
+
+
+def cpu_s(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def open_fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+@suite.case
+def connections_past_the_open_file_limit_get_421():
+    # Started with 1,024 open files, max_connections (default 20,000) is
+    # lowered at start to what fits beside the descriptors kept for the
+    # spool, listeners and reloads; two client processes holding more than
+    # that get 421 for the excess, every connection an answer.
+    limit = 1024
+    srv = h.Server(preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
+                                                         (limit, limit)))
+    with srv:
+        m = re.search(r"max_connections lowered from 20000 to (\d+)", srv.log())
+        check(m, "no start-up line lowering max_connections:\n%s" % srv.log_tail())
+        fit = int(m.group(1))
+        check(0 < fit < limit - 200, "max_connections lowered to %d with %d files" % (fit, limit))
+        a, b = Holder(srv, 500), Holder(srv, 500)
+        ra, rb = a.result(), b.result()
+        for r in (ra, rb):
+            check_eq(r["silent"], 0, "connections left without a reply: %r" % r)
+            check_eq(r["other"], [], "unexpected first lines")
+        check_eq(ra["greeted"] + rb["greeted"], fit, "sessions greeted")
+        check_eq(ra["refused"] + rb["refused"] + ra["closed"] + rb["closed"], 1000 - fit,
+                 "connections past the limit refused")
+        a.close()
+        b.close()
+        check_served(srv, "after-the-limit")
+
+
+@suite.case
+def accept_out_of_descriptors_pauses():
+    # With no descriptors kept in reserve (a test hook), connections alone
+    # exhaust the process's 512 open files and accept(2) fails with EMFILE
+    # while clients keep connecting. The listeners pause (500 ms) instead of
+    # spinning: bounded CPU, the error logged at most once a second per shard
+    # with a count, and a normal client is served once descriptors are back.
+    # Before, this burned both CPUs and wrote millions of log lines.
+    limit = 512
+    srv = h.Server(env={"MXRING_TEST_NOFILE_RESERVE": "0"},
+                   preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
+                                                         (limit, limit)))
+    with srv:
+        pid = srv.proc.pid
+        before_log = len(srv.log().splitlines())
+        a, b = Holder(srv, 300, wait_s=3), Holder(srv, 300, wait_s=3)
+        srv.wait_log(r"accept error shard=\d+ error=Too many open files count=\d+ "
+                     r"\(out of descriptors: paused\)", timeout=10)
+        ra, rb = a.result(), b.result()
+        check(ra["silent"] + rb["silent"] > 0, "no connection waited: %r %r" % (ra, rb))
+        before_cpu, t0 = cpu_s(pid), time.monotonic()
+        time.sleep(4)
+        used, span = cpu_s(pid) - before_cpu, time.monotonic() - t0
+        errors = [l for l in srv.log().splitlines()[before_log:] if "accept error" in l]
+        print("# greeted %d, waiting %d; %.2f CPU-s in %.1f s; %d accept error line(s)"
+              % (ra["greeted"] + rb["greeted"], ra["silent"] + rb["silent"], used, span,
+                 len(errors)))
+        check(used < 1.0, "mxring used %.2f CPU-s in %.1f s out of descriptors" % (used, span))
+        # About 7 s out of descriptors so far, two shards, a line a second each.
+        check(len(errors) <= 2 * 10, "accept error lines: %d\n%s"
+              % (len(errors), "\n".join(errors[:5])))
+        a.close()
+        b.close()
+        check_served(srv, "after-descriptor-exhaustion")
 
 if __name__ == "__main__":
     suite.main()
