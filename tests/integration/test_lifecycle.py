@@ -639,6 +639,62 @@ def writer_ring_full_tempfails():
     check_stored(srv.spool, acked, sample=40)
 
 
+@suite.case
+def failed_shard_stops_the_process():
+    # A shard whose event loop fails (injected: MXRING_TEST_SHARD_FAIL makes
+    # shard 1's loop fail once the trigger file exists) closes its listeners
+    # and connections at once and stops the process: sessions on the other
+    # shard finish their transactions, no new connection hangs, and mxring
+    # exits 1 so that a service manager restarts it. Before, the shard died
+    # silently and its listener kept taking connections that then hung.
+    trigger = os.path.join(h.new_tmpdir("trigger"), "fail-now")
+    srv = h.Server(env={"MXRING_TEST_SHARD_FAIL": "1:" + trigger}).start()
+    sessions = []
+    for i in range(8):  # SO_REUSEPORT spreads them over both shards
+        c = srv.client()
+        c.ehlo()
+        c.cmd("MAIL FROM:<a@example.com>", h.R_MAIL_OK)
+        c.cmd("RCPT TO:<b@example.com>", h.R_RCPT_OK)
+        sessions.append(c)
+    open(trigger, "w").close()
+    line = srv.wait_log(r"shard=1 failed: io_uring_submit_and_wait error=", timeout=5)[0]
+    on_failed = int(re.search(r"and (\d+) connection\(s\) are closed", line).group(1))
+    # New connections meanwhile: greeted or refused, never left waiting.
+    for i in range(6):
+        try:
+            c = h.Client("127.0.0.1", srv.port, timeout=3)
+        except OSError:
+            continue  # nothing listens any more
+        try:
+            r = c.reply1(3)
+            check(r == h.R_GREETING or r.startswith("421 4."), "reply to a new client: %r" % r)
+        except h.Closed:
+            pass
+        c.close()
+    acked, closed = {}, 0
+    for i, c in enumerate(sessions):
+        b = body_for("failed-shard", i)
+        try:
+            c.cmd("DATA", h.R_DATA, timeout=5)
+            c.send(b + b".\r\n")
+            acked[c.queued(timeout=10)] = b
+        except h.Closed:
+            closed += 1
+        c.close()
+    check_eq(closed, on_failed, "sessions closed (those of the failed shard)")
+    check_eq(len(acked), len(sessions) - on_failed, "messages of the other shard's sessions")
+    rc = srv.wait_exit(15)
+    if rc is None:
+        srv.kill()
+        raise h.Fail("mxring did not exit within 15 s of a shard failure")
+    srv.proc = None
+    check_eq(rc, 1, "exit status after a shard failed")
+    srv.check_log_clean()
+    srv.wait_log(r"stopping: shard 1 failed", timeout=1)
+    srv.wait_log(r"stopped after a shard failed", timeout=1)
+    check_stored(srv.spool, acked)
+
+
 # ---------------------------------------------------------------- logs
 
 
