@@ -98,6 +98,7 @@ static_assert(OUT_CAP >= 2 * SMTP_OUT_RESERVE, "reply buffer holds a reserve and
 #define C_RX	     0x800u  /* bytes arrived since cmd_start_s was set */
 #define C_LINGER     0x1000u /* session over, FIN sent: input is read and dropped */
 #define C_PROXY	     0x2000u /* waiting for the PROXY protocol header (proxy_protocol) */
+#define C_ACK_DUE    0x4000u /* the handshake ended: its last record is to be acknowledged */
 
 /* A connection's queue of buffers (ids into the shard's pools), oldest first. */
 struct bufq {
@@ -1030,6 +1031,25 @@ static void send_block(struct shard *sh, struct conn *c, uint8_t *p, uint32_t le
 
 /* Queues the send of pending replies (encrypted once TLS is up), if nothing
  * is in flight; closes when that was the last of a closing session. */
+/*
+ * A client with Nagle's algorithm on (Postfix's smtp, Python's smtplib)
+ * holds its next command until its last handshake record is acknowledged.
+ * Data of ours carries that ACK (the TLS 1.3 ticket goes out after the
+ * client's Finished, as OpenSSL servers send it); when none is about to go
+ * out (a TLS 1.2 resumption ends with the client's Finished), the kernel
+ * would delay the ACK by about 40 ms: TCP_QUICKACK sends it now. A client
+ * that sent its next command with its Finished gets the ACK with the reply.
+ */
+static void ack_now(struct conn *c)
+{
+	c->flags &= (uint16_t)~C_ACK_DUE;
+	size_t tlen = 0;
+	if (c->out_len > 0 || (c->tls && tls_output(c->tls, &tlen) && tlen > 0))
+		return;
+	int one = 1;
+	setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+}
+
 static void conn_flush(struct shard *sh, struct conn *c)
 {
 	if (c->flags & (C_SHUT | C_LINGER))
@@ -1052,6 +1072,8 @@ static void conn_flush(struct shard *sh, struct conn *c)
 		return;
 	size_t tlen = 0;
 	uint8_t *t = NULL;
+	if (c->flags & C_ACK_DUE)
+		ack_now(c);
 	if (c->out_len > 0) {
 		/* Plaintext, or the 220 to STARTTLS that precedes the handshake. */
 		uint8_t *p = c->out;
@@ -1149,6 +1171,10 @@ static void tls_up(struct shard *sh, struct conn *c)
 	if (tls_in_place(c->tls))
 		stat_add(&sh->stats.tls_in_place, 1);
 	smtp_tls_started(&c->smtp);
+	/* The client's last handshake record must be acknowledged at once:
+	 * conn_flush does it when nothing of ours goes out to carry the ACK. */
+	c->flags |= C_ACK_DUE;
+	mark_dirty(sh, c);
 	if (c->implicit_tls && ensure_out(c) == 0) {
 		struct smtp_out out = {.buf = c->out, .len = c->out_len, .cap = OUT_CAP};
 		smtp_greet(&c->smtp, &out);
