@@ -1029,8 +1029,6 @@ static void send_block(struct shard *sh, struct conn *c, uint8_t *p, uint32_t le
 	c->nops++;
 }
 
-/* Queues the send of pending replies (encrypted once TLS is up), if nothing
- * is in flight; closes when that was the last of a closing session. */
 /*
  * A client with Nagle's algorithm on (Postfix's smtp, Python's smtplib)
  * holds its next command until its last handshake record is acknowledged.
@@ -1050,6 +1048,8 @@ static void ack_now(struct conn *c)
 	setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
 }
 
+/* Queues the send of pending replies (encrypted once TLS is up), if nothing
+ * is in flight; closes when that was the last of a closing session. */
 static void conn_flush(struct shard *sh, struct conn *c)
 {
 	if (c->flags & (C_SHUT | C_LINGER))
