@@ -31,11 +31,35 @@
 #define ACCEPT_DOMAINS_MAX 4096
 #define CIDR_LIST_MAX	   64  /* prefixes of an address list (connection_limit_exceptions) */
 #define NOFILE_RESERVE	   256 /* descriptors kept beside connections, plus per shard and writer */
+#define CONNECTIONS_MAX	   (1u << 20) /* what max_connections may be set to */
+#define PLAIN_BUFS_MAX	   4096	  /* decrypted-input buffers of a shard (a quarter of the ring's) */
+#define IP_BUCKETS	   65536u /* counters of max_connections_per_ip (power of two) */
+
+/* A shard's connections. */
+#define OUT_CAP		4096u	    /* reply buffer: >= SMTP_OUT_RESERVE + the longest reply */
+#define IN_PAUSE_BUFS	8u	    /* unread input buffers before recv is paused */
+#define REAP_MAX	256u	    /* msgs taken back from the writers per batch */
+#define EXPIRE_MAX	256u	    /* deadlines handled per batch of the timer wheel */
+#define CLOSE_WAIT_S	5u	    /* a closing session's replies go out within this */
+#define LINGER_S	2u	    /* a closed session's input is read this long at most */
+#define LINGER_BYTES	(64u << 10) /* and this much */
+#define ACCEPT_PAUSE_MS 500u	    /* accepting stops this long after EMFILE and the like */
+#define ACCEPT_LOG_MS	1000u	    /* accept errors are logged at most this often */
+/* A message's body (txn.c). */
+#define PART_BUFS_MAX	 64u	     /* receive buffers a message pins before a part */
+#define PART_SLICES_MAX	 1024u	     /* slices a message gathers before a part */
+#define COPY_RUN_MAX	 1024u	     /* a run shorter than this may be copied */
+#define FRAG_SLICES_FREE 8u	     /* slices beyond 2 per buffer before fragments are copied */
+#define COPY_CHUNK_BYTES (16u << 10) /* copy chunks are allocated this large */
 
 static_assert(CMD_LINE_LIMIT_MIN <= CMD_LINE_LIMIT_MAX, "line limits");
 static_assert(QID_LEN + 64 < REPLY_MAX, "a queued reply fits in one reply");
 static_assert(PATH_MAX_OCTETS > LOCAL_PART_MAX + DOMAIN_MAX - 64, "path holds local@domain");
 static_assert(RECV_BUF_SIZE_MIN >= CMD_LINE_LIMIT_MIN + 2, "a minimum line fits one buffer");
 static_assert((RECV_BUFS_MAX & (RECV_BUFS_MAX - 1)) == 0, "buffer ring size is a power of two");
+static_assert((IP_BUCKETS & (IP_BUCKETS - 1)) == 0, "IP_BUCKETS masks a hash");
+static_assert(PART_BUFS_MAX <= RECV_BUFS_MAX / 4, "a message pins a small share of the ring");
+static_assert(COPY_RUN_MAX <= COPY_CHUNK_BYTES, "a copied run fits a chunk");
+static_assert(REPLY_MAX <= OUT_CAP / 4, "replies fit the reply buffer with room to spare");
 
 #endif

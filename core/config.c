@@ -44,7 +44,6 @@
 #define TIMEOUT_MAX	 86400u	      /* one day */
 #define ERROR_LIMIT_MAX	 10000u
 #define JUNK_LIMIT_MAX	 10000u /* the session's counter is 16 bits */
-#define CONNECTIONS_MAX	 (1u << 20)
 #define SEGMENT_SIZE_MIN 4096u
 #define RECV_POOL_MAX	 (1ull << 30) /* recv_buffers * recv_buffer_size, per shard */
 #define HOSTNAME_BUF	 256
@@ -89,6 +88,7 @@ static const char *const newline_names[] = {"normalize", "reject", NULL};
 static const char *const bool_names[] = {"no", "yes", NULL};
 static const char *const tls_level_names[] = {"none", "may", NULL};
 static const char *const proxy_names[] = {"none", "haproxy", NULL};
+static const char *const log_level_names[] = {"info", "debug", NULL};
 
 #define FIELD(f) offsetof(struct config, f), sizeof(((struct config *)0)->f)
 
@@ -140,6 +140,7 @@ static const struct key config_keys[] = {
     {"proxy_protocol", K_ENUM, FIELD(proxy_protocol), 0, 1, proxy_names},
     {"proxy_timeout", K_TIME, FIELD(proxy_timeout), 1, TIMEOUT_MAX, NULL},
     {"stats_interval", K_TIME, FIELD(stats_interval), 0, TIMEOUT_MAX, NULL},
+    {"log_level", K_ENUM, FIELD(log_level), 0, 1, log_level_names},
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -147,6 +148,7 @@ static const struct key config_keys[] = {
 static_assert(sizeof(((struct config *)0)->spool_format) == sizeof(unsigned), "enum as unsigned");
 static_assert(sizeof(((struct config *)0)->bare_newline) == sizeof(unsigned), "enum as unsigned");
 static_assert(sizeof(((struct config *)0)->proxy_protocol) == sizeof(unsigned), "enum as unsigned");
+static_assert(sizeof(((struct config *)0)->log_level) == sizeof(unsigned), "enum as unsigned");
 
 static char default_domain[] = "localhost";
 static char *default_domains[] = {default_domain};

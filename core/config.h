@@ -22,6 +22,7 @@
 
 enum spool_format { SPOOL_SEGMENT = 0, SPOOL_MAILDIR = 1 };
 enum bare_newline { BARE_NEWLINE_NORMALIZE = 0, BARE_NEWLINE_REJECT = 1 };
+enum log_level { LOG_LEVEL_INFO = 0, LOG_LEVEL_DEBUG = 1 };
 enum tls_level { TLS_LEVEL_NONE = 0, TLS_LEVEL_MAY = 1 };
 enum proxy_protocol { PROXY_PROTOCOL_NONE = 0, PROXY_PROTOCOL_HAPROXY = 1 };
 
@@ -100,7 +101,8 @@ struct config {
 	 * smtpd_client_event_limit_exceptions); default none */
 	struct cidr connection_limit_exceptions[CIDR_LIST_MAX];
 	unsigned nconnection_limit_exceptions;
-	unsigned stats_interval; /* seconds between live stats lines, default 60; 0 = off */
+	unsigned stats_interval;  /* seconds between live stats lines, default 60; 0 = off */
+	enum log_level log_level; /* default info; debug adds each connection's phases */
 	/* The Prometheus text endpoint (GET /metrics); port 0 (default) = none */
 	struct listen_addr metrics_listen;
 };

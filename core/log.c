@@ -207,3 +207,15 @@ void log_enable(int on)
 {
 	atomic_store_explicit(&log_on, on != 0, memory_order_relaxed);
 }
+
+static _Atomic int debug_on;
+
+void log_set_debug(int on)
+{
+	atomic_store_explicit(&debug_on, on != 0, memory_order_relaxed);
+}
+
+int log_debugging(void)
+{
+	return atomic_load_explicit(&debug_on, memory_order_relaxed);
+}

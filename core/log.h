@@ -37,4 +37,9 @@ void log_flush(void);
 /* Sets whether log_line writes at all (tests silence it). Default on. */
 void log_enable(int on);
 
+/* log_level = debug: lines that follow one connection step by step (its
+ * phases). Callers test log_debugging() before formatting one. Default off. */
+void log_set_debug(int on);
+int log_debugging(void);
+
 #endif

@@ -394,6 +394,7 @@ static int run(struct config *cfg)
 	}
 	if (fit_nofile(cfg) != 0)
 		return 1;
+	log_set_debug(cfg->log_level == LOG_LEVEL_DEBUG);
 	bool tls_on = cfg->tls_security_level != TLS_LEVEL_NONE;
 	if (tls_on || cfg->nsmtps_listen) {
 		struct tls_ctx *ctx;

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "listen.h"
 #include "metrics.h"
 #include "shard.h"
 

@@ -84,7 +84,4 @@ void shard_stats_get(struct shard *sh, struct shard_stats *out);
 /* Snapshot of the shard's gauges as of its last loop pass (any thread). */
 void shard_gauges_get(struct shard *sh, struct shard_gauges *out);
 
-/* A listening TCP socket on la (fd, or -errno); the metrics endpoint's too. */
-int listen_socket(const struct listen_addr *la, bool reuseport);
-
 #endif

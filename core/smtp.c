@@ -752,14 +752,37 @@ void smtp_tls_started(struct smtp_session *s)
 	s->state = SMTP_S_CMD;
 }
 
-void smtp_timeout(struct smtp_session *s, struct smtp_out *out)
+/* The replies of smtp_end, by enum smtp_end: code, enhanced code, text. */
+static const struct {
+	const char *code;
+	const char *text;
+} end_replies[] = {
+    [SMTP_END_TIMEOUT] = {"421 4.4.2", "Error: timeout exceeded"},
+    [SMTP_END_SHUTDOWN] = {"421 4.3.2", "Service shutting down"},
+    [SMTP_END_CONN_LIMIT] = {"421 4.7.0", "Error: too many connections"},
+    [SMTP_END_IP_LIMIT] = {"421 4.7.0", "Error: too many connections from your address"},
+    [SMTP_END_PROXY] = {"421 4.7.0", "Error: bad or missing PROXY protocol header"},
+    [SMTP_END_PREGREET] = {"554 5.5.1", "Error: talking before the greeting"},
+};
+static_assert(sizeof(end_replies) / sizeof(end_replies[0]) == SMTP_END_SILENT,
+	      "a reply for every end but the silent one");
+
+size_t smtp_end_reply(const struct smtp_conf *conf, enum smtp_end why, char *buf, size_t cap)
 {
-	close_421(s, out, "4.4.2", "Error: timeout exceeded");
+	if (why >= SMTP_END_SILENT || cap == 0)
+		return 0;
+	int n = snprintf(buf, cap, "%s %s %s\r\n", end_replies[why].code, conf->cfg->myhostname,
+			 end_replies[why].text);
+	return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : 0;
 }
 
-void smtp_shutdown(struct smtp_session *s, struct smtp_out *out)
+void smtp_end(struct smtp_session *s, enum smtp_end why, struct smtp_out *out)
 {
-	close_421(s, out, "4.3.2", "Service shutting down");
+	if (why < SMTP_END_SILENT)
+		replyf(out, "%s %s %s", end_replies[why].code, host(s), end_replies[why].text);
+	/* A message with the host (WAIT) is the host's to finish: no abort. */
+	txn_reset(s, s->state != SMTP_S_WAIT);
+	s->state = SMTP_S_CLOSED;
 }
 
 void smtp_close(struct smtp_session *s)

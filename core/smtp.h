@@ -139,9 +139,24 @@ void smtp_resume(struct smtp_session *s, enum smtp_verdict v, const char *qid,
 /* The TLS handshake completed: back to the state after the greeting (RFC 3207 4.2). */
 void smtp_tls_started(struct smtp_session *s);
 
-/* Appends a 421 (timeout / shutting down) and closes the session; aborts a transaction. */
-void smtp_timeout(struct smtp_session *s, struct smtp_out *out);
-void smtp_shutdown(struct smtp_session *s, struct smtp_out *out);
+/* Why a session ends for a reason of the server's, not a command's. */
+enum smtp_end {
+	SMTP_END_TIMEOUT = 0, /* 421 4.4.2 HOST Error: timeout exceeded */
+	SMTP_END_SHUTDOWN,    /* 421 4.3.2 HOST Service shutting down */
+	SMTP_END_CONN_LIMIT,  /* 421 4.7.0 HOST Error: too many connections */
+	SMTP_END_IP_LIMIT,    /* 421 4.7.0 HOST Error: too many connections from your address */
+	SMTP_END_PROXY,	      /* 421 4.7.0 HOST Error: bad or missing PROXY protocol header */
+	SMTP_END_PREGREET,    /* 554 5.5.1 HOST Error: talking before the greeting */
+	SMTP_END_SILENT,      /* no reply (a TLS alert went out instead) */
+};
+
+/* Appends the reply for why (none for SMTP_END_SILENT) and closes the
+ * session; aborts a transaction, unless the host has its message (WAIT). */
+void smtp_end(struct smtp_session *s, enum smtp_end why, struct smtp_out *out);
+
+/* The same reply, CRLF-ended, into buf, for a connection refused before it
+ * has a session. Its length, or 0 (SMTP_END_SILENT, or cap too small). */
+size_t smtp_end_reply(const struct smtp_conf *conf, enum smtp_end why, char *buf, size_t cap);
 
 /* Ends the session without a reply (the peer closed); aborts a transaction. */
 void smtp_close(struct smtp_session *s);

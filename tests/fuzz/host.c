@@ -356,12 +356,12 @@ void fhost_end(struct fhost *h, unsigned how)
 		FUZZ_CHECK(h->out.len == 0, "smtp_close wrote a reply");
 		break;
 	case 1:
-		smtp_timeout(&h->s, &h->out);
+		smtp_end(&h->s, SMTP_END_TIMEOUT, &h->out);
 		drain(h, &last);
 		FUZZ_CHECK(last == 421, "timeout reply %d", last);
 		break;
 	default:
-		smtp_shutdown(&h->s, &h->out);
+		smtp_end(&h->s, SMTP_END_SHUTDOWN, &h->out);
 		drain(h, &last);
 		FUZZ_CHECK(last == 421, "shutdown reply %d", last);
 		break;

@@ -6,7 +6,7 @@
  *    body's bytes of the input, in order, none copied;
  *  - messages whose terminator meets a 16 KiB receive-buffer boundary at
  *    every position, replayed through the transcript runner;
- *  - smtp_timeout, smtp_shutdown, smtp_close while waiting for the host, and
+ *  - smtp_end (timeout, shutdown, the refusals), smtp_close while waiting for the host, and
  *    smtp_feed with too little room in the output buffer.
  */
 #include <setjmp.h>
@@ -375,7 +375,7 @@ static void test_timeout(void **state)
 	start_txn(&m);
 	assert_int_equal(mini_feed(&m, "DATA\r\npart of a bo"), SMTP_MORE);
 	m.out.len = 0;
-	smtp_timeout(&m.s, &m.out);
+	smtp_end(&m.s, SMTP_END_TIMEOUT, &m.out);
 	assert_int_equal(m.out.len, strlen("421 4.4.2 mx.test Error: timeout exceeded\r\n"));
 	assert_true(out_has(&m, "421 4.4.2 mx.test Error: timeout exceeded\r\n"));
 	assert_int_equal(m.aborts, 1);
@@ -395,10 +395,55 @@ static void test_shutdown(void **state)
 	struct mini m;
 	mini_init(&m);
 	m.out.len = 0;
-	smtp_shutdown(&m.s, &m.out);
+	smtp_end(&m.s, SMTP_END_SHUTDOWN, &m.out);
 	assert_int_equal(m.out.len, strlen("421 4.3.2 mx.test Service shutting down\r\n"));
 	assert_true(out_has(&m, "421 4.3.2 mx.test Service shutting down\r\n"));
 	assert_int_equal(m.aborts, 0); /* no transaction */
+	mini_free(&m);
+}
+
+/* Every end of a session the server decides has its reply, with and
+ * without a session; the silent one has none but still closes. */
+static void test_end_replies(void **state)
+{
+	(void)state;
+	static const struct {
+		enum smtp_end why;
+		const char *line;
+	} t[] = {
+	    {SMTP_END_TIMEOUT, "421 4.4.2 mx.test Error: timeout exceeded\r\n"},
+	    {SMTP_END_SHUTDOWN, "421 4.3.2 mx.test Service shutting down\r\n"},
+	    {SMTP_END_CONN_LIMIT, "421 4.7.0 mx.test Error: too many connections\r\n"},
+	    {SMTP_END_IP_LIMIT,
+	     "421 4.7.0 mx.test Error: too many connections from your address\r\n"},
+	    {SMTP_END_PROXY, "421 4.7.0 mx.test Error: bad or missing PROXY protocol header\r\n"},
+	    {SMTP_END_PREGREET, "554 5.5.1 mx.test Error: talking before the greeting\r\n"},
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		struct mini m;
+		mini_init(&m);
+		m.out.len = 0;
+		smtp_end(&m.s, t[i].why, &m.out);
+		assert_int_equal(m.out.len, strlen(t[i].line));
+		assert_true(out_has(&m, t[i].line));
+		assert_int_equal(m.s.state, SMTP_S_CLOSED);
+		char buf[REPLY_MAX];
+		size_t n = smtp_end_reply(m.s.conf, t[i].why, buf, sizeof(buf));
+		assert_int_equal(n, strlen(t[i].line));
+		assert_memory_equal(buf, t[i].line, n);
+		assert_int_equal(smtp_end_reply(m.s.conf, t[i].why, buf, 8), 0); /* too small */
+		mini_free(&m);
+	}
+	struct mini m;
+	mini_init(&m);
+	start_txn(&m);
+	m.out.len = 0;
+	smtp_end(&m.s, SMTP_END_SILENT, NULL);
+	assert_int_equal(m.out.len, 0);
+	assert_int_equal(m.s.state, SMTP_S_CLOSED);
+	assert_int_equal(m.aborts, 1);
+	char buf[REPLY_MAX];
+	assert_int_equal(smtp_end_reply(m.s.conf, SMTP_END_SILENT, buf, sizeof(buf)), 0);
 	mini_free(&m);
 }
 
@@ -656,6 +701,7 @@ int main(void)
 	    cmocka_unit_test(test_terminator_at_buffer_boundary),
 	    cmocka_unit_test(test_timeout),
 	    cmocka_unit_test(test_shutdown),
+	    cmocka_unit_test(test_end_replies),
 	    cmocka_unit_test(test_wait_state),
 	    cmocka_unit_test(test_out_reserve),
 	    cmocka_unit_test(test_lines),
