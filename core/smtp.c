@@ -354,27 +354,41 @@ static int mail_params(struct smtp_session *s, const char *p, size_t len, uint32
 
 static void cmd_mail(struct smtp_session *s, const char *arg, size_t len, struct smtp_out *out)
 {
-	if (!(s->flags & F_HELO))
-		return error(s, out, R_NEED_HELO);
-	if (s->flags & F_MAIL)
-		return error(s, out, R_NESTED);
-	if (!prefix(arg, len, "FROM:"))
-		return error(s, out, R_MAIL_SYNTAX);
+	if (!(s->flags & F_HELO)) {
+		error(s, out, R_NEED_HELO);
+		return;
+	}
+	if (s->flags & F_MAIL) {
+		error(s, out, R_NESTED);
+		return;
+	}
+	if (!prefix(arg, len, "FROM:")) {
+		error(s, out, R_MAIL_SYNTAX);
+		return;
+	}
 	struct addr a;
 	size_t end;
 	enum addr_status st = addr_parse(arg + 5, len - 5, true, true, &a, &end);
-	if (st != ADDR_OK)
-		return error(s, out, R_BAD_SENDER);
+	if (st != ADDR_OK) {
+		error(s, out, R_BAD_SENDER);
+		return;
+	}
 	uint32_t flags = s->flags & F_ESMTP ? ENV_ESMTP : 0;
-	if (end < len - 5 && arg[5 + end] != ' ')
-		return error(s, out, R_BAD_SENDER);
+	if (end < len - 5 && arg[5 + end] != ' ') {
+		error(s, out, R_BAD_SENDER);
+		return;
+	}
 	if (mail_params(s, arg + 5 + end, len - 5 - end, &flags, out) != 0)
 		return;
-	if (a.has_8bit && !(flags & ENV_SMTPUTF8))
-		return error(s, out, R_NEED_UTF8);
+	if (a.has_8bit && !(flags & ENV_SMTPUTF8)) {
+		error(s, out, R_NEED_UTF8);
+		return;
+	}
 	enum smtp_verdict v = s->hooks->mail(s->ctx, &a, flags);
-	if (v != SMTP_V_OK)
-		return reply(out, verdict_reply(v));
+	if (v != SMTP_V_OK) {
+		reply(out, verdict_reply(v));
+		return;
+	}
 	s->flags |= F_MAIL;
 	s->env_flags = flags;
 	s->nrcpt = 0;
@@ -383,38 +397,57 @@ static void cmd_mail(struct smtp_session *s, const char *arg, size_t len, struct
 
 static void cmd_rcpt(struct smtp_session *s, const char *arg, size_t len, struct smtp_out *out)
 {
-	if (!(s->flags & F_MAIL))
-		return error(s, out, R_NEED_MAIL);
-	if (s->flags & F_CONTENT) /* the envelope may be with a writer already */
-		return error(s, out, R_RCPT_BDAT);
-	if (!prefix(arg, len, "TO:"))
-		return error(s, out, R_RCPT_SYNTAX);
+	if (!(s->flags & F_MAIL)) {
+		error(s, out, R_NEED_MAIL);
+		return;
+	}
+	if (s->flags & F_CONTENT) { /* the envelope may be with a writer already */
+		error(s, out, R_RCPT_BDAT);
+		return;
+	}
+	if (!prefix(arg, len, "TO:")) {
+		error(s, out, R_RCPT_SYNTAX);
+		return;
+	}
 	s->flags |= F_RCPT_TRY;
 	struct addr a;
 	size_t end;
 	enum addr_status st = addr_parse(arg + 3, len - 3, false, true, &a, &end);
-	if (st != ADDR_OK)
-		return error(s, out, R_BAD_RCPT);
+	if (st != ADDR_OK) {
+		error(s, out, R_BAD_RCPT);
+		return;
+	}
 	size_t i = skip_spaces(arg + 3, len - 3, end);
 	if (i < len - 3) {
-		if (end == i) /* junk glued to the path */
-			return error(s, out, R_BAD_RCPT);
-		return unsupported(s, out, arg + 3 + i, len - 3 - i);
+		if (end == i) { /* junk glued to the path */
+			error(s, out, R_BAD_RCPT);
+			return;
+		}
+		unsupported(s, out, arg + 3 + i, len - 3 - i);
+		return;
 	}
-	if (a.has_8bit && !(s->env_flags & ENV_SMTPUTF8))
-		return error(s, out, R_NEED_UTF8);
-	if (!addr_accepted(s->conf->cfg, &a))
-		return error(s, out, R_RELAY);
+	if (a.has_8bit && !(s->env_flags & ENV_SMTPUTF8)) {
+		error(s, out, R_NEED_UTF8);
+		return;
+	}
+	if (!addr_accepted(s->conf->cfg, &a)) {
+		error(s, out, R_RELAY);
+		return;
+	}
 	if (s->nrcpt >= s->conf->cfg->recipient_limit) {
 		if (s->overshoot < s->conf->cfg->recipient_overshoot_limit) {
 			s->overshoot++;
-			return reply(out, R_RCPT_MAX);
+			reply(out, R_RCPT_MAX);
+			return;
 		}
-		return error(s, out, R_RCPT_MAX);
+		error(s, out, R_RCPT_MAX);
+		return;
 	}
 	enum smtp_verdict v = s->hooks->rcpt(s->ctx, &a);
-	if (v != SMTP_V_OK)
-		return reply(out, verdict_reply(v));
+	if (v != SMTP_V_OK) {
+		reply(out, verdict_reply(v));
+		return;
+	}
 	s->nrcpt++;
 	reply(out, R_RCPT_OK);
 }
@@ -432,17 +465,24 @@ static const char *content_check(const struct smtp_session *s)
 static void cmd_data(struct smtp_session *s, const char *arg, size_t len, struct smtp_out *out)
 {
 	(void)arg;
-	if (len != 0)
-		return error(s, out, "501 5.5.4 Syntax: DATA");
+	if (len != 0) {
+		error(s, out, "501 5.5.4 Syntax: DATA");
+		return;
+	}
 	const char *e = content_check(s);
-	if (e)
-		return error(s, out, e);
-	if (s->flags & F_CONTENT)
-		return error(s, out, R_DATA_BDAT);
+	if (e) {
+		error(s, out, e);
+		return;
+	}
+	if (s->flags & F_CONTENT) {
+		error(s, out, R_DATA_BDAT);
+		return;
+	}
 	enum smtp_verdict v = s->hooks->data_start(s->ctx);
 	if (v != SMTP_V_OK) {
 		txn_reset(s, false);
-		return reply(out, verdict_reply(v));
+		reply(out, verdict_reply(v));
+		return;
 	}
 	s->flags |= F_CONTENT;
 	s->body_bytes = 0;
@@ -463,8 +503,10 @@ static void cmd_bdat(struct smtp_session *s, const char *arg, size_t len, struct
 	bool last = false;
 	if (j < len && j > i && len - j == 4 && prefix(arg + j, 4, "LAST"))
 		last = true, j = len;
-	if (i == 0 || i == 20 || j != len)
-		return error(s, out, R_BDAT_SYNTAX);
+	if (i == 0 || i == 20 || j != len) {
+		error(s, out, R_BDAT_SYNTAX);
+		return;
+	}
 
 	s->state = SMTP_S_BDAT;
 	s->bdat_left = n;
@@ -489,8 +531,10 @@ static void cmd_bdat(struct smtp_session *s, const char *arg, size_t len, struct
 static void cmd_rset(struct smtp_session *s, const char *arg, size_t len, struct smtp_out *out)
 {
 	(void)arg;
-	if (len != 0)
-		return error(s, out, "501 5.5.4 Syntax: RSET");
+	if (len != 0) {
+		error(s, out, "501 5.5.4 Syntax: RSET");
+		return;
+	}
 	txn_reset(s, true);
 	reply(out, R_OK);
 	junk(s, out);
@@ -513,8 +557,10 @@ static void cmd_quit(struct smtp_session *s, const char *arg, size_t len, struct
 
 static void cmd_vrfy(struct smtp_session *s, const char *arg, size_t len, struct smtp_out *out)
 {
-	if (skip_spaces(arg, len, 0) == len)
-		return error(s, out, "501 5.5.4 Syntax: VRFY address");
+	if (skip_spaces(arg, len, 0) == len) {
+		error(s, out, "501 5.5.4 Syntax: VRFY address");
+		return;
+	}
 	reply(out, R_VRFY);
 	junk(s, out);
 }
@@ -530,16 +576,26 @@ static void cmd_help(struct smtp_session *s, const char *arg, size_t len, struct
 static void cmd_starttls(struct smtp_session *s, const char *arg, size_t len, struct smtp_out *out)
 {
 	(void)arg;
-	if (!s->conf->starttls)
-		return error(s, out, R_NO_TLS);
-	if (s->flags & F_TLS)
-		return error(s, out, R_TLS_ACTIVE);
-	if (len != 0)
-		return error(s, out, "501 5.5.4 Syntax: STARTTLS");
-	if (!(s->flags & F_HELO))
-		return error(s, out, R_NEED_HELO);
-	if (s->flags & F_MAIL)
-		return error(s, out, R_TLS_TXN);
+	if (!s->conf->starttls) {
+		error(s, out, R_NO_TLS);
+		return;
+	}
+	if (s->flags & F_TLS) {
+		error(s, out, R_TLS_ACTIVE);
+		return;
+	}
+	if (len != 0) {
+		error(s, out, "501 5.5.4 Syntax: STARTTLS");
+		return;
+	}
+	if (!(s->flags & F_HELO)) {
+		error(s, out, R_NEED_HELO);
+		return;
+	}
+	if (s->flags & F_MAIL) {
+		error(s, out, R_TLS_TXN);
+		return;
+	}
 	reply(out, R_TLS_GO);
 	s->state = SMTP_S_STARTTLS;
 }
@@ -556,8 +612,10 @@ static void command(struct smtp_session *s, const char *line, size_t len, struct
 {
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)line[i];
-		if ((c < 0x20 && c != '\t') || c == 0x7f)
-			return error(s, out, R_BAD_CHAR);
+		if ((c < 0x20 && c != '\t') || c == 0x7f) {
+			error(s, out, R_BAD_CHAR);
+			return;
+		}
 	}
 	size_t v = 0;
 	while (v < len && line[v] != ' ')
@@ -663,16 +721,20 @@ static void bdat_end(struct smtp_session *s, struct smtp_out *out)
 	    [BDAT_NO_RCPT] = R_NO_RCPT,
 	};
 	s->state = SMTP_S_CMD;
-	if (s->bdat_reply != BDAT_OK)
-		return error(s, out, why[s->bdat_reply]);
+	if (s->bdat_reply != BDAT_OK) {
+		error(s, out, why[s->bdat_reply]);
+		return;
+	}
 	if (s->flags & F_DEAD) {
 		/* Failed (size, storage): answer at the end of this chunk, drop the transaction. */
 		reply(out, s->flags & F_OVERSIZE ? R_TOO_BIG : R_TEMPFAIL);
 		txn_reset(s, false);
 		return;
 	}
-	if (s->flags & F_BDAT_LAST)
-		return content_end(s, out);
+	if (s->flags & F_BDAT_LAST) {
+		content_end(s, out);
+		return;
+	}
 	replyf(out, "250 2.0.0 Ok: %" PRIu64 " octets received", s->bdat_chunk);
 }
 
