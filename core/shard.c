@@ -314,8 +314,8 @@ static void *shard_main(void *arg)
 	if (sh->ring.flags & IORING_SETUP_R_DISABLED) {
 		int rc = compat_enable_rings(&sh->ring);
 		if (rc) {
-			log_line("shard=%u io_uring_enable_rings error=%s", sh->id, strerror(-rc));
-			abort();
+			shard_fail(sh, "io_uring_enable_rings", rc);
+			return NULL;
 		}
 	}
 	log_batch(1);

@@ -23,19 +23,11 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "check.h"
 #include "sesscache.h"
 
 #define NONE		     UINT32_MAX
 #define SESSCACHE_STRIPE_MIN 16u /* slots per stripe, unless the capacity is smaller */
-
-#define ASSERT(x)                                                                                  \
-	do {                                                                                       \
-		if (!(x)) {                                                                        \
-			fprintf(stderr, "mxring: %s:%d: assertion failed: %s\n", __FILE__,         \
-				__LINE__, #x);                                                     \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
 
 struct slot {
 	uint64_t expire_s; /* live until now_s reaches it */
