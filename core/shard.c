@@ -2,7 +2,7 @@
  * shard.c - a shard's thread: its event loop, the dispatch of completions,
  * the tick that drives the timer wheel, the stop, and its set-up.
  *
- * io_uring use (DESIGN.md, Shards), one ring per shard:
+ * io_uring use (docs/ARCHITECTURE.md), one ring per shard:
  *  - one multishot accept per listening socket (listen.c);
  *  - one multishot recv per connection on the provided-buffer ring, and at
  *    most one send per connection in flight (conn.c);
