@@ -9,6 +9,7 @@
 #define MXRING_BOUNDS_H
 
 #include <assert.h>
+#include <limits.h>
 
 #define LISTEN_MAX	   16	 /* listen addresses */
 #define SHARDS_MAX	   256	 /* shard threads */
@@ -31,6 +32,19 @@
 #define ACCEPT_DOMAINS_MAX 4096
 #define CIDR_LIST_MAX	   64  /* prefixes of an address list (connection_limit_exceptions) */
 #define NOFILE_RESERVE	   256 /* descriptors kept beside connections, plus per shard and writer */
+
+/* The spool (spool.h) and its reader (spool_reader.h). */
+#define SPOOL_TRACE_MAX		 1024u		     /* the longest trace header */
+#define SPOOL_INFLIGHT_MAX	 (1u << 22)	     /* bound on spool_open's inflight_max */
+#define SPOOL_BATCH_MAX		 (1u << 16)	     /* bound on spool_open's batch_max */
+#define SPOOL_ARENA_SLACK	 (256u * 1024)	     /* to coalesce small records in a pwritev */
+#define SPOOL_IOV_MAX		 ((unsigned)IOV_MAX) /* iovecs per pwritev */
+#define SPOOL_SCRATCH_SIZE	 (64u * 1024)	     /* read buffer of recovery and the reader */
+#define SPOOL_READER_PENDING_MAX (1u << 22)	     /* messages with parts, no FINAL yet */
+#define SPOOL_READER_PARTS_MAX	 (1u << 20)	     /* parts of one message (reader) */
+#define DIR_FILES_MAX		 (1u << 20)	     /* directory entries a scan considers */
+#define MAILDIR_HOST_MAX	 200		     /* host in a maildir name (NAME_MAX 255) */
+#define MAILDIR_NAME_MAX	 (40 + QID_LEN + MAILDIR_HOST_MAX)
 
 static_assert(CMD_LINE_LIMIT_MIN <= CMD_LINE_LIMIT_MAX, "line limits");
 static_assert(QID_LEN + 64 < REPLY_MAX, "a queued reply fits in one reply");

@@ -44,19 +44,10 @@
 #define MD_HDR_MAX_FOR(n)                                                                          \
 	(MD_LINE_SLACK * 2 + 4 * (uint64_t)ENV_STRINGS_MAX + 128 +                                 \
 	 (uint64_t)(n) * (4 * PATH_MAX_OCTETS + MD_LINE_SLACK))
-#define MD_HDR_MAX     MD_HDR_MAX_FOR(RCPT_LIMIT_MAX)
-#define ARENA_SLACK    (256u * 1024)	   /* room to coalesce many small records in one pwritev */
-#define IOV_CAP	       ((unsigned)IOV_MAX) /* iovecs per pwritev */
-#define SCRATCH_SIZE   (64u * 1024)	   /* read buffer of recovery and the reader */
-#define SEG_NAME_LEN   33		   /* "wNN-" 16 hex "-" 8 hex ".seg" */
-#define SEG_SEQ_TRIES  64		   /* names tried when one already exists */
-#define DIR_FILES_MAX  (1u << 20)	   /* directory entries a scan considers */
-#define RESYNC_TRIES   4096u		   /* candidate records tried after a bad one */
-#define RESYNC_BYTES   (256ull << 20)	   /* bytes those candidates may make us check */
-#define RD_PENDING_MAX (1u << 22)	   /* messages with parts and no FINAL yet (reader) */
-#define RD_PARTS_MAX   (1u << 20)	   /* parts of one message (reader) */
-#define MD_HOST_MAX    200		   /* host part of a maildir name (NAME_MAX is 255) */
-#define MD_NAME_MAX    (40 + QID_LEN + MD_HOST_MAX)
+#define SEG_NAME_LEN  33	     /* "wNN-" 16 hex "-" 8 hex ".seg" */
+#define SEG_SEQ_TRIES 64	     /* names tried when one already exists */
+#define RESYNC_TRIES  4096u	     /* candidate records tried after a bad one */
+#define RESYNC_BYTES  (256ull << 20) /* bytes those candidates may make us check */
 
 static_assert(SPOOL_ENV_MAX < SPOOL_REC_MAX, "an envelope fits in a record");
 static_assert(SPOOL_REC_HDR_LEN + SPOOL_ENV_MAX + SPOOL_TRACE_MAX < UINT32_MAX, "u32 lengths");
@@ -184,7 +175,7 @@ static int pwritev_all(int fd, struct iovec *iov, unsigned n, uint64_t off)
 {
 	unsigned i = 0;
 	while (i < n) {
-		unsigned cnt = n - i < IOV_CAP ? n - i : IOV_CAP;
+		unsigned cnt = n - i < SPOOL_IOV_MAX ? n - i : SPOOL_IOV_MAX;
 		ssize_t w = pwritev(fd, iov + i, (int)cnt, (off_t)off);
 		if (w < 0) {
 			if (errno == EINTR)
@@ -963,7 +954,7 @@ struct spool {
 	uint64_t max_age_ms; /* segment_max_age; 0 = rotate by size only */
 	char dir[sizeof(((struct config *)0)->spool_dir)];
 	char host[DOMAIN_MAX + 1];
-	char host_enc[MD_HOST_MAX + 1]; /* host as a maildir name part, cut */
+	char host_enc[MAILDIR_HOST_MAX + 1]; /* host as a maildir name part, cut */
 	int lockfd;
 	int dirfd;
 	int activefd, readyfd; /* segment */
@@ -991,14 +982,14 @@ struct spool {
 	uint64_t syncs;
 
 	/* Pending pwritev: iov[0..niov) of wb_bytes, to wb_fd at *wb_off. */
-	struct iovec *iov; /* owned: IOV_CAP */
+	struct iovec *iov; /* owned: SPOOL_IOV_MAX */
 	unsigned niov;
 	uint64_t wb_bytes;
 	int wb_fd;
 	uint64_t *wb_off;
 	uint8_t *arena; /* owned: record headers, envelopes, traces */
 	size_t arena_len, arena_cap;
-	uint8_t *scratch; /* owned: SCRATCH_SIZE, recovery reads */
+	uint8_t *scratch; /* owned: SPOOL_SCRATCH_SIZE, recovery reads */
 
 	struct qidmap map;    /* qid -> index in ent */
 	struct inflight *ent; /* owned: ent_cap */
@@ -1132,7 +1123,7 @@ static int wb_add(struct spool *sp, const void *base, size_t len)
 {
 	if (len == 0)
 		return 0;
-	if (sp->niov == IOV_CAP) {
+	if (sp->niov == SPOOL_IOV_MAX) {
 		int r = wb_flush(sp);
 		if (r < 0)
 			return r;
@@ -1155,7 +1146,7 @@ static int wb_arena(struct spool *sp, size_t need, uint8_t **p)
 {
 	if (need > sp->arena_cap)
 		return -EMSGSIZE;
-	if (need > sp->arena_cap - sp->arena_len || sp->niov == IOV_CAP) {
+	if (need > sp->arena_cap - sp->arena_len || sp->niov == SPOOL_IOV_MAX) {
 		int r = wb_flush(sp);
 		if (r < 0)
 			return r;
@@ -1358,7 +1349,7 @@ static int seg_queue(struct spool *sp, const struct msg *m, struct inflight *e)
 	if (e && first)
 		e->trace_len = trace_len;
 	sp->end_off += h.rec_len;
-	if (sp->niov == IOV_CAP)
+	if (sp->niov == SPOOL_IOV_MAX)
 		abort(); /* wb_arena made room: this wb_add must not flush (and empty the arena) */
 	r = wb_add(sp, p, meta);
 	for (uint32_t i = 0; r == 0 && i < m->nslices; i++)
@@ -1584,7 +1575,8 @@ static int seg_quarantine(struct spool *sp, int fd, const char *name, uint64_t o
 	int out = openat(dfd, qname, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
 	int r = out < 0 ? -errno : 0;
 	for (uint64_t pos = off; r == 0 && pos < size;) {
-		size_t n = size - pos < SCRATCH_SIZE ? (size_t)(size - pos) : SCRATCH_SIZE;
+		size_t n =
+		    size - pos < SPOOL_SCRATCH_SIZE ? (size_t)(size - pos) : SPOOL_SCRATCH_SIZE;
 		r = pread_all(fd, sp->scratch, n, pos);
 		struct iovec iov = {.iov_base = sp->scratch, .iov_len = n};
 		if (r == 0)
@@ -1618,13 +1610,13 @@ static int seg_recover_one(struct spool *sp, const char *name)
 	uint64_t size = r == 0 ? (uint64_t)st.st_size : 0, off = 0, nrec = 0;
 	uint32_t seed = 0;
 	if (r == 0 && size > 0) {
-		r = seg_header(fd, size, sp->scratch, SCRATCH_SIZE, &seed);
+		r = seg_header(fd, size, sp->scratch, SPOOL_SCRATCH_SIZE, &seed);
 		off = r == 0 ? SPOOL_SEG_REC_LEN : 0;
 	}
 	while (r == 0 && off < size) {
 		struct rec_hdr h;
 		bool torn;
-		r = rec_check(fd, off, size, seed, &h, sp->scratch, SCRATCH_SIZE, &torn);
+		r = rec_check(fd, off, size, seed, &h, sp->scratch, SPOOL_SCRATCH_SIZE, &torn);
 		if (r == 0 && h.type == SPOOL_REC_SEGMENT)
 			r = -EBADMSG;
 		if (r == 0) {
@@ -1638,7 +1630,7 @@ static int seg_recover_one(struct spool *sp, const char *name)
 		if (off == 0)
 			r = size > SPOOL_SEG_REC_LEN ? -E2BIG : -ENOENT;
 		else
-			r = rec_resync(fd, off, size, seed, &next, sp->scratch, SCRATCH_SIZE);
+			r = rec_resync(fd, off, size, seed, &next, sp->scratch, SPOOL_SCRATCH_SIZE);
 		if (r == 0 || r == -E2BIG) /* not a torn tail: valid records may follow */
 			r = seg_quarantine(sp, fd, name, off, size);
 		else if (r == -ENOENT)
@@ -1830,7 +1822,7 @@ static int md_queue(struct spool *sp, const struct msg *m, struct inflight *e, c
 		*op = NULL;
 		return -ENOBUFS;
 	}
-	char name[MD_NAME_MAX + 1];
+	char name[MAILDIR_NAME_MAX + 1];
 	md_final_name(sp, env->time_us, env->qid, name, sizeof(name));
 	*op = "rename";
 	r = rename_noreplace(sp->tmpfd, tmp, sp->newfd, name);
@@ -1889,7 +1881,7 @@ static int md_sync(struct spool *sp)
 	if (r < 0) {
 		/* Not acknowledged, so not delivered: take them back out of new/. */
 		for (unsigned i = 0; i < sp->ndone; i++) {
-			char name[MD_NAME_MAX + 1];
+			char name[MAILDIR_NAME_MAX + 1];
 			md_final_name(sp, sp->done[i].time_us, sp->done[i].qid, name, sizeof(name));
 			unlinkat(sp->newfd, name, 0);
 		}
@@ -1978,10 +1970,10 @@ static int spool_alloc(struct spool *sp, const struct config *cfg, unsigned batc
 		sp->arena_cap = (size_t)MD_HDR_MAX_FOR(rcpt_max) + SPOOL_TRACE_MAX;
 	else
 		sp->arena_cap = SPOOL_REC_HDR_LEN + (size_t)ENV_MAX_FOR(rcpt_max) +
-				SPOOL_TRACE_MAX + ARENA_SLACK;
-	sp->iov = calloc(IOV_CAP, sizeof(*sp->iov));
+				SPOOL_TRACE_MAX + SPOOL_ARENA_SLACK;
+	sp->iov = calloc(SPOOL_IOV_MAX, sizeof(*sp->iov));
 	sp->arena = malloc(sp->arena_cap);
-	sp->scratch = malloc(SCRATCH_SIZE);
+	sp->scratch = malloc(SPOOL_SCRATCH_SIZE);
 	sp->ent = calloc(inflight_max, sizeof(*sp->ent));
 	sp->done = calloc(batch_max, sizeof(*sp->done));
 	if (!sp->iov || !sp->arena || !sp->scratch || !sp->ent || !sp->done ||
@@ -2260,7 +2252,7 @@ struct spool_reader {
 	char item_file[600];
 	char *rcpts;	 /* owned: SPOOL_ENV_MAX */
 	uint8_t *envbuf; /* owned: SPOOL_ENV_MAX */
-	uint8_t *buf;	 /* owned: SCRATCH_SIZE */
+	uint8_t *buf;	 /* owned: SPOOL_SCRATCH_SIZE */
 	int rfd;	 /* read cache: files[rfile] */
 	uint32_t rfile;
 	char text[768];
@@ -2310,12 +2302,12 @@ static int rd_map_grow(struct spool_reader *r)
 	return 0;
 }
 
-/* A new pending entry for qid, NULL when out of memory or past RD_PENDING_MAX. */
+/* A new pending entry for qid, NULL when out of memory or past SPOOL_READER_PENDING_MAX. */
 static struct rd_pending *rd_pend_add(struct spool_reader *r, const char *qid)
 {
 	if (r->pend_free == UINT32_MAX) {
 		uint32_t ncap = r->pend_cap ? r->pend_cap * 2 : 256;
-		if (ncap > RD_PENDING_MAX)
+		if (ncap > SPOOL_READER_PENDING_MAX)
 			return NULL;
 		struct rd_pending *np = realloc(r->pend, ncap * sizeof(*np));
 		if (!np)
@@ -2353,7 +2345,7 @@ static int parts_push(struct rd_part **v, uint32_t *n, uint32_t *cap, const stru
 {
 	if (*n == *cap) {
 		uint32_t ncap = *cap ? *cap * 2 : 4;
-		if (ncap > RD_PARTS_MAX)
+		if (ncap > SPOOL_READER_PARTS_MAX)
 			return -E2BIG;
 		struct rd_part *nv = realloc(*v, ncap * sizeof(*nv));
 		if (!nv)
@@ -2486,7 +2478,7 @@ static void rd_seg_bad(struct spool_reader *r, bool torn)
 {
 	const char *file = r->files[r->fi].rel;
 	uint64_t next = 0;
-	int e = rec_resync(r->fd, r->off, r->size, r->seed, &next, r->buf, SCRATCH_SIZE);
+	int e = rec_resync(r->fd, r->off, r->size, r->seed, &next, r->buf, SPOOL_SCRATCH_SIZE);
 	if (e == 0) {
 		rd_problem(r, SPOOL_P_CORRUPT, true, file, r->off,
 			   "bad record (magic, lengths or CRC): %" PRIu64 " bytes skipped",
@@ -2531,7 +2523,7 @@ static int rd_seg_open_file(struct spool_reader *r)
 	r->size = (uint64_t)st.st_size;
 	if (r->size == 0)
 		return 0; /* just created: nothing in it yet */
-	int e = seg_header(r->fd, r->size, r->buf, SCRATCH_SIZE, &r->seed);
+	int e = seg_header(r->fd, r->size, r->buf, SPOOL_SCRATCH_SIZE, &r->seed);
 	if (e == 0) {
 		r->off = SPOOL_SEG_REC_LEN;
 		return 0;
@@ -2565,7 +2557,8 @@ static int rd_seg_next(struct spool_reader *r)
 		}
 		struct rec_hdr h;
 		bool torn;
-		int e = rec_check(r->fd, r->off, r->size, r->seed, &h, r->buf, SCRATCH_SIZE, &torn);
+		int e = rec_check(r->fd, r->off, r->size, r->seed, &h, r->buf, SPOOL_SCRATCH_SIZE,
+				  &torn);
 		if (e == 0 && h.type == SPOOL_REC_SEGMENT)
 			e = -EBADMSG;
 		if (e == -EBADMSG) {
@@ -2604,7 +2597,7 @@ static int rd_stream(struct spool_reader *r, int fd, uint64_t off, uint64_t len,
 		     void *ctx)
 {
 	while (len > 0) {
-		size_t n = len < SCRATCH_SIZE ? (size_t)len : SCRATCH_SIZE;
+		size_t n = len < SPOOL_SCRATCH_SIZE ? (size_t)len : SPOOL_SCRATCH_SIZE;
 		int e = pread_all(fd, r->buf, n, off);
 		if (e < 0)
 			return e == -ENODATA ? -EIO : e;
@@ -2794,7 +2787,7 @@ static int md_env_line(const char *s, size_t n, struct envelope *env, uint64_t *
 /* Parses the envelope lines at the top of an open maildir file. */
 static int md_parse(struct spool_reader *r, int fd, uint64_t size)
 {
-	struct lreader l = {.fd = fd, .buf = r->buf, .cap = SCRATCH_SIZE};
+	struct lreader l = {.fd = fd, .buf = r->buf, .cap = SPOOL_SCRATCH_SIZE};
 	struct envelope *env = &r->item.env;
 	const char *line;
 	size_t n;
@@ -3036,7 +3029,7 @@ int spool_reader_open(const char *dir, spool_problem_fn problem, void *ctx,
 	if (r->dirfd < 0)
 		e = -errno;
 	if (e == 0) {
-		r->buf = malloc(SCRATCH_SIZE);
+		r->buf = malloc(SPOOL_SCRATCH_SIZE);
 		r->envbuf = malloc(SPOOL_ENV_MAX);
 		r->rcpts = malloc(SPOOL_ENV_MAX);
 		e = r->buf && r->envbuf && r->rcpts ? qidmap_init(&r->map, 128) : -ENOMEM;

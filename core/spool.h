@@ -112,19 +112,16 @@
 #include "config.h"
 #include "msg.h"
 
-#define SPOOL_REC_MAGIC	   0x5253584du
-#define SPOOL_REC_VERSION  1
-#define SPOOL_REC_PART	   1
-#define SPOOL_REC_FINAL	   2
-#define SPOOL_REC_SEGMENT  3
-#define SPOOL_REC_HDR_LEN  64u
-#define SPOOL_SEG_PAYLOAD  24u /* salt, run_us, writer, sequence */
-#define SPOOL_SEG_REC_LEN  (SPOOL_REC_HDR_LEN + SPOOL_SEG_PAYLOAD)
-#define SPOOL_ENV_FIXED	   44u
-#define SPOOL_REC_MAX	   (1u << 30) /* a bigger part fails with -EMSGSIZE */
-#define SPOOL_TRACE_MAX	   1024u      /* the longest trace header */
-#define SPOOL_INFLIGHT_MAX (1u << 22) /* bound on spool_open's inflight_max */
-#define SPOOL_BATCH_MAX	   (1u << 16) /* bound on spool_open's batch_max */
+#define SPOOL_REC_MAGIC	  0x5253584du
+#define SPOOL_REC_VERSION 1
+#define SPOOL_REC_PART	  1
+#define SPOOL_REC_FINAL	  2
+#define SPOOL_REC_SEGMENT 3
+#define SPOOL_REC_HDR_LEN 64u
+#define SPOOL_SEG_PAYLOAD 24u /* salt, run_us, writer, sequence */
+#define SPOOL_SEG_REC_LEN (SPOOL_REC_HDR_LEN + SPOOL_SEG_PAYLOAD)
+#define SPOOL_ENV_FIXED	  44u
+#define SPOOL_REC_MAX	  (1u << 30) /* a bigger part fails with -EMSGSIZE */
 
 struct spool;
 
