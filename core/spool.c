@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "clock.h"
 #include "crc32c.h"
 #include "log.h"
@@ -278,12 +279,13 @@ static void qid_key(char key[QID_LEN], const char *qid)
 static struct qidslot *qidmap_slot(const struct qidmap *m, const char key[QID_LEN])
 {
 	uint32_t i = qid_hash(key) & m->mask;
-	for (uint32_t n = 0; n <= m->mask; n++, i = (i + 1) & m->mask) {
+	/* The map is never more than half full: a probe meets an empty slot. */
+	for (uint32_t n = 0;; n++, i = (i + 1) & m->mask) {
+		ASSERT(n <= m->mask);
 		struct qidslot *s = &m->slot[i];
 		if (s->qid[0] == 0 || memcmp(s->qid, key, QID_LEN) == 0)
 			return s;
 	}
-	abort(); /* the map is never more than half full */
 }
 
 static uint32_t *qidmap_find(const struct qidmap *m, const char *qid)
@@ -318,10 +320,16 @@ static void qidmap_del(struct qidmap *m, const char *qid)
 		return;
 	uint32_t i = (uint32_t)(s - m->slot);
 	m->count--;
-	/* Backward shift: move later entries of the probe run into the hole. */
-	for (uint32_t n = 0; n <= m->mask; n++) {
+	/*
+	 * Backward shift: move later entries of the probe run into the hole.
+	 * The run ends at an empty slot (the map is at most half full), so
+	 * neither loop goes round the table.
+	 */
+	for (uint32_t n = 0;; n++) {
+		ASSERT(n <= m->mask);
 		uint32_t j = i;
-		for (;;) {
+		for (uint32_t k = 0;; k++) {
+			ASSERT(k <= m->mask);
 			j = (j + 1) & m->mask;
 			if (m->slot[j].qid[0] == 0) {
 				m->slot[i].qid[0] = 0;
@@ -335,7 +343,6 @@ static void qidmap_del(struct qidmap *m, const char *qid)
 		m->slot[i] = m->slot[j];
 		i = j;
 	}
-	m->slot[i].qid[0] = 0;
 }
 
 /* ---- text building ---- */
@@ -1231,6 +1238,12 @@ static int msg_check(const struct msg *m)
 
 /* ---- segment format ---- */
 
+/* The order of the segment offsets (file header); checked where they move. */
+static void seg_check_offsets(const struct spool *sp)
+{
+	ASSERT(sp->synced_off <= sp->flushed_off && sp->flushed_off <= sp->end_off);
+}
+
 static uint64_t random_salt(void)
 {
 	uint64_t v;
@@ -1291,6 +1304,7 @@ static int seg_create(struct spool *sp)
 	sp->segfd = fd;
 	sp->first_ms = 0;
 	sp->end_off = sp->flushed_off = sp->synced_off = SPOOL_SEG_REC_LEN;
+	seg_check_offsets(sp);
 	sp->wb_fd = fd;
 	sp->wb_off = &sp->flushed_off;
 	return 0;
@@ -1349,11 +1363,12 @@ static int seg_queue(struct spool *sp, const struct msg *m, struct inflight *e)
 	if (e && first)
 		e->trace_len = trace_len;
 	sp->end_off += h.rec_len;
-	if (sp->niov == SPOOL_IOV_MAX)
-		abort(); /* wb_arena made room: this wb_add must not flush (and empty the arena) */
+	/* wb_arena made room: this wb_add must not flush (and empty the arena). */
+	ASSERT(sp->niov < SPOOL_IOV_MAX);
 	r = wb_add(sp, p, meta);
 	for (uint32_t i = 0; r == 0 && i < m->nslices; i++)
 		r = wb_add(sp, m->slices[i].base, m->slices[i].len);
+	seg_check_offsets(sp);
 	return r;
 }
 
@@ -1385,6 +1400,7 @@ static void seg_fail(struct spool *sp, const char *op, int err)
 	sp->final_pending = false;
 	sp->batch_err = 0;
 	sp->end_off = sp->flushed_off = sp->synced_off;
+	seg_check_offsets(sp);
 	int r = sp->segfd >= 0 ? seg_truncate(sp) : 0;
 	if (r < 0)
 		log_line("spool=%s writer=%u segment=%s op=%s error=\"%s\" cut_to=%" PRIu64
@@ -1550,6 +1566,7 @@ static int seg_sync(struct spool *sp)
 			r = -errno;
 		} else {
 			sp->synced_off = sp->flushed_off;
+			seg_check_offsets(sp);
 			sp->final_pending = false;
 			sp->syncs++;
 			sp->gen++;
@@ -1699,7 +1716,8 @@ static int seg_close(struct spool *sp)
 		if (fdatasync(sp->segfd) < 0)
 			r = -errno;
 		else
-			sp->synced_off = sp->end_off;
+			sp->synced_off = sp->end_off; /* all flushed: flushed_off == end_off */
+		seg_check_offsets(sp);
 	}
 	if (r < 0)
 		seg_fail(sp, op, r);
@@ -2294,8 +2312,8 @@ static int rd_map_grow(struct spool_reader *r)
 		if (r->map.slot[i].qid[0]) {
 			char q[QID_LEN + 1] = {0};
 			memcpy(q, r->map.slot[i].qid, QID_LEN);
-			if (qidmap_put(&m, q, r->map.slot[i].val) < 0)
-				abort(); /* the new map is twice as large */
+			int put = qidmap_put(&m, q, r->map.slot[i].val);
+			ASSERT(put == 0); /* the new map is twice as large */
 		}
 	qidmap_free(&r->map);
 	r->map = m;
