@@ -32,7 +32,11 @@
 #include "check.h"
 #include "clock.h"
 #include "crc32c.h"
+#include "fsutil.h"
+#include "le.h"
 #include "log.h"
+#include "qidmap.h"
+#include "sbuf.h"
 #include "spool.h"
 
 /* The longest envelope for a given recipient count (strings bounded by struct envelope). */
@@ -55,41 +59,6 @@ static_assert(SPOOL_REC_HDR_LEN + SPOOL_ENV_MAX + SPOOL_TRACE_MAX < UINT32_MAX, 
 static_assert(QID_LEN == 16, "the record header holds a 16-byte qid");
 static_assert(WRITERS_MAX <= 100, "writer numbers are two digits in names");
 
-/* ---- little-endian fields ---- */
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
 /* ---- small helpers ---- */
 
 static uint64_t now_us(void)
@@ -97,34 +66,6 @@ static uint64_t now_us(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static int fsync_fd(int fd)
-{
-	return fsync(fd) < 0 ? -errno : 0;
-}
-
-static void close_fd(int *fd)
-{
-	if (*fd >= 0)
-		close(*fd);
-	*fd = -1;
-}
-
-/* fsyncs the directory that holds path, so that its entry for path is durable. */
-static int fsync_parent(char *path)
-{
-	char *slash = strrchr(path, '/');
-	const char *parent = slash == NULL ? "." : slash == path ? "/" : path;
-	if (slash && slash != path)
-		*slash = 0;
-	int fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int r = fd < 0 ? -errno : fsync_fd(fd);
-	if (fd >= 0)
-		close(fd);
-	if (slash && slash != path)
-		*slash = '/';
-	return r;
 }
 
 int spool_mkdir(const char *dir)
@@ -140,81 +81,13 @@ int spool_mkdir(const char *dir)
 		char c = path[i];
 		path[i] = 0;
 		if (mkdir(path, 0750) == 0) {
-			int r = fsync_parent(path);
+			int r = fsutil_fsync_parent(path);
 			if (r < 0)
 				return r;
 		} else if (errno != EEXIST) {
 			return -errno;
 		}
 		path[i] = c;
-	}
-	return 0;
-}
-
-static int open_subdir(int dirfd, const char *name, bool create)
-{
-	if (create && mkdirat(dirfd, name, 0750) < 0 && errno != EEXIST)
-		return -errno;
-	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	return fd < 0 ? -errno : fd;
-}
-
-/* renameat that never replaces an existing file (where the filesystem can tell). */
-static int rename_noreplace(int from_dir, const char *from, int to_dir, const char *to)
-{
-	if (renameat2(from_dir, from, to_dir, to, RENAME_NOREPLACE) == 0)
-		return 0;
-	if (errno != EINVAL && errno != ENOSYS)
-		return -errno;
-	if (faccessat(to_dir, to, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
-		return -EEXIST;
-	return renameat(from_dir, from, to_dir, to) < 0 ? -errno : 0;
-}
-
-/* Writes iov[0..n) at off, whatever the partial writes; iov is consumed. */
-static int pwritev_all(int fd, struct iovec *iov, unsigned n, uint64_t off)
-{
-	unsigned i = 0;
-	while (i < n) {
-		unsigned cnt = n - i < SPOOL_IOV_MAX ? n - i : SPOOL_IOV_MAX;
-		ssize_t w = pwritev(fd, iov + i, (int)cnt, (off_t)off);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (w == 0)
-			return -EIO;
-		off += (uint64_t)w;
-		size_t left = (size_t)w;
-		while (i < n && left >= iov[i].iov_len) {
-			left -= iov[i].iov_len;
-			i++;
-		}
-		if (left > 0) {
-			iov[i].iov_base = (uint8_t *)iov[i].iov_base + left;
-			iov[i].iov_len -= left;
-		}
-	}
-	return 0;
-}
-
-/* Reads exactly len bytes at off: 0, -ENODATA at end of file, or -errno. */
-static int pread_all(int fd, void *buf, size_t len, uint64_t off)
-{
-	uint8_t *p = buf;
-	while (len > 0) {
-		ssize_t r = pread(fd, p, len, (off_t)off);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (r == 0)
-			return -ENODATA;
-		p += r;
-		len -= (size_t)r;
-		off += (uint64_t)r;
 	}
 	return 0;
 }
@@ -232,157 +105,7 @@ static bool qid_valid(const char *qid)
 	return true;
 }
 
-/* ---- qid -> index map: open addressing, linear probing, backward-shift delete ---- */
-
-struct qidslot {
-	char qid[QID_LEN]; /* NUL-padded; qid[0] == 0: empty */
-	uint32_t val;
-};
-
-struct qidmap {
-	struct qidslot *slot; /* owned: mask + 1 entries */
-	uint32_t mask;
-	uint32_t count;
-};
-
-static int qidmap_init(struct qidmap *m, uint32_t max)
-{
-	uint32_t cap = 16;
-	while (cap < 2 * max && cap < (1u << 30))
-		cap <<= 1;
-	m->slot = calloc(cap, sizeof(*m->slot));
-	if (!m->slot)
-		return -ENOMEM;
-	m->mask = cap - 1;
-	m->count = 0;
-	return 0;
-}
-
-static void qidmap_free(struct qidmap *m)
-{
-	free(m->slot);
-	m->slot = NULL;
-}
-
-static uint32_t qid_hash(const char key[QID_LEN])
-{
-	return crc32c(0, key, QID_LEN);
-}
-
-static void qid_key(char key[QID_LEN], const char *qid)
-{
-	memset(key, 0, QID_LEN);
-	memcpy(key, qid, strnlen(qid, QID_LEN));
-}
-
-/* The slot holding key, or the empty slot where it would go. */
-static struct qidslot *qidmap_slot(const struct qidmap *m, const char key[QID_LEN])
-{
-	uint32_t i = qid_hash(key) & m->mask;
-	/* The map is never more than half full: a probe meets an empty slot. */
-	for (uint32_t n = 0;; n++, i = (i + 1) & m->mask) {
-		ASSERT(n <= m->mask);
-		struct qidslot *s = &m->slot[i];
-		if (s->qid[0] == 0 || memcmp(s->qid, key, QID_LEN) == 0)
-			return s;
-	}
-}
-
-static uint32_t *qidmap_find(const struct qidmap *m, const char *qid)
-{
-	char key[QID_LEN];
-	qid_key(key, qid);
-	struct qidslot *s = qidmap_slot(m, key);
-	return s->qid[0] ? &s->val : NULL;
-}
-
-/* Adds qid (not present). -ENOSPC when the map is half full. */
-static int qidmap_put(struct qidmap *m, const char *qid, uint32_t val)
-{
-	if (m->count + 1 > (m->mask + 1) / 2)
-		return -ENOSPC;
-	char key[QID_LEN];
-	qid_key(key, qid);
-	struct qidslot *s = qidmap_slot(m, key);
-	if (s->qid[0] == 0)
-		m->count++;
-	memcpy(s->qid, key, QID_LEN);
-	s->val = val;
-	return 0;
-}
-
-static void qidmap_del(struct qidmap *m, const char *qid)
-{
-	char key[QID_LEN];
-	qid_key(key, qid);
-	struct qidslot *s = qidmap_slot(m, key);
-	if (s->qid[0] == 0)
-		return;
-	uint32_t i = (uint32_t)(s - m->slot);
-	m->count--;
-	/*
-	 * Backward shift: move later entries of the probe run into the hole.
-	 * The run ends at an empty slot (the map is at most half full), so
-	 * neither loop goes round the table.
-	 */
-	for (uint32_t n = 0;; n++) {
-		ASSERT(n <= m->mask);
-		uint32_t j = i;
-		for (uint32_t k = 0;; k++) {
-			ASSERT(k <= m->mask);
-			j = (j + 1) & m->mask;
-			if (m->slot[j].qid[0] == 0) {
-				m->slot[i].qid[0] = 0;
-				return;
-			}
-			uint32_t home = qid_hash(m->slot[j].qid) & m->mask;
-			/* j's entry may move to i when i lies cyclically in [home, j). */
-			if (((j - home) & m->mask) >= ((j - i) & m->mask))
-				break;
-		}
-		m->slot[i] = m->slot[j];
-		i = j;
-	}
-}
-
 /* ---- text building ---- */
-
-struct sbuf {
-	char *p;
-	size_t len;
-	size_t cap; /* p holds cap bytes; len < cap unless over */
-	bool over;
-};
-
-static void sb_put(struct sbuf *b, const void *s, size_t n)
-{
-	if (b->over || n >= b->cap - b->len) {
-		b->over = true;
-		return;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-}
-
-static void sb_puts(struct sbuf *b, const char *s)
-{
-	sb_put(b, s, strlen(s));
-}
-
-__attribute__((format(printf, 2, 3))) static void sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-	if (b->over)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= b->cap - b->len) {
-		b->over = true;
-		return;
-	}
-	b->len += (size_t)n;
-}
 
 /* Client text in a trace header: printable ASCII, anything else '?'. */
 static void sb_put_printable(struct sbuf *b, const char *s, size_t max)
@@ -391,7 +114,7 @@ static void sb_put_printable(struct sbuf *b, const char *s, size_t max)
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
 		char o = c >= 0x20 && c < 0x7f ? (char)c : '?';
-		sb_put(b, &o, 1);
+		sbuf_put(b, &o, 1);
 	}
 }
 
@@ -407,9 +130,9 @@ static void sb_put_escaped(struct sbuf *b, const char *s, size_t max, bool value
 			esc = esc || c == ' ' || c == '=' || c >= 0x80;
 		if (esc) {
 			char e[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
-			sb_put(b, e, 4);
+			sbuf_put(b, e, 4);
 		} else {
-			sb_put(b, &s[i], 1);
+			sbuf_put(b, &s[i], 1);
 		}
 	}
 }
@@ -428,8 +151,8 @@ static void sb_put_date(struct sbuf *b, uint64_t time_us)
 		tm.tm_mday = 1;
 		tm.tm_wday = 4;
 	}
-	sb_printf(b, "%s, %d %s %04d %02d:%02d:%02d +0000", wday[tm.tm_wday % 7], tm.tm_mday,
-		  mon[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+	sbuf_printf(b, "%s, %d %s %04d %02d:%02d:%02d +0000", wday[tm.tm_wday % 7], tm.tm_mday,
+		    mon[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
 size_t spool_format_trace(char *dst, size_t cap, const struct envelope *env, const char *host)
@@ -446,13 +169,13 @@ size_t spool_format_trace(char *dst, size_t cap, const struct envelope *env, con
 	if (env->myhostname[0])
 		host = env->myhostname;
 
-	sb_puts(&b, "Received: from ");
+	sbuf_puts(&b, "Received: from ");
 	sb_put_printable(&b, env->helo, sizeof(env->helo));
-	sb_puts(&b, " ([");
+	sbuf_puts(&b, " ([");
 	sb_put_printable(&b, env->client_addr, sizeof(env->client_addr));
-	sb_printf(&b, "]:%u)\r\n\tby ", (unsigned)env->client_port);
+	sbuf_printf(&b, "]:%u)\r\n\tby ", (unsigned)env->client_port);
 	sb_put_printable(&b, host, DOMAIN_MAX);
-	sb_printf(&b, " (mxring) with %s id ", proto);
+	sbuf_printf(&b, " (mxring) with %s id ", proto);
 	sb_put_printable(&b, env->qid, sizeof(env->qid));
 	if (tls) {
 		/* env->tls is "PROTOCOL CIPHER". */
@@ -462,18 +185,18 @@ size_t spool_format_trace(char *dst, size_t cap, const struct envelope *env, con
 		size_t pn = sp ? (size_t)(sp - env->tls) : n;
 		memcpy(proto_name, env->tls, pn);
 		proto_name[pn] = 0;
-		sb_puts(&b, "\r\n\t(using ");
+		sbuf_puts(&b, "\r\n\t(using ");
 		sb_put_printable(&b, proto_name, sizeof(proto_name));
 		if (sp && sp[1]) {
-			sb_puts(&b, " with cipher ");
+			sbuf_puts(&b, " with cipher ");
 			sb_put_printable(&b, sp + 1, n - pn - 1);
 		}
-		sb_puts(&b, "); ");
+		sbuf_puts(&b, "); ");
 	} else {
-		sb_puts(&b, ";\r\n\t");
+		sbuf_puts(&b, ";\r\n\t");
 	}
 	sb_put_date(&b, env->time_us);
-	sb_puts(&b, "\r\n");
+	sbuf_puts(&b, "\r\n");
 	if (b.over)
 		return 0; /* cap < SPOOL_TRACE_MAX: a programmer error the callers check */
 	dst[b.len] = 0;
@@ -508,7 +231,7 @@ static uint64_t env_size(const struct envelope *env)
 static uint8_t *env_put_str(uint8_t *p, const char *s, size_t max)
 {
 	size_t n = strnlen(s, max);
-	put16(p, (uint16_t)n);
+	le_put16(p, (uint16_t)n);
 	memcpy(p + 2, s, n);
 	return p + 2 + n;
 }
@@ -517,15 +240,15 @@ static uint8_t *env_put_str(uint8_t *p, const char *s, size_t max)
 static void env_encode(uint8_t *p, const struct envelope *env, uint64_t body_size, uint32_t nparts,
 		       uint32_t trace_len)
 {
-	put64(p + 0, env->time_us);
-	put64(p + 8, trace_len + body_size);
-	put64(p + 16, body_size);
-	put32(p + 24, nparts);
-	put32(p + 28, env->flags);
-	put32(p + 32, trace_len);
-	put32(p + 36, env->nrcpt);
-	put16(p + 40, env->client_port);
-	put16(p + 42, 0);
+	le_put64(p + 0, env->time_us);
+	le_put64(p + 8, trace_len + body_size);
+	le_put64(p + 16, body_size);
+	le_put32(p + 24, nparts);
+	le_put32(p + 28, env->flags);
+	le_put32(p + 32, trace_len);
+	le_put32(p + 36, env->nrcpt);
+	le_put16(p + 40, env->client_port);
+	le_put16(p + 42, 0);
 	p += SPOOL_ENV_FIXED;
 	p = env_put_str(p, env->client_addr, sizeof(env->client_addr));
 	p = env_put_str(p, env->helo, sizeof(env->helo));
@@ -552,7 +275,7 @@ static int env_get_str(const uint8_t **p, const uint8_t *end, char *dst, size_t 
 {
 	if (end - *p < 2)
 		return -EBADMSG;
-	size_t n = get16(*p);
+	size_t n = le_get16(*p);
 	if ((size_t)(end - *p) - 2 < n || n >= cap || memchr(*p + 2, 0, n))
 		return -EBADMSG;
 	memcpy(dst, *p + 2, n);
@@ -569,14 +292,14 @@ static int env_decode(const uint8_t *p, size_t len, struct envelope *env, char *
 	if (len < SPOOL_ENV_FIXED)
 		return -EBADMSG;
 	memset(env, 0, sizeof(*env));
-	env->time_us = get64(p);
-	t->msg_size = get64(p + 8);
-	t->body_size = get64(p + 16);
-	t->nparts = get32(p + 24);
-	env->flags = get32(p + 28);
-	t->trace_len = get32(p + 32);
-	env->nrcpt = get32(p + 36);
-	env->client_port = get16(p + 40);
+	env->time_us = le_get64(p);
+	t->msg_size = le_get64(p + 8);
+	t->body_size = le_get64(p + 16);
+	t->nparts = le_get32(p + 24);
+	env->flags = le_get32(p + 28);
+	t->trace_len = le_get32(p + 32);
+	env->nrcpt = le_get32(p + 36);
+	env->client_port = le_get16(p + 40);
 	if (env->nrcpt == 0 || env->nrcpt > RCPT_LIMIT_MAX || t->nparts == 0 ||
 	    t->msg_size != t->trace_len + t->body_size)
 		return -EBADMSG;
@@ -623,20 +346,20 @@ struct rec_hdr {
 
 static void rec_hdr_encode(uint8_t *p, const struct rec_hdr *h)
 {
-	put32(p + 0, SPOOL_REC_MAGIC);
+	le_put32(p + 0, SPOOL_REC_MAGIC);
 	p[4] = h->type;
 	p[5] = SPOOL_REC_VERSION;
-	put16(p + 6, 0);
-	put32(p + 8, SPOOL_REC_HDR_LEN);
-	put32(p + 12, h->rec_len);
-	put32(p + 16, h->crc);
-	put32(p + 20, h->part);
+	le_put16(p + 6, 0);
+	le_put32(p + 8, SPOOL_REC_HDR_LEN);
+	le_put32(p + 12, h->rec_len);
+	le_put32(p + 16, h->crc);
+	le_put32(p + 20, h->part);
 	memset(p + 24, 0, QID_LEN);
 	memcpy(p + 24, h->qid, strnlen(h->qid, QID_LEN));
-	put64(p + 40, h->body_off);
-	put32(p + 48, h->env_len);
-	put32(p + 52, h->trace_len);
-	put64(p + 56, h->body_len);
+	le_put64(p + 40, h->body_off);
+	le_put32(p + 48, h->env_len);
+	le_put32(p + 52, h->trace_len);
+	le_put64(p + 56, h->body_len);
 }
 
 /* CRC of a record whose first hdr_len bytes are hdr, before the rest; seed: see spool.h. */
@@ -650,26 +373,26 @@ static uint32_t rec_crc_start(uint32_t seed, const uint8_t *hdr, size_t hdr_len)
 static uint32_t seg_seed(uint64_t salt)
 {
 	uint8_t b[8];
-	put64(b, salt);
+	le_put64(b, salt);
 	return crc32c(0, b, sizeof(b));
 }
 
 /* Decodes and checks the fixed fields (not the CRC). 0 or -EBADMSG. */
 static int rec_hdr_decode(const uint8_t *p, struct rec_hdr *h)
 {
-	if (get32(p) != SPOOL_REC_MAGIC || p[5] != SPOOL_REC_VERSION)
+	if (le_get32(p) != SPOOL_REC_MAGIC || p[5] != SPOOL_REC_VERSION)
 		return -EBADMSG;
 	h->type = p[4];
-	h->hdr_len = get32(p + 8);
-	h->rec_len = get32(p + 12);
-	h->crc = get32(p + 16);
-	h->part = get32(p + 20);
+	h->hdr_len = le_get32(p + 8);
+	h->rec_len = le_get32(p + 12);
+	h->crc = le_get32(p + 16);
+	h->part = le_get32(p + 20);
 	memcpy(h->qid, p + 24, QID_LEN);
 	h->qid[QID_LEN] = 0;
-	h->body_off = get64(p + 40);
-	h->env_len = get32(p + 48);
-	h->trace_len = get32(p + 52);
-	h->body_len = get64(p + 56);
+	h->body_off = le_get64(p + 40);
+	h->env_len = le_get32(p + 48);
+	h->trace_len = le_get32(p + 52);
+	h->body_len = le_get64(p + 56);
 	if (h->type == SPOOL_REC_SEGMENT) {
 		static const char zero[QID_LEN + 1];
 		bool ok = h->hdr_len == SPOOL_REC_HDR_LEN && h->rec_len == SPOOL_SEG_REC_LEN &&
@@ -712,15 +435,15 @@ static int rec_check(int fd, uint64_t off, uint64_t size, uint32_t seed, struct 
 	h->rec_len = 0;
 	if (size - off < SPOOL_REC_HDR_LEN) {
 		size_t n = (size_t)(size - off);
-		int r = pread_all(fd, hb, n, off);
+		int r = fsutil_pread_all(fd, hb, n, off);
 		if (r < 0)
 			return r == -ENODATA ? -EBADMSG : r;
 		uint8_t magic[4];
-		put32(magic, SPOOL_REC_MAGIC);
+		le_put32(magic, SPOOL_REC_MAGIC);
 		*torn = memcmp(hb, magic, n < 4 ? n : 4) == 0;
 		return -EBADMSG;
 	}
-	int r = pread_all(fd, hb, sizeof(hb), off);
+	int r = fsutil_pread_all(fd, hb, sizeof(hb), off);
 	if (r < 0)
 		return r == -ENODATA ? -EBADMSG : r;
 	if (rec_hdr_decode(hb, h) < 0) {
@@ -735,7 +458,7 @@ static int rec_check(int fd, uint64_t off, uint64_t size, uint32_t seed, struct 
 	uint64_t pos = off + SPOOL_REC_HDR_LEN, end = off + h->rec_len;
 	while (pos < end) {
 		size_t n = end - pos < cap ? (size_t)(end - pos) : cap;
-		r = pread_all(fd, buf, n, pos);
+		r = fsutil_pread_all(fd, buf, n, pos);
 		if (r < 0)
 			return r == -ENODATA ? -EBADMSG : r;
 		c = crc32c(c, buf, n);
@@ -756,10 +479,10 @@ static int rec_resync(int fd, uint64_t off, uint64_t size, uint32_t seed, uint64
 	uint8_t win[4096], magic[4];
 	unsigned tries = 0;
 	uint64_t checked = 0;
-	put32(magic, SPOOL_REC_MAGIC);
+	le_put32(magic, SPOOL_REC_MAGIC);
 	for (uint64_t pos = off + 1; pos + SPOOL_REC_HDR_LEN <= size;) {
 		size_t n = size - pos < sizeof(win) ? (size_t)(size - pos) : sizeof(win);
-		int r = pread_all(fd, win, n, pos);
+		int r = fsutil_pread_all(fd, win, n, pos);
 		if (r < 0)
 			return r == -ENODATA ? -ENOENT : r;
 		for (size_t i = 0; i + 4 <= n; i++) {
@@ -795,11 +518,11 @@ static int seg_header(int fd, uint64_t size, uint8_t *buf, size_t cap, uint32_t 
 	if (r == 0 && h.type != SPOOL_REC_SEGMENT)
 		r = -EBADMSG;
 	if (r == 0)
-		r = pread_all(fd, salt, sizeof(salt), SPOOL_REC_HDR_LEN);
+		r = fsutil_pread_all(fd, salt, sizeof(salt), SPOOL_REC_HDR_LEN);
 	if (r == -ENODATA)
 		r = -EBADMSG;
 	if (r == 0)
-		*seed = seg_seed(get64(salt));
+		*seed = seg_seed(le_get64(salt));
 	return r;
 }
 
@@ -856,79 +579,6 @@ static bool tmp_writer_of(const char *name, unsigned *n)
 		return false;
 	*n = (unsigned)(dot[2] - '0') * 10 + (unsigned)(dot[3] - '0');
 	return true;
-}
-
-static int name_cmp(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/*
- * Lists the names in dirfd accepted by keep (NULL: all but dot files),
- * sorted, at most DIR_FILES_MAX. *names is an owned array of owned strings.
- */
-static int dir_list(int dirfd, bool (*keep)(const char *name, void *arg), void *arg, char ***names,
-		    uint32_t *count)
-{
-	int fd = dup(dirfd);
-	if (fd < 0)
-		return -errno;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		int e = -errno;
-		close(fd);
-		return e;
-	}
-	rewinddir(d);
-	char **v = NULL;
-	uint32_t n = 0, cap = 0;
-	int err = 0;
-	struct dirent *de;
-	while ((errno = 0, de = readdir(d)) != NULL) {
-		if (de->d_name[0] == '.' || (keep && !keep(de->d_name, arg)))
-			continue;
-		if (n >= DIR_FILES_MAX) {
-			err = -E2BIG;
-			break;
-		}
-		if (n == cap) {
-			uint32_t ncap = cap ? cap * 2 : 64;
-			char **nv = realloc(v, ncap * sizeof(*nv));
-			if (!nv) {
-				err = -ENOMEM;
-				break;
-			}
-			v = nv;
-			cap = ncap;
-		}
-		v[n] = strdup(de->d_name);
-		if (!v[n]) {
-			err = -ENOMEM;
-			break;
-		}
-		n++;
-	}
-	if (!err && errno)
-		err = -errno;
-	closedir(d);
-	if (err) {
-		for (uint32_t i = 0; i < n; i++)
-			free(v[i]);
-		free(v);
-		return err;
-	}
-	if (n > 1)
-		qsort(v, n, sizeof(*v), name_cmp);
-	*names = v;
-	*count = n;
-	return 0;
-}
-
-static void names_free(char **v, uint32_t n)
-{
-	for (uint32_t i = 0; i < n; i++)
-		free(v[i]);
-	free(v);
 }
 
 /* ======================= writer side ======================= */
@@ -1048,7 +698,7 @@ static void md_discard(struct spool *sp, struct inflight *e)
 	if (e->fd < 0)
 		return;
 	char name[QID_LEN + 8];
-	close_fd(&e->fd);
+	fsutil_close(&e->fd);
 	md_tmp_name(sp, e->qid, name, sizeof(name));
 	if (unlinkat(sp->tmpfd, name, 0) < 0 && errno != ENOENT)
 		log_line("spool=%s writer=%u action=unlink file=tmp/%s error=\"%s\"", sp->dir,
@@ -1117,7 +767,7 @@ static int wb_flush(struct spool *sp)
 {
 	if (sp->niov == 0)
 		return 0;
-	int r = pwritev_all(sp->wb_fd, sp->iov, sp->niov, *sp->wb_off);
+	int r = fsutil_pwritev_all(sp->wb_fd, sp->iov, sp->niov, *sp->wb_off);
 	if (r == 0)
 		*sp->wb_off += sp->wb_bytes;
 	else if (sp->format == SPOOL_SEGMENT && !sp->batch_err)
@@ -1265,14 +915,14 @@ static int seg_write_header(struct spool *sp, int fd)
 	};
 	rec_hdr_encode(b, &h);
 	uint8_t *pl = b + SPOOL_REC_HDR_LEN;
-	put64(pl, salt);
-	put64(pl + 8, sp->run_us);
-	put32(pl + 16, sp->writer);
-	put32(pl + 20, sp->seq - 1);
+	le_put64(pl, salt);
+	le_put64(pl + 8, sp->run_us);
+	le_put32(pl + 16, sp->writer);
+	le_put32(pl + 20, sp->seq - 1);
 	uint32_t c = rec_crc_start(0, b, SPOOL_REC_HDR_LEN);
-	put32(b + 16, crc32c(c, pl, SPOOL_SEG_PAYLOAD));
+	le_put32(b + 16, crc32c(c, pl, SPOOL_SEG_PAYLOAD));
 	struct iovec iov = {.iov_base = b, .iov_len = sizeof(b)};
-	int r = pwritev_all(fd, &iov, 1, 0);
+	int r = fsutil_pwritev_all(fd, &iov, 1, 0);
 	if (r == 0 && fdatasync(fd) < 0)
 		r = -errno;
 	sp->seed = seg_seed(salt);
@@ -1295,7 +945,7 @@ static int seg_create(struct spool *sp)
 	/* The name must be durable before any record in the file is acknowledged. */
 	int r = seg_write_header(sp, fd);
 	if (r == 0)
-		r = fsync_fd(sp->activefd);
+		r = fsutil_fsync(sp->activefd);
 	if (r < 0) {
 		close(fd);
 		unlinkat(sp->activefd, sp->segname, 0);
@@ -1357,7 +1007,7 @@ static int seg_queue(struct spool *sp, const struct msg *m, struct inflight *e)
 	c = crc32c(c, p + SPOOL_REC_HDR_LEN, meta - SPOOL_REC_HDR_LEN);
 	for (uint32_t i = 0; i < m->nslices; i++)
 		c = crc32c(c, m->slices[i].base, m->slices[i].len);
-	put32(p + 16, c);
+	le_put32(p + 16, c);
 
 	sp->arena_len += meta;
 	if (e && first)
@@ -1506,7 +1156,7 @@ static int seg_link_ready(struct spool *sp, const char *name)
 		return 0;
 	}
 	if (errno == EPERM || errno == ENOSYS || errno == EOPNOTSUPP)
-		return rename_noreplace(sp->activefd, name, sp->readyfd, name);
+		return fsutil_rename_noreplace(sp->activefd, name, sp->readyfd, name);
 	return -errno;
 }
 
@@ -1524,12 +1174,12 @@ static int seg_retire(struct spool *sp)
 	int r = seg_link_ready(sp, sp->segname);
 	if (r < 0)
 		return r;
-	r = fsync_fd(sp->readyfd);
+	r = fsutil_fsync(sp->readyfd);
 	if (r == 0)
 		r = seg_unlink_active(sp, sp->segname);
 	/* A failed sync of ready/ leaves both names: recovery or a reader takes ready/'s. */
-	int r2 = fsync_fd(sp->activefd);
-	close_fd(&sp->segfd);
+	int r2 = fsutil_fsync(sp->activefd);
+	fsutil_close(&sp->segfd);
 	return r < 0 ? r : r2;
 }
 
@@ -1586,7 +1236,7 @@ static int seg_quarantine(struct spool *sp, int fd, const char *name, uint64_t o
 {
 	char qname[SEG_NAME_LEN + 32];
 	snprintf(qname, sizeof(qname), "%s@%" PRIu64, name, off);
-	int dfd = open_subdir(sp->dirfd, "corrupt", true);
+	int dfd = fsutil_open_subdir(sp->dirfd, "corrupt", true);
 	if (dfd < 0)
 		return dfd;
 	int out = openat(dfd, qname, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
@@ -1594,18 +1244,18 @@ static int seg_quarantine(struct spool *sp, int fd, const char *name, uint64_t o
 	for (uint64_t pos = off; r == 0 && pos < size;) {
 		size_t n =
 		    size - pos < SPOOL_SCRATCH_SIZE ? (size_t)(size - pos) : SPOOL_SCRATCH_SIZE;
-		r = pread_all(fd, sp->scratch, n, pos);
+		r = fsutil_pread_all(fd, sp->scratch, n, pos);
 		struct iovec iov = {.iov_base = sp->scratch, .iov_len = n};
 		if (r == 0)
-			r = pwritev_all(out, &iov, 1, pos - off);
+			r = fsutil_pwritev_all(out, &iov, 1, pos - off);
 		pos += n;
 	}
 	if (r == 0 && fdatasync(out) < 0)
 		r = -errno;
 	if (r == 0)
-		r = fsync_fd(dfd);
+		r = fsutil_fsync(dfd);
 	if (r == 0) /* corrupt/ itself, made at its first use, before the segment is cut */
-		r = fsync_fd(sp->dirfd);
+		r = fsutil_fsync(sp->dirfd);
 	if (out >= 0)
 		close(out);
 	close(dfd);
@@ -1681,7 +1331,7 @@ static int seg_recover(struct spool *sp)
 {
 	char **names;
 	uint32_t n;
-	int r = dir_list(sp->activefd, keep_owned_seg, sp, &names, &n);
+	int r = fsutil_dir_list(sp->activefd, keep_owned_seg, sp, &names, &n);
 	if (r < 0)
 		return r;
 	for (uint32_t i = 0; r == 0 && i < n; i++) {
@@ -1691,14 +1341,14 @@ static int seg_recover(struct spool *sp)
 				names[i], strerror(-r));
 	}
 	if (r == 0 && n > 0) {
-		r = fsync_fd(sp->readyfd);
+		r = fsutil_fsync(sp->readyfd);
 		for (uint32_t i = 0; r == 0 && i < n; i++)
 			r = seg_unlink_active(sp, names[i]);
 		if (r == 0)
-			r = fsync_fd(sp->activefd);
+			r = fsutil_fsync(sp->activefd);
 		log_line("spool=%s writer=%u action=recover segments=%u", sp->dir, sp->writer, n);
 	}
-	names_free(names, n);
+	fsutil_names_free(names, n);
 	return r;
 }
 
@@ -1731,10 +1381,10 @@ static int seg_close(struct spool *sp)
 		return r;
 	}
 	if (sp->synced_off <= SPOOL_SEG_REC_LEN) { /* no record: drop it */
-		close_fd(&sp->segfd);
+		fsutil_close(&sp->segfd);
 		if (unlinkat(sp->activefd, sp->segname, 0) < 0)
 			return r < 0 ? r : -errno;
-		int r2 = fsync_fd(sp->activefd);
+		int r2 = fsutil_fsync(sp->activefd);
 		return r < 0 ? r : r2;
 	}
 	int r2 = seg_retire(sp);
@@ -1759,29 +1409,29 @@ static int md_header(struct spool *sp, const struct envelope *env, uint8_t *p, s
 	if (tl == 0 || env_size(env) == 0)
 		return -EINVAL;
 	struct sbuf b = {.p = (char *)p, .len = 0, .cap = cap, .over = false};
-	sb_puts(&b, "Return-Path: <");
+	sbuf_puts(&b, "Return-Path: <");
 	sb_put_escaped(&b, env->from, sizeof(env->from), false);
-	sb_puts(&b, ">\r\nX-Mxring-Envelope: qid=");
+	sbuf_puts(&b, ">\r\nX-Mxring-Envelope: qid=");
 	sb_put_escaped(&b, env->qid, sizeof(env->qid), true);
-	sb_printf(&b, " time=%" PRIu64 " client=", env->time_us);
+	sbuf_printf(&b, " time=%" PRIu64 " client=", env->time_us);
 	sb_put_escaped(&b, env->client_addr, sizeof(env->client_addr), true);
-	sb_printf(&b, " port=%u helo=", (unsigned)env->client_port);
+	sbuf_printf(&b, " port=%u helo=", (unsigned)env->client_port);
 	sb_put_escaped(&b, env->helo, sizeof(env->helo), true);
-	sb_puts(&b, " tls=");
+	sbuf_puts(&b, " tls=");
 	sb_put_escaped(&b, env->tls, sizeof(env->tls), true);
-	sb_puts(&b, " host=");
+	sbuf_puts(&b, " host=");
 	sb_put_escaped(&b, env->myhostname[0] ? env->myhostname : sp->host, DOMAIN_MAX + 1, true);
-	sb_printf(&b, " flags=0x%" PRIx32 " rcpts=%" PRIu32 " trace=%zu\r\n", env->flags,
-		  env->nrcpt, tl);
+	sbuf_printf(&b, " flags=0x%" PRIx32 " rcpts=%" PRIu32 " trace=%zu\r\n", env->flags,
+		    env->nrcpt, tl);
 	const char *r = env->rcpts;
 	for (uint32_t i = 0; i < env->nrcpt; i++) {
 		size_t n = strlen(r);
-		sb_puts(&b, "X-Mxring-Rcpt: <");
+		sbuf_puts(&b, "X-Mxring-Rcpt: <");
 		sb_put_escaped(&b, r, n, false);
-		sb_puts(&b, ">\r\n");
+		sbuf_puts(&b, ">\r\n");
 		r += n + 1;
 	}
-	sb_put(&b, trace, tl);
+	sbuf_put(&b, trace, tl);
 	if (b.over)
 		return -EMSGSIZE;
 	*len = b.len;
@@ -1834,7 +1484,7 @@ static int md_queue(struct spool *sp, const struct msg *m, struct inflight *e, c
 	*op = "fdatasync";
 	if (fdatasync(e->fd) < 0)
 		return -errno;
-	close_fd(&e->fd);
+	fsutil_close(&e->fd);
 	if (sp->ndone >= sp->batch_max) {
 		unlinkat(sp->tmpfd, tmp, 0);
 		*op = NULL;
@@ -1843,7 +1493,7 @@ static int md_queue(struct spool *sp, const struct msg *m, struct inflight *e, c
 	char name[MAILDIR_NAME_MAX + 1];
 	md_final_name(sp, env->time_us, env->qid, name, sizeof(name));
 	*op = "rename";
-	r = rename_noreplace(sp->tmpfd, tmp, sp->newfd, name);
+	r = fsutil_rename_noreplace(sp->tmpfd, tmp, sp->newfd, name);
 	if (r < 0) {
 		unlinkat(sp->tmpfd, tmp, 0);
 		return r;
@@ -1892,7 +1542,7 @@ static int md_sync(struct spool *sp)
 {
 	int r = 0;
 	if (sp->ndone > 0) {
-		r = fsync_fd(sp->newfd);
+		r = fsutil_fsync(sp->newfd);
 		if (r == 0)
 			sp->syncs++;
 	}
@@ -1926,7 +1576,7 @@ static int md_recover(struct spool *sp)
 {
 	char **names;
 	uint32_t n;
-	int r = dir_list(sp->tmpfd, keep_owned_tmp, sp, &names, &n);
+	int r = fsutil_dir_list(sp->tmpfd, keep_owned_tmp, sp, &names, &n);
 	if (r < 0)
 		return r;
 	for (uint32_t i = 0; r == 0 && i < n; i++)
@@ -1935,7 +1585,7 @@ static int md_recover(struct spool *sp)
 	if (n > 0)
 		log_line("spool=%s writer=%u action=recover removed_tmp=%u", sp->dir, sp->writer,
 			 n);
-	names_free(names, n);
+	fsutil_names_free(names, n);
 	return r;
 }
 
@@ -1946,13 +1596,13 @@ static void spool_free(struct spool *sp)
 	for (uint32_t i = 0; sp->ent && i < sp->ent_cap; i++)
 		if (sp->ent[i].qid[0])
 			md_discard(sp, &sp->ent[i]);
-	close_fd(&sp->segfd);
-	close_fd(&sp->activefd);
-	close_fd(&sp->readyfd);
-	close_fd(&sp->tmpfd);
-	close_fd(&sp->newfd);
-	close_fd(&sp->dirfd);
-	close_fd(&sp->lockfd); /* releases the flock */
+	fsutil_close(&sp->segfd);
+	fsutil_close(&sp->activefd);
+	fsutil_close(&sp->readyfd);
+	fsutil_close(&sp->tmpfd);
+	fsutil_close(&sp->newfd);
+	fsutil_close(&sp->dirfd);
+	fsutil_close(&sp->lockfd); /* releases the flock */
 	qidmap_free(&sp->map);
 	free(sp->ent);
 	free(sp->done);
@@ -2018,7 +1668,7 @@ static int recover_strays(struct spool *sp, int dirfd, bool (*writer_of)(const c
 	char **names;
 	uint32_t count;
 	uint64_t mask = 0;
-	int r = dir_list(dirfd, NULL, NULL, &names, &count);
+	int r = fsutil_dir_list(dirfd, NULL, NULL, &names, &count);
 	if (r < 0)
 		return r;
 	for (uint32_t i = 0; i < count; i++) {
@@ -2027,7 +1677,7 @@ static int recover_strays(struct spool *sp, int dirfd, bool (*writer_of)(const c
 		    n % sp->nwriters == sp->writer)
 			mask |= 1ull << n;
 	}
-	names_free(names, count);
+	fsutil_names_free(names, count);
 	unsigned self = sp->writer;
 	for (unsigned n = 0; r == 0 && n < WRITERS_MAX; n++) {
 		if (!(mask & 1ull << n))
@@ -2061,7 +1711,7 @@ static void spool_init(struct spool *sp, const struct config *cfg, unsigned writ
 	struct sbuf hb = {.p = sp->host_enc, .len = 0, .cap = sizeof(sp->host_enc), .over = false};
 	for (const char *h = sp->host; *h && !hb.over; h++) {
 		size_t before = hb.len;
-		sb_puts(&hb, *h == '/' ? "\\057" : *h == ':' ? "\\072" : (char[2]){*h, 0});
+		sbuf_puts(&hb, *h == '/' ? "\\057" : *h == ':' ? "\\072" : (char[2]){*h, 0});
 		if (hb.over)
 			hb.len = before;
 	}
@@ -2071,11 +1721,11 @@ static void spool_init(struct spool *sp, const struct config *cfg, unsigned writ
 static int spool_open_segment(struct spool *sp, const char **what)
 {
 	*what = "segment dirs";
-	int r = sp->activefd = open_subdir(sp->dirfd, "active", true);
+	int r = sp->activefd = fsutil_open_subdir(sp->dirfd, "active", true);
 	if (r >= 0)
-		r = sp->readyfd = open_subdir(sp->dirfd, "ready", true);
+		r = sp->readyfd = fsutil_open_subdir(sp->dirfd, "ready", true);
 	if (r >= 0)
-		r = fsync_fd(sp->dirfd);
+		r = fsutil_fsync(sp->dirfd);
 	if (r < 0)
 		return r;
 	*what = "recover";
@@ -2092,24 +1742,24 @@ static int spool_open_segment(struct spool *sp, const char **what)
 static int spool_open_maildir(struct spool *sp, const char **what)
 {
 	*what = "maildir";
-	int md = open_subdir(sp->dirfd, "maildir", true);
+	int md = fsutil_open_subdir(sp->dirfd, "maildir", true);
 	if (md < 0)
 		return md;
-	int r = sp->tmpfd = open_subdir(md, "tmp", true);
+	int r = sp->tmpfd = fsutil_open_subdir(md, "tmp", true);
 	if (r >= 0)
-		r = sp->newfd = open_subdir(md, "new", true);
+		r = sp->newfd = fsutil_open_subdir(md, "new", true);
 	if (r >= 0) {
-		int cur = open_subdir(md, "cur", true);
+		int cur = fsutil_open_subdir(md, "cur", true);
 		if (cur >= 0)
 			close(cur);
 		r = cur;
 	}
 	if (r >= 0)
-		r = fsync_fd(md);
+		r = fsutil_fsync(md);
 	close(md);
 	/* maildir/ itself, when it was just made: else a power cut may take it away. */
 	if (r >= 0)
-		r = fsync_fd(sp->dirfd);
+		r = fsutil_fsync(sp->dirfd);
 	if (r < 0)
 		return r;
 	*what = "recover";
@@ -2302,24 +1952,6 @@ static struct rd_pending *rd_pend_get(struct spool_reader *r, const char *qid)
 	return v ? &r->pend[*v] : NULL;
 }
 
-static int rd_map_grow(struct spool_reader *r)
-{
-	struct qidmap m;
-	int e = qidmap_init(&m, (r->map.mask + 1)); /* twice the entries it holds now */
-	if (e < 0)
-		return e;
-	for (uint32_t i = 0; i <= r->map.mask; i++)
-		if (r->map.slot[i].qid[0]) {
-			char q[QID_LEN + 1] = {0};
-			memcpy(q, r->map.slot[i].qid, QID_LEN);
-			int put = qidmap_put(&m, q, r->map.slot[i].val);
-			ASSERT(put == 0); /* the new map is twice as large */
-		}
-	qidmap_free(&r->map);
-	r->map = m;
-	return 0;
-}
-
 /* A new pending entry for qid, NULL when out of memory or past SPOOL_READER_PENDING_MAX. */
 static struct rd_pending *rd_pend_add(struct spool_reader *r, const char *qid)
 {
@@ -2337,7 +1969,7 @@ static struct rd_pending *rd_pend_add(struct spool_reader *r, const char *qid)
 		r->pend_free = r->pend_cap;
 		r->pend_cap = ncap;
 	}
-	if (r->map.count + 1 > (r->map.mask + 1) / 2 && rd_map_grow(r) < 0)
+	if (qidmap_full(&r->map) && qidmap_grow(&r->map) < 0)
 		return NULL;
 	uint32_t i = r->pend_free;
 	if (qidmap_put(&r->map, qid, i) < 0)
@@ -2444,7 +2076,7 @@ static int rd_seg_final(struct spool_reader *r, const struct rec_hdr *h, const s
 {
 	const char *file = r->files[pt->file].rel;
 	struct env_totals t = {0};
-	int e = pread_all(r->fd, r->envbuf, h->env_len, pt->rec_off + h->hdr_len);
+	int e = fsutil_pread_all(r->fd, r->envbuf, h->env_len, pt->rec_off + h->hdr_len);
 	if (e == 0)
 		e = env_decode(r->envbuf, h->env_len, &r->item.env, r->rcpts, SPOOL_ENV_MAX, &t);
 	struct rd_pending *p = rd_pend_get(r, h->qid);
@@ -2533,7 +2165,7 @@ static int rd_seg_open_file(struct spool_reader *r)
 	struct stat st;
 	if (r->fd < 0 || fstat(r->fd, &st) < 0) {
 		rd_problem(r, SPOOL_P_IO, true, f->rel, 0, "open: %s", strerror(errno));
-		close_fd(&r->fd);
+		fsutil_close(&r->fd);
 		return -1;
 	}
 	r->counts.files++;
@@ -2551,7 +2183,7 @@ static int rd_seg_open_file(struct spool_reader *r)
 			   "bad segment header: %" PRIu64 " bytes not read", r->size);
 	else
 		rd_problem(r, SPOOL_P_IO, true, f->rel, 0, "read: %s", strerror(-e));
-	close_fd(&r->fd);
+	fsutil_close(&r->fd);
 	return -1;
 }
 
@@ -2569,7 +2201,7 @@ static int rd_seg_next(struct spool_reader *r)
 			}
 		}
 		if (r->off >= r->size) {
-			close_fd(&r->fd);
+			fsutil_close(&r->fd);
 			r->fi++;
 			continue;
 		}
@@ -2616,7 +2248,7 @@ static int rd_stream(struct spool_reader *r, int fd, uint64_t off, uint64_t len,
 {
 	while (len > 0) {
 		size_t n = len < SPOOL_SCRATCH_SIZE ? (size_t)len : SPOOL_SCRATCH_SIZE;
-		int e = pread_all(fd, r->buf, n, off);
+		int e = fsutil_pread_all(fd, r->buf, n, off);
 		if (e < 0)
 			return e == -ENODATA ? -EIO : e;
 		e = sink(ctx, r->buf, n);
@@ -2633,7 +2265,7 @@ static int rd_seg_read(struct spool_reader *r, unsigned what, spool_sink_fn sink
 	for (uint32_t i = 0; i < r->ncur; i++) {
 		const struct rd_part *pt = &r->cur[i];
 		if (r->rfd < 0 || r->rfile != pt->file) {
-			close_fd(&r->rfd);
+			fsutil_close(&r->rfd);
 			r->rfd = openat(r->dirfd, r->files[pt->file].rel, O_RDONLY | O_CLOEXEC);
 			if (r->rfd < 0)
 				return -errno;
@@ -2841,7 +2473,8 @@ static int md_parse(struct spool_reader *r, int fd, uint64_t size)
 	if (r->md_hdr_len + trace_len > size)
 		return -EBADMSG;
 	char recv[10];
-	if (trace_len < sizeof(recv) || pread_all(fd, recv, sizeof(recv), r->md_hdr_len) < 0 ||
+	if (trace_len < sizeof(recv) ||
+	    fsutil_pread_all(fd, recv, sizeof(recv), r->md_hdr_len) < 0 ||
 	    memcmp(recv, "Received: ", sizeof(recv)) != 0)
 		return -EBADMSG;
 	r->item.trace_len = trace_len;
@@ -2856,8 +2489,8 @@ static int rd_md_next(struct spool_reader *r)
 		char **names;
 		uint32_t n;
 		r->md_started = true;
-		int tmp = open_subdir(r->mdfd, "tmp", false);
-		if (tmp >= 0 && dir_list(tmp, NULL, NULL, &names, &n) == 0) {
+		int tmp = fsutil_open_subdir(r->mdfd, "tmp", false);
+		if (tmp >= 0 && fsutil_dir_list(tmp, NULL, NULL, &names, &n) == 0) {
 			for (uint32_t i = 0; i < n; i++) {
 				r->counts.orphans++;
 				snprintf(r->item_file, sizeof(r->item_file), "maildir/tmp/%s",
@@ -2866,12 +2499,12 @@ static int rd_md_next(struct spool_reader *r)
 				    r, SPOOL_P_ORPHAN, false, r->item_file, 0,
 				    "unfinished delivery (aborted, failed or cut by a crash)");
 			}
-			names_free(names, n);
+			fsutil_names_free(names, n);
 		}
 		if (tmp >= 0)
 			close(tmp);
 	}
-	close_fd(&r->mdf);
+	fsutil_close(&r->mdf);
 	while (r->mdi < r->nmd) {
 		const char *rel = r->md_names[r->mdi++];
 		snprintf(r->item_file, sizeof(r->item_file), "maildir/%s", rel);
@@ -2930,12 +2563,12 @@ static int rd_list_segments(struct spool_reader *r, int fd, const char *sub)
 {
 	char **names;
 	uint32_t n;
-	int e = dir_list(fd, NULL, NULL, &names, &n);
+	int e = fsutil_dir_list(fd, NULL, NULL, &names, &n);
 	if (e < 0)
 		return e;
 	struct rd_file *nf = realloc(r->files, (r->nfiles + n + 1) * sizeof(*nf));
 	if (!nf) {
-		names_free(names, n);
+		fsutil_names_free(names, n);
 		return -ENOMEM;
 	}
 	r->files = nf;
@@ -2952,13 +2585,13 @@ static int rd_list_segments(struct spool_reader *r, int fd, const char *sub)
 		snprintf(rel, sizeof(rel), "%s/%s", sub, names[i]);
 		f->rel = strdup(rel);
 		if (!f->rel) {
-			names_free(names, n);
+			fsutil_names_free(names, n);
 			return -ENOMEM;
 		}
 		f->name = f->rel + strlen(sub) + 1;
 		r->nfiles++;
 	}
-	names_free(names, n);
+	fsutil_names_free(names, n);
 	return 0;
 }
 
@@ -2985,10 +2618,11 @@ static int rd_list_maildir(struct spool_reader *r)
 {
 	char **a = NULL, **b = NULL;
 	uint32_t na = 0, nb = 0;
-	int fa = open_subdir(r->mdfd, "cur", false), fb = open_subdir(r->mdfd, "new", false);
-	int e = fa >= 0 ? dir_list(fa, NULL, NULL, &a, &na) : 0;
+	int fa = fsutil_open_subdir(r->mdfd, "cur", false),
+	    fb = fsutil_open_subdir(r->mdfd, "new", false);
+	int e = fa >= 0 ? fsutil_dir_list(fa, NULL, NULL, &a, &na) : 0;
 	if (e == 0 && fb >= 0)
-		e = dir_list(fb, NULL, NULL, &b, &nb);
+		e = fsutil_dir_list(fb, NULL, NULL, &b, &nb);
 	if (fa >= 0)
 		close(fa);
 	if (fb >= 0)
@@ -3008,26 +2642,26 @@ static int rd_list_maildir(struct spool_reader *r)
 		snprintf(s, len, "%s/%s", i < na ? "cur" : "new", name);
 		r->md_names[r->nmd++] = s;
 	}
-	names_free(a, na);
-	names_free(b, nb);
+	fsutil_names_free(a, na);
+	fsutil_names_free(b, nb);
 	return e;
 }
 
 static void rd_report_corrupt_dir(struct spool_reader *r)
 {
-	int fd = open_subdir(r->dirfd, "corrupt", false);
+	int fd = fsutil_open_subdir(r->dirfd, "corrupt", false);
 	char **names;
 	uint32_t n;
 	if (fd < 0)
 		return;
-	if (dir_list(fd, NULL, NULL, &names, &n) == 0) {
+	if (fsutil_dir_list(fd, NULL, NULL, &names, &n) == 0) {
 		for (uint32_t i = 0; i < n; i++) {
 			snprintf(r->item_file, sizeof(r->item_file), "corrupt/%s", names[i]);
 			rd_problem(r, SPOOL_P_STRAY, false, r->item_file, 0,
 				   "bytes recovery cut from a segment (valid records followed a "
 				   "bad one); not read");
 		}
-		names_free(names, n);
+		fsutil_names_free(names, n);
 	}
 	close(fd);
 }
@@ -3054,9 +2688,9 @@ int spool_reader_open(const char *dir, spool_problem_fn problem, void *ctx,
 	}
 	int act = -1, rdy = -1;
 	if (e == 0) {
-		act = open_subdir(r->dirfd, "active", false);
-		rdy = open_subdir(r->dirfd, "ready", false);
-		r->mdfd = open_subdir(r->dirfd, "maildir", false);
+		act = fsutil_open_subdir(r->dirfd, "active", false);
+		rdy = fsutil_open_subdir(r->dirfd, "ready", false);
+		r->mdfd = fsutil_open_subdir(r->dirfd, "maildir", false);
 		if (act < 0 && rdy < 0 && r->mdfd < 0)
 			e = -EMEDIUMTYPE;
 	}
@@ -3087,7 +2721,7 @@ int spool_reader_open(const char *dir, spool_problem_fn problem, void *ctx,
 int spool_reader_next(struct spool_reader *r, const struct spool_item **out)
 {
 	r->item_src = RD_END;
-	close_fd(&r->rfd);
+	fsutil_close(&r->rfd);
 	if (r->phase == RD_SEGMENTS) {
 		int e = rd_seg_next(r);
 		if (e != 0) {
@@ -3131,11 +2765,11 @@ void spool_reader_close(struct spool_reader *r)
 {
 	if (!r)
 		return;
-	close_fd(&r->fd);
-	close_fd(&r->rfd);
-	close_fd(&r->mdf);
-	close_fd(&r->mdfd);
-	close_fd(&r->dirfd);
+	fsutil_close(&r->fd);
+	fsutil_close(&r->rfd);
+	fsutil_close(&r->mdf);
+	fsutil_close(&r->mdfd);
+	fsutil_close(&r->dirfd);
 	for (uint32_t i = 0; i < r->nfiles; i++)
 		free(r->files[i].rel);
 	free(r->files);
@@ -3143,7 +2777,7 @@ void spool_reader_close(struct spool_reader *r)
 		free(r->pend[i].parts);
 	free(r->pend);
 	qidmap_free(&r->map);
-	names_free(r->md_names, r->nmd);
+	fsutil_names_free(r->md_names, r->nmd);
 	free(r->cur);
 	free(r->rcpts);
 	free(r->envbuf);
