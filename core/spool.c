@@ -38,6 +38,7 @@
 #include "qidmap.h"
 #include "sbuf.h"
 #include "spool.h"
+#include "trace.h"
 
 /* The longest envelope for a given recipient count (strings bounded by struct envelope). */
 #define ENV_STRINGS_MAX                                                                            \
@@ -107,17 +108,6 @@ static bool qid_valid(const char *qid)
 
 /* ---- text building ---- */
 
-/* Client text in a trace header: printable ASCII, anything else '?'. */
-static void sb_put_printable(struct sbuf *b, const char *s, size_t max)
-{
-	size_t n = strnlen(s, max);
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-		char o = c >= 0x20 && c < 0x7f ? (char)c : '?';
-		sbuf_put(b, &o, 1);
-	}
-}
-
 /* Escapes a path (value = false) or a key=value value (value = true) as \xHH. */
 static void sb_put_escaped(struct sbuf *b, const char *s, size_t max, bool value)
 {
@@ -135,72 +125,6 @@ static void sb_put_escaped(struct sbuf *b, const char *s, size_t max, bool value
 			sbuf_put(b, &s[i], 1);
 		}
 	}
-}
-
-/* RFC 5322 3.3 date-time in UTC, e.g. "Tue, 14 Nov 2023 22:13:20 +0000". */
-static void sb_put_date(struct sbuf *b, uint64_t time_us)
-{
-	static const char wday[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-	static const char mon[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-					"Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-	time_t t = (time_t)(time_us / 1000000u);
-	struct tm tm;
-	if (!gmtime_r(&t, &tm)) {
-		memset(&tm, 0, sizeof(tm));
-		tm.tm_year = 70;
-		tm.tm_mday = 1;
-		tm.tm_wday = 4;
-	}
-	sbuf_printf(b, "%s, %d %s %04d %02d:%02d:%02d +0000", wday[tm.tm_wday % 7], tm.tm_mday,
-		    mon[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-}
-
-size_t spool_format_trace(char *dst, size_t cap, const struct envelope *env, const char *host)
-{
-	struct sbuf b = {.p = dst, .len = 0, .cap = cap, .over = false};
-	bool tls = env->tls[0] != 0;
-	const char *proto;
-	if (env->flags & ENV_SMTPUTF8)
-		proto = tls ? "UTF8SMTPS" : "UTF8SMTP";
-	else if (env->flags & ENV_ESMTP)
-		proto = tls ? "ESMTPS" : "ESMTP";
-	else
-		proto = "SMTP";
-	if (env->myhostname[0])
-		host = env->myhostname;
-
-	sbuf_puts(&b, "Received: from ");
-	sb_put_printable(&b, env->helo, sizeof(env->helo));
-	sbuf_puts(&b, " ([");
-	sb_put_printable(&b, env->client_addr, sizeof(env->client_addr));
-	sbuf_printf(&b, "]:%u)\r\n\tby ", (unsigned)env->client_port);
-	sb_put_printable(&b, host, DOMAIN_MAX);
-	sbuf_printf(&b, " (mxring) with %s id ", proto);
-	sb_put_printable(&b, env->qid, sizeof(env->qid));
-	if (tls) {
-		/* env->tls is "PROTOCOL CIPHER". */
-		size_t n = strnlen(env->tls, sizeof(env->tls));
-		const char *sp = memchr(env->tls, ' ', n);
-		char proto_name[TLS_DESC_MAX];
-		size_t pn = sp ? (size_t)(sp - env->tls) : n;
-		memcpy(proto_name, env->tls, pn);
-		proto_name[pn] = 0;
-		sbuf_puts(&b, "\r\n\t(using ");
-		sb_put_printable(&b, proto_name, sizeof(proto_name));
-		if (sp && sp[1]) {
-			sbuf_puts(&b, " with cipher ");
-			sb_put_printable(&b, sp + 1, n - pn - 1);
-		}
-		sbuf_puts(&b, "); ");
-	} else {
-		sbuf_puts(&b, ";\r\n\t");
-	}
-	sb_put_date(&b, env->time_us);
-	sbuf_puts(&b, "\r\n");
-	if (b.over)
-		return 0; /* cap < SPOOL_TRACE_MAX: a programmer error the callers check */
-	dst[b.len] = 0;
-	return b.len;
 }
 
 /* ---- envelope encoding (segment FINAL records) ---- */
@@ -981,8 +905,8 @@ static int seg_queue(struct spool *sp, const struct msg *m, struct inflight *e)
 		return r;
 	uint32_t trace_len = 0;
 	if (first) {
-		trace_len = (uint32_t)spool_format_trace((char *)p + SPOOL_REC_HDR_LEN + env_len,
-							 SPOOL_TRACE_MAX, env, sp->host);
+		trace_len = (uint32_t)trace_format((char *)p + SPOOL_REC_HDR_LEN + env_len,
+						   SPOOL_TRACE_MAX, env, sp->host);
 		if (trace_len == 0)
 			return -EINVAL;
 	}
@@ -1405,7 +1329,7 @@ static int md_header(struct spool *sp, const struct envelope *env, uint8_t *p, s
 		     size_t *len, uint32_t *trace_len)
 {
 	char trace[SPOOL_TRACE_MAX];
-	size_t tl = spool_format_trace(trace, sizeof(trace), env, sp->host);
+	size_t tl = trace_format(trace, sizeof(trace), env, sp->host);
 	if (tl == 0 || env_size(env) == 0)
 		return -EINVAL;
 	struct sbuf b = {.p = (char *)p, .len = 0, .cap = cap, .over = false};

@@ -200,12 +200,6 @@ void spool_idle(struct spool *sp);
  */
 int spool_close(struct spool *sp);
 
-/*
- * Writes the trace header of env into dst (cap >= SPOOL_TRACE_MAX) and
- * returns its length. host is used when env->myhostname is empty.
- */
-size_t spool_format_trace(char *dst, size_t cap, const struct envelope *env, const char *host);
-
 /* ---- Reader: for tools and tests; never used by the receiver itself. ---- */
 
 enum spool_problem_kind {
