@@ -38,26 +38,17 @@
 #include "qidmap.h"
 #include "sbuf.h"
 #include "spool.h"
+#include "spoolrec.h"
 #include "trace.h"
 
-/* The longest envelope for a given recipient count (strings bounded by struct envelope). */
-#define ENV_STRINGS_MAX                                                                            \
-	(5 * 2 + CLIENT_ADDR_MAX + HELO_MAX + TLS_DESC_MAX + DOMAIN_MAX + PATH_MAX_OCTETS)
-#define ENV_MAX_FOR(n) (SPOOL_ENV_FIXED + ENV_STRINGS_MAX + (uint64_t)(n) * (2 + PATH_MAX_OCTETS))
-#define SPOOL_ENV_MAX  ENV_MAX_FOR(RCPT_LIMIT_MAX)
 /* Maildir header lines: every byte may be escaped as \xHH (4 bytes). */
 #define MD_LINE_SLACK 64
 #define MD_HDR_MAX_FOR(n)                                                                          \
-	(MD_LINE_SLACK * 2 + 4 * (uint64_t)ENV_STRINGS_MAX + 128 +                                 \
+	(MD_LINE_SLACK * 2 + 4 * (uint64_t)SPOOL_ENV_STRINGS_MAX + 128 +                           \
 	 (uint64_t)(n) * (4 * PATH_MAX_OCTETS + MD_LINE_SLACK))
-#define SEG_NAME_LEN  33	     /* "wNN-" 16 hex "-" 8 hex ".seg" */
-#define SEG_SEQ_TRIES 64	     /* names tried when one already exists */
-#define RESYNC_TRIES  4096u	     /* candidate records tried after a bad one */
-#define RESYNC_BYTES  (256ull << 20) /* bytes those candidates may make us check */
+#define SEG_NAME_LEN  33 /* "wNN-" 16 hex "-" 8 hex ".seg" */
+#define SEG_SEQ_TRIES 64 /* names tried when one already exists */
 
-static_assert(SPOOL_ENV_MAX < SPOOL_REC_MAX, "an envelope fits in a record");
-static_assert(SPOOL_REC_HDR_LEN + SPOOL_ENV_MAX + SPOOL_TRACE_MAX < UINT32_MAX, "u32 lengths");
-static_assert(QID_LEN == 16, "the record header holds a 16-byte qid");
 static_assert(WRITERS_MAX <= 100, "writer numbers are two digits in names");
 
 /* ---- small helpers ---- */
@@ -93,19 +84,6 @@ int spool_mkdir(const char *dir)
 	return 0;
 }
 
-static bool qid_valid(const char *qid)
-{
-	size_t n = strnlen(qid, QID_LEN + 1);
-	if (n == 0 || n > QID_LEN)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)qid[i];
-		if (c <= 0x20 || c >= 0x7f || c == '/' || c == '\\')
-			return false;
-	}
-	return true;
-}
-
 /* ---- text building ---- */
 
 /* Escapes a path (value = false) or a key=value value (value = true) as \xHH. */
@@ -125,329 +103,6 @@ static void sb_put_escaped(struct sbuf *b, const char *s, size_t max, bool value
 			sbuf_put(b, &s[i], 1);
 		}
 	}
-}
-
-/* ---- envelope encoding (segment FINAL records) ---- */
-
-/* Bytes the envelope of env takes, or 0 when a field is over its bound. */
-static uint64_t env_size(const struct envelope *env)
-{
-	uint64_t n = SPOOL_ENV_FIXED + 5 * 2;
-	n += strnlen(env->client_addr, sizeof(env->client_addr));
-	n += strnlen(env->helo, sizeof(env->helo));
-	n += strnlen(env->tls, sizeof(env->tls));
-	n += strnlen(env->myhostname, sizeof(env->myhostname));
-	n += strnlen(env->from, sizeof(env->from));
-	if (env->nrcpt == 0 || env->nrcpt > RCPT_LIMIT_MAX || !env->rcpts ||
-	    env->rcpts_len > env->rcpts_cap)
-		return 0;
-	const char *r = env->rcpts, *end = env->rcpts + env->rcpts_len;
-	for (uint32_t i = 0; i < env->nrcpt; i++) {
-		size_t len = strnlen(r, (size_t)(end - r));
-		if (r + len >= end || len > PATH_MAX_OCTETS)
-			return 0;
-		n += 2 + len;
-		r += len + 1;
-	}
-	return n;
-}
-
-static uint8_t *env_put_str(uint8_t *p, const char *s, size_t max)
-{
-	size_t n = strnlen(s, max);
-	le_put16(p, (uint16_t)n);
-	memcpy(p + 2, s, n);
-	return p + 2 + n;
-}
-
-/* Encodes env into p (env_size(env) bytes). */
-static void env_encode(uint8_t *p, const struct envelope *env, uint64_t body_size, uint32_t nparts,
-		       uint32_t trace_len)
-{
-	le_put64(p + 0, env->time_us);
-	le_put64(p + 8, trace_len + body_size);
-	le_put64(p + 16, body_size);
-	le_put32(p + 24, nparts);
-	le_put32(p + 28, env->flags);
-	le_put32(p + 32, trace_len);
-	le_put32(p + 36, env->nrcpt);
-	le_put16(p + 40, env->client_port);
-	le_put16(p + 42, 0);
-	p += SPOOL_ENV_FIXED;
-	p = env_put_str(p, env->client_addr, sizeof(env->client_addr));
-	p = env_put_str(p, env->helo, sizeof(env->helo));
-	p = env_put_str(p, env->tls, sizeof(env->tls));
-	p = env_put_str(p, env->myhostname, sizeof(env->myhostname));
-	p = env_put_str(p, env->from, sizeof(env->from));
-	const char *r = env->rcpts;
-	for (uint32_t i = 0; i < env->nrcpt; i++) {
-		size_t len = strlen(r);
-		p = env_put_str(p, r, len);
-		r += len + 1;
-	}
-}
-
-/* What the FINAL's envelope says about the whole message. */
-struct env_totals {
-	uint64_t msg_size;
-	uint64_t body_size;
-	uint32_t nparts;
-	uint32_t trace_len;
-};
-
-static int env_get_str(const uint8_t **p, const uint8_t *end, char *dst, size_t cap)
-{
-	if (end - *p < 2)
-		return -EBADMSG;
-	size_t n = le_get16(*p);
-	if ((size_t)(end - *p) - 2 < n || n >= cap || memchr(*p + 2, 0, n))
-		return -EBADMSG;
-	memcpy(dst, *p + 2, n);
-	dst[n] = 0;
-	*p += 2 + n;
-	return 0;
-}
-
-/* Decodes an envelope; recipients go packed into rcpts (cap bytes). */
-static int env_decode(const uint8_t *p, size_t len, struct envelope *env, char *rcpts, size_t cap,
-		      struct env_totals *t)
-{
-	const uint8_t *end = p + len;
-	if (len < SPOOL_ENV_FIXED)
-		return -EBADMSG;
-	memset(env, 0, sizeof(*env));
-	env->time_us = le_get64(p);
-	t->msg_size = le_get64(p + 8);
-	t->body_size = le_get64(p + 16);
-	t->nparts = le_get32(p + 24);
-	env->flags = le_get32(p + 28);
-	t->trace_len = le_get32(p + 32);
-	env->nrcpt = le_get32(p + 36);
-	env->client_port = le_get16(p + 40);
-	if (env->nrcpt == 0 || env->nrcpt > RCPT_LIMIT_MAX || t->nparts == 0 ||
-	    t->msg_size != t->trace_len + t->body_size)
-		return -EBADMSG;
-	p += SPOOL_ENV_FIXED;
-	if (env_get_str(&p, end, env->client_addr, sizeof(env->client_addr)) ||
-	    env_get_str(&p, end, env->helo, sizeof(env->helo)) ||
-	    env_get_str(&p, end, env->tls, sizeof(env->tls)) ||
-	    env_get_str(&p, end, env->myhostname, sizeof(env->myhostname)) ||
-	    env_get_str(&p, end, env->from, sizeof(env->from)))
-		return -EBADMSG;
-	size_t used = 0;
-	for (uint32_t i = 0; i < env->nrcpt; i++) {
-		char addr[PATH_MAX_OCTETS + 1];
-		if (env_get_str(&p, end, addr, sizeof(addr)))
-			return -EBADMSG;
-		size_t n = strlen(addr);
-		if (n + 1 > cap - used)
-			return -EBADMSG;
-		memcpy(rcpts + used, addr, n + 1);
-		used += n + 1;
-	}
-	if (p != end)
-		return -EBADMSG;
-	env->rcpts = rcpts;
-	env->rcpts_len = (uint32_t)used;
-	env->rcpts_cap = (uint32_t)cap;
-	return 0;
-}
-
-/* ---- record headers ---- */
-
-struct rec_hdr {
-	uint8_t type;
-	uint32_t hdr_len;
-	uint32_t rec_len;
-	uint32_t crc;
-	uint32_t part;
-	char qid[QID_LEN + 1];
-	uint64_t body_off;
-	uint32_t env_len;
-	uint32_t trace_len;
-	uint64_t body_len;
-};
-
-static void rec_hdr_encode(uint8_t *p, const struct rec_hdr *h)
-{
-	le_put32(p + 0, SPOOL_REC_MAGIC);
-	p[4] = h->type;
-	p[5] = SPOOL_REC_VERSION;
-	le_put16(p + 6, 0);
-	le_put32(p + 8, SPOOL_REC_HDR_LEN);
-	le_put32(p + 12, h->rec_len);
-	le_put32(p + 16, h->crc);
-	le_put32(p + 20, h->part);
-	memset(p + 24, 0, QID_LEN);
-	memcpy(p + 24, h->qid, strnlen(h->qid, QID_LEN));
-	le_put64(p + 40, h->body_off);
-	le_put32(p + 48, h->env_len);
-	le_put32(p + 52, h->trace_len);
-	le_put64(p + 56, h->body_len);
-}
-
-/* CRC of a record whose first hdr_len bytes are hdr, before the rest; seed: see spool.h. */
-static uint32_t rec_crc_start(uint32_t seed, const uint8_t *hdr, size_t hdr_len)
-{
-	uint32_t c = crc32c(seed, hdr, 16);
-	return crc32c(c, hdr + 20, hdr_len - 20);
-}
-
-/* The CRC seed of a segment's records: CRC-32C of its salt (8 bytes, little-endian). */
-static uint32_t seg_seed(uint64_t salt)
-{
-	uint8_t b[8];
-	le_put64(b, salt);
-	return crc32c(0, b, sizeof(b));
-}
-
-/* Decodes and checks the fixed fields (not the CRC). 0 or -EBADMSG. */
-static int rec_hdr_decode(const uint8_t *p, struct rec_hdr *h)
-{
-	if (le_get32(p) != SPOOL_REC_MAGIC || p[5] != SPOOL_REC_VERSION)
-		return -EBADMSG;
-	h->type = p[4];
-	h->hdr_len = le_get32(p + 8);
-	h->rec_len = le_get32(p + 12);
-	h->crc = le_get32(p + 16);
-	h->part = le_get32(p + 20);
-	memcpy(h->qid, p + 24, QID_LEN);
-	h->qid[QID_LEN] = 0;
-	h->body_off = le_get64(p + 40);
-	h->env_len = le_get32(p + 48);
-	h->trace_len = le_get32(p + 52);
-	h->body_len = le_get64(p + 56);
-	if (h->type == SPOOL_REC_SEGMENT) {
-		static const char zero[QID_LEN + 1];
-		bool ok = h->hdr_len == SPOOL_REC_HDR_LEN && h->rec_len == SPOOL_SEG_REC_LEN &&
-			  h->part == 0 && h->body_off == 0 && h->env_len == 0 &&
-			  h->trace_len == 0 && h->body_len == SPOOL_SEG_PAYLOAD &&
-			  memcmp(h->qid, zero, sizeof(zero)) == 0;
-		return ok ? 0 : -EBADMSG;
-	}
-	if (h->type != SPOOL_REC_PART && h->type != SPOOL_REC_FINAL)
-		return -EBADMSG;
-	if (h->hdr_len < SPOOL_REC_HDR_LEN || h->hdr_len > 4096 || h->rec_len > SPOOL_REC_MAX)
-		return -EBADMSG;
-	if (h->body_len > SPOOL_REC_MAX ||
-	    (uint64_t)h->hdr_len + h->env_len + h->trace_len + h->body_len != h->rec_len)
-		return -EBADMSG;
-	if (h->type == SPOOL_REC_PART ? h->env_len != 0
-				      : h->env_len < SPOOL_ENV_FIXED || h->env_len > SPOOL_ENV_MAX)
-		return -EBADMSG;
-	if (h->trace_len > SPOOL_TRACE_MAX || (h->part != 0 && h->trace_len != 0))
-		return -EBADMSG;
-	if (h->body_off > UINT64_MAX / 2)
-		return -EBADMSG;
-	for (size_t i = strnlen(h->qid, QID_LEN); i < QID_LEN; i++)
-		if (h->qid[i] != 0)
-			return -EBADMSG;
-	return qid_valid(h->qid) ? 0 : -EBADMSG;
-}
-
-/*
- * Checks the record at off of a file of size bytes, its CRC seeded with
- * seed: 0 and *h when it is whole and its CRC matches, -EBADMSG when not,
- * -errno when reading failed. *torn is set when the header is plausible but
- * the file ends inside it; h->rec_len is 0 unless the header made sense.
- */
-static int rec_check(int fd, uint64_t off, uint64_t size, uint32_t seed, struct rec_hdr *h,
-		     uint8_t *buf, size_t cap, bool *torn)
-{
-	uint8_t hb[SPOOL_REC_HDR_LEN];
-	*torn = false;
-	h->rec_len = 0;
-	if (size - off < SPOOL_REC_HDR_LEN) {
-		size_t n = (size_t)(size - off);
-		int r = fsutil_pread_all(fd, hb, n, off);
-		if (r < 0)
-			return r == -ENODATA ? -EBADMSG : r;
-		uint8_t magic[4];
-		le_put32(magic, SPOOL_REC_MAGIC);
-		*torn = memcmp(hb, magic, n < 4 ? n : 4) == 0;
-		return -EBADMSG;
-	}
-	int r = fsutil_pread_all(fd, hb, sizeof(hb), off);
-	if (r < 0)
-		return r == -ENODATA ? -EBADMSG : r;
-	if (rec_hdr_decode(hb, h) < 0) {
-		h->rec_len = 0;
-		return -EBADMSG;
-	}
-	if (h->rec_len > size - off) {
-		*torn = true;
-		return -EBADMSG;
-	}
-	uint32_t c = rec_crc_start(seed, hb, SPOOL_REC_HDR_LEN);
-	uint64_t pos = off + SPOOL_REC_HDR_LEN, end = off + h->rec_len;
-	while (pos < end) {
-		size_t n = end - pos < cap ? (size_t)(end - pos) : cap;
-		r = fsutil_pread_all(fd, buf, n, pos);
-		if (r < 0)
-			return r == -ENODATA ? -EBADMSG : r;
-		c = crc32c(c, buf, n);
-		pos += n;
-	}
-	return c == h->crc ? 0 : -EBADMSG;
-}
-
-/*
- * Looks for the first valid record (CRC seeded with seed) after a bad one at
- * off: 0 and *found, -ENOENT when there is none, -E2BIG when the search gave
- * up (RESYNC_TRIES candidates or RESYNC_BYTES checked: there may be one), or
- * -errno.
- */
-static int rec_resync(int fd, uint64_t off, uint64_t size, uint32_t seed, uint64_t *found,
-		      uint8_t *buf, size_t cap)
-{
-	uint8_t win[4096], magic[4];
-	unsigned tries = 0;
-	uint64_t checked = 0;
-	le_put32(magic, SPOOL_REC_MAGIC);
-	for (uint64_t pos = off + 1; pos + SPOOL_REC_HDR_LEN <= size;) {
-		size_t n = size - pos < sizeof(win) ? (size_t)(size - pos) : sizeof(win);
-		int r = fsutil_pread_all(fd, win, n, pos);
-		if (r < 0)
-			return r == -ENODATA ? -ENOENT : r;
-		for (size_t i = 0; i + 4 <= n; i++) {
-			if (memcmp(win + i, magic, 4) != 0)
-				continue;
-			struct rec_hdr h;
-			bool torn;
-			r = rec_check(fd, pos + i, size, seed, &h, buf, cap, &torn);
-			if (r == 0 && h.type != SPOOL_REC_SEGMENT) {
-				*found = pos + i;
-				return 0;
-			}
-			if (r != 0 && r != -EBADMSG)
-				return r;
-			checked += h.rec_len;
-			if (++tries >= RESYNC_TRIES || checked > RESYNC_BYTES)
-				return -E2BIG;
-		}
-		if (n < 4)
-			break;
-		pos += n - 3;
-	}
-	return -ENOENT;
-}
-
-/* Reads the segment record at offset 0: 0 and the CRC seed of the file, or -EBADMSG/-errno. */
-static int seg_header(int fd, uint64_t size, uint8_t *buf, size_t cap, uint32_t *seed)
-{
-	struct rec_hdr h;
-	bool torn;
-	uint8_t salt[8];
-	int r = rec_check(fd, 0, size, 0, &h, buf, cap, &torn);
-	if (r == 0 && h.type != SPOOL_REC_SEGMENT)
-		r = -EBADMSG;
-	if (r == 0)
-		r = fsutil_pread_all(fd, salt, sizeof(salt), SPOOL_REC_HDR_LEN);
-	if (r == -ENODATA)
-		r = -EBADMSG;
-	if (r == 0)
-		*seed = seg_seed(le_get64(salt));
-	return r;
 }
 
 /* Parses "wNN-<16 hex>-<8 hex>.seg". */
@@ -803,7 +458,7 @@ static int msg_done(struct spool *sp, const struct msg *m, struct inflight *e, i
 
 static int msg_check(const struct msg *m)
 {
-	if (!m || !m->env || !qid_valid(m->env->qid))
+	if (!m || !m->env || !spoolrec_qid_valid(m->env->qid))
 		return -EINVAL;
 	if (m->kind != MSG_PART && m->kind != MSG_FINAL && m->kind != MSG_ABORT)
 		return -EINVAL;
@@ -832,24 +487,24 @@ static int seg_write_header(struct spool *sp, int fd)
 {
 	uint8_t b[SPOOL_SEG_REC_LEN];
 	uint64_t salt = random_salt();
-	struct rec_hdr h = {
+	struct spoolrec_hdr h = {
 	    .type = SPOOL_REC_SEGMENT,
 	    .rec_len = SPOOL_SEG_REC_LEN,
 	    .body_len = SPOOL_SEG_PAYLOAD,
 	};
-	rec_hdr_encode(b, &h);
+	spoolrec_hdr_encode(b, &h);
 	uint8_t *pl = b + SPOOL_REC_HDR_LEN;
 	le_put64(pl, salt);
 	le_put64(pl + 8, sp->run_us);
 	le_put32(pl + 16, sp->writer);
 	le_put32(pl + 20, sp->seq - 1);
-	uint32_t c = rec_crc_start(0, b, SPOOL_REC_HDR_LEN);
+	uint32_t c = spoolrec_crc_start(0, b, SPOOL_REC_HDR_LEN);
 	le_put32(b + 16, crc32c(c, pl, SPOOL_SEG_PAYLOAD));
 	struct iovec iov = {.iov_base = b, .iov_len = sizeof(b)};
 	int r = fsutil_pwritev_all(fd, &iov, 1, 0);
 	if (r == 0 && fdatasync(fd) < 0)
 		r = -errno;
-	sp->seed = seg_seed(salt);
+	sp->seed = spoolrec_seed(salt);
 	return r;
 }
 
@@ -891,7 +546,7 @@ static int seg_queue(struct spool *sp, const struct msg *m, struct inflight *e)
 	bool first = m->part == 0;
 	uint64_t env_len = 0;
 	if (m->kind == MSG_FINAL) {
-		env_len = env_size(env);
+		env_len = spoolrec_env_size(env);
 		if (env_len == 0)
 			return -EINVAL;
 	}
@@ -912,9 +567,10 @@ static int seg_queue(struct spool *sp, const struct msg *m, struct inflight *e)
 	}
 	uint32_t msg_trace = first ? trace_len : e->trace_len;
 	if (m->kind == MSG_FINAL)
-		env_encode(p + SPOOL_REC_HDR_LEN, env, msg_total_bytes(m), m->part + 1, msg_trace);
+		spoolrec_env_encode(p + SPOOL_REC_HDR_LEN, env, msg_total_bytes(m), m->part + 1,
+				    msg_trace);
 
-	struct rec_hdr h = {
+	struct spoolrec_hdr h = {
 	    .type = m->kind == MSG_FINAL ? SPOOL_REC_FINAL : SPOOL_REC_PART,
 	    .rec_len = (uint32_t)(SPOOL_REC_HDR_LEN + env_len + trace_len + m->part_bytes),
 	    .crc = 0,
@@ -925,9 +581,9 @@ static int seg_queue(struct spool *sp, const struct msg *m, struct inflight *e)
 	    .body_len = m->part_bytes,
 	};
 	memcpy(h.qid, env->qid, sizeof(h.qid));
-	rec_hdr_encode(p, &h);
+	spoolrec_hdr_encode(p, &h);
 	size_t meta = SPOOL_REC_HDR_LEN + env_len + trace_len;
-	uint32_t c = rec_crc_start(sp->seed, p, SPOOL_REC_HDR_LEN);
+	uint32_t c = spoolrec_crc_start(sp->seed, p, SPOOL_REC_HDR_LEN);
 	c = crc32c(c, p + SPOOL_REC_HDR_LEN, meta - SPOOL_REC_HDR_LEN);
 	for (uint32_t i = 0; i < m->nslices; i++)
 		c = crc32c(c, m->slices[i].base, m->slices[i].len);
@@ -1201,13 +857,13 @@ static int seg_recover_one(struct spool *sp, const char *name)
 	uint64_t size = r == 0 ? (uint64_t)st.st_size : 0, off = 0, nrec = 0;
 	uint32_t seed = 0;
 	if (r == 0 && size > 0) {
-		r = seg_header(fd, size, sp->scratch, SPOOL_SCRATCH_SIZE, &seed);
+		r = spoolrec_seg_header(fd, size, sp->scratch, SPOOL_SCRATCH_SIZE, &seed);
 		off = r == 0 ? SPOOL_SEG_REC_LEN : 0;
 	}
 	while (r == 0 && off < size) {
-		struct rec_hdr h;
+		struct spoolrec_hdr h;
 		bool torn;
-		r = rec_check(fd, off, size, seed, &h, sp->scratch, SPOOL_SCRATCH_SIZE, &torn);
+		r = spoolrec_check(fd, off, size, seed, &h, sp->scratch, SPOOL_SCRATCH_SIZE, &torn);
 		if (r == 0 && h.type == SPOOL_REC_SEGMENT)
 			r = -EBADMSG;
 		if (r == 0) {
@@ -1221,7 +877,8 @@ static int seg_recover_one(struct spool *sp, const char *name)
 		if (off == 0)
 			r = size > SPOOL_SEG_REC_LEN ? -E2BIG : -ENOENT;
 		else
-			r = rec_resync(fd, off, size, seed, &next, sp->scratch, SPOOL_SCRATCH_SIZE);
+			r = spoolrec_resync(fd, off, size, seed, &next, sp->scratch,
+					    SPOOL_SCRATCH_SIZE);
 		if (r == 0 || r == -E2BIG) /* not a torn tail: valid records may follow */
 			r = seg_quarantine(sp, fd, name, off, size);
 		else if (r == -ENOENT)
@@ -1330,7 +987,7 @@ static int md_header(struct spool *sp, const struct envelope *env, uint8_t *p, s
 {
 	char trace[SPOOL_TRACE_MAX];
 	size_t tl = trace_format(trace, sizeof(trace), env, sp->host);
-	if (tl == 0 || env_size(env) == 0)
+	if (tl == 0 || spoolrec_env_size(env) == 0)
 		return -EINVAL;
 	struct sbuf b = {.p = (char *)p, .len = 0, .cap = cap, .over = false};
 	sbuf_puts(&b, "Return-Path: <");
@@ -1561,7 +1218,7 @@ static int spool_alloc(struct spool *sp, const struct config *cfg, unsigned batc
 	if (sp->format == SPOOL_MAILDIR)
 		sp->arena_cap = (size_t)MD_HDR_MAX_FOR(rcpt_max) + SPOOL_TRACE_MAX;
 	else
-		sp->arena_cap = SPOOL_REC_HDR_LEN + (size_t)ENV_MAX_FOR(rcpt_max) +
+		sp->arena_cap = SPOOL_REC_HDR_LEN + (size_t)SPOOL_ENV_MAX_FOR(rcpt_max) +
 				SPOOL_TRACE_MAX + SPOOL_ARENA_SLACK;
 	sp->iov = calloc(SPOOL_IOV_MAX, sizeof(*sp->iov));
 	sp->arena = malloc(sp->arena_cap);
@@ -1950,7 +1607,8 @@ static void rd_flush_pending(struct spool_reader *r)
 
 /* ---- segments ---- */
 
-static void rd_seg_part(struct spool_reader *r, const struct rec_hdr *h, const struct rd_part *pt)
+static void rd_seg_part(struct spool_reader *r, const struct spoolrec_hdr *h,
+			const struct rd_part *pt)
 {
 	const char *file = r->files[pt->file].rel;
 	if (h->part == 0 && h->body_off != 0) {
@@ -1996,13 +1654,15 @@ static void rd_seg_part(struct spool_reader *r, const struct rec_hdr *h, const s
 }
 
 /* A FINAL: 1 when its message is whole (r->item set), 0 when not (reported). */
-static int rd_seg_final(struct spool_reader *r, const struct rec_hdr *h, const struct rd_part *pt)
+static int rd_seg_final(struct spool_reader *r, const struct spoolrec_hdr *h,
+			const struct rd_part *pt)
 {
 	const char *file = r->files[pt->file].rel;
-	struct env_totals t = {0};
+	struct spoolrec_env_totals t = {0};
 	int e = fsutil_pread_all(r->fd, r->envbuf, h->env_len, pt->rec_off + h->hdr_len);
 	if (e == 0)
-		e = env_decode(r->envbuf, h->env_len, &r->item.env, r->rcpts, SPOOL_ENV_MAX, &t);
+		e = spoolrec_env_decode(r->envbuf, h->env_len, &r->item.env, r->rcpts,
+					SPOOL_ENV_MAX, &t);
 	struct rd_pending *p = rd_pend_get(r, h->qid);
 	const char *why = NULL;
 	uint32_t n = p ? p->nparts : 0;
@@ -2052,7 +1712,7 @@ static void rd_seg_bad(struct spool_reader *r, bool torn)
 {
 	const char *file = r->files[r->fi].rel;
 	uint64_t next = 0;
-	int e = rec_resync(r->fd, r->off, r->size, r->seed, &next, r->buf, SPOOL_SCRATCH_SIZE);
+	int e = spoolrec_resync(r->fd, r->off, r->size, r->seed, &next, r->buf, SPOOL_SCRATCH_SIZE);
 	if (e == 0) {
 		rd_problem(r, SPOOL_P_CORRUPT, true, file, r->off,
 			   "bad record (magic, lengths or CRC): %" PRIu64 " bytes skipped",
@@ -2097,7 +1757,7 @@ static int rd_seg_open_file(struct spool_reader *r)
 	r->size = (uint64_t)st.st_size;
 	if (r->size == 0)
 		return 0; /* just created: nothing in it yet */
-	int e = seg_header(r->fd, r->size, r->buf, SPOOL_SCRATCH_SIZE, &r->seed);
+	int e = spoolrec_seg_header(r->fd, r->size, r->buf, SPOOL_SCRATCH_SIZE, &r->seed);
 	if (e == 0) {
 		r->off = SPOOL_SEG_REC_LEN;
 		return 0;
@@ -2129,10 +1789,10 @@ static int rd_seg_next(struct spool_reader *r)
 			r->fi++;
 			continue;
 		}
-		struct rec_hdr h;
+		struct spoolrec_hdr h;
 		bool torn;
-		int e = rec_check(r->fd, r->off, r->size, r->seed, &h, r->buf, SPOOL_SCRATCH_SIZE,
-				  &torn);
+		int e = spoolrec_check(r->fd, r->off, r->size, r->seed, &h, r->buf,
+				       SPOOL_SCRATCH_SIZE, &torn);
 		if (e == 0 && h.type == SPOOL_REC_SEGMENT)
 			e = -EBADMSG;
 		if (e == -EBADMSG) {
@@ -2355,7 +2015,7 @@ static int md_env_line(const char *s, size_t n, struct envelope *env, uint64_t *
 		if (e < 0)
 			return e;
 	}
-	return seen == 255 && env->nrcpt > 0 && qid_valid(env->qid) ? 0 : -EBADMSG;
+	return seen == 255 && env->nrcpt > 0 && spoolrec_qid_valid(env->qid) ? 0 : -EBADMSG;
 }
 
 /* Parses the envelope lines at the top of an open maildir file. */
