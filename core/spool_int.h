@@ -10,9 +10,10 @@
  * through sp->ops; nothing else asks which format a spool has.
  *
  * Invariants (the formats keep their own in their file headers):
- *  - iov[0..niov) are the bytes queued since the last flush, wb_bytes of
- *    them, for wb_fd at *wb_off; arena[0..arena_len) is the metadata among
- *    them: a flush empties both;
+ *  - iov[0..niov), wb_bytes in all, is what was queued for wb_fd at
+ *    *wb_off since the last flush: metadata built in the arena, body bytes
+ *    in the msgs' slices. A flush, written or failed, empties the iovecs
+ *    and the arena;
  *  - ent[] holds nlive live entries (qid[0] != 0), each in map under its
  *    qid; the free ones are chained from free_head;
  *  - batch_n <= batch_max: spool_write refuses more before spool_sync.

@@ -509,7 +509,7 @@ static int hexval(char c)
 	return -1;
 }
 
-/* Undoes sb_put_escaped into dst (cap bytes, NUL-terminated). */
+/* Undoes md_put_escaped (maildir.c) into dst (cap bytes, NUL-terminated). */
 static int unescape(const char *s, size_t n, char *dst, size_t cap)
 {
 	size_t o = 0;
