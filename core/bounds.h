@@ -9,6 +9,7 @@
 #define MXRING_BOUNDS_H
 
 #include <assert.h>
+#include <limits.h>
 
 #define LISTEN_MAX	   16	 /* listen addresses */
 #define SHARDS_MAX	   256	 /* shard threads */
@@ -51,6 +52,19 @@
 #define COPY_RUN_MAX	 1024u	     /* a run shorter than this may be copied */
 #define FRAG_SLICES_FREE 8u	     /* slices beyond 2 per buffer before fragments are copied */
 #define COPY_CHUNK_BYTES (16u << 10) /* copy chunks are allocated this large */
+
+/* The spool (spool.h) and its reader (spool_reader.h). */
+#define SPOOL_TRACE_MAX		 1024u		     /* the longest trace header */
+#define SPOOL_INFLIGHT_MAX	 (1u << 22)	     /* bound on spool_open's inflight_max */
+#define SPOOL_BATCH_MAX		 (1u << 16)	     /* bound on spool_open's batch_max */
+#define SPOOL_ARENA_SLACK	 (256u * 1024)	     /* to coalesce small records in a pwritev */
+#define SPOOL_IOV_MAX		 ((unsigned)IOV_MAX) /* iovecs per pwritev */
+#define SPOOL_SCRATCH_SIZE	 (64u * 1024)	     /* read buffer of recovery and the reader */
+#define SPOOL_READER_PENDING_MAX (1u << 22)	     /* messages with parts, no FINAL yet */
+#define SPOOL_READER_PARTS_MAX	 (1u << 20)	     /* parts of one message (reader) */
+#define DIR_FILES_MAX		 (1u << 20)	     /* directory entries a scan considers */
+#define MAILDIR_HOST_MAX	 200		     /* host in a maildir name (NAME_MAX 255) */
+#define MAILDIR_NAME_MAX	 (40 + QID_LEN + MAILDIR_HOST_MAX)
 
 static_assert(CMD_LINE_LIMIT_MIN <= CMD_LINE_LIMIT_MAX, "line limits");
 static_assert(QID_LEN + 64 < REPLY_MAX, "a queued reply fits in one reply");

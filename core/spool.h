@@ -1,5 +1,6 @@
 /*
- * spool.h - durable storage of accepted messages, and the reader of a spool.
+ * spool.h - durable storage of accepted messages: the writer's interface,
+ * and the on-disk formats, which the reader (spool_reader.h) reads back.
  *
  * One struct spool per writer thread; nothing inside locks. A process holds
  * <spool_dir>/wNN.lock (flock(2)) while it runs writer NN, in both formats
@@ -101,6 +102,10 @@
  * PROTO is SMTP, ESMTP, ESMTPS, UTF8SMTP or UTF8SMTPS; DATE is RFC 5322
  * (UTC, +0000) from env->time_us; bytes of HELO and of the TLS text outside
  * printable ASCII are written as '?'.
+ *
+ * The code: spool.c (this interface: checks, the in-flight table, the write
+ * buffer), segment.c and spoolrec.c (segments and their records), maildir.c,
+ * trace.c (the trace header), spool_reader.c (reading a spool back).
  */
 #ifndef MXRING_SPOOL_H
 #define MXRING_SPOOL_H
@@ -112,19 +117,16 @@
 #include "config.h"
 #include "msg.h"
 
-#define SPOOL_REC_MAGIC	   0x5253584du
-#define SPOOL_REC_VERSION  1
-#define SPOOL_REC_PART	   1
-#define SPOOL_REC_FINAL	   2
-#define SPOOL_REC_SEGMENT  3
-#define SPOOL_REC_HDR_LEN  64u
-#define SPOOL_SEG_PAYLOAD  24u /* salt, run_us, writer, sequence */
-#define SPOOL_SEG_REC_LEN  (SPOOL_REC_HDR_LEN + SPOOL_SEG_PAYLOAD)
-#define SPOOL_ENV_FIXED	   44u
-#define SPOOL_REC_MAX	   (1u << 30) /* a bigger part fails with -EMSGSIZE */
-#define SPOOL_TRACE_MAX	   1024u      /* the longest trace header */
-#define SPOOL_INFLIGHT_MAX (1u << 22) /* bound on spool_open's inflight_max */
-#define SPOOL_BATCH_MAX	   (1u << 16) /* bound on spool_open's batch_max */
+#define SPOOL_REC_MAGIC	  0x5253584du
+#define SPOOL_REC_VERSION 1
+#define SPOOL_REC_PART	  1
+#define SPOOL_REC_FINAL	  2
+#define SPOOL_REC_SEGMENT 3
+#define SPOOL_REC_HDR_LEN 64u
+#define SPOOL_SEG_PAYLOAD 24u /* salt, run_us, writer, sequence */
+#define SPOOL_SEG_REC_LEN (SPOOL_REC_HDR_LEN + SPOOL_SEG_PAYLOAD)
+#define SPOOL_ENV_FIXED	  44u
+#define SPOOL_REC_MAX	  (1u << 30) /* a bigger part fails with -EMSGSIZE */
 
 struct spool;
 
@@ -202,92 +204,5 @@ void spool_idle(struct spool *sp);
  * freed either way. NULL is a no-op.
  */
 int spool_close(struct spool *sp);
-
-/*
- * Writes the trace header of env into dst (cap >= SPOOL_TRACE_MAX) and
- * returns its length. host is used when env->myhostname is empty.
- */
-size_t spool_format_trace(char *dst, size_t cap, const struct envelope *env, const char *host);
-
-/* ---- Reader: for tools and tests; never used by the receiver itself. ---- */
-
-enum spool_problem_kind {
-	SPOOL_P_ORPHAN = 1, /* info: parts with no FINAL (aborted, failed, crash) */
-	SPOOL_P_CORRUPT,    /* bad magic, lengths or CRC inside a segment */
-	SPOOL_P_TRUNCATED,  /* incomplete record at the end of a segment */
-	SPOOL_P_INCOMPLETE, /* a FINAL whose parts are missing or do not add up */
-	SPOOL_P_BADFILE,    /* a file that is not what its place says it is */
-	SPOOL_P_STRAY,	    /* info: a file the reader does not know, or a corrupt/ file */
-	SPOOL_P_IO,	    /* a read failed */
-};
-
-struct spool_problem {
-	enum spool_problem_kind kind;
-	bool error;	  /* false: information only (orphans, stray files) */
-	const char *file; /* relative to the spool dir: "ready/w00-...seg" */
-	uint64_t offset;  /* in file, where it applies; 0 for whole files */
-	const char *text; /* what is wrong, human readable */
-};
-
-/* Called for each problem found, in file order. */
-typedef void (*spool_problem_fn)(void *ctx, const struct spool_problem *p);
-
-/* One stored message, as spool_reader_next yields it. */
-struct spool_item {
-	struct envelope env; /* env.rcpts: borrowed from the reader until the next call */
-	uint64_t trace_len;  /* bytes of the Received: header at the start */
-	uint64_t body_size;  /* client body bytes after it */
-	uint32_t nparts;     /* records the message was stored in (maildir: 1) */
-	const char *file;    /* relative: the FINAL's segment or the maildir file */
-	uint64_t offset;     /* of the FINAL record (maildir: 0) */
-};
-
-struct spool_reader_counts {
-	uint64_t files;	   /* segments or maildir files read */
-	uint64_t records;  /* intact records (segment) */
-	uint64_t messages; /* complete messages yielded */
-	uint64_t orphans;  /* orphan parts (records) */
-	uint64_t errors;   /* problems with error set */
-};
-
-struct spool_reader;
-
-/*
- * Opens the spool at dir for reading: segments (active/, ready/) and/or
- * maildir/, whichever exist. problem (may be NULL) gets every problem.
- * 0 and *out, or -ENOENT (no dir), -ENOTDIR, -EMEDIUMTYPE (a directory
- * without active/, ready/ or maildir/), -ENOMEM, -errno.
- */
-int spool_reader_open(const char *dir, spool_problem_fn problem, void *ctx,
-		      struct spool_reader **out) __attribute__((warn_unused_result));
-
-/*
- * Yields the next complete message: 1 and *out (valid until the next call),
- * 0 at the end, -errno on a failure that stops the reading (memory, the
- * directory unreadable). Problems along the way go to the callback and the
- * reading goes on.
- */
-int spool_reader_next(struct spool_reader *r, const struct spool_item **out)
-    __attribute__((warn_unused_result));
-
-#define SPOOL_READ_TRACE 0x1u
-#define SPOOL_READ_BODY	 0x2u
-
-/* Receives stored bytes in order; non-zero stops the read and is returned. */
-typedef int (*spool_sink_fn)(void *ctx, const uint8_t *p, size_t len);
-
-/*
- * Streams the last yielded message to sink: its trace header
- * (SPOOL_READ_TRACE) and/or client body (SPOOL_READ_BODY), through a bounded
- * buffer. Returns 0, the sink's non-zero value, or -errno (-EIO / -EBADMSG
- * when the data changed since it was checked).
- */
-int spool_reader_read(struct spool_reader *r, unsigned what, spool_sink_fn sink, void *ctx)
-    __attribute__((warn_unused_result));
-
-void spool_reader_counts(const struct spool_reader *r, struct spool_reader_counts *out);
-
-/* Frees r. NULL is a no-op. */
-void spool_reader_close(struct spool_reader *r);
 
 #endif

@@ -47,18 +47,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "ring.h"
 #include "spool.h"
 #include "writer.h"
-
-#define WRITER_CHECK(cond)                                                                         \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "mxring: %s:%d: %s: broken invariant\n", __FILE__,         \
-				__LINE__, #cond);                                                  \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
 
 static_assert(WRITERS_MAX <= 64, "a shard's kick set is one 64-bit mask");
 
@@ -178,9 +170,9 @@ static void writer_batch(struct writer *w, unsigned n)
 			m->result = r;
 		m->done_us = done;
 		writer_account(w, m);
-		WRITER_CHECK(m->shard < ws->nshards);
+		ASSERT(m->shard < ws->nshards);
 		unsigned s = m->shard;
-		WRITER_CHECK(ring_push(&w->out[s], m) >= 0);
+		ASSERT(ring_push(&w->out[s], m) >= 0);
 		if (!w->is_touched[s]) {
 			w->is_touched[s] = 1;
 			w->touched[ntouched++] = s;
@@ -388,7 +380,7 @@ void writers_stop(struct writer_set *ws)
 
 int writer_submit(struct writer_set *ws, unsigned shard, struct msg *m)
 {
-	WRITER_CHECK(shard < ws->nshards && m->shard == shard && m->writer < ws->nwriters);
+	ASSERT(shard < ws->nshards && m->shard == shard && m->writer < ws->nwriters);
 	struct shard_side *sh = &ws->sh[shard];
 	if (sh->out_count[m->writer] >= ws->ring_size)
 		return -EAGAIN;
@@ -426,7 +418,7 @@ unsigned writer_reap(struct writer_set *ws, unsigned shard, struct msg **out, un
 		struct ring *r = &ws->w[i].out[shard];
 		struct msg *m;
 		while (n < max && (m = ring_pop(r)) != NULL) {
-			WRITER_CHECK(sh->out_count[i] > 0);
+			ASSERT(sh->out_count[i] > 0);
 			sh->out_count[i]--;
 			out[n++] = m;
 		}

@@ -52,6 +52,7 @@
 #include "crc32.h"
 #include "log.h"
 #include "spool.h"
+#include "spool_reader.h"
 
 #define PROG "mxring-spool"
 

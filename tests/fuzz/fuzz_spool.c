@@ -33,6 +33,7 @@
 #include "crc32c.h"
 #include "fuzz.h"
 #include "spool.h"
+#include "spool_reader.h"
 
 #define SEG1 "w00-0000000000000001-00000001.seg"
 #define SEG2 "w00-0000000000000001-00000002.seg"

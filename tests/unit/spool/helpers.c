@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "helpers.h"
+#include "trace.h"
 
 void t_mkdtemp(char *dir, size_t cap)
 {
@@ -223,7 +224,7 @@ void t_check_msg(const struct t_got *got, const struct t_txn *t, const char *hos
 	assert_int_equal(a->rcpts_len, b->rcpts_len);
 	assert_memory_equal(a->rcpts, b->rcpts, b->rcpts_len);
 	char trace[SPOOL_TRACE_MAX];
-	size_t tl = spool_format_trace(trace, sizeof(trace), b, host);
+	size_t tl = trace_format(trace, sizeof(trace), b, host);
 	assert_int_equal(got->trace_len, tl);
 	assert_memory_equal(got->trace, trace, tl);
 	assert_int_equal(got->body_len, t->body_len);

@@ -13,6 +13,7 @@
 #include "config.h"
 #include "msg.h"
 #include "spool.h"
+#include "spool_reader.h"
 
 #define T_RCPT_BUF 1024
 #define T_MSGS_MAX 4096

@@ -24,6 +24,7 @@
 #include "crc32c.h"
 #include "helpers.h"
 #include "log.h"
+#include "trace.h"
 
 static uint64_t file_size(const char *path)
 {
@@ -132,7 +133,7 @@ static void test_trace(void **state)
 		strcpy(env.tls, v[i].tls);
 		env.flags = v[i].flags;
 		char out[SPOOL_TRACE_MAX];
-		size_t n = spool_format_trace(out, sizeof(out), &env, "mx.example.org");
+		size_t n = trace_format(out, sizeof(out), &env, "mx.example.org");
 		assert_int_equal(n, strlen(v[i].want));
 		assert_string_equal(out, v[i].want);
 	}
@@ -144,7 +145,7 @@ static void test_trace(void **state)
 	env.flags = ENV_SMTPUTF8;
 	env.time_us = 0;
 	char out[SPOOL_TRACE_MAX];
-	assert_true(spool_format_trace(out, sizeof(out), &env, "h") > 700);
+	assert_true(trace_format(out, sizeof(out), &env, "h") > 700);
 }
 
 /* ---- round trips ---- */

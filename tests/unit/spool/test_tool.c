@@ -18,6 +18,7 @@
 
 #include "helpers.h"
 #include "log.h"
+#include "trace.h"
 
 static const char *tool;
 
@@ -126,7 +127,7 @@ static void check_cat(const char *dir, const struct t_txn *t)
 	run_tool(&r, dir, "cat", dir, t->env.qid, NULL);
 	assert_int_equal(r.status, 0);
 	char trace[SPOOL_TRACE_MAX];
-	size_t tl = spool_format_trace(trace, sizeof(trace), &t->env, "");
+	size_t tl = trace_format(trace, sizeof(trace), &t->env, "");
 	assert_int_equal(r.out_len, tl + t->body_len);
 	assert_memory_equal(r.out, trace, tl);
 	if (t->body_len)
