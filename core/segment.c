@@ -39,20 +39,13 @@
 
 #define SEG_SEQ_TRIES 64 /* names tried when one already exists */
 
-static uint64_t now_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 static uint64_t random_salt(void)
 {
 	uint64_t v;
 	if (getrandom(&v, sizeof(v), 0) == (ssize_t)sizeof(v))
 		return v;
 	/* No getrandom: still differs per segment, which is what matters most. */
-	return now_us() * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid() << 32 ^ (uintptr_t)&v;
+	return real_us() * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid() << 32 ^ (uintptr_t)&v;
 }
 
 /* The order of the segment offsets (file header); checked where they move. */
@@ -604,7 +597,7 @@ static int seg_open(struct spool *sp, const char **what)
 	if (r < 0)
 		return r;
 	*what = "new segment";
-	sp->run_us = now_us();
+	sp->run_us = real_us();
 	return seg_create(sp);
 }
 

@@ -47,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "check.h"
 #include "ring.h"
 #include "spool.h"
@@ -87,13 +88,6 @@ struct writer_set {
 	struct shard_side *sh; /* owned: nshards */
 	_Alignas(RING_CACHE_LINE) _Atomic bool stop;
 };
-
-static uint64_t now_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 static void efd_signal(int fd)
 {
@@ -162,7 +156,7 @@ static void writer_batch(struct writer *w, unsigned n)
 	int r = spool_sync(w->spool);
 	atomic_fetch_add_explicit(&w->batches, spool_syncs(w->spool) - syncs, memory_order_relaxed);
 
-	uint64_t done = now_us();
+	uint64_t done = real_us();
 	unsigned ntouched = 0;
 	for (unsigned i = 0; i < n; i++) {
 		struct msg *m = w->batch[i];
