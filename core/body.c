@@ -92,9 +92,11 @@ size_t body_data(struct body_dec *d, const uint8_t *in, size_t len, body_emit_fn
 	while (pos < len && rc == 0) {
 		switch (d->state) {
 		case ST_LS:
+		case ST_LS_LF:
 			if (in[pos] == '.') {
+				/* Held back until the next byte says what it is. */
 				rc = flush(in, &run, pos, emit, ctx);
-				d->state = ST_DOT;
+				d->state = d->state == ST_LS ? ST_DOT : ST_DOT_LF;
 				run = ++pos;
 			} else {
 				d->state = ST_MID;
@@ -130,16 +132,6 @@ size_t body_data(struct body_dec *d, const uint8_t *in, size_t len, body_emit_fn
 		case ST_MID:
 			pos = scan_mid(d, in, pos, len, &run, emit, ctx, &rc, &ls);
 			d->state = (uint8_t)ls;
-			break;
-		case ST_LS_LF:
-			if (in[pos] == '.') {
-				rc = flush(in, &run, pos, emit, ctx);
-				d->state = ST_DOT_LF;
-				run = ++pos;
-			} else {
-				d->state = ST_MID;
-				d->last_cr = 0;
-			}
 			break;
 		case ST_DOT_LF:
 			/* "." alone on its line is content here: kept. Before anything
