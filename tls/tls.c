@@ -309,7 +309,6 @@ static int ticket_cb(WOLFSSL *ssl, unsigned char key_name[WOLFSSL_TICKET_NAME_SZ
 		     int in_len, int *out_len, void *user)
 {
 	struct tls_ctx *c = user;
-	(void)ssl;
 	uint8_t aad[WOLFSSL_TICKET_NAME_SZ + WOLFSSL_TICKET_IV_SZ];
 
 	if (enc) {
@@ -336,7 +335,13 @@ static int ticket_cb(WOLFSSL *ssl, unsigned char key_name[WOLFSSL_TICKET_NAME_SZ
 						(word32)in_len, mac, ticket) != 0)
 			return WOLFSSL_TICKET_RET_REJECT;
 		*out_len = in_len;
-		return i == 0 ? WOLFSSL_TICKET_RET_OK : WOLFSSL_TICKET_RET_CREATE;
+		/* A ticket of an older key: TLS 1.2 asks for a new one (CREATE).
+		 * TLS 1.3 resumes only on OK (wolfSSL since 5.6 takes CREATE for a
+		 * refusal there) and sends every session, resumed or not, a new
+		 * ticket sealed with keys[0] anyway. */
+		if (i == 0 || wolfSSL_GetVersion(ssl) >= WOLFSSL_TLSV1_3)
+			return WOLFSSL_TICKET_RET_OK;
+		return WOLFSSL_TICKET_RET_CREATE;
 	}
 	return WOLFSSL_TICKET_RET_REJECT; /* unknown key: a full handshake */
 }

@@ -22,12 +22,18 @@
 # else; progress goes to stderr. A complete prefix is never rebuilt, so a
 # second run costs a few milliseconds. Two runs at once serialise on a lock.
 #
-# The source comes from Debian's archive through a private deb-src list made
-# from the system's own deb entries (same mirrors, suites, components, keys);
-# the system's apt configuration, lists and caches are not touched (but for
-# installing missing build tools, the ordinary way). apt checks
-# the files against the signed Release file; dpkg-source -x applies Debian's
-# patches (the security fixes among them).
+# The source is the newest wolfssl source package Debian ships that can be
+# fetched whole: unstable (sid) first, then the next stable (trixie, with
+# its updates and security suites), then this system's own release. Each
+# comes through a private deb-src list made from the system's own Debian
+# entries (same mirrors, components, keys; the suite names changed); the
+# system's apt configuration, lists and caches are not touched (but for
+# installing missing build tools, the ordinary way). apt checks every file
+# against the signed Release file; a package whose files cannot all be
+# fetched (the index and the pool briefly disagree after an upload) is
+# passed over for the next suite. dpkg-source -x applies Debian's patches
+# (the security fixes among them). wolfSSL from Debian 13 and unstable
+# builds on Debian 12 with the same flags.
 #
 # Missing build tools (autoconf automake libtool dpkg-dev make gcc) are
 # installed with apt-get, through sudo when not root, non-interactively.
@@ -35,14 +41,15 @@
 # Environment: MXRING_WOLFSSL_JOBS (make -j, default 2),
 # MXRING_WOLFSSL_EXTRA_FLAGS (appended to configure; part of the hash, for
 # experiments), MXRING_DEBSRC (a one-line "deb-src URI SUITE COMPONENTS" to use
-# instead of the system's entries).
+# instead of the system's entries and the suites above), MXRING_WOLFSSL_SUITES
+# (the releases to try, in order; default "sid trixie" and then the system's).
 #
 # Bugs: x86-64 only (the acceleration is intel asm). A Debian revision that
 # appears later is picked up by --update only, so that ordinary runs stay offline.
 set -euo pipefail
 
 # Bump when the recipe changes in a way the flags do not show.
-RECIPE=2
+RECIPE=3
 
 # --- flag sets ----------------------------------------------------------
 #
@@ -193,11 +200,13 @@ install_deps() {
 	fi
 }
 
-# Writes deb-src entries for the system's Debian entries of this release:
-# one-line ones to $1, deb822 stanzas to $2. Suites other than <codename> and
-# <codename>-* (third-party repositories) are left out.
+# Writes deb-src entries for the system's Debian entries of this release,
+# renamed for release $3 (<codename> -> $3, <codename>-X -> $3-X; sid has no
+# -updates or -security suites): one-line ones to $1, deb822 stanzas to $2.
+# Suites other than <codename> and <codename>-* (third-party repositories)
+# are left out.
 write_sources() {
-	local list="$1" parts="$2" codename f
+	local list="$1" parts="$2" target="$3" codename f
 	# shellcheck disable=SC1091
 	codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
 	if [ -n "${MXRING_DEBSRC:-}" ]; then
@@ -208,7 +217,7 @@ write_sources() {
 	: >"$parts"
 	for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
 		[ -f "$f" ] || continue
-		awk -v cn="$codename" '
+		awk -v cn="$codename" -v t="$target" '
 			{ sub(/#.*/, "") }
 			$1 != "deb" { next }
 			{
@@ -219,15 +228,19 @@ write_sources() {
 				n = split(line, w, /[ \t]+/); i = (w[1] == "") ? 2 : 1
 				uri = w[i]; suite = w[i + 1]; comps = ""
 				for (j = i + 2; j <= n; j++) comps = comps " " w[j]
-				if (suite == cn || index(suite, cn "-") == 1)
-					print "deb-src " (opts == "" ? "" : opts " ") uri " " suite comps
+				if (suite != cn && index(suite, cn "-") != 1)
+					next
+				suite = t substr(suite, length(cn) + 1)
+				if (t == "sid" && suite != "sid")
+					next
+				print "deb-src " (opts == "" ? "" : opts " ") uri " " suite comps
 			}' "$f" >>"$list"
 	done
 	for f in /etc/apt/sources.list.d/*.sources; do
 		[ -f "$f" ] || continue
 		# deb822: paragraphs; a field continues on lines that start with
 		# a blank (Signed-By may hold a whole key). Comments are dropped.
-		awk -v cn="$codename" '
+		awk -v cn="$codename" -v t="$target" '
 			BEGIN { RS = ""; FS = "\n" }
 			{
 				out = ""; types = ""; keep = 1; suites = ""; field = ""
@@ -241,8 +254,11 @@ write_sources() {
 					if (field == "enabled" && tolower(val) == "no") keep = 0
 					if (field == "suites") {
 						n = split(val, s, /[ \t]+/)
-						for (j = 1; j <= n; j++)
-							if (s[j] == cn || index(s[j], cn "-") == 1) suites = suites " " s[j]
+						for (j = 1; j <= n; j++) {
+							if (s[j] != cn && index(s[j], cn "-") != 1) continue
+							r = t substr(s[j], length(cn) + 1)
+							if (t != "sid" || r == "sid") suites = suites " " r
+						}
 						field = "drop"; continue
 					}
 					out = out l "\n"
@@ -253,15 +269,17 @@ write_sources() {
 	done
 	if ! grep -q . "$list" "$parts" 2>/dev/null; then
 		log "no Debian entries for '$codename' in /etc/apt; using deb.debian.org"
-		echo "deb-src http://deb.debian.org/debian ${codename:-bookworm} main" >"$list"
+		echo "deb-src http://deb.debian.org/debian $target main" >"$list"
 	fi
 }
 
-# Downloads the newest wolfssl source package into $1 through the private list.
-fetch_source() {
-	local dir="$1" tmp="$2"
-	mkdir -p "$tmp/apt/lists/partial" "$tmp/apt/cache/archives/partial" "$tmp/apt/parts"
-	write_sources "$tmp/apt/sources.list" "$tmp/apt/parts/mxring-src.sources"
+# Downloads the wolfssl source package of release $3 into $1 through a
+# private list; fails when any of its files cannot be fetched.
+fetch_suite() {
+	local dir="$1" tmp="$2" target="$3"
+	rm -rf "$tmp/apt" "$dir"
+	mkdir -p "$tmp/apt/lists/partial" "$tmp/apt/cache/archives/partial" "$tmp/apt/parts" "$dir"
+	write_sources "$tmp/apt/sources.list" "$tmp/apt/parts/mxring-src.sources" "$target"
 	[ -s "$tmp/apt/parts/mxring-src.sources" ] || rm -f "$tmp/apt/parts/mxring-src.sources"
 	local apt_opts=(
 		-o Dir::Etc::SourceList="$tmp/apt/sources.list"
@@ -273,13 +291,31 @@ fetch_source() {
 	# write into our private directories; the files are still checked
 	# against the signed Release file.
 	[ "$(id -u)" -eq 0 ] && apt_opts+=(-o APT::Sandbox::User=root)
-	log "fetching the wolfssl source package (private deb-src list)"
 	# A third-party repository named after the release may have no
 	# sources: its errors do not matter if Debian's index came in.
-	apt-get "${apt_opts[@]}" -qq update >&2 ||
-		log "apt-get update reported errors; trying the download anyway"
-	mkdir -p "$dir"
-	(cd "$dir" && apt-get "${apt_opts[@]}" -qq source --download-only wolfssl >&2)
+	apt-get "${apt_opts[@]}" -qq update >"$tmp/apt-update.log" 2>&1 ||
+		log "$target: apt-get update reported errors; trying the download anyway"
+	(cd "$dir" && apt-get "${apt_opts[@]}" -qq source --download-only wolfssl \
+		>"$tmp/apt-source.log" 2>&1) && ls "$dir"/wolfssl_*.dsc >/dev/null 2>&1
+}
+
+# The newest wolfssl source package that comes whole, into $1.
+fetch_source() {
+	local dir="$1" tmp="$2" codename suite
+	# shellcheck disable=SC1091
+	codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+	local suites="${MXRING_WOLFSSL_SUITES:-sid trixie} $codename"
+	[ -n "${MXRING_DEBSRC:-}" ] && suites="$codename"
+	for suite in $suites; do
+		log "fetching the wolfssl source package of $suite (private deb-src list)"
+		if fetch_suite "$dir" "$tmp" "$suite"; then
+			return 0
+		fi
+		log "$suite: the source package did not come whole: $(grep -h -m1 -E '^(E|W):' \
+			"$tmp/apt-source.log" "$tmp/apt-update.log" 2>/dev/null | cut -c1-200)"
+	done
+	log "no wolfssl source package could be fetched"
+	return 1
 }
 
 build() {
