@@ -4,14 +4,16 @@
  * Runs TLS handshakes and bulk records between a client and a server in the
  * same thread, over memory (no sockets, no io_uring), with the wolfSSL build
  * mxring links and the same server settings (TLS 1.2/1.3, mxring's cipher
- * order, X25519 then P-256). Only the time spent inside the server's calls
+ * order, X25519 then P-256). The client offers the groups of --group (both,
+ * in that order, by default): the key exchange the server then does is the
+ * one printed as group=. Only the time spent inside the server's calls
  * (wolfSSL_accept, wolfSSL_read) is counted, with CLOCK_THREAD_CPUTIME_ID,
  * so the figures are server handshakes and server decryption per CPU-second:
  * the most one core of a server could do with this library. The server's
  * wolfSSL_new/wolfSSL_free are timed apart (a server pays them per session).
  *
  *   tls-limits CERT KEY [--handshakes N] [--tls 1.2|1.3] [--resume none|tickets]
- *              [--bulk-mb M]
+ *              [--bulk-mb M] [--group x25519|p256|both]
  *
  * Prints one key=value line. Bounds: the in-memory pipes hold 64 KiB; a
  * handshake that needs more than 64 rounds is an error.
@@ -126,10 +128,10 @@ static WOLFSSL *side(WOLFSSL_CTX *ctx, struct pipe *in, struct pipe *out)
 int main(int argc, char **argv)
 {
 	long n = 2000, bulk_mb = 0;
-	const char *version = "1.3", *resume = "none";
+	const char *version = "1.3", *resume = "none", *group = "both";
 	if (argc < 3)
 		die("usage: tls-limits CERT KEY [--handshakes N] [--tls 1.2|1.3] "
-		    "[--resume none|tickets] [--bulk-mb M]");
+		    "[--resume none|tickets] [--bulk-mb M] [--group x25519|p256|both]");
 	for (int i = 3; i + 1 < argc; i += 2) {
 		if (!strcmp(argv[i], "--handshakes"))
 			n = strtol(argv[i + 1], NULL, 10);
@@ -139,6 +141,8 @@ int main(int argc, char **argv)
 			resume = argv[i + 1];
 		else if (!strcmp(argv[i], "--bulk-mb"))
 			bulk_mb = strtol(argv[i + 1], NULL, 10);
+		else if (!strcmp(argv[i], "--group"))
+			group = argv[i + 1];
 		else
 			die("unknown option");
 	}
@@ -161,7 +165,15 @@ int main(int argc, char **argv)
 	int groups[] = {WOLFSSL_ECC_X25519, WOLFSSL_ECC_SECP256R1};
 	wolfSSL_CTX_set_groups(sctx, groups, 2);
 	wolfSSL_CTX_set_verify(cctx, WOLFSSL_VERIFY_NONE, NULL);
-	wolfSSL_CTX_set_groups(cctx, groups, 2);
+	int *offer = groups, noffer = 2;
+	if (!strcmp(group, "p256"))
+		offer = groups + 1, noffer = 1;
+	else if (!strcmp(group, "x25519"))
+		noffer = 1;
+	else if (strcmp(group, "both") != 0)
+		die("--group x25519, p256 or both");
+	if (wolfSSL_CTX_set_groups(cctx, offer, noffer) != WOLFSSL_SUCCESS)
+		die("wolfSSL_CTX_set_groups");
 	wolfSSL_CTX_SetIORecv(sctx, pipe_recv);
 	wolfSSL_CTX_SetIOSend(sctx, pipe_send);
 	wolfSSL_CTX_SetIORecv(cctx, pipe_recv);
@@ -169,6 +181,7 @@ int main(int argc, char **argv)
 
 	WOLFSSL_SESSION *sess = NULL;
 	long resumed = 0;
+	char kx[32] = "none";
 	for (long i = 0; i < n; i++) {
 		c2s.len = s2c.len = 0;
 		WOLFSSL *c = side(cctx, &s2c, &c2s);
@@ -190,6 +203,10 @@ int main(int argc, char **argv)
 			(void)wolfSSL_read(c, b, 1);
 		}
 		resumed += wolfSSL_session_reused(s);
+		if (i == 0) {
+			const char *g = wolfSSL_get_curve_name(s);
+			snprintf(kx, sizeof(kx), "%s", g ? g : "none");
+		}
 		if (tickets) {
 			if (sess)
 				wolfSSL_SESSION_free(sess);
@@ -225,10 +242,10 @@ int main(int argc, char **argv)
 	}
 	if (sess)
 		wolfSSL_SESSION_free(sess);
-	printf("tls=%s resume=%s handshakes=%ld resumed=%ld server_cpu_s=%.3f "
+	printf("tls=%s resume=%s group=%s handshakes=%ld resumed=%ld server_cpu_s=%.3f "
 	       "server_handshakes_per_cpu_s=%.0f new_free_us=%.1f "
 	       "with_new_free_handshakes_per_cpu_s=%.0f\n",
-	       version, resume, n, resumed, server_cpu, (double)n / server_cpu,
+	       version, resume, kx, n, resumed, server_cpu, (double)n / server_cpu,
 	       server_new * 1e6 / (double)n, (double)n / (server_cpu + server_new));
 	wolfSSL_CTX_free(sctx);
 	wolfSSL_CTX_free(cctx);
