@@ -219,7 +219,7 @@ static void conn_log_end(struct shard *sh, struct conn *c)
 		   LOG_CLIENT_TEXT_MAX);
 	char tls[TLS_DESC_MAX] = "none";
 	int resumed = 0;
-	if ((c->flags & C_TLS_UP))
+	if (c->flags & C_TLS_UP)
 		tls_describe(c->tls, tls, sizeof(tls), &resumed);
 	log_line("session end shard=%u client=%s port=%u helo=\"%s\" msgs=%u errors=%u "
 		 "tls=\"%s\"%s duration_ms=%llu reason=%s",
