@@ -172,8 +172,12 @@ int main(int argc, char **argv)
 		noffer = 1;
 	else if (strcmp(group, "both") != 0)
 		die("--group x25519, p256 or both");
-	if (wolfSSL_CTX_set_groups(cctx, offer, noffer) != WOLFSSL_SUCCESS)
-		die("wolfSSL_CTX_set_groups");
+	if (wolfSSL_CTX_set_groups(cctx, offer, noffer) != WOLFSSL_SUCCESS) {
+		/* A TLS 1.2 client of wolfSSL 5.5 takes the groups this way only. */
+		for (int g = 0; g < noffer; g++)
+			if (wolfSSL_CTX_UseSupportedCurve(cctx, (word16)offer[g]) != WOLFSSL_SUCCESS)
+				die("wolfSSL_CTX_set_groups");
+	}
 	wolfSSL_CTX_SetIORecv(sctx, pipe_recv);
 	wolfSSL_CTX_SetIOSend(sctx, pipe_send);
 	wolfSSL_CTX_SetIORecv(cctx, pipe_recv);
