@@ -411,8 +411,7 @@ static void on_returned(struct shard *sh, struct msg *m)
 	struct conn *c = &sh->conns[m->conn_slot];
 	/* A session closing still gets the reply to its message; one lingering
 	 * or shut has been answered or is gone. */
-	bool alive = c->gen == m->conn_gen &&
-		     (c->phase == PH_SESSION || c->phase == PH_CLOSING || c->phase == PH_HANDSHAKE);
+	bool alive = c->gen == m->conn_gen && c->phase != PH_FREE && c->phase < PH_LINGER;
 	if (m->kind == MSG_FINAL) {
 		log_msg(sh, alive ? c : NULL, m);
 		if (m->result == 0) {
