@@ -175,7 +175,8 @@ int main(int argc, char **argv)
 	if (wolfSSL_CTX_set_groups(cctx, offer, noffer) != WOLFSSL_SUCCESS) {
 		/* A TLS 1.2 client of wolfSSL 5.5 takes the groups this way only. */
 		for (int g = 0; g < noffer; g++)
-			if (wolfSSL_CTX_UseSupportedCurve(cctx, (word16)offer[g]) != WOLFSSL_SUCCESS)
+			if (wolfSSL_CTX_UseSupportedCurve(cctx, (word16)offer[g]) !=
+			    WOLFSSL_SUCCESS)
 				die("wolfSSL_CTX_set_groups");
 	}
 	wolfSSL_CTX_SetIORecv(sctx, pipe_recv);
