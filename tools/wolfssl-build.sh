@@ -312,7 +312,7 @@ fetch_source() {
 			return 0
 		fi
 		log "$suite: the source package did not come whole: $(grep -h -m1 -E '^(E|W):' \
-			"$tmp/apt-source.log" "$tmp/apt-update.log" 2>/dev/null | cut -c1-200)"
+			"$tmp/apt-update.log" "$tmp/apt-source.log" 2>/dev/null | cut -c1-200)"
 	done
 	log "no wolfssl source package could be fetched"
 	return 1
