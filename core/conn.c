@@ -70,8 +70,7 @@ struct conn *conn_open(struct shard *sh, int fd, unsigned li, const struct socka
 		       bool peer, uint32_t ip_bucket)
 {
 	uint32_t slot = sh->free_head;
-	if (slot == NONE32)
-		return NULL;
+	ASSERT(slot != NONE32); /* the caller refused the socket when none is free */
 	struct conn *c = &sh->conns[slot];
 	ASSERT(c->phase == PH_FREE);
 	sh->free_head = c->next_dirty;

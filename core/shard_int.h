@@ -290,7 +290,7 @@ void txn_reap(struct shard *sh);
 
 /* ---- conn.c --------------------------------------------------------------- */
 
-/* Takes a free slot for an accepted socket (NULL when none is free). */
+/* Takes a free slot for an accepted socket; the caller checked there is one. */
 struct conn *conn_open(struct shard *sh, int fd, unsigned li, const struct sockaddr_storage *ss,
 		       bool peer, uint32_t ip_bucket);
 /* Moves c to phase ph (the one place a phase changes). */
