@@ -27,7 +27,11 @@ rate.
 
     bench/tls-handshakes.py [--sessions 20000] [--connections 64] [--tls 1.3|1.2]
                             [--resume none|tickets|ids] [--bulk-mb 0] [--shards 1]
-                            [--runs 3] [--client-cpus LIST] [--no-limits] [--spool-dir DIR]
+                            [--runs 3] [--client-cpus LIST] [--server-cpus LIST]
+                            [--no-limits] [--spool-dir DIR]
+
+The setup of the TLS-cost figures is one shard pinned to CPU 0 and the load
+tool on CPU 1: --server-cpus 0 --client-cpus 1 --connections 50.
 
 Loopback only; the server is stopped at the end. Exit status 1 when a run had
 errors (every message must be accepted).
@@ -132,6 +136,7 @@ def main():
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1, help="mxring-bench threads")
     ap.add_argument("--client-cpus", default="", help="mxring-bench --cpus")
+    ap.add_argument("--server-cpus", default="", help="run mxring under taskset -c LIST")
     ap.add_argument("--tls", default="1.3", choices=["1.2", "1.3"])
     ap.add_argument("--resume", default="none", choices=["none", "tickets", "ids"])
     ap.add_argument("--bulk-mb", type=int, default=0)
@@ -166,8 +171,9 @@ def main():
         port = s.getsockname()[1]
         s.close()
         log = open(os.path.join(tmp, "log"), "w+")
+        pin = ["taskset", "-c", args.server_cpus] if args.server_cpus else []
         proc = subprocess.Popen(
-            [args.mxring, "-o", f"listen=127.0.0.1:{port}", "-o", f"spool_dir={args.spool}",
+            pin + [args.mxring, "-o", f"listen=127.0.0.1:{port}", "-o", f"spool_dir={args.spool}",
              "-o", "accept_domains=example.com", "-o", "myhostname=mx.bench",
              "-o", f"shards={args.shards}", "-o", "tls_security_level=may",
              "-o", "max_connections=%d" % (args.connections + 64),
