@@ -80,6 +80,14 @@
 /* wolfSSL 5.5.4's session blob: side(1) bornOn(4) timeout(4) idLen(1) id. */
 #define BLOB_ID_LEN_AT 9
 #define BLOB_ID_AT     10
+/* TLS 1.3 resumption chains: iv[TICKET_GEN_AT] (authenticated, not part of
+ * ChaCha20's 12-byte nonce) counts the resumptions since the full handshake.
+ * wolfSSL numbers a chain's tickets with a one-byte nonce carried in the
+ * ticket and, since 5.9, fails the handshake (SESSION_TICKET_NONCE_OVERFLOW)
+ * instead of wrapping past 255; a ticket this deep is refused instead, so the
+ * client makes a full handshake and starts a new chain. */
+#define TICKET_GEN_AT  12
+#define TICKET_GEN_MAX 200
 
 #define DEFAULT_CIPHERS                                                                            \
 	"TLS13-AES128-GCM-SHA256:TLS13-CHACHA20-POLY1305-SHA256:TLS13-AES256-GCM-SHA384:"          \
@@ -131,7 +139,8 @@ struct tls_conn {
 	int cert;     /* index in ctx->certs, -1 before the choice */
 	uint8_t *out; /* owned */
 	size_t out_len, out_cap;
-	int err; /* wolfSSL's error code; 0 when errbuf already says why */
+	uint8_t ticket_gen; /* iv[TICKET_GEN_AT] of the tickets this session issues */
+	int err;	    /* wolfSSL's error code; 0 when errbuf already says why */
 	char errbuf[96];
 };
 
@@ -309,6 +318,7 @@ static int ticket_cb(WOLFSSL *ssl, unsigned char key_name[WOLFSSL_TICKET_NAME_SZ
 		     int in_len, int *out_len, void *user)
 {
 	struct tls_ctx *c = user;
+	struct tls_conn *t = wolfSSL_GetIOReadCtx(ssl);
 	uint8_t aad[WOLFSSL_TICKET_NAME_SZ + WOLFSSL_TICKET_IV_SZ];
 
 	if (enc) {
@@ -316,6 +326,7 @@ static int ticket_cb(WOLFSSL *ssl, unsigned char key_name[WOLFSSL_TICKET_NAME_SZ
 		memcpy(key_name, k->name, WOLFSSL_TICKET_NAME_SZ);
 		if (random_bytes(iv, WOLFSSL_TICKET_IV_SZ) != 0)
 			return WOLFSSL_TICKET_RET_FATAL;
+		iv[TICKET_GEN_AT] = t->ticket_gen;
 		memcpy(aad, key_name, WOLFSSL_TICKET_NAME_SZ);
 		memcpy(aad + WOLFSSL_TICKET_NAME_SZ, iv, WOLFSSL_TICKET_IV_SZ);
 		memset(mac, 0, WOLFSSL_TICKET_MAC_SZ);
@@ -334,6 +345,9 @@ static int ticket_cb(WOLFSSL *ssl, unsigned char key_name[WOLFSSL_TICKET_NAME_SZ
 		if (wc_ChaCha20Poly1305_Decrypt(k->key, iv, aad, sizeof(aad), ticket,
 						(word32)in_len, mac, ticket) != 0)
 			return WOLFSSL_TICKET_RET_REJECT;
+		if (iv[TICKET_GEN_AT] >= TICKET_GEN_MAX)
+			return WOLFSSL_TICKET_RET_REJECT; /* a full handshake, a new chain */
+		t->ticket_gen = (uint8_t)(iv[TICKET_GEN_AT] + 1);
 		*out_len = in_len;
 		/* A ticket of an older key: TLS 1.2 asks for a new one (CREATE).
 		 * TLS 1.3 resumes only on OK (wolfSSL since 5.6 takes CREATE for a
