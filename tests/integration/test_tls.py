@@ -1057,6 +1057,28 @@ def case_ticket_renewal(version):
 
 
 @suite.case
+def ticket_chain_restarts_after_200_resumptions():
+    # tls/tls.c TICKET_GEN_MAX: a client that always resumes with its newest
+    # ticket makes a chain; wolfSSL numbers a chain's tickets with one byte
+    # and from 5.9 on fails the handshake past 255. The 201st resumption of a
+    # chain is a full handshake instead, and starts a new chain.
+    certs = make_certs()
+    ctx = client_ctx("1.3")
+    with start_tls_server(certs) as srv:
+        reused, sess = py_session(srv, ctx)
+        pattern = [reused]
+        for _ in range(202):
+            reused, sess = py_session(srv, ctx, sess)
+            pattern.append(reused)
+        want = [False] + [True] * 200 + [False, True]
+        firsts = [i for i, (a, b) in enumerate(zip(pattern, want)) if a != b]
+        check(not firsts, "session_reused differs from the want at sessions %r (of %d)"
+              % (firsts[:10], len(want)))
+        srv.stop()
+        check_eq(srv.stats().get("tls_failed"), "0", "tls_failed")
+
+
+@suite.case
 def ticket_renewal_tls13():
     case_ticket_renewal("1.3")
 
@@ -1193,7 +1215,7 @@ def run_mxring_config(cfg_text, tag):
     with open(conf, "w") as f:
         f.write(cfg_text % {"dir": d, "port": h.free_port()})
     try:
-        p = subprocess.run([h.Paths.mxring, "-c", conf], stdin=subprocess.DEVNULL,
+        p = subprocess.run([h.Paths.mxring, "-c", conf] + h.ROOT_OK, stdin=subprocess.DEVNULL,
                            capture_output=True, timeout=10, cwd=d)
     except subprocess.TimeoutExpired:
         raise h.Fail("mxring did not exit within 10 s for a bad TLS configuration")
