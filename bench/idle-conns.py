@@ -117,7 +117,8 @@ def main():
                                  "-o", f"spool_dir={tmp.name}/spool",
                                  "-o", "max_connections=%d" % (args.connections + 2000),
                                  "-o", "accept_domains=example.com", "-o", "myhostname=mx.bench"]
-                                + extra,
+                                + extra
+                                + (["-o", "allow_root=yes"] if os.geteuid() == 0 else []),
                                 stderr=log)
         pid = proc.pid
         for _ in range(100):

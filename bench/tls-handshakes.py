@@ -178,7 +178,8 @@ def main():
              "-o", f"shards={args.shards}", "-o", "tls_security_level=may",
              "-o", "max_connections=%d" % (args.connections + 64),
              "-o", f"tls_cert_file={tmp}/tls/cert.pem", "-o", f"tls_key_file={tmp}/tls/key.pem",
-             "-o", f"tls_ticket_key_file={tmp}/tls/ticket.keys"], stderr=log)
+             "-o", f"tls_ticket_key_file={tmp}/tls/ticket.keys"]
+            + (["-o", "allow_root=yes"] if os.geteuid() == 0 else []), stderr=log)
         try:
             for _ in range(200):
                 log.seek(0)

@@ -141,6 +141,10 @@ static const struct key config_keys[] = {
     {"proxy_timeout", K_TIME, FIELD(proxy_timeout), 1, TIMEOUT_MAX, NULL},
     {"stats_interval", K_TIME, FIELD(stats_interval), 0, TIMEOUT_MAX, NULL},
     {"log_level", K_ENUM, FIELD(log_level), 0, 1, log_level_names},
+    {"user", K_TEXT, FIELD(user), 0, 0, NULL},
+    {"group", K_TEXT, FIELD(group), 0, 0, NULL},
+    {"allow_root", K_BOOL, FIELD(allow_root), 0, 1, bool_names},
+    {"sandbox", K_BOOL, FIELD(sandbox), 0, 1, bool_names},
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -842,6 +846,7 @@ void config_defaults(struct config *cfg)
 	strcpy(cfg->listen[0].host, "127.0.0.1");
 	cfg->listen[0].port = 2525;
 	cfg->nlisten = 1;
+	cfg->sandbox = true;
 	if (gethostname(host, sizeof(host)) == 0) {
 		host[sizeof(host) - 1] = '\0';
 		if (domain_ok(host, strlen(host), false))

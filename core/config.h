@@ -105,6 +105,14 @@ struct config {
 	enum log_level log_level; /* default info; debug adds each connection's phases */
 	/* The Prometheus text endpoint (GET /metrics); port 0 (default) = none */
 	struct listen_addr metrics_listen;
+	/* Started as root, become this user (and group: default the user's own)
+	 * once the listeners are bound; "" (default) = stay who started it */
+	char user[64];
+	char group[64];
+	bool allow_root; /* default no: root without user is refused */
+	/* default yes: Landlock and io_uring restrictions where the kernel has
+	 * them (no = off, for comparing) */
+	bool sandbox;
 };
 
 /* Fills cfg with the defaults. Never fails; accept_domains gets "localhost". */

@@ -64,6 +64,46 @@ int listen_socket(const struct listen_addr *la, bool reuseport)
 	return fd;
 }
 
+/*
+ * Every shard's listening sockets, made at once before the privileges are
+ * dropped (port 25 needs root or CAP_NET_BIND_SERVICE; and the kernel admits
+ * to a SO_REUSEPORT group only sockets of the same user). The first address
+ * is probed first: nothing else may listen there.
+ */
+int listen_bind(const struct config *cfg, unsigned nshards, int fds[][LISTEN_MAX], FILE *err)
+{
+	unsigned n = cfg->nlisten + cfg->nsmtps_listen;
+	for (unsigned s = 0; s < nshards; s++)
+		for (unsigned i = 0; i < LISTEN_MAX; i++)
+			fds[s][i] = -1;
+	for (unsigned i = 0; i < n; i++) {
+		const struct listen_addr *la =
+		    i < cfg->nlisten ? &cfg->listen[i] : &cfg->smtps_listen[i - cfg->nlisten];
+		int fd = listen_socket(la, false);
+		if (fd >= 0)
+			close(fd); /* the probe: nobody else listens here */
+		for (unsigned s = 0; fd >= 0 && s < nshards; s++)
+			fd = fds[s][i] = listen_socket(la, true);
+		if (fd < 0) {
+			fprintf(err, "mxring: listen %s port %u: %s\n", la->host, la->port,
+				strerror(-fd));
+			listen_close(fds, nshards);
+			return fd;
+		}
+	}
+	return 0;
+}
+
+void listen_close(int fds[][LISTEN_MAX], unsigned nshards)
+{
+	for (unsigned s = 0; s < nshards; s++)
+		for (unsigned i = 0; i < LISTEN_MAX; i++)
+			if (fds[s][i] >= 0) {
+				close(fds[s][i]);
+				fds[s][i] = -1;
+			}
+}
+
 void listen_arm(struct shard *sh, unsigned li)
 {
 	struct io_uring_sqe *sqe = shard_sqe(sh);

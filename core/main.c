@@ -11,6 +11,8 @@
  * stats_interval seconds; the exit stats line comes after the shards end.
  */
 #include <errno.h>
+#include <getopt.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <pthread.h>
 #include <signal.h>
@@ -26,7 +28,12 @@
 #include "clock.h"
 #include "config.h"
 #include "log.h"
+#include "listen.h"
 #include "metrics.h"
+#include "notify.h"
+#include "priv.h"
+#include "sandbox.h"
+#include "setup_check.h"
 #include "shard.h"
 #include "smtp.h"
 #include "spool.h"
@@ -35,10 +42,13 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: mxring [-c FILE] [-o key=value]... [-n]\n"
+	fprintf(f, "usage: mxring [-c FILE] [-o key=value]... [-n | --check]\n"
 		   "  -c FILE        read the configuration (key = value lines)\n"
 		   "  -o key=value   override one key (repeatable)\n"
 		   "  -n             print the effective configuration and exit\n"
+		   "  --check        check the set-up (user, certificates and keys, their\n"
+		   "                 modes, the spool) and exit: 0 ready, 1 problems,\n"
+		   "                 2 a bad configuration\n"
 		   "  -h             this help\n");
 }
 
@@ -174,15 +184,19 @@ static void log_stats(struct shard **shards, unsigned n, struct writer_set *ws)
 }
 
 /* Resident memory from /proc/self/statm (its second field, in pages); 0 if unreadable. */
+/* /proc/self/statm, opened at start: the sandbox leaves /proc out of reach. */
+static int statm_fd = -1;
+
 static unsigned long long rss_kib(void)
 {
-	FILE *f = fopen("/proc/self/statm", "r");
-	unsigned long long size, resident = 0;
-	if (!f)
+	char buf[128];
+	unsigned long long size, resident;
+	ssize_t n = statm_fd >= 0 ? pread(statm_fd, buf, sizeof(buf) - 1, 0) : -1;
+	if (n <= 0)
 		return 0;
-	if (fscanf(f, "%llu %llu", &size, &resident) != 2)
-		resident = 0;
-	fclose(f);
+	buf[n] = 0;
+	if (sscanf(buf, "%llu %llu", &size, &resident) != 2)
+		return 0;
 	return resident * (unsigned long long)sysconf(_SC_PAGESIZE) / 1024;
 }
 
@@ -372,9 +386,11 @@ static int wait_for_stop(const struct config *cfg, struct shard **shards, unsign
 		} else {
 			sig = sigwaitinfo(&set, NULL);
 		}
-		if (sig == SIGHUP)
+		if (sig == SIGHUP) {
+			notify_reloading();
 			reload_tls(cfg);
-		else if (sig == SIGTERM || sig == SIGINT)
+			notify_send("READY=1");
+		} else if (sig == SIGTERM || sig == SIGINT)
 			return sig;
 	}
 }
@@ -384,14 +400,22 @@ static int run(struct config *cfg)
 	struct smtp_conf sconf;
 	struct writer_set *ws = NULL;
 	struct shard *shards[SHARDS_MAX];
+	static int lfds[SHARDS_MAX][LISTEN_MAX];
 	unsigned nshards = 0, started = 0;
-	int rc;
+	struct priv priv;
+	int rc, mfd = -1;
 
+	rc = priv_plan(cfg, &priv, stderr);
+	if (rc)
+		return rc;
+	notify_open();
 	rc = spool_mkdir(cfg->spool_dir);
 	if (rc) {
 		fprintf(stderr, "mxring: spool_dir %s: %s\n", cfg->spool_dir, strerror(-rc));
 		return 1;
 	}
+	if (priv_own_spool(&priv, cfg->spool_dir, stderr) != 0)
+		return 1;
 	if (fit_nofile(cfg) != 0)
 		return 1;
 	log_set_debug(cfg->log_level == LOG_LEVEL_DEBUG);
@@ -403,11 +427,30 @@ static int run(struct config *cfg)
 		tls_set_current(ctx);
 	}
 	smtp_conf_init(&sconf, cfg, tls_on);
+	/* What needs root is done (the certificates and keys are read), but for
+	 * the listeners: then root goes, before any thread or client. */
+	char at[LISTEN_TEXT_MAX], mtext[LISTEN_TEXT_MAX + 16] = "";
+	if (listen_bind(cfg, cfg->shards, lfds, stderr) != 0)
+		return 1;
+	if (cfg->metrics_listen.port) {
+		listen_addr_text(&cfg->metrics_listen, at, sizeof(at));
+		mfd = listen_socket(&cfg->metrics_listen, false);
+		if (mfd < 0) {
+			fprintf(stderr, "mxring: metrics_listen %s: %s\n", at, strerror(-mfd));
+			goto fail;
+		}
+		snprintf(mtext, sizeof(mtext), " metrics=%s", at);
+	}
+	statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+	char sandbox[64];
+	if (priv_drop(&priv, stderr) != 0 || priv_check_reload(cfg, &priv, stderr) != 0 ||
+	    sandbox_enter(cfg, sandbox, sizeof(sandbox), stderr) != 0)
+		goto fail;
 	rc = writers_start(cfg, cfg->shards, &ws);
 	if (rc)
-		return 1;
+		goto fail;
 	for (; nshards < cfg->shards; nshards++) {
-		rc = shard_create(nshards, cfg, &sconf, ws, &shards[nshards]);
+		rc = shard_create(nshards, cfg, &sconf, ws, lfds[nshards], &shards[nshards]);
 		if (rc)
 			goto fail;
 	}
@@ -421,15 +464,13 @@ static int run(struct config *cfg)
 	struct page_src src = {
 	    .shards = shards, .nshards = nshards, .ws = ws, .start_ms = mono_ms()};
 	struct metrics *metrics = NULL;
-	char at[LISTEN_TEXT_MAX], mtext[LISTEN_TEXT_MAX + 16] = "";
-	if (cfg->metrics_listen.port) {
-		listen_addr_text(&cfg->metrics_listen, at, sizeof(at));
-		rc = metrics_start(&cfg->metrics_listen, render_page, &src, &metrics);
+	if (mfd >= 0) {
+		rc = metrics_start(mfd, render_page, &src, &metrics);
+		mfd = -1; /* the metrics' now, closed there also on failure */
 		if (rc) {
 			fprintf(stderr, "mxring: metrics_listen %s: %s\n", at, strerror(-rc));
 			goto fail;
 		}
-		snprintf(mtext, sizeof(mtext), " metrics=%s", at);
 	}
 	char where[LISTEN_MAX * (LISTEN_TEXT_MAX + 1)] = "";
 	size_t off = 0;
@@ -443,12 +484,15 @@ static int run(struct config *cfg)
 					i ? "," : " smtps_listen=",
 					listen_addr_text(&cfg->smtps_listen[i], at, sizeof(at)));
 	log_line("ready listen=%s%s%s shards=%u writers=%u spool=%s format=%s starttls=%s "
-		 "tls_records=%s pid=%d",
+		 "tls_records=%s user=%s sandbox=%s uring_restricted=%s pid=%d",
 		 where, smtps, mtext, cfg->shards, cfg->writers, cfg->spool_dir,
 		 cfg->spool_format == SPOOL_MAILDIR ? "maildir" : "segment", tls_on ? "yes" : "no",
-		 tls_on ? tls_records_mode() : "none", (int)getpid());
+		 tls_on ? tls_records_mode() : "none", priv.name, sandbox,
+		 shard_uring_restricted(shards[0]) ? "yes" : "no", (int)getpid());
+	notify_send("READY=1\nSTATUS=accepting mail");
 
 	wait_for_stop(cfg, shards, nshards, ws);
+	notify_send("STOPPING=1");
 	unsigned bad = 0;
 	while (bad < nshards && !shard_failed(shards[bad]))
 		bad++;
@@ -483,22 +527,32 @@ fail:
 	for (unsigned i = 0; i < nshards; i++)
 		shard_free(shards[i]);
 	writers_stop(ws);
+	listen_close(lfds, cfg->shards); /* those no shard took */
+	if (mfd >= 0)
+		close(mfd);
 	return 1;
 }
+
+static const struct option long_options[] = {
+    {"check", no_argument, NULL, 'C'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
 
 /*
  * Reads the file (-c), then the overrides (-o) whatever their order on the
  * line, then checks. Returns -1 to go on, or the exit code (0 after -h or
- * -n, 1 for a bad configuration, 2 for bad usage).
+ * -n, 1 for a bad configuration, 2 for bad usage; after --check, 0 or 1 as
+ * setup_check says and 2 for a bad configuration).
  */
 static int configure(struct config *cfg, int argc, char **argv)
 {
 	const char *file = NULL;
-	int print = 0;
+	int print = 0, check = 0;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "c:o:nh")) != -1) {
+	while ((opt = getopt_long(argc, argv, "c:o:nh", long_options, NULL)) != -1) {
 		switch (opt) {
+		case 'C':
+			check = 1;
+			break;
 		case 'c':
 			file = optarg;
 			break;
@@ -519,18 +573,21 @@ static int configure(struct config *cfg, int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	int bad = check ? 2 : 1;
 	if (file && config_load(cfg, file, stderr) != 0)
-		return 1;
+		return bad;
 	optind = 1;
-	while ((opt = getopt(argc, argv, "c:o:nh")) != -1)
+	while ((opt = getopt_long(argc, argv, "c:o:nh", long_options, NULL)) != -1)
 		if (opt == 'o' && config_set(cfg, optarg, stderr) != 0)
-			return 1;
+			return bad;
 	if (cfg->shards == 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 		cfg->shards = n < 1 ? 1 : n > SHARDS_MAX ? SHARDS_MAX : (unsigned)n;
 	}
 	if (config_check(cfg, stderr) != 0)
-		return 1;
+		return bad;
+	if (check)
+		return setup_check(cfg, stdout);
 	if (print) {
 		config_print(cfg, stdout);
 		return 0;

@@ -211,21 +211,17 @@ static void *metrics_main(void *arg)
 	return NULL;
 }
 
-int metrics_start(const struct listen_addr *la, metrics_render_fn render, void *arg,
-		  struct metrics **out)
+int metrics_start(int lfd, metrics_render_fn render, void *arg, struct metrics **out)
 {
 	struct metrics *m = calloc(1, sizeof(*m));
-	if (!m)
+	if (!m) {
+		close(lfd);
 		return -ENOMEM;
+	}
 	m->render = render;
 	m->arg = arg;
 	m->stop[0] = m->stop[1] = -1;
-	m->lfd = listen_socket(la, false);
-	if (m->lfd < 0) {
-		int e = m->lfd;
-		free(m);
-		return e;
-	}
+	m->lfd = lfd;
 	int rc = 0;
 	if (fcntl(m->lfd, F_SETFL, O_NONBLOCK) != 0 || pipe2(m->stop, O_CLOEXEC) != 0)
 		rc = -errno;

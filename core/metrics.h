@@ -16,9 +16,11 @@ typedef size_t (*metrics_render_fn)(void *arg, char *buf, size_t cap);
 
 struct metrics;
 
-/* Binds la and starts the thread. 0, or -errno (the address is in use, ...). */
-int metrics_start(const struct listen_addr *la, metrics_render_fn render, void *arg,
-		  struct metrics **out) __attribute__((warn_unused_result));
+/* Starts the thread serving lfd, a listening socket of listen_socket(la,
+ * false) bound before the privileges were dropped; it owns lfd from then on,
+ * also when it fails. 0, or -errno. */
+int metrics_start(int lfd, metrics_render_fn render, void *arg, struct metrics **out)
+    __attribute__((warn_unused_result));
 
 /* Stops the thread (a request being served is cut) and frees m; NULL is a no-op. */
 void metrics_stop(struct metrics *m);

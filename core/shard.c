@@ -18,6 +18,7 @@
  * the writers woken, the gauges published, the log flushed.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -118,6 +119,23 @@ static void begin_stop(struct shard *sh)
 	}
 }
 
+/* Test hook (MXRING_TEST_URING_PROBE set): the shard submits an openat of "/"
+ * at start, which the restricted ring must refuse; its result is logged. */
+static void probe_submit(struct shard *sh)
+{
+	struct io_uring_sqe *sqe = shard_sqe(sh);
+	io_uring_prep_openat(sqe, AT_FDCWD, "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+	io_uring_sqe_set_data64(sqe, ud_encode(OP_PROBE, UD_SLOT_NONE, 0));
+}
+
+static void probe_done(struct shard *sh, const struct io_uring_cqe *cqe)
+{
+	log_line("uring probe shard=%u op=openat res=%d (%s)", sh->id, cqe->res,
+		 cqe->res < 0 ? strerror(-cqe->res) : "allowed");
+	if (cqe->res >= 0)
+		close(cqe->res);
+}
+
 static void dispatch(struct shard *sh, struct io_uring_cqe *cqe)
 {
 	struct ud u = ud_decode(io_uring_cqe_get_data64(cqe));
@@ -149,6 +167,9 @@ static void dispatch(struct shard *sh, struct io_uring_cqe *cqe)
 		break;
 	case OP_SEND:
 		conn_on_send(sh, cqe, c);
+		break;
+	case OP_PROBE:
+		probe_done(sh, cqe);
 		break;
 	case OP_CANCEL:
 		if (!c)
@@ -324,6 +345,8 @@ static void *shard_main(void *arg)
 		listen_arm(sh, i);
 	arm_tick(sh);
 	arm_wake(sh);
+	if (sh->probe)
+		probe_submit(sh);
 	for (;;) {
 		int rc = io_uring_submit_and_wait(&sh->ring, 1);
 		if (sh->fail_injected)
@@ -371,8 +394,43 @@ static int ring_setup(struct shard *sh)
 	return rc;
 }
 
+/*
+ * What the ring may do once enabled, registered while it is still disabled
+ * (IORING_REGISTER_RESTRICTIONS): the operations a shard submits (accept,
+ * recv, send, the read of its wake eventfd, timeouts, cancels), the one SQE
+ * flag it sets (buffer select), and of the register calls only the one that
+ * takes its buffer ring back at exit. A ring driven by a bug cannot open a
+ * file, connect out, or register files or buffers of its choosing: such a
+ * request completes with -EACCES. 0 or -errno (a ring that starts enabled,
+ * on the fallback flag sets of old kernels: -EOPNOTSUPP).
+ */
+static int ring_restrict(struct shard *sh)
+{
+	if (!(sh->ring.flags & IORING_SETUP_R_DISABLED))
+		return -EOPNOTSUPP;
+	static const uint8_t ops[] = {IORING_OP_ACCEPT, IORING_OP_RECV,	   IORING_OP_SEND,
+				      IORING_OP_READ,	IORING_OP_TIMEOUT, IORING_OP_ASYNC_CANCEL};
+	struct io_uring_restriction res[sizeof(ops) + 2];
+	memset(res, 0, sizeof(res));
+	unsigned n = 0;
+	for (unsigned i = 0; i < sizeof(ops); i++) {
+		res[n].opcode = IORING_RESTRICTION_SQE_OP;
+		res[n++].sqe_op = ops[i];
+	}
+	res[n].opcode = IORING_RESTRICTION_SQE_FLAGS_ALLOWED;
+	res[n++].sqe_flags = IOSQE_BUFFER_SELECT;
+	res[n].opcode = IORING_RESTRICTION_REGISTER_OP;
+	res[n++].register_op = IORING_UNREGISTER_PBUF_RING;
+	return compat_register_restrictions(&sh->ring, res, n);
+}
+
+bool shard_uring_restricted(const struct shard *sh)
+{
+	return sh->uring_restricted;
+}
+
 int shard_create(unsigned id, const struct config *cfg, const struct smtp_conf *sconf,
-		 struct writer_set *ws, struct shard **out)
+		 struct writer_set *ws, int *listen_fds, struct shard **out)
 {
 	/* Aligned as the struct asks: its counters and gauges sit on cache lines of
 	 * their own, which calloc's 16-byte alignment would not guarantee. */
@@ -438,6 +496,11 @@ int shard_create(unsigned id, const struct config *cfg, const struct smtp_conf *
 		io_uring_buf_ring_add(sh->br, bufpool_addr(sh, (uint16_t)b), sh->buf_size,
 				      (unsigned short)b, io_uring_buf_ring_mask(sh->nbufs), (int)b);
 	io_uring_buf_ring_advance(sh->br, (int)sh->nbufs);
+	rc = cfg->sandbox ? ring_restrict(sh) : -EOPNOTSUPP;
+	sh->uring_restricted = rc == 0;
+	if (rc && rc != -EOPNOTSUPP && id == 0)
+		log_line("warning: io_uring restrictions not available: %s", strerror(-rc));
+	sh->probe = getenv("MXRING_TEST_URING_PROBE") != NULL;
 	sh->free_head = NONE32;
 	for (uint32_t i = sh->cap; i-- > 0;) {
 		sh->conns[i].next_dirty = sh->free_head;
@@ -450,22 +513,10 @@ int shard_create(unsigned id, const struct config *cfg, const struct smtp_conf *
 	}
 	sh->wake_fd = writer_shard_eventfd(ws, id);
 	fail_hook_init(sh);
-	/* Plain listeners first, then the implicit-TLS ones (index >= cfg->nlisten). */
+	/* Bound by listen_bind (before the privileges went): now the shard's. */
 	for (unsigned i = 0; i < cfg->nlisten + cfg->nsmtps_listen; i++) {
-		const struct listen_addr *la =
-		    i < cfg->nlisten ? &cfg->listen[i] : &cfg->smtps_listen[i - cfg->nlisten];
-		int fd = id == 0 ? listen_socket(la, false) : 0;
-		if (fd > 0)
-			close(fd); /* the probe: nobody else listens here */
-		if (fd >= 0)
-			fd = listen_socket(la, true);
-		if (fd < 0) {
-			rc = fd;
-			fprintf(stderr, "mxring: listen %s port %u: %s\n", la->host, la->port,
-				strerror(-rc));
-			goto fail;
-		}
-		sh->listen_fd[i] = fd;
+		sh->listen_fd[i] = listen_fds[i];
+		listen_fds[i] = -1;
 		sh->nlisten = i + 1;
 	}
 	gauges_publish(sh); /* a shard with nothing to do has no loop pass for a while */

@@ -8,6 +8,7 @@
 #ifndef MXRING_SHARD_H
 #define MXRING_SHARD_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -55,11 +56,18 @@ struct shard_gauges {
 };
 
 /*
- * Creates shard id: its ring, buffer ring, connection table and listening
- * sockets for every cfg->listen address. 0 or -errno with a message on stderr.
+ * Creates shard id: its ring, buffer ring and connection table. listen_fds
+ * are its sockets of listen_bind (cfg->listen, then cfg->smtps_listen): the
+ * shard takes them when it is created (each is set to -1 then), and closes
+ * them when it is freed. 0 or -errno with a message on stderr.
  */
 int shard_create(unsigned id, const struct config *cfg, const struct smtp_conf *sconf,
-		 struct writer_set *ws, struct shard **out) __attribute__((warn_unused_result));
+		 struct writer_set *ws, int *listen_fds, struct shard **out)
+    __attribute__((warn_unused_result));
+
+/* Whether the shard's ring allows only the shard's own operations
+ * (IORING_REGISTER_RESTRICTIONS; not on kernels without it). */
+bool shard_uring_restricted(const struct shard *sh);
 
 /* Starts the shard's thread (pinned to CPU id when cfg->pin_shards). */
 int shard_start(struct shard *sh) __attribute__((warn_unused_result));

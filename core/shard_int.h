@@ -53,7 +53,16 @@ static_assert(LISTEN_MAX <= 32, "listener bits fit accept_armed");
 
 /* ---- user_data ------------------------------------------------------------ */
 
-enum op { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_TICK, OP_WAKE, OP_CANCEL, OP_ACCEPT_RESUME };
+enum op {
+	OP_ACCEPT = 1,
+	OP_RECV,
+	OP_SEND,
+	OP_TICK,
+	OP_WAKE,
+	OP_CANCEL,
+	OP_ACCEPT_RESUME,
+	OP_PROBE
+};
 
 /* What a completion is for: the operation, the connection slot (or the
  * listener index), and the slot's generation when the request was made. */
@@ -184,6 +193,8 @@ struct shard {
 	uint64_t accept_errors;	    /* since the last accept error line */
 	uint64_t accept_err_log_ms; /* when that line was written */
 	const char *fail_path;	    /* test hook: fail the loop once this file exists */
+	bool uring_restricted;	    /* the ring allows only the shard's own operations */
+	bool probe;		    /* test hook: submit a forbidden operation at start */
 	int fail_injected;
 	/* Provided buffers. */
 	struct io_uring_buf_ring *br;

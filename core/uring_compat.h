@@ -23,6 +23,15 @@ static inline int compat_enable_rings(struct io_uring *ring)
 	return rc < 0 ? -errno : 0;
 }
 
+/* The same for io_uring_register_restrictions. */
+static inline int compat_register_restrictions(struct io_uring *ring,
+					       struct io_uring_restriction *res, unsigned n)
+{
+	long rc =
+	    syscall(__NR_io_uring_register, ring->ring_fd, IORING_REGISTER_RESTRICTIONS, res, n);
+	return rc < 0 ? -errno : 0;
+}
+
 #ifndef HAVE_IO_URING_SETUP_BUF_RING
 /* Maps and registers a provided-buffer ring of nentries (a power of two). */
 static inline struct io_uring_buf_ring *io_uring_setup_buf_ring(struct io_uring *ring,

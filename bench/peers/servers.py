@@ -194,6 +194,8 @@ class Mxring(Server):
                   "-o", "tls_cert_file=" + os.path.join(self.certs, "cert.pem"),
                   "-o", "tls_key_file=" + os.path.join(self.certs, "key.pem"),
                   "-o", "tls_ticket_key_file=" + os.path.join(self.certs, "ticket.keys")]
+        if os.geteuid() == 0:
+            a += ["-o", "allow_root=yes"]  # a benchmark box; production sets user
         for o in self.opts:
             a += ["-o", o]
         return a

@@ -128,6 +128,11 @@ def require_program(path):
 # ---------------------------------------------------------------- paths
 
 
+# -o allow_root=yes for a mxring started straight from a test (not by Server)
+# while the tests run as root.
+ROOT_OK = ["-o", "allow_root=yes"] if os.geteuid() == 0 else []
+
+
 class Paths:
     mxring = None
     spool_tool = None
@@ -244,6 +249,9 @@ class Server:
             "shards": "2",
             "writers": "1",
             "shutdown_timeout": "5",
+            # The tests run as root on CI: allowed there, as on any test
+            # machine. The privilege tests set user (and this to None).
+            "allow_root": "yes" if os.geteuid() == 0 else None,
         }
         keys.update(self.extra)
         lines = ["# written by tests/integration/harness.py"]

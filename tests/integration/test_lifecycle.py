@@ -461,7 +461,7 @@ def second_instance_on_same_address_refused():
     with h.Server({}) as srv:
         other = tempfile.mkdtemp(prefix="mxring-it-second-")
         try:
-            p = h.run_cmd([h.Paths.mxring, "-o", "listen=127.0.0.1:%d" % srv.port,
+            p = h.run_cmd([h.Paths.mxring] + h.ROOT_OK + ["-o", "listen=127.0.0.1:%d" % srv.port,
                            "-o", "spool_dir=%s" % os.path.join(other, "spool")], 15)
         finally:
             shutil.rmtree(other, ignore_errors=True)

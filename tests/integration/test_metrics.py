@@ -205,7 +205,7 @@ def unusable_addresses_are_refused_at_start():
     port = busy.getsockname()[1]
     spool = h.new_tmpdir("spool")
     try:
-        p = h.run_cmd([h.Paths.mxring, "-o", "listen=127.0.0.1:%d" % h.free_port(),
+        p = h.run_cmd([h.Paths.mxring] + h.ROOT_OK + ["-o", "listen=127.0.0.1:%d" % h.free_port(),
                        "-o", "spool_dir=%s" % spool,
                        "-o", "metrics_listen=127.0.0.1:%d" % port], 20)
         err = p.stderr.decode()

@@ -1,0 +1,192 @@
+/*
+ * sandbox.c - Landlock: after start-up, the process may read the files it
+ * reloads and write under spool_dir; nothing else in the file system.
+ *
+ * The rules name folders, not files: an ACME client renews a certificate by
+ * writing a new file and renaming it over the old one (or, as certbot does,
+ * by pointing a link in live/ at a new file in archive/), and a rule on the
+ * old file would not cover the new one. So each reloaded file gives read
+ * access to files in its folder, and in the folder its links resolve to.
+ *
+ * Every access right the kernel knows is handled (so denied unless a rule
+ * allows it): execution, device nodes, sockets and links in the file system,
+ * and from ABI 4 on TCP bind and connect. Rename across folders (active/ to
+ * ready/) needs LANDLOCK_ACCESS_FS_REFER, which ABI 1 denies to everyone:
+ * below ABI 2 (Linux 5.19) the sandbox stays off. The system calls are
+ * made directly: glibc 2.36 has no wrappers.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/landlock.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "sandbox.h"
+
+#ifndef LANDLOCK_ACCESS_FS_TRUNCATE
+#define LANDLOCK_ACCESS_FS_TRUNCATE (1ULL << 14)
+#endif
+#ifndef LANDLOCK_ACCESS_FS_IOCTL_DEV
+#define LANDLOCK_ACCESS_FS_IOCTL_DEV (1ULL << 15)
+#endif
+#define ACCESS_NET_BIND_TCP    (1ULL << 0)
+#define ACCESS_NET_CONNECT_TCP (1ULL << 1)
+
+/* The kernel's struct landlock_ruleset_attr as of ABI 4 (the header of Debian
+ * 12 stops at ABI 2); its size tells the kernel which fields are there. */
+struct ruleset_attr {
+	uint64_t handled_access_fs;
+	uint64_t handled_access_net;
+};
+
+/* The folders a reloaded file may be read from: at most CERTS_MAX paths of
+ * each of three keys, two folders each. */
+#define READ_DIRS_MAX 16
+
+static uint64_t fs_rights(int abi)
+{
+	uint64_t r = LANDLOCK_ACCESS_FS_EXECUTE | LANDLOCK_ACCESS_FS_WRITE_FILE |
+		     LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR |
+		     LANDLOCK_ACCESS_FS_REMOVE_DIR | LANDLOCK_ACCESS_FS_REMOVE_FILE |
+		     LANDLOCK_ACCESS_FS_MAKE_CHAR | LANDLOCK_ACCESS_FS_MAKE_DIR |
+		     LANDLOCK_ACCESS_FS_MAKE_REG | LANDLOCK_ACCESS_FS_MAKE_SOCK |
+		     LANDLOCK_ACCESS_FS_MAKE_FIFO | LANDLOCK_ACCESS_FS_MAKE_BLOCK |
+		     LANDLOCK_ACCESS_FS_MAKE_SYM | LANDLOCK_ACCESS_FS_REFER;
+	if (abi >= 3)
+		r |= LANDLOCK_ACCESS_FS_TRUNCATE;
+	if (abi >= 5)
+		r |= LANDLOCK_ACCESS_FS_IOCTL_DEV;
+	return r;
+}
+
+/* Adds "path: access beneath it". 0 or -1 after a message. */
+static int allow(int ruleset, const char *path, uint64_t access, FILE *err)
+{
+	int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(err, "mxring: sandbox: %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	struct landlock_path_beneath_attr pb = {.allowed_access = access, .parent_fd = fd};
+	long rc = syscall(__NR_landlock_add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH, &pb, 0);
+	int e = errno;
+	close(fd);
+	if (rc != 0) {
+		fprintf(err, "mxring: sandbox: a rule for %s: %s\n", path, strerror(e));
+		return -1;
+	}
+	return 0;
+}
+
+/* The folder of path into dir (PATH_MAX): "." for a bare name. */
+static void folder_of(const char *path, char *dir)
+{
+	const char *slash = strrchr(path, '/');
+	if (!slash) {
+		strcpy(dir, ".");
+	} else if (slash == path) {
+		strcpy(dir, "/");
+	} else {
+		size_t n = (size_t)(slash - path);
+		memcpy(dir, path, n);
+		dir[n] = 0;
+	}
+}
+
+static void add_dir(char dirs[][PATH_MAX], unsigned *n, const char *dir)
+{
+	for (unsigned i = 0; i < *n; i++)
+		if (!strcmp(dirs[i], dir))
+			return;
+	if (*n < READ_DIRS_MAX)
+		snprintf(dirs[(*n)++], PATH_MAX, "%s", dir);
+}
+
+/* The folders of each comma-separated path of list, as written and as its
+ * links resolve. */
+static void reload_dirs(const char *list, char dirs[][PATH_MAX], unsigned *n)
+{
+	const char *s = list;
+	while (*s) {
+		const char *comma = strchr(s, ',');
+		size_t len = comma ? (size_t)(comma - s) : strlen(s);
+		while (len && (*s == ' ' || *s == '\t'))
+			s++, len--;
+		while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+			len--;
+		char path[PATH_MAX], dir[PATH_MAX], real[PATH_MAX];
+		if (len > 0 && len < sizeof(path)) {
+			memcpy(path, s, len);
+			path[len] = 0;
+			folder_of(path, dir);
+			add_dir(dirs, n, dir);
+			if (realpath(path, real)) {
+				folder_of(real, dir);
+				add_dir(dirs, n, dir);
+			}
+		}
+		if (!comma)
+			break;
+		s = comma + 1;
+	}
+}
+
+int sandbox_enter(const struct config *cfg, char *what, size_t cap, FILE *err)
+{
+	if (!cfg->sandbox) {
+		snprintf(what, cap, "off");
+		return 0;
+	}
+	long abi = syscall(__NR_landlock_create_ruleset, NULL, 0, LANDLOCK_CREATE_RULESET_VERSION);
+	if (abi < 0) {
+		snprintf(what, cap, "unavailable:%s",
+			 errno == EOPNOTSUPP ? "disabled-at-boot" : "no-landlock");
+		return 0;
+	}
+	if (abi < 2) {
+		snprintf(what, cap, "unavailable:abi%ld", abi);
+		return 0;
+	}
+	struct ruleset_attr attr = {
+	    .handled_access_fs = fs_rights((int)abi),
+	    .handled_access_net = abi >= 4 ? ACCESS_NET_BIND_TCP | ACCESS_NET_CONNECT_TCP : 0};
+	size_t size = abi >= 4 ? sizeof(attr) : sizeof(attr.handled_access_fs);
+	int rs = (int)syscall(__NR_landlock_create_ruleset, &attr, size, 0);
+	if (rs < 0) {
+		fprintf(err, "mxring: sandbox: landlock_create_ruleset: %s\n", strerror(errno));
+		return -1;
+	}
+	uint64_t spool = LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_WRITE_FILE |
+			 LANDLOCK_ACCESS_FS_READ_DIR | LANDLOCK_ACCESS_FS_REMOVE_DIR |
+			 LANDLOCK_ACCESS_FS_REMOVE_FILE | LANDLOCK_ACCESS_FS_MAKE_DIR |
+			 LANDLOCK_ACCESS_FS_MAKE_REG | LANDLOCK_ACCESS_FS_REFER;
+	if (abi >= 3)
+		spool |= LANDLOCK_ACCESS_FS_TRUNCATE;
+	int rc = allow(rs, cfg->spool_dir, spool, err);
+	static char dirs[READ_DIRS_MAX][PATH_MAX];
+	unsigned ndirs = 0;
+	if (cfg->tls_security_level != TLS_LEVEL_NONE || cfg->nsmtps_listen) {
+		reload_dirs(cfg->tls_cert_file, dirs, &ndirs);
+		reload_dirs(cfg->tls_key_file, dirs, &ndirs);
+		reload_dirs(cfg->tls_ticket_key_file, dirs, &ndirs);
+	}
+	for (unsigned i = 0; rc == 0 && i < ndirs; i++)
+		rc = allow(rs, dirs[i], LANDLOCK_ACCESS_FS_READ_FILE, err);
+	if (rc == 0 && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+		fprintf(err, "mxring: sandbox: no_new_privs: %s\n", strerror(errno));
+		rc = -1;
+	}
+	if (rc == 0 && syscall(__NR_landlock_restrict_self, rs, 0) != 0) {
+		fprintf(err, "mxring: sandbox: landlock_restrict_self: %s\n", strerror(errno));
+		rc = -1;
+	}
+	close(rs);
+	if (rc == 0)
+		snprintf(what, cap, "landlock-abi%ld%s", abi, abi >= 4 ? "+net" : "");
+	return rc;
+}
