@@ -24,8 +24,13 @@ case "${1:-}" in
 	# prometheus: its promtool lints it.
 	# libnet-ssleay-perl: swaks --tls (a Recommends of swaks, which
 	# --no-install-recommends below skips).
+	# systemd: systemd-analyze checks tools/mxring.service (nothing is started);
+	# man-db: the manual pages are rendered with man --warnings.
+	# dpkg-dev, debhelper, lintian: the Debian package is built and checked;
+	# ssl-cert, adduser: what it depends on, for dpkg -i.
 	pkgs+=(libcmocka-dev python3 swaks libnet-ssleay-perl postfix testssl.sh gnuplot-nox
-		libfuse3-dev fuse3 python3-prometheus-client prometheus)
+		libfuse3-dev fuse3 python3-prometheus-client prometheus systemd man-db
+		dpkg-dev debhelper lintian ssl-cert adduser)
 	;;
 --bench)
 	pkgs+=("${bench_pkgs[@]}")

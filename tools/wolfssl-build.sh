@@ -38,7 +38,9 @@
 # Missing build tools (autoconf automake libtool dpkg-dev make gcc) are
 # installed with apt-get, through sudo when not root, non-interactively.
 #
-# Environment: MXRING_WOLFSSL_JOBS (make -j, default 2),
+# Environment: MXRING_WOLFSSL_CACHE (the cache folder instead of
+# ${XDG_CACHE_HOME:-$HOME/.cache}/mxring; debian/rules sets it, since
+# debhelper resets HOME and XDG_CACHE_HOME), MXRING_WOLFSSL_JOBS (make -j, default 2),
 # MXRING_WOLFSSL_EXTRA_FLAGS (appended to configure; part of the hash, for
 # experiments), MXRING_DEBSRC (a one-line "deb-src URI SUITE COMPONENTS" to use
 # instead of the system's entries and the suites above), MXRING_WOLFSSL_SUITES
@@ -145,7 +147,7 @@ esac
 # shellcheck disable=SC2206 # word splitting of the extra flags is the point
 [ -n "${MXRING_WOLFSSL_EXTRA_FLAGS:-}" ] && flags+=(${MXRING_WOLFSSL_EXTRA_FLAGS})
 
-cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/mxring"
+cache_root="${MXRING_WOLFSSL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mxring}"
 hash=$(printf '%s\n' "recipe=$RECIPE" "cflags=$cflags" "${flags[@]}" | sha256sum | cut -c1-10)
 
 log() { echo "wolfssl-build: $*" >&2; }
