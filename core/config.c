@@ -1329,3 +1329,22 @@ void config_free(struct config *cfg)
 {
 	domains_free(cfg);
 }
+
+bool path_list_next(const char **list, char *out, size_t cap)
+{
+	const char *s = *list;
+	if (!s || !*s)
+		return false;
+	const char *comma = strchr(s, ',');
+	size_t len = comma ? (size_t)(comma - s) : strlen(s);
+	*list = comma ? comma + 1 : s + len;
+	while (len && (*s == ' ' || *s == '\t'))
+		s++, len--;
+	while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+		len--;
+	if (len >= cap)
+		len = 0;
+	memcpy(out, s, len);
+	out[len] = 0;
+	return true;
+}

@@ -138,6 +138,14 @@ void config_print(const struct config *cfg, FILE *out);
  * list. An IPv4-mapped IPv6 address (::ffff:a.b.c.d) matches IPv4 prefixes. */
 bool cidr_list_match(const struct cidr *list, unsigned n, bool v6, const uint8_t *addr);
 
+/*
+ * The next path of a comma-separated list (tls_cert_file, tls_key_file),
+ * blanks around it trimmed, into out (cap bytes). Returns false at the end
+ * of the list; else true, with *list moved past the item and out empty for
+ * an empty item or one longer than cap - 1.
+ */
+bool path_list_next(const char **list, char *out, size_t cap);
+
 /* Frees what config_load/config_set allocated. */
 void config_free(struct config *cfg);
 

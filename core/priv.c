@@ -243,33 +243,20 @@ int priv_drop(const struct priv *p, FILE *err)
 static int check_list(const char *key, const char *list, const struct priv *p, FILE *err)
 {
 	int rc = 0;
-	const char *s = list;
-	while (*s) {
-		const char *comma = strchr(s, ',');
-		size_t len = comma ? (size_t)(comma - s) : strlen(s);
-		while (len && (*s == ' ' || *s == '\t'))
-			s++, len--;
-		while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
-			len--;
-		char path[1024];
-		if (len > 0 && len < sizeof(path)) {
-			memcpy(path, s, len);
-			path[len] = 0;
-			int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-			if (fd < 0) {
-				fprintf(err,
-					"mxring: %s %s: user %s cannot read it (%s), so a reload "
-					"(SIGHUP) would fail: make it readable by the user or its "
-					"group\n",
-					key, path, p->name, strerror(errno));
-				rc++;
-			} else {
-				close(fd);
-			}
+	char path[1024];
+	while (path_list_next(&list, path, sizeof(path))) {
+		if (!path[0])
+			continue;
+		int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+		if (fd < 0) {
+			fprintf(err,
+				"mxring: %s %s: user %s cannot read it (%s), so a reload (SIGHUP) "
+				"would fail: make it readable by the user or its group\n",
+				key, path, p->name, strerror(errno));
+			rc++;
+		} else {
+			close(fd);
 		}
-		if (!comma)
-			break;
-		s = comma + 1;
 	}
 	return rc;
 }

@@ -111,28 +111,16 @@ static void add_dir(char dirs[][PATH_MAX], unsigned *n, const char *dir)
  * links resolve. */
 static void reload_dirs(const char *list, char dirs[][PATH_MAX], unsigned *n)
 {
-	const char *s = list;
-	while (*s) {
-		const char *comma = strchr(s, ',');
-		size_t len = comma ? (size_t)(comma - s) : strlen(s);
-		while (len && (*s == ' ' || *s == '\t'))
-			s++, len--;
-		while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
-			len--;
-		char path[PATH_MAX], dir[PATH_MAX], real[PATH_MAX];
-		if (len > 0 && len < sizeof(path)) {
-			memcpy(path, s, len);
-			path[len] = 0;
-			folder_of(path, dir);
+	char path[PATH_MAX], dir[PATH_MAX], real[PATH_MAX];
+	while (path_list_next(&list, path, sizeof(path))) {
+		if (!path[0])
+			continue;
+		folder_of(path, dir);
+		add_dir(dirs, n, dir);
+		if (realpath(path, real)) {
+			folder_of(real, dir);
 			add_dir(dirs, n, dir);
-			if (realpath(path, real)) {
-				folder_of(real, dir);
-				add_dir(dirs, n, dir);
-			}
 		}
-		if (!comma)
-			break;
-		s = comma + 1;
 	}
 }
 

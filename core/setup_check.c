@@ -23,35 +23,22 @@ struct tally {
 /* A key file's mode: others may read it, or anyone but its owner write it. */
 static void check_secret_mode(struct tally *t, const char *key, const char *list)
 {
-	const char *s = list;
-	while (*s) {
-		const char *comma = strchr(s, ',');
-		size_t len = comma ? (size_t)(comma - s) : strlen(s);
-		while (len && (*s == ' ' || *s == '\t'))
-			s++, len--;
-		while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
-			len--;
-		char path[1024];
-		struct stat st;
-		if (len > 0 && len < sizeof(path)) {
-			memcpy(path, s, len);
-			path[len] = 0;
-			if (stat(path, &st) != 0) {
-				fprintf(t->out, "mxring: check: %s %s: %s\n", key, path,
-					strerror(errno));
-				t->problems++;
-			} else if (st.st_mode & (S_IROTH | S_IWOTH | S_IWGRP)) {
-				fprintf(t->out,
-					"mxring: check: warning: %s %s has mode %04o: a secret "
-					"should be readable by its owner and the group of the user "
-					"alone (chmod 0640)\n",
-					key, path, (unsigned)(st.st_mode & 07777));
-				t->warnings++;
-			}
+	char path[1024];
+	struct stat st;
+	while (path_list_next(&list, path, sizeof(path))) {
+		if (!path[0])
+			continue;
+		if (stat(path, &st) != 0) {
+			fprintf(t->out, "mxring: check: %s %s: %s\n", key, path, strerror(errno));
+			t->problems++;
+		} else if (st.st_mode & (S_IROTH | S_IWOTH | S_IWGRP)) {
+			fprintf(
+			    t->out,
+			    "mxring: check: warning: %s %s has mode %04o: a secret should be "
+			    "readable by its owner and the group of the user alone (chmod 0640)\n",
+			    key, path, (unsigned)(st.st_mode & 07777));
+			t->warnings++;
 		}
-		if (!comma)
-			break;
-		s = comma + 1;
 	}
 }
 
