@@ -75,17 +75,34 @@ def run(argv, timeout=120, what=None, env=None, cwd=None):
     return out
 
 
+def source_files():
+    """The checkout's files: what git tracks or would (not what it ignores);
+    without git (a bare Debian root), every file but build folders and .git."""
+    try:
+        p = subprocess.run(["git", "-C", h.REPO, "ls-files", "-co", "--exclude-standard", "-z"],
+                           capture_output=True, timeout=60)
+        if p.returncode == 0:
+            return [f.decode() for f in p.stdout.split(b"\0") if f]
+    except FileNotFoundError:
+        pass
+    out = []
+    for root, dirs, files in os.walk(h.REPO):
+        rel_root = os.path.relpath(root, h.REPO)
+        if rel_root == ".":
+            dirs[:] = [d for d in dirs if not (d.startswith("build") or d.startswith("obj-")
+                                               or d in (".git", "spool", "run"))]
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for f in files:
+            out.append(os.path.normpath(os.path.join(rel_root, f)))
+    return out
+
+
 def build_package():
     """A copy of the checkout (tracked and untracked files git does not ignore)
     built with dpkg-buildpackage; returns (the .deb, the .changes)."""
     top = h.new_tmpdir("pkg")
     src = os.path.join(top, "mxring")
-    files = subprocess.run(["git", "-C", h.REPO, "ls-files", "-co", "--exclude-standard", "-z"],
-                           capture_output=True, check=True).stdout.split(b"\0")
-    for rel in files:
-        if not rel:
-            continue
-        rel = rel.decode()
+    for rel in source_files():
         s = os.path.join(h.REPO, rel)
         if not os.path.lexists(s) or os.path.isdir(s) and not os.path.islink(s):
             continue  # removed in the work tree, or a submodule
