@@ -47,10 +47,10 @@
 #define ACCEPT_PAUSE_MS 500u	    /* accepting stops this long after EMFILE and the like */
 #define ACCEPT_LOG_MS	1000u	    /* accept errors are logged at most this often */
 /* A message's body (txn.c). */
-#define PART_BUFS_MAX	 64u	     /* receive buffers a message pins before a part */
-#define PART_SLICES_MAX	 1024u	     /* slices a message gathers before a part */
-#define COPY_RUN_MAX	 1024u	     /* a run shorter than this may be copied */
-#define FRAG_SLICES_FREE 8u	     /* slices beyond 2 per buffer before fragments are copied */
+#define PART_BUFS_MAX	 64u   /* receive buffers a message pins before a part */
+#define PART_SLICES_MAX	 1024u /* slices a message gathers before a part */
+#define COPY_RUN_MAX	 1024u /* a run shorter than this may be copied */
+#define FRAG_SLICES_FREE 8u    /* slices beyond 2 per buffer before fragments are copied */
 /* A copy chunk with its header is 12 KiB: a small size class of jemalloc,
  * kept in its thread cache. At 16 KiB (a large class) each chunk came back
  * as fresh pages: page faults and zeroing on the shard, about a tenth of its
