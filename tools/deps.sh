@@ -26,11 +26,12 @@ case "${1:-}" in
 	# --no-install-recommends below skips).
 	# systemd: systemd-analyze checks tools/mxring.service (nothing is started);
 	# man-db: the manual pages are rendered with man --warnings.
-	# dpkg-dev, debhelper, lintian: the Debian package is built and checked;
+	# dpkg-dev, debhelper, build-essential, lintian: the Debian package is
+	# built (dpkg-buildpackage checks build-essential) and checked;
 	# ssl-cert, adduser: what it depends on, for dpkg -i.
 	pkgs+=(libcmocka-dev python3 swaks libnet-ssleay-perl postfix testssl.sh gnuplot-nox
 		libfuse3-dev fuse3 python3-prometheus-client prometheus systemd man-db
-		dpkg-dev debhelper lintian ssl-cert adduser)
+		dpkg-dev debhelper build-essential lintian ssl-cert adduser)
 	;;
 --bench)
 	pkgs+=("${bench_pkgs[@]}")
