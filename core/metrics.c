@@ -20,7 +20,6 @@
 #include <unistd.h>
 
 #include "clock.h"
-#include "listen.h"
 #include "metrics.h"
 #include "shard.h"
 

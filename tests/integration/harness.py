@@ -207,7 +207,7 @@ class Server:
     """
 
     def __init__(self, cfg=None, spool_dir=None, ipv6=False, overrides=None, tag="srv",
-                 shared=False, env=None, preexec_fn=None):
+                 shared=False, env=None, preexec_fn=None, mxring=None):
         # A shared server outlives one case: it is not killed or cleaned up at
         # the end of the case that started it (stop it in a last case).
         self.shared = shared
@@ -226,6 +226,7 @@ class Server:
         # the child before mxring starts (e.g. to lower a resource limit).
         self.env = dict(os.environ, **env) if env else None
         self.preexec_fn = preexec_fn
+        self.mxring = mxring  # another binary than Paths.mxring (a copy)
         self.proc = None
         self.port = None
         self.port6 = None
@@ -263,8 +264,9 @@ class Server:
     # -- start / stop
 
     def start(self):
-        if not os.path.exists(Paths.mxring):
-            raise Fail("mxring binary not found at %s" % Paths.mxring)
+        binary = self.mxring or Paths.mxring
+        if not os.path.exists(binary):
+            raise Fail("mxring binary not found at %s" % binary)
         last = None
         for attempt in range(3):
             self.port = free_port("127.0.0.1")
@@ -286,7 +288,7 @@ class Server:
         if self._logf:
             self._logf.close()
         self._logf = open(self.log_path, "ab")
-        argv = [Paths.mxring, "-c", self.conf_path]
+        argv = [self.mxring or Paths.mxring, "-c", self.conf_path]
         for o in self.overrides:
             argv += ["-o", o]
         self.log_offset = os.path.getsize(self.log_path)

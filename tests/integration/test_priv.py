@@ -234,18 +234,22 @@ def unreadable_key_is_refused_at_start():
     os.chmod(os.path.join(certs, "key.pem"), 0o600)  # root's alone
     srv = h.Server(dict(tls_cfg(certs), user="nobody", allow_root=None), tag="nokey")
     open_dir(srv.tmp)
-    try:
-        srv.start()
-        srv.stop()
-        raise h.Fail("mxring started with a key its user cannot read")
-    except h.Fail as e:
-        if "started with a key" in str(e):
-            raise
-    check_eq(srv.exit_code, 1, "exit status")
+    refused_at_start(srv, "a key its user cannot read")
     log = srv.log()
     want = "tls_key_file %s: user nobody cannot read it" % os.path.join(certs, "key.pem")
     check(want in log, "log lacks %r:\n%s" % (want, log[-2000:]))
     check("tls_cert_file" not in log, "the readable certificate was named too:\n%s" % log)
+
+
+def refused_at_start(srv, why):
+    """srv must exit 1 before its ready line."""
+    try:
+        srv.start()
+    except h.Fail:
+        check_eq(srv.exit_code, 1, "exit status (%s); log:\n%s" % (why, srv.log()))
+        return
+    srv.stop()
+    raise h.Fail("mxring started with %s" % why)
 
 
 def as_nobody(uid, gid):
@@ -269,16 +273,9 @@ def binary_for_nobody():
 @suite.case
 def started_unprivileged():
     uid, gid = need_root_and_nobody()
-    built = h.Paths.mxring
-    h.Paths.mxring = binary_for_nobody()
-    try:
-        started_unprivileged_with(uid, gid)
-    finally:
-        h.Paths.mxring = built
-
-
-def started_unprivileged_with(uid, gid):
-    srv = h.Server({"allow_root": None}, tag="unpriv", preexec_fn=as_nobody(uid, gid))
+    binary = binary_for_nobody()
+    srv = h.Server({"allow_root": None}, tag="unpriv", preexec_fn=as_nobody(uid, gid),
+                   mxring=binary)
     os.chown(srv.tmp, uid, gid)
     with srv:
         srv.wait_log(r"\bready\b.*\buser=nobody\b")
@@ -289,16 +286,9 @@ def started_unprivileged_with(uid, gid):
         srv.stop()
         check_eq(srv.exit_code, 0, "exit status")
     other = h.Server({"allow_root": None, "user": "daemon"}, tag="other",
-                     preexec_fn=as_nobody(uid, gid))
+                     preexec_fn=as_nobody(uid, gid), mxring=binary)
     os.chown(other.tmp, uid, gid)
-    try:
-        other.start()
-        other.stop()
-        raise h.Fail("mxring as nobody became daemon")
-    except h.Fail as e:
-        if "became daemon" in str(e):
-            raise
-    check_eq(other.exit_code, 1, "exit status for user = daemon when started as nobody")
+    refused_at_start(other, "user = daemon, started as nobody")
     check("becoming another user needs root" in other.log(), "log:\n%s" % other.log())
 
 
