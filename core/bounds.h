@@ -30,7 +30,10 @@
 #define RECV_BUFS_MAX	   32768 /* provided-buffer ring entries (kernel limit) */
 #define RING_SIZE_MAX	   65536 /* shard -> writer ring entries */
 #define ACCEPT_DOMAINS_MAX 4096
-#define CIDR_LIST_MAX	   64  /* prefixes of an address list (connection_limit_exceptions) */
+#define CIDR_LIST_MAX	   64 /* prefixes of an address list (connection_limit_exceptions) */
+#define DNS_SERVERS_MAX	   8  /* dns_servers */
+#define DNSBL_CACHE_MAX	   (1u << 24) /* dnsbl_cache_size */
+#define RATE_LIMIT_MAX	   65535      /* client_*_rate_limit, per minute */
 #define NOFILE_RESERVE	   256 /* descriptors kept beside connections, plus per shard and writer */
 #define CONNECTIONS_MAX	   (1u << 20) /* what max_connections may be set to */
 #define PLAIN_BUFS_MAX	   4096	  /* decrypted-input buffers of a shard (a quarter of the ring's) */

@@ -25,6 +25,7 @@
  * by config_load, which is freed before it returns.
  */
 #include "config.h"
+#include "dnsbl_sites.h"
 #include "log.h"
 
 #include <arpa/inet.h>
@@ -62,8 +63,11 @@ enum key_type {
 	K_SHARDS,
 	K_TIME,
 	K_BOOL,
-	K_CIDRS, /* address prefixes: a.b.c.d[/n], v6[/n] or [v6][/n]; may be empty */
-	K_ADDR,	 /* one host:port, or empty (port 0) */
+	K_CIDRS,       /* address prefixes: a.b.c.d[/n], v6[/n] or [v6][/n]; may be empty */
+	K_ADDR,	       /* one host:port, or empty (port 0) */
+	K_MS,	       /* a time in milliseconds: "800ms", or seconds as K_TIME */
+	K_DNSBL_SITES, /* zone[=filter][*weight], ... (dnsbl_sites.h) */
+	K_DNS_SERVERS, /* addresses, each with an optional port (default 53) */
 };
 
 struct key {
@@ -89,6 +93,7 @@ static const char *const bool_names[] = {"no", "yes", NULL};
 static const char *const tls_level_names[] = {"none", "may", NULL};
 static const char *const proxy_names[] = {"none", "haproxy", NULL};
 static const char *const log_level_names[] = {"info", "debug", NULL};
+static const char *const dnsbl_action_names[] = {"reject", "ignore", NULL};
 
 #define FIELD(f) offsetof(struct config, f), sizeof(((struct config *)0)->f)
 
@@ -145,6 +150,22 @@ static const struct key config_keys[] = {
     {"group", K_TEXT, FIELD(group), 0, 0, NULL},
     {"allow_root", K_BOOL, FIELD(allow_root), 0, 1, bool_names},
     {"sandbox", K_BOOL, FIELD(sandbox), 0, 1, bool_names},
+    {"recipient_table", K_TEXT, FIELD(recipient_table), 0, 0, NULL},
+    {"recipient_delimiter", K_TEXT, FIELD(recipient_delimiter), 0, 0, NULL},
+    {"dnsbl_sites", K_DNSBL_SITES, FIELD(dnsbl_sites), 0, 0, NULL},
+    {"dnsbl_threshold", K_COUNT, FIELD(dnsbl_threshold), 1, DNSBL_WEIGHT_MAX *DNSBL_SITES_MAX,
+     NULL},
+    {"dnsbl_action", K_ENUM, FIELD(dnsbl_action), 0, 1, dnsbl_action_names},
+    {"dnsbl_timeout", K_MS, FIELD(dnsbl_timeout_ms), 100, 60000, NULL},
+    {"dnsbl_cache_size", K_COUNT, FIELD(dnsbl_cache_size), 0, DNSBL_CACHE_MAX, NULL},
+    {"dnsbl_min_ttl", K_TIME, FIELD(dnsbl_min_ttl), 0, 86400, NULL},
+    {"dnsbl_max_ttl", K_TIME, FIELD(dnsbl_max_ttl), 0, 7 * 86400, NULL},
+    {"dnsbl_exceptions", K_CIDRS, FIELD(dnsbl_exceptions), 0, 0, NULL},
+    {"dns_servers", K_DNS_SERVERS, FIELD(dns_servers), 0, 0, NULL},
+    {"client_connection_rate_limit", K_COUNT, FIELD(client_connection_rate_limit), 0,
+     RATE_LIMIT_MAX, NULL},
+    {"client_message_rate_limit", K_COUNT, FIELD(client_message_rate_limit), 0, RATE_LIMIT_MAX,
+     NULL},
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -153,6 +174,7 @@ static_assert(sizeof(((struct config *)0)->spool_format) == sizeof(unsigned), "e
 static_assert(sizeof(((struct config *)0)->bare_newline) == sizeof(unsigned), "enum as unsigned");
 static_assert(sizeof(((struct config *)0)->proxy_protocol) == sizeof(unsigned), "enum as unsigned");
 static_assert(sizeof(((struct config *)0)->log_level) == sizeof(unsigned), "enum as unsigned");
+static_assert(sizeof(((struct config *)0)->dnsbl_action) == sizeof(unsigned), "enum as unsigned");
 
 static char default_domain[] = "localhost";
 static char *default_domains[] = {default_domain};
@@ -703,10 +725,23 @@ bad:
 	return -1;
 }
 
-/* Replaces the list of connection_limit_exceptions; an empty value empties it. */
+/* The prefix list of a K_CIDRS key and its count. */
+static struct cidr *cidr_field(const struct config *cfg, const struct key *k, unsigned **count)
+{
+	struct config *c = (struct config *)cfg;
+	*count = k->off == offsetof(struct config, dnsbl_exceptions)
+		     ? &c->ndnsbl_exceptions
+		     : &c->nconnection_limit_exceptions;
+	return (struct cidr *)((char *)c + k->off);
+}
+
+/* Replaces a list of prefixes (connection_limit_exceptions, dnsbl_exceptions);
+ * an empty value empties it. */
 static int set_cidrs(struct config *cfg, const struct key *k, const char *v, size_t n,
 		     const struct where *w)
 {
+	unsigned *count;
+	struct cidr *list = cidr_field(cfg, k, &count);
 	struct cidr tmp[CIDR_LIST_MAX];
 	unsigned cnt = 0;
 	size_t pos = 0, tlen;
@@ -721,8 +756,8 @@ static int set_cidrs(struct config *cfg, const struct key *k, const char *v, siz
 			return -1;
 		cnt++;
 	}
-	memcpy(cfg->connection_limit_exceptions, tmp, cnt * sizeof(tmp[0]));
-	cfg->nconnection_limit_exceptions = cnt;
+	memcpy(list, tmp, cnt * sizeof(tmp[0]));
+	*count = cnt;
 	return 0;
 }
 
@@ -739,6 +774,139 @@ bool cidr_list_match(const struct cidr *list, unsigned n, bool v6, const uint8_t
 			return true;
 	}
 	return false;
+}
+
+/* --- screening ----------------------------------------------------------- */
+
+/* A time in milliseconds: "800ms", or a time in seconds ("2", "2s", "1m"). */
+static int set_ms(struct config *cfg, const struct key *k, const char *v, size_t n,
+		  const struct where *w)
+{
+	static const uint64_t time_mult[] = {1, 60, 3600};
+	char q[CONFIG_QUOTE_MAX];
+	uint64_t x;
+	int rc;
+
+	if (n > 2 && lower(v[n - 2]) == 'm' && lower(v[n - 1]) == 's')
+		rc = parse_number(v, n - 2, NULL, NULL, &x);
+	else if ((rc = parse_number(v, n, "smh", time_mult, &x)) == 0 && x > NUMBER_MAX / 1000)
+		rc = -ERANGE;
+	else if (rc == 0)
+		x *= 1000;
+	if (rc == -EINVAL) {
+		say(w, k->name, "bad time '%s' (seconds, or milliseconds with ms)", quote(q, v, n));
+		return -1;
+	}
+	if (rc < 0 || x < k->min || x > k->max) {
+		say(w, k->name, "'%s' is out of range %llums..%llums", quote(q, v, n),
+		    (unsigned long long)k->min, (unsigned long long)k->max);
+		return -1;
+	}
+	field_set(cfg, k, x);
+	return 0;
+}
+
+/* Replaces the list of DNS list sites; an empty value empties it. */
+static int set_dnsbl_sites(struct config *cfg, const struct key *k, const char *v, size_t n,
+			   const struct where *w)
+{
+	char q[CONFIG_QUOTE_MAX];
+	size_t pos = 0, tlen;
+	unsigned cnt = 0;
+	const char *t;
+	struct dnsbl_site *list = calloc(DNSBL_SITES_MAX, sizeof(*list));
+
+	if (!list) {
+		say(w, k->name, "out of memory");
+		return -1;
+	}
+	while ((tlen = next_token(v, n, &pos, &t)) > 0) {
+		const char *why = NULL;
+		if (cnt == DNSBL_SITES_MAX) {
+			say(w, k->name, "more than %d sites", DNSBL_SITES_MAX);
+			goto fail;
+		}
+		if (dnsbl_site_parse(t, tlen, &list[cnt], &why) != 0) {
+			say(w, k->name, "bad site '%s': %s", quote(q, t, tlen), why);
+			goto fail;
+		}
+		cnt++;
+	}
+	free(cfg->dnsbl_sites);
+	cfg->dnsbl_sites = cnt ? list : NULL;
+	cfg->ndnsbl_sites = cnt;
+	if (!cnt)
+		free(list);
+	return 0;
+fail:
+	free(list);
+	return -1;
+}
+
+/* One name server: "a.b.c.d", "a.b.c.d:port", "v6", "[v6]" or "[v6]:port". */
+static int parse_dns_server(struct listen_addr *a, const char *t, size_t n, const struct where *w)
+{
+	char q[CONFIG_QUOTE_MAX];
+	uint8_t bin[16];
+	const char *colon = memchr(t, ':', n), *host = t, *port = NULL;
+	size_t hlen = n, plen = 0;
+	uint64_t p = 53;
+
+	memset(a, 0, sizeof(*a));
+	if (n > 0 && t[0] == '[') {
+		const char *close = memchr(t, ']', n);
+		if (!close)
+			goto bad;
+		host = t + 1;
+		hlen = (size_t)(close - host);
+		if (close + 1 < t + n) {
+			if (close[1] != ':')
+				goto bad;
+			port = close + 2;
+			plen = (size_t)(t + n - port);
+		}
+	} else if (colon && !memchr(colon + 1, ':', (size_t)(t + n - colon - 1))) {
+		hlen = (size_t)(colon - t); /* IPv4 with a port; more colons: bare IPv6 */
+		port = colon + 1;
+		plen = (size_t)(t + n - port);
+	}
+	if (hlen == 0 || hlen >= sizeof(a->host))
+		goto bad;
+	memcpy(a->host, host, hlen);
+	a->host[hlen] = '\0';
+	if (inet_pton(AF_INET, a->host, bin) != 1 && inet_pton(AF_INET6, a->host, bin) != 1)
+		goto bad;
+	if (port && (parse_number(port, plen, NULL, NULL, &p) != 0 || p == 0 || p > 65535))
+		goto bad;
+	a->port = (uint16_t)p;
+	return 0;
+bad:
+	say(w, "dns_servers", "bad address '%s' (expected IPv4[:port], IPv6 or [IPv6]:port)",
+	    quote(q, t, n));
+	return -1;
+}
+
+/* Replaces the list of name servers; an empty value empties it (resolv.conf). */
+static int set_dns_servers(struct config *cfg, const struct key *k, const char *v, size_t n,
+			   const struct where *w)
+{
+	struct listen_addr tmp[DNS_SERVERS_MAX];
+	unsigned cnt = 0;
+	size_t pos = 0, tlen;
+	const char *t;
+
+	while ((tlen = next_token(v, n, &pos, &t)) > 0) {
+		if (cnt == DNS_SERVERS_MAX) {
+			say(w, k->name, "more than %d servers", DNS_SERVERS_MAX);
+			return -1;
+		}
+		if (parse_dns_server(&tmp[cnt], t, tlen, w) != 0)
+			return -1;
+		cnt++;
+	}
+	memcpy(cfg->dns_servers, tmp, cnt * sizeof(tmp[0]));
+	cfg->ndns_servers = cnt;
+	return 0;
 }
 
 /* --- one setting --------------------------------------------------------- */
@@ -758,7 +926,8 @@ static int set_value(struct config *cfg, const struct key *k, const char *v, siz
 		     bool listen_replace, const struct where *w)
 {
 	if (n == 0 && k->type != K_DOMAINS && k->type != K_TEXT && k->type != K_LISTEN_TLS &&
-	    k->type != K_CIDRS && k->type != K_ADDR) {
+	    k->type != K_CIDRS && k->type != K_ADDR && k->type != K_DNSBL_SITES &&
+	    k->type != K_DNS_SERVERS) {
 		say(w, k->name, "empty value");
 		return -1;
 	}
@@ -774,6 +943,12 @@ static int set_value(struct config *cfg, const struct key *k, const char *v, siz
 				       true, w);
 	case K_ADDR:
 		return set_addr(cfg, k, v, n, w);
+	case K_MS:
+		return set_ms(cfg, k, v, n, w);
+	case K_DNSBL_SITES:
+		return set_dnsbl_sites(cfg, k, v, n, w);
+	case K_DNS_SERVERS:
+		return set_dns_servers(cfg, k, v, n, w);
 	case K_HOSTNAME:
 		return set_hostname(cfg, k, v, n, w);
 	case K_CIDRS:
@@ -887,6 +1062,12 @@ void config_defaults(struct config *cfg)
 	cfg->tls_session_cache_size = 20000;
 	cfg->tls_session_timeout = 3600;
 	cfg->stats_interval = 60;
+	cfg->dnsbl_threshold = 1;
+	cfg->dnsbl_action = DNSBL_REJECT;
+	cfg->dnsbl_timeout_ms = 2000;
+	cfg->dnsbl_cache_size = 100000;
+	cfg->dnsbl_min_ttl = 60;
+	cfg->dnsbl_max_ttl = 3600;
 }
 
 /* Reads the whole file (at most CONFIG_FILE_MAX bytes) into *buf, NUL-terminated. */
@@ -1095,14 +1276,15 @@ static int check_key(const struct config *cfg, const struct key *k, const struct
 		return 0;
 	case K_TEXT:
 		return 0;
-	case K_CIDRS:
-		if (cfg->nconnection_limit_exceptions > CIDR_LIST_MAX) {
-			say(w, k->name, "%u prefixes (at most %d)",
-			    cfg->nconnection_limit_exceptions, CIDR_LIST_MAX);
+	case K_CIDRS: {
+		unsigned *count;
+		const struct cidr *list = cidr_field(cfg, k, &count);
+		if (*count > CIDR_LIST_MAX) {
+			say(w, k->name, "%u prefixes (at most %d)", *count, CIDR_LIST_MAX);
 			return -1;
 		}
-		for (i = 0; i < cfg->nconnection_limit_exceptions; i++) {
-			const struct cidr *c = &cfg->connection_limit_exceptions[i];
+		for (i = 0; i < *count; i++) {
+			const struct cidr *c = &list[i];
 			struct cidr m = *c;
 
 			if (c->bits > (c->v6 ? 128 : 32) || cidr_mask(&m)) {
@@ -1110,6 +1292,23 @@ static int check_key(const struct config *cfg, const struct key *k, const struct
 				    c->bits);
 				return -1;
 			}
+		}
+		return 0;
+	}
+	case K_MS:
+		break;
+	case K_DNSBL_SITES:
+		if (cfg->ndnsbl_sites > DNSBL_SITES_MAX) {
+			say(w, k->name, "%u sites (at most %d)", cfg->ndnsbl_sites,
+			    DNSBL_SITES_MAX);
+			return -1;
+		}
+		return 0;
+	case K_DNS_SERVERS:
+		if (cfg->ndns_servers > DNS_SERVERS_MAX) {
+			say(w, k->name, "%u servers (at most %d)", cfg->ndns_servers,
+			    DNS_SERVERS_MAX);
+			return -1;
 		}
 		return 0;
 	case K_SHARDS:
@@ -1207,6 +1406,19 @@ int config_check(const struct config *cfg, FILE *err)
 		    (unsigned long long)cfg->body_flush_bytes, cfg->recv_buffer_size);
 		rc = -1;
 	}
+	if (cfg->dnsbl_min_ttl > cfg->dnsbl_max_ttl) {
+		say(&w, "dnsbl_min_ttl", "%us is more than dnsbl_max_ttl (%us)", cfg->dnsbl_min_ttl,
+		    cfg->dnsbl_max_ttl);
+		rc = -1;
+	}
+	for (i = 0; cfg->recipient_delimiter[i]; i++) {
+		char ch = cfg->recipient_delimiter[i];
+		if (ch == '@' || is_space(ch) || (unsigned char)ch < 0x21 ||
+		    (unsigned char)ch > 0x7e) {
+			say(&w, "recipient_delimiter", "'%c' cannot be a delimiter", ch);
+			rc = -1;
+		}
+	}
 	/* STARTTLS is offered only with a certificate and its key. */
 	if (cfg->tls_security_level != TLS_LEVEL_NONE &&
 	    (!cfg->tls_cert_file[0] || !cfg->tls_key_file[0])) {
@@ -1275,14 +1487,28 @@ static void print_key(const struct config *cfg, const struct key *k, FILE *out)
 	case K_HOSTNAME:
 		fprintf(out, " %s", cfg->myhostname);
 		break;
-	case K_CIDRS:
-		for (i = 0; i < cfg->nconnection_limit_exceptions && i < CIDR_LIST_MAX; i++) {
-			const struct cidr *c = &cfg->connection_limit_exceptions[i];
+	case K_CIDRS: {
+		unsigned *count;
+		const struct cidr *list = cidr_field(cfg, k, &count);
+		for (i = 0; i < *count && i < CIDR_LIST_MAX; i++) {
+			const struct cidr *c = &list[i];
 			char a[INET6_ADDRSTRLEN];
 
 			inet_ntop(c->v6 ? AF_INET6 : AF_INET, c->addr, a, sizeof(a));
 			fprintf(out, "%s %s/%u", i ? "," : "", a, c->bits);
 		}
+		break;
+	}
+	case K_MS:
+		fprintf(out, " %llums", (unsigned long long)field_get(cfg, k));
+		break;
+	case K_DNSBL_SITES:
+		for (i = 0; i < cfg->ndnsbl_sites && cfg->dnsbl_sites; i++)
+			fprintf(out, "%s %s", i ? "," : "", cfg->dnsbl_sites[i].text);
+		break;
+	case K_DNS_SERVERS:
+		for (i = 0; i < cfg->ndns_servers && i < DNS_SERVERS_MAX; i++)
+			print_addr(&cfg->dns_servers[i], i == 0, out);
 		break;
 	case K_DOMAINS:
 		for (i = 0; i < cfg->naccept_domains && cfg->accept_domains; i++)
@@ -1328,6 +1554,9 @@ void config_print(const struct config *cfg, FILE *out)
 void config_free(struct config *cfg)
 {
 	domains_free(cfg);
+	free(cfg->dnsbl_sites);
+	cfg->dnsbl_sites = NULL;
+	cfg->ndnsbl_sites = 0;
 }
 
 bool path_list_next(const char **list, char *out, size_t cap)

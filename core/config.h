@@ -25,6 +25,9 @@ enum bare_newline { BARE_NEWLINE_NORMALIZE = 0, BARE_NEWLINE_REJECT = 1 };
 enum log_level { LOG_LEVEL_INFO = 0, LOG_LEVEL_DEBUG = 1 };
 enum tls_level { TLS_LEVEL_NONE = 0, TLS_LEVEL_MAY = 1 };
 enum proxy_protocol { PROXY_PROTOCOL_NONE = 0, PROXY_PROTOCOL_HAPROXY = 1 };
+enum dnsbl_action { DNSBL_REJECT = 0, DNSBL_IGNORE = 1 };
+
+struct dnsbl_site; /* dnsbl_sites.h */
 
 struct listen_addr {
 	char host[64]; /* as written: "127.0.0.1", "::1", "0.0.0.0", "::" */
@@ -113,6 +116,32 @@ struct config {
 	/* default yes: Landlock and io_uring restrictions where the kernel has
 	 * them (no = off, for comparing) */
 	bool sandbox;
+	/* Recipient tables: comma-separated files in the format of Postfix's
+	 * relay_recipient_maps sources; "" (default) = every local part of an
+	 * accepted domain exists. Read again on SIGHUP. */
+	char recipient_table[4096];
+	/* Characters that start an address extension ("+"): user+tag@d matches
+	 * user@d in the table; "" (default) = none */
+	char recipient_delimiter[16];
+	/* DNS lists scored before the greeting (postscreen_dnsbl_sites);
+	 * owned array, default none */
+	struct dnsbl_site *dnsbl_sites;
+	unsigned ndnsbl_sites;
+	unsigned dnsbl_threshold;	/* default 1: a summed weight from this is listed */
+	enum dnsbl_action dnsbl_action; /* default reject */
+	unsigned dnsbl_timeout_ms;	/* default 2000: the greeting waits at most this */
+	unsigned dnsbl_cache_size;	/* default 100000 verdicts */
+	unsigned dnsbl_min_ttl;		/* seconds, default 60 */
+	unsigned dnsbl_max_ttl;		/* seconds, default 3600 */
+	struct cidr dnsbl_exceptions[CIDR_LIST_MAX]; /* clients not checked */
+	unsigned ndnsbl_exceptions;
+	/* Name servers (port default 53); none (default) = /etc/resolv.conf */
+	struct listen_addr dns_servers[DNS_SERVERS_MAX];
+	unsigned ndns_servers;
+	/* Per client (IPv4 address, IPv6 /64) and minute, across all shards;
+	 * 0 (default) = no limit; connection_limit_exceptions apply */
+	unsigned client_connection_rate_limit;
+	unsigned client_message_rate_limit;
 };
 
 /* Fills cfg with the defaults. Never fails; accept_domains gets "localhost". */

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "dnsbl_sites.h"
 
 /* A temporary mxring.conf holding text; its path goes in path. */
 static void write_conf(char path[64], const char *text)
@@ -932,6 +933,132 @@ static void test_round_trip(void **state)
 	err_close(&e);
 }
 
+/* The screening keys: values, defaults, refusals, and a printed round trip. */
+static void test_screening_keys(void **state)
+{
+	static const char text[] =
+	    "recipient_table = /etc/mxring/rcpt, /etc/mxring/more\n"
+	    "recipient_delimiter = +-\n"
+	    "dnsbl_sites = zen.example*3, bl.example=127.0.0.[2..11]*2\n"
+	    "  wl.example=127.0.[0..255].[1..3]*-2\n"
+	    "dnsbl_threshold = 3\n"
+	    "dnsbl_action = ignore\n"
+	    "dnsbl_timeout = 800ms\n"
+	    "dnsbl_cache_size = 5000\n"
+	    "dnsbl_min_ttl = 30\n"
+	    "dnsbl_max_ttl = 2h\n"
+	    "dnsbl_exceptions = 192.0.2.0/24\n"
+	    "dns_servers = 127.0.0.1:5353, [::1], 192.0.2.53, 2001:db8::53, [2001:db8::54]:54\n"
+	    "client_connection_rate_limit = 60\n"
+	    "client_message_rate_limit = 100\n";
+	struct config a, b;
+	struct errbuf e;
+	char path[64];
+
+	(void)state;
+	config_defaults(&a);
+	assert_int_equal(a.dnsbl_threshold, 1);
+	assert_int_equal(a.dnsbl_action, DNSBL_REJECT);
+	assert_int_equal(a.dnsbl_timeout_ms, 2000);
+	assert_int_equal(a.dnsbl_cache_size, 100000);
+	assert_int_equal(a.dnsbl_min_ttl, 60);
+	assert_int_equal(a.dnsbl_max_ttl, 3600);
+	assert_int_equal(a.ndnsbl_sites, 0);
+	assert_int_equal(a.ndns_servers, 0);
+	assert_int_equal(a.client_connection_rate_limit, 0);
+	config_free(&a);
+
+	err_open(&e);
+	assert_int_equal(load_text(&a, text, &e, path), 0);
+	assert_string_equal(err_text(&e), "");
+	assert_string_equal(a.recipient_table, "/etc/mxring/rcpt, /etc/mxring/more");
+	assert_string_equal(a.recipient_delimiter, "+-");
+	assert_int_equal(a.ndnsbl_sites, 3);
+	assert_string_equal(a.dnsbl_sites[0].zone, "zen.example");
+	assert_int_equal(a.dnsbl_sites[0].weight, 3);
+	assert_int_equal(a.dnsbl_sites[1].npatterns, 1);
+	assert_int_equal(a.dnsbl_sites[2].weight, -2);
+	assert_int_equal(a.dnsbl_threshold, 3);
+	assert_int_equal(a.dnsbl_action, DNSBL_IGNORE);
+	assert_int_equal(a.dnsbl_timeout_ms, 800);
+	assert_int_equal(a.dnsbl_cache_size, 5000);
+	assert_int_equal(a.dnsbl_min_ttl, 30);
+	assert_int_equal(a.dnsbl_max_ttl, 7200);
+	assert_int_equal(a.ndnsbl_exceptions, 1);
+	assert_int_equal(a.dnsbl_exceptions[0].bits, 24);
+	assert_int_equal(a.nconnection_limit_exceptions, 0);
+	assert_int_equal(a.ndns_servers, 5);
+	assert_string_equal(a.dns_servers[0].host, "127.0.0.1");
+	assert_int_equal(a.dns_servers[0].port, 5353);
+	assert_string_equal(a.dns_servers[1].host, "::1");
+	assert_int_equal(a.dns_servers[1].port, 53);
+	assert_int_equal(a.dns_servers[2].port, 53);
+	assert_string_equal(a.dns_servers[3].host, "2001:db8::53");
+	assert_int_equal(a.dns_servers[3].port, 53);
+	assert_int_equal(a.dns_servers[4].port, 54);
+	assert_int_equal(a.client_connection_rate_limit, 60);
+	assert_int_equal(a.client_message_rate_limit, 100);
+	assert_int_equal(config_check(&a, e.f), 0);
+	char *t1 = print_to_string(&a);
+	assert_non_null(strstr(t1, "dnsbl_timeout = 800ms\n"));
+	assert_non_null(strstr(t1, "dnsbl_sites = zen.example*3, bl.example=127.0.0.[2..11]*2, "
+				   "wl.example=127.0.[0..255].[1..3]*-2\n"));
+	assert_non_null(strstr(t1, "dns_servers = 127.0.0.1:5353, [::1]:53, 192.0.2.53:53, "
+				   "[2001:db8::53]:53, [2001:db8::54]:54\n"));
+	assert_int_equal(load_text(&b, t1, &e, path), 0);
+	char *t2 = print_to_string(&b);
+	assert_string_equal(t1, t2);
+	free(t1);
+	free(t2);
+	config_free(&b);
+	/* An empty value empties the lists. */
+	assert_int_equal(config_set(&a, "dnsbl_sites=", e.f), 0);
+	assert_int_equal(a.ndnsbl_sites, 0);
+	assert_null(a.dnsbl_sites);
+	assert_int_equal(config_set(&a, "dns_servers=", e.f), 0);
+	assert_int_equal(a.ndns_servers, 0);
+	assert_string_equal(err_text(&e), "");
+	config_free(&a);
+	err_close(&e);
+
+	/* Refusals name the key and what is wrong. */
+	static const char *const bad[] = {
+	    "dnsbl_sites=bl..example",
+	    "dnsbl_sites=bl.example=127.0.0.256",
+	    "dnsbl_sites=bl.example*x",
+	    "dnsbl_timeout=50ms",
+	    "dnsbl_timeout=2x",
+	    "dns_servers=example.net",
+	    "dns_servers=127.0.0.1:0",
+	    "dns_servers=[::1",
+	    "client_message_rate_limit=70000",
+	    "dnsbl_action=drop",
+	    "dnsbl_threshold=0",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		config_defaults(&a);
+		err_open(&e);
+		assert_int_equal(config_set(&a, bad[i], e.f), -1);
+		const char *key_end = strchr(bad[i], '=');
+		char want[64];
+		snprintf(want, sizeof(want), "key '%.*s'", (int)(key_end - bad[i]), bad[i]);
+		assert_non_null(strstr(err_text(&e), want));
+		config_free(&a);
+		err_close(&e);
+	}
+	config_defaults(&a);
+	err_open(&e);
+	assert_int_equal(config_set(&a, "dnsbl_min_ttl=2h", e.f), 0);
+	assert_int_equal(config_set(&a, "recipient_delimiter=+@", e.f), 0);
+	assert_int_equal(config_check(&a, e.f), -1);
+	assert_non_null(
+	    strstr(err_text(&e), "key 'dnsbl_min_ttl': 7200s is more than dnsbl_max_ttl"));
+	assert_non_null(
+	    strstr(err_text(&e), "key 'recipient_delimiter': '@' cannot be a delimiter"));
+	config_free(&a);
+	err_close(&e);
+}
+
 /* -o after the file: each -o wins over the file, the last -o over earlier ones. */
 static void test_override(void **state)
 {
@@ -973,6 +1100,7 @@ int main(void)
 	    cmocka_unit_test(test_cidrs),
 	    cmocka_unit_test(test_round_trip),
 	    cmocka_unit_test(test_override),
+	    cmocka_unit_test(test_screening_keys),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
