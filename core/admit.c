@@ -1,17 +1,30 @@
 /*
  * admit.c - who may open a session: connections per client address
- * (max_connections_per_ip, shared by all shards), refusals at accept, the
- * PROXY protocol header of a balancer (proxy_protocol), and the wait before
- * the greeting (pregreet_wait, the pre-greeting test of Postfix's
- * postscreen). Every refusal's reply text is the engine's (smtp_end).
+ * (max_connections_per_ip, shared by all shards), connections and messages
+ * per client and minute (client_*_rate_limit, rate.c), refusals at accept,
+ * the PROXY protocol header of a balancer (proxy_protocol), the DNS lists
+ * asked before the greeting (dnsbl_sites, dnsbl.c), and the wait before the
+ * greeting (pregreet_wait, the pre-greeting test of Postfix's postscreen).
+ * Every refusal's reply text is the engine's (smtp_end).
+ *
+ * The greeting is held (PH_PREGREET) while either of two things is pending:
+ * pregreet_wait (C_GREET_WAIT; a client that talks meanwhile is refused)
+ * and the DNS lists (C_DNS_WAIT; the resolver gives every request back
+ * within dnsbl_timeout, and the timer wheel holds a backstop two seconds
+ * later). Without pregreet_wait, what a client sends early waits for the
+ * greeting and is then read as pipelined commands.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "dnsbl.h"
 #include "log.h"
 #include "proxy.h"
+#include "rate.h"
 #include "shard_int.h"
 
 /*
@@ -84,6 +97,22 @@ void admit_ip_release(struct conn *c)
 	c->ip_bucket = IP_BUCKETS;
 }
 
+/* The client's address as 16 bytes (IPv4 as ::ffff:a.b.c.d); false for another family. */
+static bool addr_bin(const struct sockaddr_storage *ss, uint8_t out[16])
+{
+	if (ss->ss_family == AF_INET) {
+		memset(out, 0, 10);
+		out[10] = out[11] = 0xff;
+		memcpy(out + 12, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+		return true;
+	}
+	if (ss->ss_family == AF_INET6) {
+		memcpy(out, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
+		return true;
+	}
+	return false;
+}
+
 void admit_set_addr(struct conn *c, const struct sockaddr_storage *ss)
 {
 	if (ss->ss_family == AF_INET) {
@@ -95,12 +124,58 @@ void admit_set_addr(struct conn *c, const struct sockaddr_storage *ss)
 		inet_ntop(AF_INET6, &s6->sin6_addr, c->addr, sizeof(c->addr));
 		c->port = ntohs(s6->sin6_port);
 	}
+	c->flags &= (uint16_t) ~(C_HAS_BIN | C_EXEMPT);
+	if (addr_bin(ss, c->bin))
+		c->flags |= C_HAS_BIN;
+	if (limit_exempt(shard_self->cfg, ss))
+		c->flags |= C_EXEMPT;
+	c->smtp.client = c->addr;
 }
 
-void admit_refuse(struct shard *sh, int fd, enum smtp_end why)
+/* Logs the first refusal of a client's minute (later ones are only counted). */
+static void rate_log(const char *kind, const char *client, uint32_t n, unsigned limit)
+{
+	if (n == limit + 1)
+		log_line("rate limit client=%s kind=%s count=%u limit=%u per=60s", client, kind, n,
+			 limit);
+}
+
+bool admit_rate(struct shard *sh, const struct sockaddr_storage *ss)
+{
+	unsigned limit = sh->cfg->client_connection_rate_limit;
+	uint8_t bin[16];
+	if (!limit || !addr_bin(ss, bin) || limit_exempt(sh->cfg, ss))
+		return true;
+	uint32_t n = rate_count(RATE_CONN, bin, sh->now_s);
+	if (n <= limit)
+		return true;
+	char text[CLIENT_ADDR_MAX];
+	const void *a = ss->ss_family == AF_INET
+			    ? (const void *)&((const struct sockaddr_in *)ss)->sin_addr
+			    : (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr;
+	inet_ntop(ss->ss_family, a, text, sizeof(text));
+	rate_log("connection", text, n, limit);
+	stat_add(&sh->stats.rate_limited_conns, 1);
+	return false;
+}
+
+bool admit_mail_rate(struct shard *sh, struct conn *c)
+{
+	unsigned limit = sh->cfg->client_message_rate_limit;
+	if (!limit || !(c->flags & C_HAS_BIN) || (c->flags & C_EXEMPT))
+		return true;
+	uint32_t n = rate_count(RATE_MSG, c->bin, sh->now_s);
+	if (n <= limit)
+		return true;
+	rate_log("message", c->addr, n, limit);
+	stat_add(&sh->stats.rate_limited_msgs, 1);
+	return false;
+}
+
+void admit_refuse(struct shard *sh, int fd, enum smtp_end why, const char *client)
 {
 	char msg[REPLY_MAX];
-	size_t n = smtp_end_reply(sh->sconf, why, msg, sizeof(msg));
+	size_t n = smtp_end_reply(sh->sconf, why, client, msg, sizeof(msg));
 	ssize_t w = send(fd, msg, n, MSG_NOSIGNAL | MSG_DONTWAIT);
 	(void)w;
 	/* No slot, so no lingering: but what the client sent already is read,
@@ -178,6 +253,11 @@ void admit_proxy_input(struct shard *sh, struct conn *c)
 		proxy_addr(&pi, &ss);
 		admit_set_addr(c, &ss);
 		uint32_t bucket;
+		if (!admit_rate(sh, &ss)) {
+			stat_add(&sh->stats.conns_refused, 1);
+			conn_end(sh, c, SMTP_END_CONN_RATE, "rate-limit");
+			return;
+		}
 		if (!admit_ip(sh, &ss, &bucket)) {
 			stat_add(&sh->stats.conns_refused, 1);
 			conn_end(sh, c, SMTP_END_IP_LIMIT, "per-ip-limit");
@@ -194,12 +274,126 @@ void admit_pregreet_done(struct shard *sh, struct conn *c)
 		conn_close(sh, c, "nomem");
 		return;
 	}
+	c->flags &= (uint16_t) ~(C_DNS_WAIT | C_GREET_WAIT);
 	conn_enter(sh, c, PH_SESSION);
 	struct smtp_out out = {.buf = c->out, .len = c->out_len, .cap = OUT_CAP};
 	smtp_greet(&c->smtp, &out);
 	c->out_len = (uint32_t)out.len;
 	conn_set_deadline(sh, c);
 	conn_mark_dirty(sh, c);
+	if (c->in.n || c->ct.n)
+		conn_process(sh, c); /* commands sent before the greeting (no pregreet_wait) */
+}
+
+/* When the timer wheel gives up on the DNS lists: the resolver answers
+ * within dnsbl_timeout of the request, which came at most proxy_timeout
+ * after the accept; two seconds more for the wheel's granularity. */
+static uint64_t dnsbl_backstop_s(const struct shard *sh, const struct conn *c)
+{
+	uint64_t s = c->start_ms / 1000 + (sh->cfg->dnsbl_timeout_ms + 999) / 1000 + 2;
+	if (sh->cfg->proxy_protocol != PROXY_PROTOCOL_NONE)
+		s += sh->cfg->proxy_timeout;
+	return s;
+}
+
+void admit_pregreet_expire(struct shard *sh, struct conn *c)
+{
+	if (c->flags & C_GREET_WAIT) {
+		c->flags &= (uint16_t)~C_GREET_WAIT;
+		if (c->flags & C_DNS_WAIT) {
+			uint64_t at = dnsbl_backstop_s(sh, c);
+			timer_set(&sh->wheel, conn_slot(sh, c),
+				  at > sh->now_s ? at : sh->now_s + 1);
+			return;
+		}
+	} else if (c->flags & C_DNS_WAIT) {
+		log_line("dnsbl error client=%s error=\"no answer from the resolver\"", c->addr);
+	}
+	admit_pregreet_done(sh, c);
+}
+
+/* Applies a verdict: counts, logs a listed client, and blocks it under dnsbl_action reject. */
+static void dnsbl_apply(struct shard *sh, struct conn *c, const struct dnsbl_verdict *v)
+{
+	const struct config *cfg = sh->cfg;
+	const struct dnsbl_site *top = NULL;
+	char sites[512];
+	size_t off = 0;
+	bool allow = false;
+	sites[0] = 0;
+	for (unsigned i = 0; i < cfg->ndnsbl_sites && i < 32; i++) {
+		if (!(v->matched & (1u << i)))
+			continue;
+		const struct dnsbl_site *s = &cfg->dnsbl_sites[i];
+		if (s->weight < 0)
+			allow = true;
+		else if (!top || s->weight > top->weight)
+			top = s;
+		if (off < sizeof(sites)) {
+			int n = snprintf(sites + off, sizeof(sites) - off, "%s%s*%d",
+					 off ? "," : "", s->zone, s->weight);
+			off += n > 0 ? (size_t)n : 0;
+		}
+	}
+	if (allow)
+		stat_add(&sh->stats.dnsbl_allowlisted, 1);
+	if (v->score < (int32_t)cfg->dnsbl_threshold || !top)
+		return;
+	stat_add(&sh->stats.dnsbl_listed, 1);
+	bool reject = cfg->dnsbl_action == DNSBL_REJECT;
+	log_line("dnsbl listed client=%s score=%d sites=%s action=%s", c->addr, v->score, sites,
+		 reject ? "reject" : "ignore");
+	if (reject)
+		c->smtp.blocked = top->zone;
+}
+
+/* Whether the client is in dnsbl_exceptions. */
+static bool dnsbl_exempt(const struct config *cfg, const uint8_t bin[16])
+{
+	return cfg->ndnsbl_exceptions &&
+	       cidr_list_match(cfg->dnsbl_exceptions, cfg->ndnsbl_exceptions, true, bin);
+}
+
+bool admit_dnsbl_begin(struct shard *sh, struct conn *c)
+{
+	if (!sh->dnsbl || !(c->flags & C_HAS_BIN) || dnsbl_exempt(sh->cfg, c->bin))
+		return false;
+	struct dnsbl_verdict v;
+	if (dnsbl_cache_get(sh->dnsbl, c->bin, sh->now_s, &v)) {
+		stat_add(&sh->stats.dnsbl_cache_hits, 1);
+		dnsbl_apply(sh, c, &v);
+		return false;
+	}
+	struct dnsbl_req *r = malloc(sizeof(*r));
+	if (!r)
+		return false;
+	memcpy(r->addr, c->bin, sizeof(r->addr));
+	r->cookie = (uint64_t)conn_slot(sh, c) << 32 | c->gen;
+	if (dnsbl_request(sh->dnsbl, sh->id, r) != 0) {
+		free(r);
+		stat_add(&sh->stats.dnsbl_overflow, 1);
+		return false;
+	}
+	c->flags |= C_DNS_WAIT;
+	return true;
+}
+
+void admit_dnsbl_reap(struct shard *sh)
+{
+	struct dnsbl_req *r;
+	if (!sh->dnsbl)
+		return;
+	while ((r = dnsbl_reap(sh->dnsbl, sh->id)) != NULL) {
+		uint32_t slot = (uint32_t)(r->cookie >> 32), gen = (uint32_t)r->cookie;
+		struct conn *c = slot < sh->cap ? &sh->conns[slot] : NULL;
+		if (c && c->gen == gen && c->phase == PH_PREGREET && (c->flags & C_DNS_WAIT)) {
+			c->flags &= (uint16_t)~C_DNS_WAIT;
+			dnsbl_apply(sh, c, &r->v);
+			if (!(c->flags & C_GREET_WAIT))
+				admit_pregreet_done(sh, c);
+		}
+		free(r);
+	}
 }
 
 /* The client talked before the greeting: refused; nothing it sent is read. */

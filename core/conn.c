@@ -89,6 +89,7 @@ struct conn *conn_open(struct shard *sh, int fd, unsigned li, const struct socka
 	conn_enter(sh, c, PH_ACCEPTED);
 	stat_add(&sh->stats.conns_accepted, 1);
 	smtp_init(&c->smtp, sh->sconf, &txn_hooks, c);
+	c->smtp.client = c->addr;
 	return c;
 }
 
@@ -517,8 +518,9 @@ static bool after_feed(struct shard *sh, struct conn *c, enum smtp_result r)
 		return false; /* conn_process starts TLS once the loop is left */
 	case SMTP_CLOSE:
 		if (!c->reason)
-			c->reason =
-			    c->smtp.errors >= sh->cfg->error_limit ? "too-many-errors" : "quit";
+			c->reason = c->smtp.errors >= sh->cfg->error_limit ? "too-many-errors"
+				    : c->smtp.blocked			   ? "dnsbl"
+									   : "quit";
 		conn_enter(sh, c, PH_CLOSING);
 		conn_input_drop(sh, c);
 		return false;
@@ -595,6 +597,12 @@ void conn_process(struct shard *sh, struct conn *c)
 {
 	if (c->phase == PH_SHUT || c->phase == PH_FREE)
 		return;
+	if (c->phase == PH_PREGREET) {
+		/* Input waits for the greeting (admit_pregreet_done runs it). */
+		if (c->flags & C_PEER_EOF && c->in.head == BUF_NONE && c->ct.head == BUF_NONE)
+			conn_close(sh, c, "peer-closed");
+		return;
+	}
 	conn_mark_dirty(sh, c);
 	if (c->phase >= PH_CLOSING)
 		return;
@@ -655,18 +663,29 @@ void conn_session_start(struct shard *sh, struct conn *c)
 		c->in.head = c->in.tail = BUF_NONE;
 		c->in.n = 0;
 		c->in.off = 0;
-	} else if (sh->cfg->pregreet_wait) {
+	} else if (sh->cfg->pregreet_wait && c->in.n) {
 		/* A legitimate client waits for the greeting; one that talks first
 		 * is refused (the pre-greeting test of Postfix's postscreen). */
-		if (c->in.n) {
-			admit_pregreet_talker(sh, c);
-			return;
-		}
+		admit_pregreet_talker(sh, c);
+		return;
+	} else if (admit_dnsbl_begin(sh, c) | (sh->cfg->pregreet_wait != 0)) {
+		/* The greeting waits for pregreet_wait, the DNS lists, or both. */
 		conn_enter(sh, c, PH_PREGREET);
 		if (!(c->flags & C_RECV))
 			conn_arm_recv(sh, c);
-		/* Whole seconds on the wheel: wait at least pregreet_wait. */
-		timer_set(&sh->wheel, conn_slot(sh, c), sh->now_s + sh->cfg->pregreet_wait + 1);
+		if (sh->cfg->pregreet_wait) {
+			c->flags |= C_GREET_WAIT;
+			/* Whole seconds on the wheel: wait at least pregreet_wait. */
+			timer_set(&sh->wheel, conn_slot(sh, c),
+				  sh->now_s + sh->cfg->pregreet_wait + 1);
+		} else {
+			timer_set(&sh->wheel, conn_slot(sh, c),
+				  c->start_ms / 1000 + (sh->cfg->dnsbl_timeout_ms + 999) / 1000 +
+				      2 +
+				      (sh->cfg->proxy_protocol != PROXY_PROTOCOL_NONE
+					   ? sh->cfg->proxy_timeout
+					   : 0));
+		}
 		return;
 	} else {
 		conn_enter(sh, c, PH_SESSION);
@@ -707,11 +726,24 @@ void conn_on_recv(struct shard *sh, struct io_uring_cqe *cqe, struct conn *c)
 		/* Under TLS the bytes are ciphertext for wolfSSL, else input for the engine. */
 		struct bufq *q = c->tls ? &c->ct : &c->in;
 		bufpool_push(sh, q, b, (uint32_t)cqe->res);
-		if (c->phase == PH_PREGREET) {
+		if (c->phase == PH_PREGREET && (c->flags & C_GREET_WAIT)) {
 			admit_pregreet_talker(sh, c);
 			if (!more && c->phase != PH_SHUT)
 				conn_arm_recv(sh,
 					      c); /* to see the EOF; input is dropped on close */
+			return;
+		}
+		if (c->phase == PH_PREGREET) {
+			/* Only the DNS lists hold the greeting: the input waits for it, as
+			 * pipelined commands, up to the pause bound. */
+			if (c->in.n + c->ct.n > IN_PAUSE_BUFS && (c->flags & C_RECV) &&
+			    !(c->flags & C_PAUSED)) {
+				c->flags |= C_PAUSED;
+				stat_add(&sh->stats.recv_paused, 1);
+				cancel_recv(sh, c);
+			}
+			if (!more && c->phase != PH_SHUT && !(c->flags & C_PAUSED))
+				conn_arm_recv(sh, c);
 			return;
 		}
 		if (c->phase == PH_PROXY) {
@@ -817,7 +849,7 @@ void conn_expire(struct shard *sh, struct conn *c)
 		linger_expire(sh, c); /* lingered long enough */
 		return;
 	case PH_PREGREET:
-		admit_pregreet_done(sh, c);
+		admit_pregreet_expire(sh, c);
 		return;
 	case PH_ACCEPTED:
 		conn_close(sh, c, "timeout"); /* not reached: the session starts at once */

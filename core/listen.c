@@ -186,14 +186,23 @@ void listen_on_accept(struct shard *sh, struct io_uring_cqe *cqe, unsigned li)
 	socklen_t sl = sizeof(ss);
 	bool peer = getpeername(fd, (struct sockaddr *)&ss, &sl) == 0;
 	if (sh->stopping || sh->free_head == NONE32) {
-		admit_refuse(sh, fd, SMTP_END_CONN_LIMIT);
+		admit_refuse(sh, fd, SMTP_END_CONN_LIMIT, NULL);
 		return;
 	}
 	bool proxied = sh->cfg->proxy_protocol != PROXY_PROTOCOL_NONE;
 	/* Behind a balancer the per-address limit waits for the real address. */
 	uint32_t bucket = IP_BUCKETS;
+	if (!proxied && peer && !admit_rate(sh, &ss)) {
+		char text[CLIENT_ADDR_MAX] = "";
+		const void *a = ss.ss_family == AF_INET
+				    ? (const void *)&((const struct sockaddr_in *)&ss)->sin_addr
+				    : (const void *)&((const struct sockaddr_in6 *)&ss)->sin6_addr;
+		inet_ntop(ss.ss_family, a, text, sizeof(text));
+		admit_refuse(sh, fd, SMTP_END_CONN_RATE, text);
+		return;
+	}
 	if (!proxied && peer && !admit_ip(sh, &ss, &bucket)) {
-		admit_refuse(sh, fd, SMTP_END_IP_LIMIT);
+		admit_refuse(sh, fd, SMTP_END_IP_LIMIT, NULL);
 		return;
 	}
 	struct conn *c = conn_open(sh, fd, li, &ss, peer, bucket);

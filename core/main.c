@@ -27,12 +27,14 @@
 
 #include "clock.h"
 #include "config.h"
+#include "dnsbl.h"
 #include "log.h"
 #include "listen.h"
 #include "metrics.h"
 #include "notify.h"
 #include "priv.h"
 #include "sandbox.h"
+#include "screen.h"
 #include "setup_check.h"
 #include "shard.h"
 #include "smtp.h"
@@ -58,7 +60,11 @@ struct totals {
 	struct shard_gauges g;
 	struct writer_stats w;
 	struct sesscache_stats cs;
+	struct dnsbl_stats d;
 };
+
+/* The DNS list resolver, for the totals; NULL without dnsbl_sites. */
+static struct dnsbl *dnsbl_live;
 
 static void totals_get(struct shard **shards, unsigned n, struct writer_set *ws, struct totals *t)
 {
@@ -77,6 +83,8 @@ static void totals_get(struct shard **shards, unsigned n, struct writer_set *ws,
 	}
 	writers_stats(ws, &t->w);
 	tls_session_cache_stats(&t->cs);
+	if (dnsbl_live)
+		dnsbl_stats_get(dnsbl_live, &t->d);
 }
 
 /*
@@ -96,6 +104,7 @@ struct stat_def {
 #define TG(f) offsetof(struct totals, g.f)
 #define TW(f) offsetof(struct totals, w.f)
 #define TC(f) offsetof(struct totals, cs.f)
+#define TD(f) offsetof(struct totals, d.f)
 
 /* In the live and the exit line, in this order. */
 static const struct stat_def counter_defs[] = {
@@ -127,6 +136,27 @@ static const struct stat_def counter_defs[] = {
     {"writer_finals", TW(finals), false, "Messages the writers completed."},
     {"writer_errors", TW(errors), false, "Writer errors (a message failed to store)."},
     {"proxy_errors", TS(proxy_errors), false, "Bad, missing or late PROXY protocol headers."},
+    {"rcpt_unknown", TS(rcpt_unknown), false, "Recipients refused as unknown (recipient_table)."},
+    {"rate_limited_connections", TS(rate_limited_conns), false,
+     "Connections refused by client_connection_rate_limit."},
+    {"rate_limited_messages", TS(rate_limited_msgs), false,
+     "MAIL commands refused by client_message_rate_limit."},
+    {"dnsbl_cache_hits", TS(dnsbl_cache_hits), false, "DNS list verdicts found in the cache."},
+    {"dnsbl_listed", TS(dnsbl_listed), false,
+     "Clients whose DNS list score reached the threshold."},
+    {"dnsbl_allowlisted", TS(dnsbl_allowlisted), false,
+     "Clients a DNS allowlist (negative weight) matched."},
+    {"dnsbl_overflow", TS(dnsbl_overflow), false,
+     "Clients not checked: their shard had too many DNS requests out."},
+    {"dnsbl_requests", TD(requests), false, "DNS list requests (one per client not cached)."},
+    {"dnsbl_queries", TD(queries), false, "DNS list queries sent."},
+    {"dnsbl_answers", TD(answers), false, "DNS list queries answered (NOERROR or NXDOMAIN)."},
+    {"dnsbl_timeouts", TD(timeouts), false, "DNS list queries not answered within dnsbl_timeout."},
+    {"dnsbl_failures", TD(failures), false, "DNS list queries that failed (SERVFAIL, errors)."},
+    {"dnsbl_cache_stores", TD(cached), false, "DNS list verdicts stored in the cache."},
+    {"dnsbl_cache_evictions", TD(evicted), false, "DNS list cache entries replaced early."},
+    {"dnsbl_resolver_overflows", TD(overflows), false,
+     "DNS list requests given back unasked: every query slot was in use."},
 };
 
 /* In the live line, before the counters. */
@@ -389,10 +419,23 @@ static int wait_for_stop(const struct config *cfg, struct shard **shards, unsign
 		if (sig == SIGHUP) {
 			notify_reloading();
 			reload_tls(cfg);
+			screen_reload(cfg, shards, n);
 			notify_send("READY=1");
 		} else if (sig == SIGTERM || sig == SIGINT)
 			return sig;
 	}
+}
+
+/* After the shards: the requests they never reaped are freed here, then the resolver. */
+static void dnsbl_release(struct dnsbl *d)
+{
+	struct dnsbl_req *r;
+	if (!d)
+		return;
+	dnsbl_stop(d);
+	while ((r = dnsbl_take_back(d)) != NULL)
+		free(r);
+	dnsbl_free(d);
 }
 
 static int run(struct config *cfg)
@@ -403,6 +446,7 @@ static int run(struct config *cfg)
 	static int lfds[SHARDS_MAX][LISTEN_MAX];
 	unsigned nshards = 0, started = 0;
 	struct priv priv;
+	struct dnsbl *dnsbl = NULL;
 	int rc, mfd = -1;
 
 	rc = priv_plan(cfg, &priv, stderr);
@@ -427,6 +471,11 @@ static int run(struct config *cfg)
 		tls_set_current(ctx);
 	}
 	smtp_conf_init(&sconf, cfg, tls_on);
+	if (screen_start(cfg, stderr) != 0)
+		return 1;
+	/* The resolver reads /etc/resolv.conf now; its thread starts later. */
+	if (cfg->ndnsbl_sites && dnsbl_create(cfg, cfg->shards, &dnsbl, stderr) != 0)
+		return 1;
 	/* What needs root is done (the certificates and keys are read), but for
 	 * the listeners: then root goes, before any thread or client. */
 	char at[LISTEN_TEXT_MAX], mtext[LISTEN_TEXT_MAX + 16] = "";
@@ -453,6 +502,17 @@ static int run(struct config *cfg)
 		rc = shard_create(nshards, cfg, &sconf, ws, lfds[nshards], &shards[nshards]);
 		if (rc)
 			goto fail;
+		shard_set_dnsbl(shards[nshards], dnsbl);
+		if (dnsbl)
+			dnsbl_set_wake_fd(dnsbl, nshards, writer_shard_eventfd(ws, nshards));
+	}
+	dnsbl_live = dnsbl;
+	if (dnsbl) {
+		rc = dnsbl_start(dnsbl);
+		if (rc) {
+			fprintf(stderr, "mxring: dns resolver: %s\n", strerror(-rc));
+			goto fail;
+		}
 	}
 	for (; started < nshards; started++) {
 		rc = shard_start(shards[started]);
@@ -515,6 +575,9 @@ static int run(struct config *cfg)
 	log_stats(shards, nshards, ws);
 	for (unsigned i = 0; i < nshards; i++)
 		shard_free(shards[i]);
+	dnsbl_live = NULL;
+	dnsbl_release(dnsbl);
+	screen_stop();
 	writers_stop(ws);
 	tls_set_current(NULL);
 	log_line(failed ? "stopped after a shard failed" : "stopped");
@@ -526,6 +589,9 @@ fail:
 		shard_join(shards[k]);
 	for (unsigned i = 0; i < nshards; i++)
 		shard_free(shards[i]);
+	dnsbl_live = NULL;
+	dnsbl_release(dnsbl);
+	screen_stop();
 	writers_stop(ws);
 	listen_close(lfds, cfg->shards); /* those no shard took */
 	if (mfd >= 0)

@@ -263,9 +263,10 @@ static int check_list(const char *key, const char *list, const struct priv *p, F
 
 int priv_check_reload(const struct config *cfg, const struct priv *p, FILE *err)
 {
+	int rc = check_list("recipient_table", cfg->recipient_table, p, err);
 	if (cfg->tls_security_level == TLS_LEVEL_NONE && !cfg->nsmtps_listen)
-		return 0;
-	return check_list("tls_cert_file", cfg->tls_cert_file, p, err) +
+		return rc;
+	return rc + check_list("tls_cert_file", cfg->tls_cert_file, p, err) +
 	       check_list("tls_key_file", cfg->tls_key_file, p, err) +
 	       check_list("tls_ticket_key_file", cfg->tls_ticket_key_file, p, err);
 }

@@ -163,6 +163,7 @@ int sandbox_enter(const struct config *cfg, char *what, size_t cap, FILE *err)
 		reload_dirs(cfg->tls_key_file, dirs, &ndirs);
 		reload_dirs(cfg->tls_ticket_key_file, dirs, &ndirs);
 	}
+	reload_dirs(cfg->recipient_table, dirs, &ndirs);
 	for (unsigned i = 0; rc == 0 && i < ndirs; i++)
 		rc = allow(rs, dirs[i], LANDLOCK_ACCESS_FS_READ_FILE, err);
 #ifdef __SANITIZE_ADDRESS__

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "priv.h"
+#include "rcpt_table.h"
 #include "setup_check.h"
 #include "tls.h"
 
@@ -126,6 +127,13 @@ int setup_check(const struct config *cfg, FILE *out)
 		check_secret_mode(&t, "tls_key_file", cfg->tls_key_file);
 		if (cfg->tls_ticket_key_file[0])
 			check_secret_mode(&t, "tls_ticket_key_file", cfg->tls_ticket_key_file);
+	}
+	if (cfg->recipient_table[0]) {
+		struct rcpt_table *rt;
+		if (rcpt_table_load(cfg->recipient_table, &rt, out) != 0)
+			t.problems++;
+		else
+			rcpt_table_free(rt);
 	}
 	fprintf(out, "mxring: check: %u problem%s, %u warning%s\n", t.problems,
 		t.problems == 1 ? "" : "s", t.warnings, t.warnings == 1 ? "" : "s");

@@ -365,7 +365,11 @@ static void *shard_main(void *arg)
 		}
 		io_uring_cq_advance(&sh->ring, n);
 		txn_reap(sh);
+		admit_dnsbl_reap(sh);
 		pass_end(sh);
+		/* Release: whatever this pass read of shared state (the recipient
+		 * table) is done with before the count moves (shard_quiesce). */
+		atomic_fetch_add_explicit(&sh->passes, 1, memory_order_release);
 		if (sh->stopping && sh->nopen == 0 && sh->msgs_out == 0)
 			break;
 	}
@@ -575,6 +579,30 @@ void shard_free(struct shard *sh)
 	free(sh->conns);
 	timer_free(&sh->wheel);
 	free(sh);
+}
+
+void shard_set_dnsbl(struct shard *sh, struct dnsbl *d)
+{
+	sh->dnsbl = d;
+}
+
+bool shard_quiesce(struct shard **shards, unsigned n, unsigned timeout_ms)
+{
+	uint64_t seen[SHARDS_MAX];
+	for (unsigned i = 0; i < n && i < SHARDS_MAX; i++)
+		seen[i] = atomic_load_explicit(&shards[i]->passes, memory_order_acquire);
+	uint64_t deadline = mono_ms() + timeout_ms;
+	for (unsigned i = 0; i < n && i < SHARDS_MAX; i++) {
+		/* The next count ends either the pass under way at the first load
+		 * or one that began after it. A failed shard holds nothing. */
+		while (atomic_load_explicit(&shards[i]->passes, memory_order_acquire) == seen[i] &&
+		       !atomic_load(&shards[i]->failed)) {
+			if (mono_ms() >= deadline)
+				return false;
+			usleep(2000);
+		}
+	}
+	return true;
 }
 
 int shard_failed(struct shard *sh)

@@ -38,6 +38,13 @@ struct shard_stats {
 	uint64_t tls_in_place;	  /* TLS sessions whose records tls/record.c opens in place */
 	uint64_t tls_held_bytes; /* ciphertext moved out of receive buffers (a copy) to free them */
 	uint64_t proxy_errors;	 /* bad, missing or late PROXY protocol headers */
+	uint64_t rcpt_unknown;	 /* RCPTs refused: not in recipient_table (550 5.1.1) */
+	uint64_t rate_limited_conns; /* connections refused: client_connection_rate_limit */
+	uint64_t rate_limited_msgs;  /* MAILs refused: client_message_rate_limit */
+	uint64_t dnsbl_cache_hits;   /* DNS list verdicts found in the cache */
+	uint64_t dnsbl_listed;	     /* clients whose score reached dnsbl_threshold */
+	uint64_t dnsbl_allowlisted;  /* clients an allowlist (negative weight) matched */
+	uint64_t dnsbl_overflow;     /* clients not checked: the shard had too many queries out */
 };
 
 /*
@@ -79,6 +86,18 @@ void shard_stop(struct shard *sh);
 /* Whether the shard's loop ended on an error (it then sent SIGTERM to the
  * process so that the others stop too). */
 int shard_failed(struct shard *sh);
+
+struct dnsbl;
+/* The DNS list resolver the shard asks (before shard_start); NULL = none. */
+void shard_set_dnsbl(struct shard *sh, struct dnsbl *d);
+
+/*
+ * Waits until every shard has ended a loop pass that began after the call
+ * (at most timeout_ms): what a shard read from shared state before the call
+ * it holds no longer. Returns false on time out. A shard ends a pass at
+ * least once a second (its tick).
+ */
+bool shard_quiesce(struct shard **shards, unsigned n, unsigned timeout_ms);
 
 /* Waits for the thread to end. */
 void shard_join(struct shard *sh);

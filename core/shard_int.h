@@ -107,17 +107,21 @@ enum conn_phase {
 };
 
 /* Connection flags: what is true whatever the phase. */
-#define C_RECV	     0x01u  /* multishot recv armed */
-#define C_SEND	     0x02u  /* a send is in flight */
-#define C_PAUSED     0x04u  /* recv cancelled: too much unread input */
-#define C_DIRTY	     0x08u  /* on the dirty list */
-#define C_STARVED    0x10u  /* on the starved list (waits for buffers) */
-#define C_PLAIN_WAIT 0x20u  /* on the plain-wait list (waits for a plaintext buffer) */
-#define C_PEER_EOF   0x40u  /* the client closed its side */
-#define C_TLS_UP     0x80u  /* the TLS handshake is done: records carry the session */
-#define C_NOTIFIED   0x100u /* TLS close_notify queued (or an alert: nothing follows) */
-#define C_RX	     0x200u /* bytes arrived since cmd_start_s was set */
-#define C_ACK_DUE    0x400u /* the handshake ended: its last record is to be acknowledged */
+#define C_RECV	     0x01u   /* multishot recv armed */
+#define C_SEND	     0x02u   /* a send is in flight */
+#define C_PAUSED     0x04u   /* recv cancelled: too much unread input */
+#define C_DIRTY	     0x08u   /* on the dirty list */
+#define C_STARVED    0x10u   /* on the starved list (waits for buffers) */
+#define C_PLAIN_WAIT 0x20u   /* on the plain-wait list (waits for a plaintext buffer) */
+#define C_PEER_EOF   0x40u   /* the client closed its side */
+#define C_TLS_UP     0x80u   /* the TLS handshake is done: records carry the session */
+#define C_NOTIFIED   0x100u  /* TLS close_notify queued (or an alert: nothing follows) */
+#define C_RX	     0x200u  /* bytes arrived since cmd_start_s was set */
+#define C_ACK_DUE    0x400u  /* the handshake ended: its last record is to be acknowledged */
+#define C_DNS_WAIT   0x800u  /* PH_PREGREET: the greeting waits for the DNS lists */
+#define C_GREET_WAIT 0x1000u /* PH_PREGREET: the greeting waits out pregreet_wait */
+#define C_EXEMPT     0x2000u /* in connection_limit_exceptions: no rate limits */
+#define C_HAS_BIN    0x4000u /* bin holds the client's address */
 
 /* A connection's queue of buffers (ids into the shard's pools), oldest first. */
 struct bufq {
@@ -160,6 +164,7 @@ struct conn {
 	uint32_t next_wait;
 	char *helo; /* owned, lazily */
 	char addr[CLIENT_ADDR_MAX];
+	uint8_t bin[16]; /* the client's address: IPv6, or IPv4 as ::ffff:a.b.c.d */
 	uint16_t port;
 	uint32_t nmsgs;
 	uint64_t start_ms;
@@ -230,6 +235,8 @@ struct shard {
 	/* Stop. */
 	_Atomic int stop_req;
 	_Atomic int failed;
+	_Atomic uint64_t passes; /* loop passes ended (shard_quiesce) */
+	struct dnsbl *dnsbl;	 /* shared: the DNS list resolver, or NULL */
 	int stopping;
 	uint64_t stop_deadline;
 	_Alignas(64) struct shard_stats stats;
@@ -358,8 +365,21 @@ bool admit_ip(struct shard *sh, const struct sockaddr_storage *ss, uint32_t *buc
 /* Uncounts c (its session is over). */
 void admit_ip_release(struct conn *c);
 void admit_set_addr(struct conn *c, const struct sockaddr_storage *ss);
-/* Refuses a socket at accept, before any slot is taken: a reply, then close. */
-void admit_refuse(struct shard *sh, int fd, enum smtp_end why);
+/* Counts a connection from ss against client_connection_rate_limit; false
+ * (logged, counted) when past it. */
+bool admit_rate(struct shard *sh, const struct sockaddr_storage *ss);
+/* Refuses a socket at accept, before any slot is taken: a reply (client: the
+ * address it names, or NULL), then close. */
+void admit_refuse(struct shard *sh, int fd, enum smtp_end why, const char *client);
+/* MAIL: counts it against client_message_rate_limit; false when past it. */
+bool admit_mail_rate(struct shard *sh, struct conn *c);
+/* The session starts: asks the DNS lists (dnsbl_sites) about the client.
+ * true: the greeting waits for the answer (C_DNS_WAIT). */
+bool admit_dnsbl_begin(struct shard *sh, struct conn *c);
+/* Takes the DNS list answers the resolver gave back. */
+void admit_dnsbl_reap(struct shard *sh);
+/* PH_PREGREET's deadline passed (pregreet_wait over, or the DNS backstop). */
+void admit_pregreet_expire(struct shard *sh, struct conn *c);
 /* PH_PROXY: the PROXY header at the start of the input. */
 void admit_proxy_input(struct shard *sh, struct conn *c);
 /* PH_PREGREET: the wait is over (done), or the client talked first (talker). */

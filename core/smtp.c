@@ -47,40 +47,43 @@
 /* Why a BDAT chunk is read and dropped (s->bdat_reply). */
 enum { BDAT_OK = 0, BDAT_NEED_MAIL, BDAT_NEED_RCPT, BDAT_NO_RCPT };
 
-#define R_OK	      "250 2.0.0 Ok"
-#define R_MAIL_OK     "250 2.1.0 Ok"
-#define R_RCPT_OK     "250 2.1.5 Ok"
-#define R_DATA	      "354 End data with <CR><LF>.<CR><LF>"
-#define R_BYE	      "221 2.0.0 Bye"
-#define R_VRFY	      "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery"
-#define R_UNKNOWN     "500 5.5.2 Error: command not recognized"
-#define R_TOO_LONG    "500 5.5.2 Error: line too long"
-#define R_BAD_CHAR    "500 5.5.2 Error: invalid character in command"
-#define R_NEED_HELO   "503 5.5.1 Error: send HELO/EHLO first"
-#define R_NESTED      "503 5.5.1 Error: nested MAIL command"
-#define R_NEED_MAIL   "503 5.5.1 Error: need MAIL command"
-#define R_NEED_RCPT   "503 5.5.1 Error: need RCPT command"
-#define R_NO_RCPT     "554 5.5.1 Error: no valid recipients"
-#define R_MAIL_SYNTAX "501 5.5.4 Syntax: MAIL FROM:<address>"
-#define R_RCPT_SYNTAX "501 5.5.4 Syntax: RCPT TO:<address>"
-#define R_BAD_SENDER  "501 5.1.7 Bad sender address syntax"
-#define R_BAD_RCPT    "501 5.1.3 Bad recipient address syntax"
-#define R_NEED_UTF8   "553 5.6.7 Error: non-ASCII address requires SMTPUTF8"
-#define R_SIZE	      "552 5.3.4 Message size exceeds fixed limit"
-#define R_RELAY	      "550 5.7.1 Relay access denied"
-#define R_RCPT_MAX    "452 4.5.3 Error: too many recipients"
-#define R_TOO_BIG     "552 5.3.4 Error: message file too big"
-#define R_BARE_LF     "550 5.5.2 Error: bare <LF> received"
-#define R_TEMPFAIL    "451 4.3.0 Error: queue file write error"
-#define R_BUSY	      "451 4.3.0 Error: queue busy, try again later"
-#define R_NOSPACE     "452 4.3.1 Insufficient system storage"
-#define R_NO_TLS      "502 5.5.1 Error: command not implemented"
-#define R_TLS_ACTIVE  "503 5.5.1 Error: TLS already active"
-#define R_TLS_TXN     "503 5.5.1 Error: MAIL transaction in progress"
-#define R_TLS_GO      "220 2.0.0 Ready to start TLS"
-#define R_BDAT_SYNTAX "501 5.5.4 Syntax: BDAT count [LAST]"
-#define R_DATA_BDAT   "503 5.5.1 Error: DATA after BDAT"
-#define R_RCPT_BDAT   "503 5.5.1 Error: RCPT after BDAT"
+#define R_OK	       "250 2.0.0 Ok"
+#define R_MAIL_OK      "250 2.1.0 Ok"
+#define R_RCPT_OK      "250 2.1.5 Ok"
+#define R_DATA	       "354 End data with <CR><LF>.<CR><LF>"
+#define R_BYE	       "221 2.0.0 Bye"
+#define R_VRFY	       "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery"
+#define R_UNKNOWN      "500 5.5.2 Error: command not recognized"
+#define R_TOO_LONG     "500 5.5.2 Error: line too long"
+#define R_BAD_CHAR     "500 5.5.2 Error: invalid character in command"
+#define R_NEED_HELO    "503 5.5.1 Error: send HELO/EHLO first"
+#define R_NESTED       "503 5.5.1 Error: nested MAIL command"
+#define R_NEED_MAIL    "503 5.5.1 Error: need MAIL command"
+#define R_NEED_RCPT    "503 5.5.1 Error: need RCPT command"
+#define R_NO_RCPT      "554 5.5.1 Error: no valid recipients"
+#define R_MAIL_SYNTAX  "501 5.5.4 Syntax: MAIL FROM:<address>"
+#define R_RCPT_SYNTAX  "501 5.5.4 Syntax: RCPT TO:<address>"
+#define R_BAD_SENDER   "501 5.1.7 Bad sender address syntax"
+#define R_BAD_RCPT     "501 5.1.3 Bad recipient address syntax"
+#define R_NEED_UTF8    "553 5.6.7 Error: non-ASCII address requires SMTPUTF8"
+#define R_SIZE	       "552 5.3.4 Message size exceeds fixed limit"
+#define R_RELAY	       "550 5.7.1 Relay access denied"
+#define R_RCPT_MAX     "452 4.5.3 Error: too many recipients"
+#define R_TOO_BIG      "552 5.3.4 Error: message file too big"
+#define R_BARE_LF      "550 5.5.2 Error: bare <LF> received"
+#define R_TEMPFAIL     "451 4.3.0 Error: queue file write error"
+#define R_BUSY	       "451 4.3.0 Error: queue busy, try again later"
+#define R_NOSPACE      "452 4.3.1 Insufficient system storage"
+#define R_NO_TLS       "502 5.5.1 Error: command not implemented"
+#define R_TLS_ACTIVE   "503 5.5.1 Error: TLS already active"
+#define R_TLS_TXN      "503 5.5.1 Error: MAIL transaction in progress"
+#define R_TLS_GO       "220 2.0.0 Ready to start TLS"
+#define R_BDAT_SYNTAX  "501 5.5.4 Syntax: BDAT count [LAST]"
+#define R_DATA_BDAT    "503 5.5.1 Error: DATA after BDAT"
+#define R_RCPT_BDAT    "503 5.5.1 Error: RCPT after BDAT"
+#define R_USER_UNKNOWN "550 5.1.1 <%.*s>: Recipient address rejected: User unknown"
+#define R_MAIL_RATE    "450 4.7.1 Error: too much mail from %s"
+#define R_BLOCKED      "554 5.7.1 Service unavailable; client [%s] blocked using %s"
 
 struct cmd {
 	const char *name;
@@ -122,6 +125,11 @@ static void replyf(struct smtp_out *out, const char *fmt, ...)
 static const char *host(const struct smtp_session *s)
 {
 	return s->conf->cfg->myhostname;
+}
+
+static const char *client(const struct smtp_session *s)
+{
+	return s->client ? s->client : "";
 }
 
 /* Ends the session with 421 (already-written replies go first). */
@@ -385,6 +393,11 @@ static void cmd_mail(struct smtp_session *s, const char *arg, size_t len, struct
 		return;
 	}
 	enum smtp_verdict v = s->hooks->mail(s->ctx, &a, flags);
+	if (v == SMTP_V_RATE) {
+		replyf(out, R_MAIL_RATE, client(s));
+		count_error(s, out);
+		return;
+	}
 	if (v != SMTP_V_OK) {
 		reply(out, verdict_reply(v));
 		return;
@@ -444,6 +457,12 @@ static void cmd_rcpt(struct smtp_session *s, const char *arg, size_t len, struct
 		return;
 	}
 	enum smtp_verdict v = s->hooks->rcpt(s->ctx, &a);
+	if (v == SMTP_V_UNKNOWN) {
+		/* As Postfix's relay_recipient_maps: the mailbox as the client wrote it. */
+		replyf(out, R_USER_UNKNOWN, (int)a.len, a.mailbox);
+		count_error(s, out);
+		return;
+	}
 	if (v != SMTP_V_OK) {
 		reply(out, verdict_reply(v));
 		return;
@@ -620,6 +639,13 @@ static void command(struct smtp_session *s, const char *line, size_t len, struct
 	size_t v = 0;
 	while (v < len && line[v] != ' ')
 		v++;
+	if (s->blocked && !(v == 4 && prefix(line, v, "QUIT"))) {
+		/* Listed by a DNS list (postscreen's answer): nothing is served. */
+		replyf(out, R_BLOCKED, client(s), s->blocked);
+		txn_reset(s, true);
+		s->state = SMTP_S_CLOSED;
+		return;
+	}
 	for (size_t k = 0; k < sizeof(commands) / sizeof(commands[0]); k++) {
 		const struct cmd *c = &commands[k];
 		if (v != c->len || !prefix(line, v, c->name))
@@ -825,23 +851,28 @@ static const struct {
     [SMTP_END_IP_LIMIT] = {"421 4.7.0", "Error: too many connections from your address"},
     [SMTP_END_PROXY] = {"421 4.7.0", "Error: bad or missing PROXY protocol header"},
     [SMTP_END_PREGREET] = {"554 5.5.1", "Error: talking before the greeting"},
+    [SMTP_END_CONN_RATE] = {"421 4.7.0", "Error: too many connections from"},
 };
 static_assert(sizeof(end_replies) / sizeof(end_replies[0]) == SMTP_END_SILENT,
 	      "a reply for every end but the silent one");
 
-size_t smtp_end_reply(const struct smtp_conf *conf, enum smtp_end why, char *buf, size_t cap)
+size_t smtp_end_reply(const struct smtp_conf *conf, enum smtp_end why, const char *client,
+		      char *buf, size_t cap)
 {
 	if (why >= SMTP_END_SILENT || cap == 0)
 		return 0;
-	int n = snprintf(buf, cap, "%s %s %s\r\n", end_replies[why].code, conf->cfg->myhostname,
-			 end_replies[why].text);
+	bool named = why == SMTP_END_CONN_RATE;
+	int n = snprintf(buf, cap, "%s %s %s%s%s\r\n", end_replies[why].code, conf->cfg->myhostname,
+			 end_replies[why].text, named ? " " : "", named && client ? client : "");
 	return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : 0;
 }
 
 void smtp_end(struct smtp_session *s, enum smtp_end why, struct smtp_out *out)
 {
 	if (why < SMTP_END_SILENT)
-		replyf(out, "%s %s %s", end_replies[why].code, host(s), end_replies[why].text);
+		replyf(out, "%s %s %s%s%s", end_replies[why].code, host(s), end_replies[why].text,
+		       why == SMTP_END_CONN_RATE ? " " : "",
+		       why == SMTP_END_CONN_RATE ? client(s) : "");
 	/* A message with the host (WAIT) is the host's to finish: no abort. */
 	txn_reset(s, s->state != SMTP_S_WAIT);
 	s->state = SMTP_S_CLOSED;

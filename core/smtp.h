@@ -41,6 +41,10 @@ enum smtp_verdict {
 	SMTP_V_TEMPFAIL, /* 451 4.3.0 local error */
 	SMTP_V_NOSPACE,	 /* 452 4.3.1 insufficient system storage */
 	SMTP_V_BUSY,	 /* 451 4.3.0 queue busy (handoff ring full) */
+	SMTP_V_UNKNOWN,	 /* rcpt only: 550 5.1.1 <addr>: Recipient address rejected: User
+			  * unknown (recipient_table); counts toward error_limit */
+	SMTP_V_RATE,	 /* mail only: 450 4.7.1 Error: too much mail from ADDR
+			  * (client_message_rate_limit); counts toward error_limit */
 };
 
 struct smtp_hooks {
@@ -102,6 +106,10 @@ struct smtp_session {
 	uint64_t bdat_left;		/* bytes left in the current BDAT chunk */
 	uint64_t bdat_chunk;		/* size of the current BDAT chunk */
 	struct body_dec dec;
+	const char *client;  /* borrowed: the client's address as text, for replies; "" */
+	const char *blocked; /* borrowed: a DNS list zone that listed the client (set by
+			      * the host before the first command): every command but QUIT
+			      * gets 554 5.7.1 and the session closes; NULL = served */
 };
 
 /* Reply bytes are appended to buf[len..cap). The engine does not start a
@@ -147,6 +155,7 @@ enum smtp_end {
 	SMTP_END_IP_LIMIT,    /* 421 4.7.0 HOST Error: too many connections from your address */
 	SMTP_END_PROXY,	      /* 421 4.7.0 HOST Error: bad or missing PROXY protocol header */
 	SMTP_END_PREGREET,    /* 554 5.5.1 HOST Error: talking before the greeting */
+	SMTP_END_CONN_RATE,   /* 421 4.7.0 HOST Error: too many connections from ADDR */
 	SMTP_END_SILENT,      /* no reply (a TLS alert went out instead) */
 };
 
@@ -155,8 +164,10 @@ enum smtp_end {
 void smtp_end(struct smtp_session *s, enum smtp_end why, struct smtp_out *out);
 
 /* The same reply, CRLF-ended, into buf, for a connection refused before it
- * has a session. Its length, or 0 (SMTP_END_SILENT, or cap too small). */
-size_t smtp_end_reply(const struct smtp_conf *conf, enum smtp_end why, char *buf, size_t cap);
+ * has a session; client is its address as text (SMTP_END_CONN_RATE names
+ * it). Its length, or 0 (SMTP_END_SILENT, or cap too small). */
+size_t smtp_end_reply(const struct smtp_conf *conf, enum smtp_end why, const char *client,
+		      char *buf, size_t cap);
 
 /* Ends the session without a reply (the peer closed); aborts a transaction. */
 void smtp_close(struct smtp_session *s);

@@ -21,6 +21,7 @@
 
 #include "body.h"
 #include "log.h"
+#include "screen.h"
 #include "shard_int.h"
 
 static void env_put(struct env_box *b)
@@ -153,6 +154,8 @@ static enum smtp_verdict hook_mail(void *ctx, const struct addr *from, uint32_t 
 	struct conn *c = ctx;
 	struct shard *sh = shard_self;
 	ASSERT(!c->env && !c->msg);
+	if (!admit_mail_rate(sh, c))
+		return SMTP_V_RATE;
 	struct env_box *b = calloc(1, sizeof(*b));
 	if (!b)
 		return SMTP_V_TEMPFAIL;
@@ -177,6 +180,11 @@ static enum smtp_verdict hook_mail(void *ctx, const struct addr *from, uint32_t 
 static enum smtp_verdict hook_rcpt(void *ctx, const struct addr *to)
 {
 	struct conn *c = ctx;
+	struct shard *sh = shard_self;
+	if (!screen_rcpt_known(sh->cfg, to)) {
+		stat_add(&sh->stats.rcpt_unknown, 1);
+		return SMTP_V_UNKNOWN;
+	}
 	struct envelope *e = &c->env->env;
 	size_t need = e->rcpts_len + to->len + 1;
 	if (need > e->rcpts_cap) {

@@ -41,6 +41,7 @@ struct mini {
 	unsigned runs, static_runs, aborts, data_ends;
 	const char *bad;
 	enum smtp_verdict data_end_verdict;
+	enum smtp_verdict mail_verdict, rcpt_verdict; /* OK unless a case sets them */
 };
 
 static enum smtp_verdict m_helo(void *ctx, const char *name, size_t len, bool esmtp)
@@ -51,14 +52,16 @@ static enum smtp_verdict m_helo(void *ctx, const char *name, size_t len, bool es
 
 static enum smtp_verdict m_mail(void *ctx, const struct addr *a, uint32_t f)
 {
-	(void)ctx, (void)a, (void)f;
-	return SMTP_V_OK;
+	struct mini *m = ctx;
+	(void)a, (void)f;
+	return m->mail_verdict;
 }
 
 static enum smtp_verdict m_rcpt(void *ctx, const struct addr *a)
 {
-	(void)ctx, (void)a;
-	return SMTP_V_OK;
+	struct mini *m = ctx;
+	(void)a;
+	return m->rcpt_verdict;
 }
 
 static enum smtp_verdict m_data_start(void *ctx)
@@ -428,10 +431,11 @@ static void test_end_replies(void **state)
 		assert_true(out_has(&m, t[i].line));
 		assert_int_equal(m.s.state, SMTP_S_CLOSED);
 		char buf[REPLY_MAX];
-		size_t n = smtp_end_reply(m.s.conf, t[i].why, buf, sizeof(buf));
+		size_t n = smtp_end_reply(m.s.conf, t[i].why, NULL, buf, sizeof(buf));
 		assert_int_equal(n, strlen(t[i].line));
 		assert_memory_equal(buf, t[i].line, n);
-		assert_int_equal(smtp_end_reply(m.s.conf, t[i].why, buf, 8), 0); /* too small */
+		assert_int_equal(smtp_end_reply(m.s.conf, t[i].why, NULL, buf, 8),
+				 0); /* too small */
 		mini_free(&m);
 	}
 	struct mini m;
@@ -443,7 +447,79 @@ static void test_end_replies(void **state)
 	assert_int_equal(m.s.state, SMTP_S_CLOSED);
 	assert_int_equal(m.aborts, 1);
 	char buf[REPLY_MAX];
-	assert_int_equal(smtp_end_reply(m.s.conf, SMTP_END_SILENT, buf, sizeof(buf)), 0);
+	assert_int_equal(smtp_end_reply(m.s.conf, SMTP_END_SILENT, NULL, buf, sizeof(buf)), 0);
+	mini_free(&m);
+}
+
+/* Screening: an unknown recipient, the message rate, a client a DNS list
+ * listed, and the connection rate refusal, each with its exact reply. */
+static void test_screening_replies(void **state)
+{
+	(void)state;
+	struct mini m;
+	mini_init(&m);
+	m.s.client = "192.0.2.1";
+	assert_int_equal(config_set(&m.cfg, "error_limit=3", stderr), 0);
+	mini_feed(&m, "EHLO c.example\r\nMAIL FROM:<a@example.org>\r\n");
+	m.rcpt_verdict = SMTP_V_UNKNOWN;
+	m.out.len = 0;
+	mini_feed(&m, "RCPT TO:<Bob+x@Example.com>\r\n");
+	assert_true(out_has(
+	    &m, "550 5.1.1 <Bob+x@Example.com>: Recipient address rejected: User unknown\r\n"));
+	assert_int_equal(m.s.errors, 1);
+	assert_int_equal(m.s.nrcpt, 0);
+	mini_feed(&m, "RCPT TO:<c@example.com>\r\n");
+	/* The third error ends the session, as a dictionary attack should. */
+	assert_int_equal(mini_feed(&m, "RCPT TO:<d@example.com>\r\n"), SMTP_CLOSE);
+	assert_true(out_has(&m, "421 4.7.0 mx.test Error: too many errors\r\n"));
+	mini_free(&m);
+
+	mini_init(&m);
+	m.s.client = "192.0.2.1";
+	m.mail_verdict = SMTP_V_RATE;
+	m.out.len = 0;
+	mini_feed(&m, "EHLO c.example\r\nMAIL FROM:<a@example.org>\r\n");
+	assert_true(out_has(&m, "450 4.7.1 Error: too much mail from 192.0.2.1\r\n"));
+	assert_int_equal(m.s.errors, 1);
+	m.out.len = 0;
+	mini_feed(&m, "RCPT TO:<c@example.com>\r\n");
+	assert_true(out_has(&m, "503 5.5.1 Error: need MAIL command\r\n"));
+	mini_free(&m);
+
+	mini_init(&m);
+	m.s.client = "192.0.2.1";
+	m.s.blocked = "bl.example";
+	m.out.len = 0;
+	/* The first command is answered 554 and nothing after it is read. */
+	uint8_t two[] = "EHLO c.example\r\nMAIL FROM:<a@example.org>\r\n";
+	size_t used = 0;
+	assert_int_equal(smtp_feed(&m.s, two, sizeof(two) - 1, &used, &m.out), SMTP_CLOSE);
+	assert_int_equal(used, strlen("EHLO c.example\r\n"));
+	assert_int_equal((int)m.out.len,
+			 (int)strlen("554 5.7.1 Service unavailable; client [192.0.2.1] blocked "
+				     "using bl.example\r\n"));
+	assert_true(out_has(&m, "554 5.7.1 Service unavailable; client [192.0.2.1] blocked using "
+				"bl.example\r\n"));
+	mini_free(&m);
+
+	mini_init(&m);
+	m.s.blocked = "bl.example";
+	m.out.len = 0;
+	assert_int_equal(mini_feed(&m, "QUIT\r\n"), SMTP_CLOSE);
+	assert_true(out_has(&m, "221 2.0.0 Bye\r\n"));
+	mini_free(&m);
+
+	mini_init(&m);
+	m.s.client = "2001:db8::7";
+	m.out.len = 0;
+	smtp_end(&m.s, SMTP_END_CONN_RATE, &m.out);
+	assert_true(
+	    out_has(&m, "421 4.7.0 mx.test Error: too many connections from 2001:db8::7\r\n"));
+	char buf[REPLY_MAX];
+	size_t n = smtp_end_reply(m.s.conf, SMTP_END_CONN_RATE, "192.0.2.9", buf, sizeof(buf));
+	const char *want = "421 4.7.0 mx.test Error: too many connections from 192.0.2.9\r\n";
+	assert_int_equal(n, strlen(want));
+	assert_memory_equal(buf, want, n);
 	mini_free(&m);
 }
 
@@ -707,6 +783,7 @@ int main(void)
 	    cmocka_unit_test(test_lines),
 	    cmocka_unit_test(test_conf_replies_fit),
 	    cmocka_unit_test(test_random_sessions),
+	    cmocka_unit_test(test_screening_replies),
 	};
 	return cmocka_run_group_tests_name("smtp_engine", tests, NULL, NULL);
 }
