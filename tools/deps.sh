@@ -3,9 +3,10 @@
 #
 #   tools/deps.sh          what building and running needs
 #   tools/deps.sh --test   that, plus the test tools and real clients
-#   tools/deps.sh --bench  that, plus what bench/compare and bench/scale use
-#                          (Postfix smtp-sink/smtpd/smtp-source as peers,
-#                          gnuplot for the plot). Haraka, the optional peer,
+#   tools/deps.sh --bench  that, plus what bench/compare, bench/scale and
+#                          bench/screening.py use (Postfix
+#                          smtp-sink/smtpd/smtp-source as peers, gnuplot for
+#                          the plot, unbound as the DNS list server). Haraka, the optional peer,
 #                          is not a Debian package: bench/compare installs it
 #                          with npm into ~/.cache/mxring/haraka when npm works.
 #
@@ -14,8 +15,8 @@
 # asks nothing and starts no daemon.
 set -euo pipefail
 
-pkgs=(gcc pkg-config meson ninja-build liburing-dev libjemalloc-dev openssl)
-bench_pkgs=(python3 postfix gnuplot-nox)
+pkgs=(gcc pkg-config meson ninja-build liburing-dev libjemalloc-dev libc-ares-dev openssl)
+bench_pkgs=(python3 postfix gnuplot-nox unbound)
 case "${1:-}" in
 --test)
 	# gnuplot-nox: the test of bench/compare --quick checks its plot too.
@@ -29,9 +30,13 @@ case "${1:-}" in
 	# dpkg-dev, debhelper, build-essential, lintian: the Debian package is
 	# built (dpkg-buildpackage checks build-essential) and checked;
 	# ssl-cert, adduser: what it depends on, for dpkg -i.
+	# unbound: tests/integration/dnsserver.py runs a private one (its own
+	# config, a free loopback port) as the DNS list server; its postinst may
+	# start the system daemon on port 53 (where there is an init system; it
+	# ignores a failure), which the tests neither use nor mind.
 	pkgs+=(libcmocka-dev python3 swaks libnet-ssleay-perl postfix testssl.sh gnuplot-nox
 		libfuse3-dev fuse3 python3-prometheus-client prometheus systemd man-db
-		dpkg-dev debhelper build-essential lintian ssl-cert adduser)
+		dpkg-dev debhelper build-essential lintian ssl-cert adduser unbound)
 	;;
 --bench)
 	pkgs+=("${bench_pkgs[@]}")

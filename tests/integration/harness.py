@@ -466,9 +466,9 @@ class Server:
 
     # -- clients
 
-    def client(self, ipv6=False, timeout=REPLY_TIMEOUT_S, greet=True):
+    def client(self, ipv6=False, timeout=REPLY_TIMEOUT_S, greet=True, source=None):
         c = Client("::1" if ipv6 else "127.0.0.1", self.port6 if ipv6 else self.port,
-                   timeout=timeout)
+                   timeout=timeout, source=source)
         if greet:
             c.expect(R_GREETING)
         return c
@@ -505,19 +505,25 @@ class Closed(Fail):
 
 
 class Client:
-    """Raw SMTP client: bytes out as given, reply lines in, every wait bounded."""
+    """Raw SMTP client: bytes out as given, reply lines in, every wait bounded.
+    source: a local address to connect from (e.g. 127.0.0.2; any of
+    127.0.0.0/8 works on Linux), else the kernel picks (127.0.0.1)."""
 
-    def __init__(self, host, port, timeout=REPLY_TIMEOUT_S):
+    def __init__(self, host, port, timeout=REPLY_TIMEOUT_S, source=None):
         self.timeout = timeout
         fam = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(fam, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
+        if source:
+            self.sock.bind((source, 0))
         self.sock.connect((host, port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.eof = False
         self.transcript = []
         self.name = "%s:%d" % (host, port)
+        if source:
+            self.name += " from %s" % source
         _track("clients", self)
 
     def _note(self, who, data):
