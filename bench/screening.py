@@ -28,12 +28,13 @@ key of the table), with the server's CPU seconds read from /proc around it
 (bench/peers/benchutil.py). The figure is messages per server CPU-second;
 the table gives the medians and on / off.
 
-Greeting latency: on a fresh server of each configuration, --latency-clients
-sessions, each from its own loopback address (127.0.1.1 and up), one
-message each: connect to 220 (mxring-bench's connect_banner, p50 and p90).
-With screening on, the first pass has a cold cache (one DNS round trip per
-client to the local unbound), the second pass of the same addresses a warm
-one.
+Greeting latency: on a fresh server of each configuration, connect to 220
+of --latency-clients sessions, each from its own loopback address, p50 and
+p90: one by one (a Python client, 127.0.1.1 and up; then QUIT), and all at
+once (mxring-bench, 127.0.2.1 and up, one message each; its
+connect_banner). With screening on, the first pass has a cold cache (one
+DNS round trip per client to the local unbound, two queries each), the
+second pass of the same addresses a warm one.
 
 Output: a Markdown table on stdout and in --out (default
 bench/results/screening-<UTC date-time>.md).
@@ -43,6 +44,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
@@ -84,8 +86,36 @@ def run_json(cmd, root, errfile, timeout):
     return r
 
 
+def greeting_one_by_one(port, first_addr, n):
+    """connect -> 220 of n sessions, one after another, each from its own
+    loopback address: (p50, p90) in ms. Each then sends QUIT."""
+    times = []
+    for i in range(n):
+        k = first_addr + i
+        src = "127.0.%d.%d" % (k >> 8, k & 255)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.bind((src, 0))
+        t0 = time.perf_counter()
+        s.connect(("127.0.0.1", port))
+        buf = b""
+        while not buf.endswith(b"\r\n"):
+            chunk = s.recv(512)
+            if not chunk:
+                raise SystemExit("screening: %s: closed before the greeting" % src)
+            buf += chunk
+        times.append((time.perf_counter() - t0) * 1000.0)
+        if not buf.startswith(b"220 "):
+            raise SystemExit("screening: %s: greeting %r" % (src, buf[:80]))
+        s.sendall(b"QUIT\r\n")
+        s.recv(512)
+        s.close()
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.9))]
+
+
 def greeting(a, srv, work, tag, first_addr):
-    """connect -> 220 of latency-clients sessions from their own addresses."""
+    """connect -> 220 of latency-clients sessions from their own addresses, all at once."""
     last = first_addr + a.latency_clients - 1
     src = "127.0.%d.%d-127.0.%d.%d" % (first_addr >> 8, first_addr & 255, last >> 8, last & 255)
     j = os.path.join(work, "lat-%s.json" % tag)
@@ -168,8 +198,12 @@ def main():
             srv = S.Mxring(rundir, a.mxring, opts=configs[name])
             srv.start()
             try:
-                lat[name + " (first pass)"] = greeting(a, srv, rundir, "cold", 257)
-                lat[name + " (second pass)"] = greeting(a, srv, rundir, "warm", 257)
+                lat[name + ", one by one, first pass"] = greeting_one_by_one(
+                    srv.port, 257, a.latency_clients)
+                lat[name + ", one by one, second pass"] = greeting_one_by_one(
+                    srv.port, 257, a.latency_clients)
+                lat[name + ", all at once, first pass"] = greeting(a, srv, rundir, "cold", 513)
+                lat[name + ", all at once, second pass"] = greeting(a, srv, rundir, "warm", 513)
             finally:
                 note = srv.stop()
                 if note:
@@ -191,7 +225,7 @@ def main():
     ratio = med["on"][2] / med["off"][2] if med["off"][2] else 0.0
     out.append("\non / off, msgs per server CPU-second: %.3f\n" % ratio)
     out.append("Greeting latency, connect to 220, %d clients each from its own address "
-               "(ms):\n" % a.latency_clients)
+               "(ms; first pass: cold cache, second: warm):\n" % a.latency_clients)
     out.append("| server | p50 | p90 |")
     out.append("|---|---:|---:|")
     for k, (p50, p90) in lat.items():
