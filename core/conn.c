@@ -598,8 +598,12 @@ void conn_process(struct shard *sh, struct conn *c)
 	if (c->phase == PH_SHUT || c->phase == PH_FREE)
 		return;
 	if (c->phase == PH_PREGREET) {
-		/* Input waits for the greeting (admit_pregreet_done runs it). */
-		if (c->flags & C_PEER_EOF && c->in.head == BUF_NONE && c->ct.head == BUF_NONE)
+		/* Input waits for the greeting (admit_pregreet_done runs it). A
+		 * stopping server answers 421 instead of a greeting (RFC 5321
+		 * 3.1), without waiting for the DNS lists or pregreet_wait. */
+		if (sh->stopping)
+			conn_end(sh, c, SMTP_END_SHUTDOWN, "shutdown");
+		else if (c->flags & C_PEER_EOF && c->in.head == BUF_NONE && c->ct.head == BUF_NONE)
 			conn_close(sh, c, "peer-closed");
 		return;
 	}

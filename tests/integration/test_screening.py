@@ -549,6 +549,27 @@ def dnsbl_site_that_never_answers_delays_the_greeting():
 
 
 @suite.case
+def stopping_answers_clients_still_waiting_for_the_lists():
+    # SIGTERM while greetings wait for a list that never answers: each
+    # waiting client gets 421 at once (no greeting), and the stop does not
+    # wait out dnsbl_timeout.
+    with dns_fixture() as dns:
+        srv, _ = dnsbl_server(dns, dnsbl_sites="never.test", dnsbl_threshold=None,
+                              dnsbl_timeout="30s")
+        with srv:
+            clients = [h.Client("127.0.0.1", srv.port, source="127.0.0.%d" % (20 + i))
+                       for i in range(4)]
+            dns.wait_queries(qname("127.0.0.23", "never.test"), 1)
+            t0 = time.monotonic()
+            srv.stop()
+            took = time.monotonic() - t0
+            check(took < 10.0, "stopped in %.1f s with dnsbl_timeout = 30s" % took)
+            for c in clients:
+                c.expect("421 4.3.2 %s Service shutting down" % h.HOSTNAME)
+                c.expect_closed()
+
+
+@suite.case
 def dnsbl_servfail_is_served_without_waiting():
     with dns_fixture() as dns:
         srv, mport = dnsbl_server(dns, dnsbl_sites="fail.test, bl.test*2",
