@@ -12,10 +12,11 @@ static_assert((RATE_BUCKETS & (RATE_BUCKETS - 1)) == 0, "buckets are a power of 
 
 static _Alignas(64) _Atomic uint64_t table[RATE_KINDS][RATE_BUCKETS][RATE_WAYS];
 
-#define TAG_SHIFT   40
-#define START_SHIFT 16
-#define START_MASK  0xffffffu /* 24 bits of seconds: about 194 days before it wraps */
-#define COUNT_MAX   0xffffu
+#define TAG_SHIFT	40
+#define START_SHIFT	16
+#define START_MASK	0xffffffu /* 24 bits of seconds: about 194 days before it wraps */
+#define COUNT_MAX	0xffffu
+#define RATE_ROUNDS_MAX 4096 /* compare-and-swap tries of one event */
 
 static uint64_t pack(uint32_t tag, uint32_t start, uint32_t count)
 {
@@ -70,24 +71,30 @@ uint32_t rate_count(enum rate_kind kind, const uint8_t addr[16], uint64_t now_s)
 	uint32_t tag = (uint32_t)(h >> 40) | 1u; /* never 0: an empty entry is all zero */
 	uint32_t now = (uint32_t)now_s & START_MASK;
 
-	/* Bounded: each round either succeeds or saw another thread change the
-	 * bucket; past the bound the event is counted as if it were alone. */
-	for (int round = 0; round < 16; round++) {
+	/* Bounded: a failed compare-and-swap means another shard counted an
+	 * event of this bucket meanwhile, so a round fails only while others
+	 * succeed; past the bound (never seen) the event counts as if alone. */
+	for (int round = 0; round < RATE_ROUNDS_MAX; round++) {
 		unsigned victim = 0;
 		uint64_t ve = 0;
 		uint32_t vrank = UINT32_MAX;
-		for (unsigned w = 0; w < RATE_WAYS; w++) {
+		bool raced = false;
+		for (unsigned w = 0; w < RATE_WAYS && !raced; w++) {
 			uint64_t e = atomic_load_explicit(&b[w], memory_order_relaxed);
-			if (e != 0 && tag_of(e) == tag) {
-				uint64_t ne = current(e, now)
-						  ? pack(tag, start_of(e),
-							 count_of(e) < COUNT_MAX ? count_of(e) + 1
-										 : COUNT_MAX)
-						  : pack(tag, now, 1);
+			while (e != 0 && tag_of(e) == tag && round < RATE_ROUNDS_MAX) {
+				uint32_t n = current(e, now) ? count_of(e) : 0;
+				uint32_t start = n ? start_of(e) : now;
+				uint64_t ne = pack(tag, start, n < COUNT_MAX ? n + 1 : COUNT_MAX);
+				/* On failure e holds the entry as it is now: count again,
+				 * unless another client took the entry meanwhile. */
 				if (atomic_compare_exchange_weak_explicit(
 					&b[w], &e, ne, memory_order_relaxed, memory_order_relaxed))
 					return count_of(ne);
-				goto again;
+				round++;
+			}
+			if (e != 0 && tag_of(e) == tag) {
+				raced = true; /* out of rounds */
+				break;
 			}
 			/* Replacement rank: empty or over first, then the quietest. */
 			uint32_t rank = current(e, now) ? 1u + count_of(e) : 0;
@@ -97,11 +104,12 @@ uint32_t rate_count(enum rate_kind kind, const uint8_t addr[16], uint64_t now_s)
 				ve = e;
 			}
 		}
+		if (raced)
+			break;
 		if (atomic_compare_exchange_weak_explicit(&b[victim], &ve, pack(tag, now, 1),
 							  memory_order_relaxed,
 							  memory_order_relaxed))
 			return 1;
-	again:;
 	}
 	return 1;
 }
