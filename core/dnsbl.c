@@ -183,16 +183,6 @@ static void stat_add(_Atomic uint64_t *c, uint64_t n)
 	atomic_fetch_add_explicit(c, n, memory_order_relaxed);
 }
 
-static void *aligned_zalloc(size_t n, size_t size)
-{
-	size_t bytes = n * size;
-	bytes = (bytes + RING_CACHE_LINE - 1) / RING_CACHE_LINE * RING_CACHE_LINE;
-	void *p = aligned_alloc(RING_CACHE_LINE, bytes ? bytes : RING_CACHE_LINE);
-	if (p)
-		memset(p, 0, bytes);
-	return p;
-}
-
 /* ---- cache ---- */
 
 static uint32_t cache_bucket(const struct dnsbl *d, const uint8_t addr[16])
@@ -798,7 +788,7 @@ static int channel_open(struct dnsbl *d, const struct config *cfg, FILE *err)
 static int dnsbl_alloc(struct dnsbl *d, const struct config *cfg)
 {
 	d->sites = calloc(d->nsites, sizeof(*d->sites));
-	d->sh = aligned_zalloc(d->nshards, sizeof(*d->sh));
+	d->sh = cache_aligned_zalloc(d->nshards, sizeof(*d->sh));
 	d->touched = calloc(d->nshards, sizeof(*d->touched));
 	d->is_touched = calloc(d->nshards, 1);
 	uint64_t njobs = (uint64_t)d->nshards * DNSBL_INFLIGHT_MAX;
@@ -837,7 +827,7 @@ int dnsbl_create(const struct config *cfg, unsigned nshards, struct dnsbl **out,
 			cfg->ndns_servers);
 		return -1;
 	}
-	struct dnsbl *d = aligned_zalloc(1, sizeof(*d));
+	struct dnsbl *d = cache_aligned_zalloc(1, sizeof(*d));
 	if (!d) {
 		fprintf(err, "mxring: dnsbl: out of memory\n");
 		return -1;

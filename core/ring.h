@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define RING_CACHE_LINE 64
 
@@ -30,6 +31,19 @@ struct ring {
 	_Alignas(RING_CACHE_LINE) uint32_t mask;
 	void **slot; /* owned: mask + 1 entries */
 };
+
+/* n * size zeroed bytes on cache lines of their own (rounded up to whole
+ * lines), so that what one thread writes shares no line with a neighbour;
+ * free() frees it. NULL when out of memory. */
+static inline void *cache_aligned_zalloc(size_t n, size_t size)
+{
+	size_t bytes = n * size;
+	bytes = (bytes + RING_CACHE_LINE - 1) / RING_CACHE_LINE * RING_CACHE_LINE;
+	void *p = aligned_alloc(RING_CACHE_LINE, bytes ? bytes : RING_CACHE_LINE);
+	if (p)
+		memset(p, 0, bytes);
+	return p;
+}
 
 /* Sets up a ring of cap entries (a power of two). 0 or -ENOMEM / -EINVAL. */
 static inline int ring_init(struct ring *r, uint32_t cap)

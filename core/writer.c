@@ -97,16 +97,6 @@ static void efd_signal(int fd)
 		;
 }
 
-static void *aligned_zalloc(size_t n, size_t size)
-{
-	size_t bytes = n * size;
-	bytes = (bytes + RING_CACHE_LINE - 1) / RING_CACHE_LINE * RING_CACHE_LINE;
-	void *p = aligned_alloc(RING_CACHE_LINE, bytes ? bytes : RING_CACHE_LINE);
-	if (p)
-		memset(p, 0, bytes);
-	return p;
-}
-
 /* ---- writer thread ---- */
 
 static bool writer_has_work(struct writer *w)
@@ -267,8 +257,8 @@ static int writer_init(struct writer_set *ws, struct writer *w, unsigned id,
 	w->efd = eventfd(0, EFD_CLOEXEC);
 	if (w->efd < 0)
 		return -errno;
-	w->in = aligned_zalloc(ws->nshards, sizeof(*w->in));
-	w->out = aligned_zalloc(ws->nshards, sizeof(*w->out));
+	w->in = cache_aligned_zalloc(ws->nshards, sizeof(*w->in));
+	w->out = cache_aligned_zalloc(ws->nshards, sizeof(*w->out));
 	uint64_t cap = (uint64_t)ws->nshards * ws->ring_size;
 	w->batch_cap = cap < SPOOL_BATCH_MAX ? (unsigned)cap : SPOOL_BATCH_MAX;
 	w->batch = calloc(w->batch_cap, sizeof(*w->batch));
@@ -314,15 +304,15 @@ int writers_start(const struct config *cfg, unsigned nshards, struct writer_set 
 			nshards, cfg->writers, rs);
 		return -EINVAL;
 	}
-	struct writer_set *ws = aligned_zalloc(1, sizeof(*ws));
+	struct writer_set *ws = cache_aligned_zalloc(1, sizeof(*ws));
 	if (!ws)
 		return -ENOMEM;
 	ws->nshards = nshards;
 	ws->nwriters = cfg->writers;
 	ws->ring_size = rs;
 	atomic_init(&ws->stop, false);
-	ws->w = aligned_zalloc(ws->nwriters, sizeof(*ws->w));
-	ws->sh = aligned_zalloc(nshards, sizeof(*ws->sh));
+	ws->w = cache_aligned_zalloc(ws->nwriters, sizeof(*ws->w));
+	ws->sh = cache_aligned_zalloc(nshards, sizeof(*ws->sh));
 	int r = ws->w && ws->sh ? 0 : -ENOMEM;
 	for (unsigned i = 0; ws->w && i < ws->nwriters; i++)
 		ws->w[i].efd = -1;
