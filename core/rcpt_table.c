@@ -593,6 +593,33 @@ static bool probe(const struct rcpt_table *t, const char *key, size_t n)
 	return found;
 }
 
+/* Whether the n bytes at p equal word (lower case), ASCII case-insensitively. */
+static bool word_ieq(const char *p, size_t n, const char *word)
+{
+	if (strlen(word) != n)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (lower(p[i]) != word[i])
+			return false;
+	return true;
+}
+
+/*
+ * Local parts Postfix never splits at a delimiter (its split_addr):
+ * postmaster, MAILER-DAEMON and double-bounce whatever the delimiters, and,
+ * when '-' is one of them, owner-* and *-request (mailing-list addresses).
+ */
+static bool unsplit(const char *local, size_t n, const char *delims)
+{
+	if (word_ieq(local, n, "postmaster") || word_ieq(local, n, "mailer-daemon") ||
+	    word_ieq(local, n, "double-bounce"))
+		return true;
+	if (!strchr(delims, '-'))
+		return false;
+	return (n >= 6 && word_ieq(local, 6, "owner-")) ||
+	       (n > 8 && word_ieq(local + n - 8, 8, "-request"));
+}
+
 bool rcpt_table_lookup(const struct rcpt_table *t, const char *mailbox, size_t len, size_t at,
 		       const char *delims)
 {
@@ -610,7 +637,7 @@ bool rcpt_table_lookup(const struct rcpt_table *t, const char *mailbox, size_t l
 		if (probe(t, buf, len))
 			return true;
 	}
-	if (delims && delims[0]) {
+	if (delims && delims[0] && !unsplit(mailbox, at, delims)) {
 		/* As Postfix's split_addr: a delimiter first in the local part
 		 * does not split (the key would be "@domain", tried next). */
 		uint64_t set[4] = {0, 0, 0, 0};

@@ -66,8 +66,10 @@ int rcpt_table_parse(const char *name, const char *text, size_t len, struct rcpt
  * "local@domain"; then, when delims (a NUL-terminated set of characters,
  * "" or NULL for none) is not empty and the local part holds one of them,
  * the local part cut before the first such character ("user+tag" ->
- * "user"), "user@domain" (not when that character comes first, as in
- * Postfix); then "@domain". Case-insensitive; the octets of a quoted local
+ * "user"), "user@domain" (not when that character comes first, and never
+ * for postmaster, MAILER-DAEMON and double-bounce, nor, with '-' among the
+ * delimiters, for owner-* and *-request: as Postfix's split_addr); then
+ * "@domain". Case-insensitive; the octets of a quoted local
  * part are taken as they are. A candidate longer than PATH_MAX_OCTETS, or
  * a mailbox holding a NUL, matches nothing. No allocation, no lock.
  */

@@ -154,6 +154,10 @@ static void delimiters(void **state)
 	struct rcpt_table *t = table("user@d.example\n"
 				     "user+exact@d.example\n"
 				     "owner@d.example\n"
+				     "list@d.example\n"
+				     "postmaster@d.example\n"
+				     "mailer@d.example\n"
+				     "double@d.example\n"
 				     "@all.example\n");
 	static const struct want w[] = {
 	    /* The full address first, with or without delimiters. */
@@ -170,7 +174,23 @@ static void delimiters(void **state)
 	    /* Cut before the first delimiter of the set. */
 	    {"user-a+b@d.example", "+-", true},
 	    {"user+a-b@d.example", "-+", true},
-	    {"owner-list@d.example", "-", true},
+	    /* As Postfix's split_addr: with '-' a delimiter, owner-* and
+	     * *-request are mailing-list addresses, not extensions. */
+	    {"owner-list@d.example", "-", false},
+	    {"owner-list@d.example", "+-", false},
+	    {"Owner-list@d.example", "-", false},
+	    {"list-request@d.example", "-", false},
+	    {"list-request@d.example", "+", false},
+	    {"list+x-request@d.example", "+", true},
+	    {"list-x@d.example", "-", true},
+	    {"-request@d.example", "-", false},
+	    /* The local parts Postfix never splits. */
+	    {"postmaster+x@d.example", "+", true}, /* no exception: not exactly postmaster */
+	    {"postmaster@d.example", "+", true},
+	    {"mailer-daemon@d.example", "-", false}, /* not mailer@ */
+	    {"MAILER-DAEMON@d.example", "-", false},
+	    {"double-bounce@d.example", "-", false},
+	    {"double-x@d.example", "-", true},
 	    {"users+x@d.example", "+", false},
 	    {"use+r@d.example", "+", false},
 	    /* A delimiter first does not split; nothing matches then. */
