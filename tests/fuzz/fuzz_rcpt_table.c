@@ -49,6 +49,29 @@ static bool model_has(const struct key *k, size_t nk, const char *s, size_t n)
 	return false;
 }
 
+/* ASCII case-insensitive equality of n bytes at a with the string b. */
+static bool ieq_str(const char *a, size_t n, const char *b)
+{
+	if (strlen(b) != n)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = a[i] >= 'A' && a[i] <= 'Z' ? (char)(a[i] + 32) : a[i];
+		if (c != b[i])
+			return false;
+	}
+	return true;
+}
+
+/* The local parts the header says are never split. */
+static bool model_unsplit(const char *m, size_t at, const char *delims)
+{
+	if (ieq_str(m, at, "postmaster") || ieq_str(m, at, "mailer-daemon") ||
+	    ieq_str(m, at, "double-bounce"))
+		return true;
+	return strchr(delims, '-') && ((at >= 6 && ieq_str(m, 6, "owner-")) ||
+				       (at > 8 && ieq_str(m + at - 8, 8, "-request")));
+}
+
 /* The header's lookup order over the model. A mailbox with a NUL matches
  * nothing (no key holds one). */
 static bool model_lookup(const struct key *k, size_t nk, const char *m, size_t len, size_t at,
@@ -59,7 +82,7 @@ static bool model_lookup(const struct key *k, size_t nk, const char *m, size_t l
 		return false;
 	if (model_has(k, nk, m, len))
 		return true;
-	if (delims && delims[0]) {
+	if (delims && delims[0] && !model_unsplit(m, at, delims)) {
 		size_t cut = 0;
 		while (cut < at && !strchr(delims, m[cut]))
 			cut++;
@@ -73,7 +96,7 @@ static bool model_lookup(const struct key *k, size_t nk, const char *m, size_t l
 	return model_has(k, nk, m + at, len - at);
 }
 
-static const char *const delim_sets[] = {NULL, "", "+", "-+.", "@\""};
+static const char *const delim_sets[] = {NULL, "", "+", "-+.", "@\"", "-"};
 
 /* Looks m up in the table and the model under every delimiter set. */
 static void probe(const struct rcpt_table *t, const struct key *k, size_t nk, bool model,
