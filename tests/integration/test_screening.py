@@ -703,6 +703,58 @@ def connection_rate_limit_per_address():
             print("# all %d sessions on shard %s: not counted across shards" % (n, shards))
 
 
+def proxied(srv, src, greeting=True):
+    """A client behind the balancer: a PROXY v1 header naming src first."""
+    c = srv.client(greet=False)
+    fam = "TCP6" if ":" in src else "TCP4"
+    dst = "::1" if ":" in src else "127.0.0.1"
+    c.send(("PROXY %s %s %s 40000 25\r\n" % (fam, src, dst)).encode())
+    if greeting:
+        c.expect(h.R_GREETING)
+    return c
+
+
+@suite.case
+def rates_count_an_ipv6_slash_64_as_one_client():
+    # Loopback has one IPv6 address; behind a balancer the PROXY header names
+    # any. Three addresses of one /64 share a count; the next /64 has its own.
+    n = 3
+    srv, _ = rate_server(proxy_protocol="haproxy", client_connection_rate_limit=str(n))
+    with srv:
+        away_from_a_minute_boundary()
+        for a in ("2001:db8:1:2::5", "2001:db8:1:2::6", "2001:db8:1:2:ffff::1"):
+            proxied(srv, a).quit()
+        c = proxied(srv, "2001:db8:1:2::7", greeting=False)
+        c.expect(r_conn_rate("2001:db8:1:2::7"))
+        c.expect_closed()
+        c.close()
+        rate_line(srv, "2001:db8:1:2::7")
+        proxied(srv, "2001:db8:1:3::5").quit()
+        # IPv4 addresses are each their own client.
+        for i in range(n + 1):
+            proxied(srv, "192.0.2.%d" % (10 + i)).quit()
+
+
+@suite.case
+def dnsbl_asks_about_the_client_the_balancer_names():
+    # Behind a balancer the DNS lists are asked about the address of the
+    # PROXY header, not the balancer's.
+    recs = fixture_records() + [(qname("192.0.2.7", "bl.test"), "127.0.0.2")]
+    with dns_fixture(records=recs) as dns:
+        srv, _ = dnsbl_server(dns, proxy_protocol="haproxy")
+        with srv:
+            c = proxied(srv, "192.0.2.7")
+            c.cmd("EHLO client.example.org", r_blocked("192.0.2.7", "bl.test"))
+            c.expect_closed()
+            c.close()
+            listed_line(srv, "192.0.2.7", 2)
+            check_eq(dns.queries(qname("127.0.0.1", "bl.test")), 0,
+                     "queries about the balancer's own address")
+            c = proxied(srv, "192.0.2.8")
+            c.ehlo()
+            c.quit()
+
+
 @suite.case
 def message_rate_limit_across_connections():
     n = 6
