@@ -19,9 +19,11 @@
  * Building: keys are lower-cased and hashed BATCH at a time, their slots
  * prefetched, then inserted one by one; a key is copied to the arena only
  * when the index does not hold it already, so a duplicate costs no memory.
- * Before each file the arena is reserved for the whole text and the index
- * for every line that can hold a key, so a large file is read without
- * rehashing; both reservations are only hints (on failure the arrays grow
+ * A file is read and parsed a chunk at a time (LOAD_CHUNK), never held
+ * whole. Before its first chunk the arena is reserved for the whole file
+ * and the index for the keys the first chunk's density of key lines
+ * predicts, so a large file is read without rehashing; both reservations
+ * are only hints (on failure the arrays grow
  * by doubling), and table_finish trims the arena and rebuilds the index at
  * the smallest size that keeps the load at most 3/4.
  *
@@ -47,13 +49,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define ARENA_MAX      0xffffffffull	     /* offsets are uint32_t */
-#define ARENA_PAD      (PATH_MAX_OCTETS + 1) /* a probe reads this far past a key's start */
-#define ARENA_MIN      4096u		     /* first allocation */
-#define SLOTS_MIN      8u
-#define FILE_MAX       (4ull << 30) /* bytes of one table file */
-#define READ_CHUNK_MIN (64u << 10)  /* first read buffer when the size is unknown */
-#define QUOTE_MAX      (LOG_CLIENT_TEXT_MAX * 4 + 4) /* log_escape: 4 per byte, "...", NUL */
+#define ARENA_MAX  0xffffffffull	 /* offsets are uint32_t */
+#define ARENA_PAD  (PATH_MAX_OCTETS + 1) /* a probe reads this far past a key's start */
+#define ARENA_MIN  4096u		 /* first allocation */
+#define SLOTS_MIN  8u
+#define FILE_MAX   (4ull << 30)			 /* bytes of one table file */
+#define LOAD_CHUNK (4u << 20)			 /* bytes of a file read and parsed at a time */
+#define QUOTE_MAX  (LOG_CLIENT_TEXT_MAX * 4 + 4) /* log_escape: 4 per byte, "...", NUL */
 
 #define STR_(x) #x
 #define STR(x)	STR_(x)
@@ -408,9 +410,10 @@ static const char *key_problem(const char *s, size_t n)
 	return NULL;
 }
 
-/* Reserves for a file of len bytes: the arena for all of it, the index for
- * every line that may hold a key. Only a hint; failures are ignored. */
-static void table_reserve(struct rcpt_table *t, const char *text, size_t len)
+/* Reserves for a file of file_len bytes, of which text[0..len) is the
+ * start: the arena for all of it, the index for as many keys as the start
+ * holds per byte. Only a hint; failures are ignored. */
+static void table_reserve(struct rcpt_table *t, const char *text, size_t len, uint64_t file_len)
 {
 	size_t keys = 0, pos = 0;
 	while (pos < len) {
@@ -420,22 +423,25 @@ static void table_reserve(struct rcpt_table *t, const char *text, size_t len)
 		const char *nl = memchr(text + pos, '\n', len - pos);
 		pos = nl ? (size_t)(nl - text) + 1 : len;
 	}
-	if (keys == 0)
+	if (keys == 0 || len == 0)
 		return;
-	size_t need = len + 1 < ARENA_MAX ? len + 1 : ARENA_MAX;
-	(void)arena_reserve(t, need);
+	if (file_len > len)
+		keys = (size_t)((double)keys * (double)file_len / (double)len) + 1;
+	uint64_t need = file_len > len ? file_len + 1 : len + 1;
+	(void)arena_reserve(t, need < ARENA_MAX ? (size_t)need : (size_t)ARENA_MAX);
 	size_t slots = slots_for(t->entries + keys);
 	if (slots > t->mask + 1)
 		(void)index_rebuild(t, slots);
 }
 
+/* Parses whole lines text[0..len) into t; *line counts the lines of the
+ * file so far (in and out), for the error lines. */
 static int parse_into(struct rcpt_table *t, const char *name, const char *text, size_t len,
-		      FILE *err)
+		      size_t *lines, FILE *err)
 {
 	struct pending batch[BATCH];
-	size_t pos = 0, line = 0, nb = 0;
+	size_t pos = 0, line = *lines, nb = 0;
 
-	table_reserve(t, text, len);
 	while (pos < len) {
 		const char *s = text + pos;
 		const char *nl = memchr(s, '\n', len - pos);
@@ -464,6 +470,7 @@ static int parse_into(struct rcpt_table *t, const char *name, const char *text, 
 			nb = 0;
 		}
 	}
+	*lines = line;
 	return table_add_batch(t, batch, nb, name, err);
 }
 
@@ -475,7 +482,9 @@ int rcpt_table_parse(const char *name, const char *text, size_t len, struct rcpt
 		fprintf(err, "mxring: %s: %s\n", name, strerror(ENOMEM));
 		return -1;
 	}
-	if (parse_into(t, name, text, len, err) < 0) {
+	size_t lines = 0;
+	table_reserve(t, text, len, len);
+	if (parse_into(t, name, text, len, &lines, err) < 0) {
 		rcpt_table_free(t);
 		return -1;
 	}
@@ -486,67 +495,80 @@ int rcpt_table_parse(const char *name, const char *text, size_t len, struct rcpt
 
 /* --- files --------------------------------------------------------------- */
 
-/* Reads the file at path whole into *text (owned by the caller), at most
- * FILE_MAX bytes. 0 or -errno. */
-static int read_file(const char *path, char **text, size_t *len)
+/*
+ * Parses the file at path into t, LOAD_CHUNK bytes at a time: whole lines
+ * are parsed as they come, a partial one waits for the next read, so the
+ * file is never held whole (a reload then holds the old table, the new one
+ * and one chunk). At most FILE_MAX bytes; a line longer than a chunk (a key
+ * is at most PATH_MAX_OCTETS, so it would be a value or a comment) is an
+ * error. 0, or -1 after a line to err.
+ */
+static int load_file(struct rcpt_table *t, const char *path, FILE *err)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
 	struct stat st;
-	if (fstat(fd, &st) < 0) {
-		int e = errno;
-		close(fd);
-		return -e;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		fprintf(err, "mxring: %s: %s\n", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
 	}
-	if ((uint64_t)st.st_size > FILE_MAX) {
+	char *buf = malloc(LOAD_CHUNK);
+	if (!buf) {
+		fprintf(err, "mxring: %s: %s\n", path, strerror(ENOMEM));
 		close(fd);
-		return -EFBIG;
+		return -1;
 	}
-	/* The size is a first guess (a pipe or /proc says 0, a file may
-	 * grow); one byte more, so that seeing the end needs no realloc. */
-	size_t cap = (size_t)st.st_size + 1;
-	if (cap < READ_CHUNK_MIN)
-		cap = READ_CHUNK_MIN;
-	size_t used = 0;
-	char *buf = malloc(cap);
-	int r = buf ? 0 : -ENOMEM;
-	while (r == 0) {
-		if (used == cap) {
-			if (cap > FILE_MAX) {
-				r = -EFBIG;
-				break;
-			}
-			/* FILE_MAX + 1 at most: one byte past the bound tells. */
-			size_t ncap = cap * 2 < FILE_MAX + 1 ? cap * 2 : FILE_MAX + 1;
-			char *nb = realloc(buf, ncap);
-			if (!nb) {
-				r = -ENOMEM;
-				break;
-			}
-			buf = nb;
-			cap = ncap;
-		}
-		ssize_t got = read(fd, buf + used, cap - used);
+	size_t have = 0, lines = 0;
+	uint64_t total = 0;
+	bool first = true;
+	int rc = 0;
+	for (;;) {
+		ssize_t got = read(fd, buf + have, LOAD_CHUNK - have);
 		if (got < 0 && errno == EINTR)
 			continue;
-		if (got < 0)
-			r = -errno;
-		else if (got == 0)
+		if (got < 0) {
+			fprintf(err, "mxring: %s: %s\n", path, strerror(errno));
+			rc = -1;
 			break;
-		else
-			used += (size_t)got;
+		}
+		total += (uint64_t)got;
+		if (total > FILE_MAX) {
+			fprintf(err, "mxring: %s: %s\n", path, strerror(EFBIG));
+			rc = -1;
+			break;
+		}
+		have += (size_t)got;
+		bool eof = got == 0;
+		size_t end = have;
+		if (!eof) {
+			const char *nl = memrchr(buf, '\n', have);
+			if (!nl && have == LOAD_CHUNK) {
+				fprintf(err, "mxring: %s:%zu: line longer than %u bytes\n", path,
+					lines + 1, LOAD_CHUNK);
+				rc = -1;
+				break;
+			}
+			end = nl ? (size_t)(nl - buf) + 1 : 0;
+		}
+		if (end) {
+			if (first)
+				table_reserve(t, buf, end,
+					      st.st_size > 0 ? (uint64_t)st.st_size : end);
+			first = false;
+			if (parse_into(t, path, buf, end, &lines, err) < 0) {
+				rc = -1;
+				break;
+			}
+			memmove(buf, buf + end, have - end);
+			have -= end;
+		}
+		if (eof)
+			break;
 	}
+	free(buf);
 	close(fd);
-	if (r == 0 && used > FILE_MAX)
-		r = -EFBIG;
-	if (r < 0) {
-		free(buf);
-		return r;
-	}
-	*text = buf;
-	*len = used;
-	return 0;
+	return rc;
 }
 
 int rcpt_table_load(const char *paths, struct rcpt_table **out, FILE *err)
@@ -563,17 +585,7 @@ int rcpt_table_load(const char *paths, struct rcpt_table **out, FILE *err)
 	while (path_list_next(&list, path, sizeof(path))) {
 		if (!path[0])
 			continue;
-		char *text = NULL;
-		size_t len = 0;
-		int r = read_file(path, &text, &len);
-		if (r < 0) {
-			fprintf(err, "mxring: %s: %s\n", path, strerror(-r));
-			rcpt_table_free(t);
-			return -1;
-		}
-		r = parse_into(t, path, text, len, err);
-		free(text);
-		if (r < 0) {
+		if (load_file(t, path, err) < 0) {
 			rcpt_table_free(t);
 			return -1;
 		}

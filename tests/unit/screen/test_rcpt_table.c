@@ -2,7 +2,8 @@
  * test_rcpt_table.c - recipient tables (core/rcpt_table.c): lookups (known,
  * unknown, catch-all, case, address extensions), the Postfix text format
  * (values, comments, blank lines, CRLF, continuation lines, duplicates),
- * error lines with FILE:LINE, files merged by rcpt_table_load, and a large
+ * error lines with FILE:LINE, files merged by rcpt_table_load (read in
+ * chunks: keys and line numbers across their boundaries), and a large
  * generated table with its memory accounting.
  */
 #include <stdarg.h>
@@ -512,9 +513,76 @@ static void many_files_and_duplicates(void **state)
 	rcpt_table_free(t);
 }
 
+/*
+ * A file is read 4 MiB at a time: keys across every chunk boundary are
+ * found, the line number of an error past a boundary is right, and a line
+ * longer than a chunk is refused with its number.
+ */
+static void chunks(void **state)
+{
+	(void)state;
+	const size_t chunk = 4u << 20, len = 3 * chunk + 12345;
+	char *text = malloc(len + 64);
+	assert_non_null(text);
+	size_t n = 0, lines = 0;
+	unsigned keys = 0;
+	while (n < len) {
+		/* Lines of varying length, so that boundaries fall in every position. */
+		int w = snprintf(text + n, 64, "u%u@d.example%.*s\n", keys, (int)(keys % 23),
+				 " value value value value");
+		n += (size_t)w;
+		keys++;
+		lines++;
+	}
+	char p[64];
+	write_file(p, text, n);
+	struct rcpt_table *t = NULL;
+	struct errbuf e;
+	err_open(&e);
+	assert_int_equal(rcpt_table_load(p, &t, e.f), 0);
+	assert_string_equal(err_text(&e), "");
+	err_close(&e);
+	unlink(p);
+	assert_int_equal(rcpt_table_entries(t), keys);
+	char buf[64];
+	for (unsigned i = 0; i < keys + 100; i++) {
+		int k = snprintf(buf, sizeof(buf), "u%u@d.example", i);
+		if (rcpt_table_lookup(t, buf, (size_t)k, (size_t)(strchr(buf, '@') - buf), NULL) !=
+		    (i < keys))
+			fail_msg("key %u: wrong answer", i);
+	}
+	rcpt_table_free(t);
+
+	/* A bad key on the last line: its number counts the lines of every chunk. */
+	memcpy(text + n, "nokey\n", 6);
+	write_file(p, text, n + 6);
+	err_open(&e);
+	assert_int_equal(rcpt_table_load(p, &t, e.f), -1);
+	char want[160];
+	snprintf(want, sizeof(want), "mxring: %s:%zu: key 'nokey': ", p, lines + 1);
+	if (strncmp(err_text(&e), want, strlen(want)) != 0)
+		fail_msg("got '%s', want '%s...'", err_text(&e), want);
+	err_close(&e);
+	unlink(p);
+
+	/* A value line longer than a chunk. */
+	memset(text, 'x', len);
+	memcpy(text, "a@d.example\n  ", 14);
+	text[len - 1] = '\n';
+	write_file(p, text, len);
+	err_open(&e);
+	assert_int_equal(rcpt_table_load(p, &t, e.f), -1);
+	snprintf(want, sizeof(want), "mxring: %s:2: line longer than 4194304 bytes\n", p);
+	assert_string_equal(err_text(&e), want);
+	err_close(&e);
+	unlink(p);
+	free(text);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(chunks),
 	    cmocka_unit_test(known_unknown_catch_all),
 	    cmocka_unit_test(case_every_octet),
 	    cmocka_unit_test(delimiters),
