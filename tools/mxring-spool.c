@@ -6,6 +6,7 @@
  *   mxring-spool cat DIR QID [--body]
  *   mxring-spool export DIR --maildir OUTDIR
  *   mxring-spool export DIR --mbox FILE          (FILE "-" is standard output)
+ *   mxring-spool queue DIR [--json]
  *
  * DIR is a spool_dir (segments in active/ and ready/, and/or maildir/); the
  * formats are described in core/spool.h. The tool only reads the spool; it
@@ -31,9 +32,28 @@
  * same run stored but never acknowledged are counted (a server may store a
  * message whose 250 was lost); --exact makes them errors.
  *
+ * queue lists the relay's queue as Postfix's mailq does (its layout for long
+ * queue ids): every stored message with a recipient that still needs
+ * something, which is the spool (spool_reader, streamed) less what the
+ * delivery journal (core/journal.h: journal_index_load, then a second replay
+ * for the deciding records' replies, which the index does not keep) says is
+ * final. A recipient is listed when it was never tried, is deferred (with
+ * its attempts, next attempt, last reply and relay), or failed or expired
+ * with its DSN not yet stored (a message from <> is owed none); delivered
+ * recipients, messages with nothing left, and done segments are not. Per
+ * message a line "QID SIZE ARRIVAL SENDER" (local time, sender <> as
+ * MAILER-DAEMON), then per recipient listed its reason "(...)", where it
+ * changes from the recipient before, and its address; a blank line between
+ * messages; at the end "-- N Kbytes in M Requests." or "Mail queue is
+ * empty". --json: one object per message and line instead, times RFC 3339
+ * UTC. Read-only: journal_open (which starts a file) is never called; a
+ * compaction by a running relay between the two passes shows as "reply not
+ * found". A maildir spool has no journal and no queue.
+ *
  * Exit status: 0 success (verify: every record intact), 1 a problem (verify:
- * a damaged record or message; other commands: a failure or a message not
- * found), 2 usage.
+ * a damaged record or message; queue: a damaged record of the spool or the
+ * journal, listed as far as it could be read; other commands: a failure or
+ * a message not found), 2 usage.
  */
 #include <assert.h>
 #include <errno.h>
@@ -49,7 +69,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "crc32.h"
+#include "journal.h"
 #include "log.h"
 #include "spool.h"
 #include "spool_reader.h"
@@ -68,6 +90,11 @@ static const char usage_text[] =
     "                                stdout; --body: the body only, as the client sent it\n"
     "  export DIR --maildir OUTDIR   every message into OUTDIR/{tmp,new,cur}\n"
     "  export DIR --mbox FILE        every message into an mboxrd file (\"-\": stdout)\n"
+    "  queue DIR [--json]            the relay's queue, as mailq lists it: each stored\n"
+    "                                message with a recipient never tried, deferred\n"
+    "                                (attempts, next attempt, last reply and relay), or\n"
+    "                                failed with its DSN not yet stored; --json: one JSON\n"
+    "                                object per message per line\n"
     "\n"
     "DIR is mxring's spool_dir. Exit status: 0 success, 1 problems found or a\n"
     "failure, 2 usage error.\n";
@@ -904,11 +931,549 @@ out:
 	return e == 0 ? 0 : 1;
 }
 
+/* ---- queue: the relay's queue, as mailq shows it ---- */
+
+/*
+ * The journal's index keeps each recipient's state, not the reply that
+ * decided it; a second replay picks the deciding records' texts up. Each
+ * distinct reply and relay is kept once (a hub that is down gives every
+ * deferral the same reply), up to QUEUE_TEXT_BYTES_MAX: past it, replies are
+ * shown as not kept.
+ */
+#define QUEUE_TEXT_BYTES_MAX (64u << 20)
+#define QUEUE_TEXT_OVERHEAD  32u   /* per text: its slots and the allocator's header */
+#define QUEUE_SLOTS_MIN	     1024u /* a power of two */
+#define QUEUE_REASON_MAX     (JOURNAL_REPLY_MAX + JOURNAL_RELAY_MAX + 160)
+/* Postfix's mailq layout for long queue ids (enable_long_queue_ids): a qid is 16 characters. */
+#define QUEUE_HEAD_FMT "%-17s %8s %-19s %s\n"
+#define QUEUE_HEADINGS                                                                             \
+	"----Queue ID-----", "--Size--", "---Arrival Time----", "--Sender/Recipient------"
+#define QUEUE_RCPT_INDENT 47 /* 17 + 1 + 8 + 1 + 19 + 1: under the sender */
+#define QUEUE_REASON_COL  76 /* a reason ends in column 78, as mailq's */
+
+static_assert(QID_LEN < 17, "a qid fits the Queue ID column");
+
+/* Texts interned: open addressing, never more than half full, so a probe meets a NULL. */
+struct qstrs {
+	char **slot; /* owned: nslot entries (a power of two), each owned or NULL */
+	uint64_t nslot, n, bytes;
+	bool over; /* QUEUE_TEXT_BYTES_MAX or memory ran out: later texts not kept */
+};
+
+/* The deciding result of a listed recipient, keyed by its entry in the index. */
+struct qres {
+	const struct journal_rcpt *key; /* borrowed from the index, which does not change
+					   once loaded; NULL: an empty slot */
+	const char *reply, *relay;	/* borrowed from qstrs; NULL: not kept */
+	char dsn[JOURNAL_DSN_MAX + 1];
+};
+
+struct qres_map {
+	struct qres *slot; /* owned: nslot entries (a power of two), at most half used */
+	uint64_t nslot, n;
+};
+
+enum qshow {
+	Q_HIDE,	     /* delivered, or final with nothing owed */
+	Q_PENDING,   /* no result yet: never tried */
+	Q_DEFERRED,  /* tried again at next_us */
+	Q_UNBOUNCED, /* failed or expired, its DSN not yet stored */
+};
+
+struct queue {
+	const char *dir; /* borrowed from argv */
+	bool json;
+	struct journal_index *ix; /* owned */
+	struct qstrs strs;
+	struct qres_map res;
+	uint64_t listed, bytes; /* messages listed and their size */
+	uint64_t maildir;	/* messages of maildir/ passed over */
+	uint64_t errors;	/* journal problems, disagreements with the spool */
+};
+
+static uint64_t q_mix(uint64_t h)
+{
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdull;
+	h ^= h >> 33;
+	return h;
+}
+
+static uint64_t q_str_hash(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+	return q_mix(h);
+}
+
+static uint64_t q_ptr_hash(const void *p)
+{
+	return q_mix((uint64_t)(uintptr_t)p);
+}
+
+static int qstrs_grow(struct qstrs *t)
+{
+	uint64_t n = t->nslot ? 2 * t->nslot : QUEUE_SLOTS_MIN;
+	char **ns = calloc(n, sizeof(*ns));
+	if (!ns)
+		return -ENOMEM;
+	for (uint64_t i = 0; i < t->nslot; i++) {
+		if (!t->slot[i])
+			continue;
+		uint64_t j = q_str_hash(t->slot[i]) & (n - 1);
+		while (ns[j])
+			j = (j + 1) & (n - 1);
+		ns[j] = t->slot[i];
+	}
+	free(t->slot);
+	t->slot = ns;
+	t->nslot = n;
+	return 0;
+}
+
+/* The kept copy of s, or NULL: past the bound or out of memory (shown as not kept). */
+static const char *qstrs_intern(struct qstrs *t, const char *s)
+{
+	if (2 * (t->n + 1) > t->nslot && qstrs_grow(t) < 0) {
+		t->over = true;
+		return NULL;
+	}
+	uint64_t i = q_str_hash(s) & (t->nslot - 1);
+	for (; t->slot[i]; i = (i + 1) & (t->nslot - 1))
+		if (strcmp(t->slot[i], s) == 0)
+			return t->slot[i];
+	size_t len = strlen(s) + 1;
+	char *c = t->bytes + len + QUEUE_TEXT_OVERHEAD <= QUEUE_TEXT_BYTES_MAX ? malloc(len) : NULL;
+	if (!c) {
+		t->over = true;
+		return NULL;
+	}
+	memcpy(c, s, len);
+	t->slot[i] = c;
+	t->n++;
+	t->bytes += len + QUEUE_TEXT_OVERHEAD;
+	return c;
+}
+
+static void qstrs_free(struct qstrs *t)
+{
+	for (uint64_t i = 0; i < t->nslot; i++)
+		free(t->slot[i]);
+	free(t->slot);
+}
+
+static int qres_grow(struct qres_map *m)
+{
+	uint64_t n = m->nslot ? 2 * m->nslot : QUEUE_SLOTS_MIN;
+	struct qres *ns = calloc(n, sizeof(*ns));
+	if (!ns)
+		return -ENOMEM;
+	for (uint64_t i = 0; i < m->nslot; i++) {
+		if (!m->slot[i].key)
+			continue;
+		uint64_t j = q_ptr_hash(m->slot[i].key) & (n - 1);
+		while (ns[j].key)
+			j = (j + 1) & (n - 1);
+		ns[j] = m->slot[i];
+	}
+	free(m->slot);
+	m->slot = ns;
+	m->nslot = n;
+	return 0;
+}
+
+/* The slot of key: its entry, or the empty slot where it goes. The map is never full. */
+static struct qres *qres_slot(const struct qres_map *m, const struct journal_rcpt *key)
+{
+	uint64_t i = q_ptr_hash(key) & (m->nslot - 1);
+	while (m->slot[i].key && m->slot[i].key != key)
+		i = (i + 1) & (m->nslot - 1);
+	return &m->slot[i];
+}
+
+static const struct qres *qres_find(const struct qres_map *m, const struct journal_rcpt *key)
+{
+	if (m->n == 0)
+		return NULL;
+	const struct qres *e = qres_slot(m, key);
+	return e->key ? e : NULL;
+}
+
+/* What a recipient shows: rc NULL when the journal names no result of its message. */
+static enum qshow queue_show(const struct journal_rcpt *rc, bool null_sender)
+{
+	if (!rc || rc->state == 0)
+		return Q_PENDING;
+	if (rc->state == JOURNAL_DEFERRED)
+		return Q_DEFERRED;
+	if (rc->state == JOURNAL_DELIVERED)
+		return Q_HIDE;
+	/* Failed or expired: queued until its DSN is stored; a message from <> gets none. */
+	return (rc->flags & JOURNAL_RCPT_BOUNCED) || null_sender ? Q_HIDE : Q_UNBOUNCED;
+}
+
+/* Replay, second pass: keeps the texts of each deciding RESULT of a recipient listed. */
+static int queue_visit(void *ctx, const struct journal_rec *r, const struct journal_loc *loc)
+{
+	(void)loc;
+	struct queue *q = ctx;
+	struct journal_msg_state m;
+	if (r->type != JOURNAL_REC_RESULT || r->outcome == JOURNAL_DELIVERED)
+		return 0;
+	if (!journal_index_find(q->ix, r->seg, r->seg_off, &m) || m.segment_done ||
+	    m.nrcpt != r->nrcpt || strcmp(m.qid, r->qid) != 0)
+		return 0; /* a conflicting record: the first pass reported it */
+	const struct journal_rcpt *rc = &m.rcpt[r->rcpt];
+	if (rc->state != r->outcome || rc->time_us != r->time_us || rc->attempts != r->attempts ||
+	    rc->next_us != r->next_us || queue_show(rc, false) == Q_HIDE)
+		return 0;
+	if (2 * (q->res.n + 1) > q->res.nslot && qres_grow(&q->res) < 0)
+		return -ENOMEM;
+	struct qres *e = qres_slot(&q->res, rc);
+	if (e->key)
+		return 0; /* the same fact written twice */
+	e->key = rc;
+	e->reply = qstrs_intern(&q->strs, r->reply);
+	e->relay = qstrs_intern(&q->strs, r->relay);
+	snprintf(e->dsn, sizeof(e->dsn), "%s", r->dsn);
+	q->res.n++;
+	return 0;
+}
+
+static void on_journal_problem(void *ctx, const struct journal_problem *p)
+{
+	(void)ctx;
+	if (p->error)
+		fprintf(stderr, PROG ": error: journal/%s@%" PRIu64 ": %s\n", p->file, p->offset,
+			p->text);
+}
+
+/* The journal's index, then the texts of the results listed. 0 or -errno, said on stderr. */
+static int queue_load(struct queue *q)
+{
+	struct journal_replay_counts c;
+	int e = journal_index_new(JOURNAL_INDEX_MSGS, &q->ix);
+	if (e == 0)
+		e = journal_index_load(q->dir, q->ix, on_journal_problem, q, &c);
+	if (e == 0) {
+		q->errors += c.errors;
+		/* Read-only, as the first pass; what it finds wrong, the first reported. */
+		e = journal_replay(q->dir, queue_visit, NULL, q, NULL);
+	}
+	if (e == -ENOSPC)
+		fprintf(stderr, PROG ": %s/journal: more than %u messages\n", q->dir,
+			JOURNAL_INDEX_MSGS);
+	else if (e < 0)
+		fprintf(stderr, PROG ": %s/journal: %s\n", q->dir, strerror(-e));
+	return e;
+}
+
+/* Whether dir holds a segment spool (active/ or ready/): the journal refers to segments. */
+static bool has_segments(const char *dir)
+{
+	static const char *const sub[] = {"active", "ready"};
+	for (int i = 0; i < 2; i++) {
+		char path[4096];
+		struct stat st;
+		snprintf(path, sizeof(path), "%s/%s", dir, sub[i]);
+		if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+			return true;
+	}
+	return false;
+}
+
+/* "Tue Nov 14 22:13:20", local time, as mailq's asctime. */
+static void local_time(char *dst, size_t cap, uint64_t us)
+{
+	time_t t = (time_t)(us / 1000000u);
+	struct tm tm;
+	if (!localtime_r(&t, &tm))
+		memset(&tm, 0, sizeof(tm));
+	if (strftime(dst, cap, "%a %b %e %H:%M:%S", &tm) == 0)
+		snprintf(dst, cap, "??");
+}
+
+/* s on stdout with control bytes as '?' (as mailq's printable()); UTF-8 passes. */
+static void put_printable(const char *s)
+{
+	for (; *s; s++)
+		putchar((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s);
+}
+
+/* The length of the valid UTF-8 sequence at p, or 0. */
+static size_t utf8_len(const unsigned char *p)
+{
+	unsigned char c = p[0], lo = 0x80, hi = 0xbf; /* the second byte's range (RFC 3629 4) */
+	size_t n;
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 2;
+	else if (c >= 0xe0 && c <= 0xef)
+		n = 3;
+	else if (c >= 0xf0 && c <= 0xf4)
+		n = 4;
+	else
+		return 0;
+	if (c == 0xe0)
+		lo = 0xa0; /* no overlong form */
+	else if (c == 0xed)
+		hi = 0x9f; /* no surrogate */
+	else if (c == 0xf0)
+		lo = 0x90;
+	else if (c == 0xf4)
+		hi = 0x8f; /* nothing past U+10FFFF */
+	for (size_t i = 1; i < n; i++)
+		if (p[i] < (i == 1 ? lo : 0x80) || p[i] > (i == 1 ? hi : 0xbf))
+			return 0;
+	return n;
+}
+
+/* A JSON string (RFC 8259), or null; bytes that are not UTF-8 become U+FFFD. */
+static void json_str(const char *s)
+{
+	if (!s) {
+		fputs("null", stdout);
+		return;
+	}
+	putchar('"');
+	for (const unsigned char *p = (const unsigned char *)s; *p;) {
+		size_t n = utf8_len(p);
+		if (n == 0) {
+			fputs("\\ufffd", stdout);
+			p++;
+		} else if (*p == '"' || *p == '\\') {
+			printf("\\%c", *p++);
+		} else if (*p < 0x20 || *p == 0x7f) {
+			printf("\\u%04x", *p++);
+		} else {
+			fwrite(p, 1, n, stdout);
+			p += n;
+		}
+	}
+	putchar('"');
+}
+
+static const char *const qshow_name[] = {"", "pending", "deferred", "failed"};
+
+/* The reason line of a recipient ("" for one never tried), mailq's "(...)". */
+static void queue_reason(const struct queue *q, char *dst, size_t cap, enum qshow s,
+			 const struct journal_rcpt *rc)
+{
+	char when[64], head[128];
+	if (s == Q_PENDING) {
+		dst[0] = 0;
+		return;
+	}
+	const char *pl = rc->attempts == 1 ? "" : "s";
+	if (s == Q_DEFERRED) {
+		local_time(when, sizeof(when), rc->next_us);
+		snprintf(head, sizeof(head),
+			 "deferred after %" PRIu32 " attempt%s, next attempt %s", rc->attempts, pl,
+			 when);
+	} else {
+		snprintf(head, sizeof(head), "%s after %" PRIu32 " attempt%s, DSN not yet stored",
+			 rc->state == JOURNAL_EXPIRED ? "expired" : "failed", rc->attempts, pl);
+	}
+	const struct qres *e = qres_find(&q->res, rc);
+	if (!e) /* its record went between the two passes: a compaction meanwhile */
+		snprintf(dst, cap, "%s: reply not found", head);
+	else if (!e->reply)
+		snprintf(dst, cap, "%s: reply not kept", head);
+	else if (e->relay && e->relay[0])
+		snprintf(dst, cap, "%s: %s (relay %s)", head, e->reply[0] ? e->reply : e->dsn,
+			 e->relay);
+	else
+		snprintf(dst, cap, "%s: %s", head, e->reply[0] ? e->reply : e->dsn);
+}
+
+/* The next packed recipient address after a (which is in env->rcpts). */
+static const char *next_rcpt(const struct envelope *env, const char *a)
+{
+	a += strlen(a) + 1;
+	ASSERT(a <= env->rcpts + env->rcpts_len);
+	return a;
+}
+
+static void queue_text(struct queue *q, const struct spool_item *it, const struct journal_rcpt *rc)
+{
+	const struct envelope *env = &it->env;
+	char when[64], reason[QUEUE_REASON_MAX], saved[QUEUE_REASON_MAX] = "";
+	if (q->listed == 0)
+		printf(QUEUE_HEAD_FMT, QUEUE_HEADINGS);
+	else
+		putchar('\n');
+	local_time(when, sizeof(when), env->time_us);
+	printf("%-17s %8" PRIu64 " %19.19s ", env->qid, it->trace_len + it->body_size, when);
+	put_printable(env->from[0] ? env->from : "MAILER-DAEMON");
+	putchar('\n');
+	const char *a = env->rcpts;
+	for (uint32_t i = 0; i < env->nrcpt; i++, a = next_rcpt(env, a)) {
+		const struct journal_rcpt *r = rc ? &rc[i] : NULL;
+		enum qshow s = queue_show(r, env->from[0] == 0);
+		if (s == Q_HIDE)
+			continue;
+		/* As mailq: a reason only where it changes from the recipient before. */
+		queue_reason(q, reason, sizeof(reason), s, r);
+		if (strcmp(reason, saved) != 0) {
+			const char *show = reason[0] ? reason : "not yet tried";
+			int pad = QUEUE_REASON_COL - (int)strlen(show);
+			printf("%*s(%s)\n", pad > 0 ? pad : 0, "", show);
+			memcpy(saved, reason, strlen(reason) + 1);
+		}
+		printf("%*s", QUEUE_RCPT_INDENT, "");
+		put_printable(a);
+		putchar('\n');
+	}
+}
+
+static void json_rcpt(const struct queue *q, const char *addr, enum qshow s,
+		      const struct journal_rcpt *rc)
+{
+	char when[96];
+	const struct qres *e = s == Q_PENDING ? NULL : qres_find(&q->res, rc);
+	fputs("{\"address\":", stdout);
+	json_str(addr);
+	printf(",\"state\":\"%s\",\"attempts\":%" PRIu32 ",\"next_attempt\":",
+	       s == Q_UNBOUNCED && rc->state == JOURNAL_EXPIRED ? "expired" : qshow_name[s],
+	       s == Q_PENDING ? 0 : rc->attempts);
+	if (s == Q_DEFERRED)
+		fmt_time(when, sizeof(when), rc->next_us);
+	json_str(s == Q_DEFERRED ? when : NULL);
+	fputs(",\"dsn\":", stdout);
+	json_str(e ? e->dsn : NULL);
+	fputs(",\"reply\":", stdout);
+	json_str(e ? e->reply : NULL);
+	fputs(",\"relay\":", stdout);
+	json_str(e ? e->relay : NULL);
+	putchar('}');
+}
+
+static void queue_json(struct queue *q, const struct spool_item *it, const char *seg,
+		       const struct journal_rcpt *rc)
+{
+	const struct envelope *env = &it->env;
+	char when[96];
+	fmt_time(when, sizeof(when), env->time_us);
+	fputs("{\"qid\":", stdout);
+	json_str(env->qid);
+	fputs(",\"segment\":", stdout);
+	json_str(seg);
+	printf(",\"offset\":%" PRIu64 ",\"size\":%" PRIu64 ",\"arrival\":\"%s\",\"sender\":",
+	       it->offset, it->trace_len + it->body_size, when);
+	json_str(env->from);
+	fputs(",\"recipients\":[", stdout);
+	const char *a = env->rcpts;
+	unsigned n = 0;
+	for (uint32_t i = 0; i < env->nrcpt; i++, a = next_rcpt(env, a)) {
+		const struct journal_rcpt *r = rc ? &rc[i] : NULL;
+		enum qshow s = queue_show(r, env->from[0] == 0);
+		if (s == Q_HIDE)
+			continue;
+		if (n++)
+			putchar(',');
+		json_rcpt(q, a, s, r);
+	}
+	fputs("]}\n", stdout);
+}
+
+/* Lists the message the reader yielded when a recipient of it is still queued. */
+static void queue_item(struct queue *q, const struct spool_item *it)
+{
+	const struct envelope *env = &it->env;
+	const char *seg = journal_seg_name(it->file);
+	if (!seg) {
+		q->maildir++;
+		return;
+	}
+	struct journal_msg_state m;
+	const struct journal_rcpt *rc = NULL;
+	if (journal_index_find(q->ix, seg, it->offset, &m)) {
+		if (m.segment_done)
+			return;
+		if (m.nrcpt == env->nrcpt && strcmp(m.qid, env->qid) == 0) {
+			rc = m.rcpt;
+		} else {
+			fprintf(stderr,
+				PROG ": error: %s@%" PRIu64
+				     ": the journal names qid %s with %" PRIu32
+				     " recipients here, the spool %s with %" PRIu32
+				     ": listed as never tried\n",
+				it->file, it->offset, m.qid, m.nrcpt, env->qid, env->nrcpt);
+			q->errors++;
+		}
+	}
+	bool queued = false;
+	for (uint32_t i = 0; i < env->nrcpt && !queued; i++)
+		queued = queue_show(rc ? &rc[i] : NULL, env->from[0] == 0) != Q_HIDE;
+	if (!queued)
+		return;
+	if (q->json)
+		queue_json(q, it, seg, rc);
+	else
+		queue_text(q, it, rc);
+	q->listed++;
+	q->bytes += it->trace_len + it->body_size;
+}
+
+static void queue_free(struct queue *q)
+{
+	journal_index_free(q->ix);
+	qstrs_free(&q->strs);
+	free(q->res.slot);
+}
+
+static int cmd_queue(const char *dir, bool json)
+{
+	struct report rep = {.verify = false};
+	struct queue q = {.dir = dir, .json = json};
+	struct spool_reader *r;
+	if (open_reader(dir, &rep, &r) < 0)
+		return 1;
+	if (!has_segments(dir)) {
+		fprintf(stderr,
+			PROG ": %s: the queue of a maildir spool: not supported: the relay reads "
+			     "the segment spool\n",
+			dir);
+		spool_reader_close(r);
+		return 1;
+	}
+	tzset();
+	int e = queue_load(&q);
+	const struct spool_item *it;
+	if (e == 0)
+		while ((e = next_item(r, dir, &it)) > 0)
+			queue_item(&q, it);
+	struct spool_reader_counts c;
+	spool_reader_counts(r, &c);
+	spool_reader_close(r);
+	if (!json && q.listed == 0 && e == 0)
+		printf("Mail queue is empty\n");
+	else if (!json && q.listed > 0)
+		printf("\n-- %" PRIu64 " Kbytes in %" PRIu64 " Request%s.\n", q.bytes / 1024,
+		       q.listed, q.listed == 1 ? "" : "s");
+	if (q.maildir)
+		fprintf(stderr,
+			PROG ": %s: %" PRIu64 " messages in maildir/ not listed: the relay "
+			     "reads the segment spool\n",
+			dir, q.maildir);
+	if (q.strs.over)
+		fprintf(stderr, PROG ": %s: replies past %u MiB of distinct texts not kept\n", dir,
+			QUEUE_TEXT_BYTES_MAX >> 20);
+	queue_free(&q);
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		fprintf(stderr, PROG ": stdout: %s\n", strerror(errno));
+		return 1;
+	}
+	return e < 0 || c.errors > 0 || q.errors > 0 ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *pos[3] = {0};
 	int npos = 0;
-	bool body = false, exact = false;
+	bool body = false, exact = false, json = false;
 	const char *mode = NULL, *dest = NULL;
 	static struct acks acks; /* static: ACK_LOGS_MAX log records */
 
@@ -922,6 +1487,8 @@ int main(int argc, char **argv)
 		}
 		if (strcmp(a, "--body") == 0) {
 			body = true;
+		} else if (strcmp(a, "--json") == 0) {
+			json = true;
 		} else if (strcmp(a, "--exact") == 0) {
 			exact = true;
 		} else if (strcmp(a, "--against") == 0) {
@@ -949,7 +1516,8 @@ int main(int argc, char **argv)
 	if (!cmd)
 		return usage_error("%s", "a command is needed");
 	bool is_cat = strcmp(cmd, "cat") == 0, is_export = strcmp(cmd, "export") == 0;
-	if (!is_cat && !is_export && strcmp(cmd, "verify") && strcmp(cmd, "list"))
+	bool is_queue = strcmp(cmd, "queue") == 0;
+	if (!is_cat && !is_export && !is_queue && strcmp(cmd, "verify") && strcmp(cmd, "list"))
 		return usage_error("unknown command '%s'", cmd);
 	if (npos < 2)
 		return usage_error("%s: the spool directory is missing", cmd);
@@ -958,6 +1526,8 @@ int main(int argc, char **argv)
 				   is_cat ? "DIR and QID are needed" : "too many arguments");
 	if (body && !is_cat)
 		return usage_error("%s", "--body goes with cat");
+	if (json && !is_queue)
+		return usage_error("%s", "--json goes with queue");
 	if (mode && !is_export)
 		return usage_error("%s goes with export", mode);
 	if (acks.nlogs && strcmp(cmd, "verify") != 0)
@@ -973,6 +1543,8 @@ int main(int argc, char **argv)
 		return cmd_export(pos[1], mode, dest);
 	if (strcmp(cmd, "list") == 0)
 		return cmd_list(pos[1]);
+	if (is_queue)
+		return cmd_queue(pos[1], json);
 	int rc = cmd_verify(pos[1], &acks, exact);
 	ack_free(&acks);
 	return rc;
