@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -175,4 +176,19 @@ void fsutil_names_free(char **v, uint32_t n)
 	for (uint32_t i = 0; i < n; i++)
 		free(v[i]);
 	free(v);
+}
+
+int fsutil_lock_writer(int dirfd, unsigned n)
+{
+	char name[16];
+	snprintf(name, sizeof(name), "w%02u.lock", n % 100u);
+	int fd = openat(dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		close(fd);
+		return e;
+	}
+	return fd;
 }

@@ -61,4 +61,9 @@ int fsutil_dir_list(int dirfd, bool (*keep)(const char *name, void *arg), void *
 /* Frees what fsutil_dir_list returned; NULL with n == 0 is a no-op. */
 void fsutil_names_free(char **v, uint32_t n);
 
+/* Takes the exclusive flock(2) of wNN.lock in dirfd (made 0640 if missing),
+ * without waiting: writer NN's files are then this process's. The fd (keep
+ * it open to hold the lock), -EBUSY when another holds it, or -errno. */
+int fsutil_lock_writer(int dirfd, unsigned n) __attribute__((warn_unused_result));
+
 #endif

@@ -1442,21 +1442,6 @@ bool journal_compact_due(const struct journal *j)
 	return bytes >= 2 * j->file_bytes_max && bytes >= 2 * j->compacted_size;
 }
 
-static int lock_writer(int dirfd, unsigned n)
-{
-	char name[16];
-	snprintf(name, sizeof(name), "w%02u.lock", n);
-	int fd = openat(dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-	if (fd < 0)
-		return -errno;
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		int e = errno == EWOULDBLOCK ? -EBUSY : -errno;
-		close(fd);
-		return e;
-	}
-	return fd;
-}
-
 static int seq_visit(void *ctx, const struct journal_rec *r, const struct journal_loc *loc)
 {
 	(void)loc;
@@ -1564,7 +1549,7 @@ int journal_open(const char *spool_dir, unsigned writer, uint64_t file_bytes_max
 	}
 	if (r == 0) {
 		step = "lock";
-		r = j->lockfd = lock_writer(j->dirfd, writer);
+		r = j->lockfd = fsutil_lock_writer(j->dirfd, writer);
 	}
 	if (r >= 0) {
 		step = "recover";

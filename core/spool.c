@@ -282,22 +282,6 @@ static void spool_free(struct spool *sp)
 	free(sp);
 }
 
-/* Takes wNN.lock in the spool dir: 0 and the fd, -EBUSY, or -errno. */
-static int lock_writer(int dirfd, unsigned n)
-{
-	char name[16];
-	snprintf(name, sizeof(name), "w%02u.lock", n);
-	int fd = openat(dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-	if (fd < 0)
-		return -errno;
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		int e = errno == EWOULDBLOCK ? -EBUSY : -errno;
-		close(fd);
-		return e;
-	}
-	return fd;
-}
-
 static int spool_alloc(struct spool *sp, const struct config *cfg, unsigned batch_max,
 		       unsigned inflight_max)
 {
@@ -343,7 +327,7 @@ int spool_recover_strays(struct spool *sp, int dirfd, bool (*writer_of)(const ch
 	for (unsigned n = 0; r == 0 && n < WRITERS_MAX; n++) {
 		if (!(mask & 1ull << n))
 			continue;
-		int fd = lock_writer(sp->dirfd, n);
+		int fd = fsutil_lock_writer(sp->dirfd, n);
 		if (fd == -EBUSY)
 			continue;
 		if (fd < 0)
@@ -393,7 +377,7 @@ int spool_open(const struct config *cfg, unsigned writer, unsigned batch_max, un
 	}
 	if (r == 0) {
 		what = "lock (is another mxring using it?)";
-		r = sp->lockfd = lock_writer(sp->dirfd, writer);
+		r = sp->lockfd = fsutil_lock_writer(sp->dirfd, writer);
 	}
 	if (r >= 0)
 		r = sp->ops->open(sp, &what);
