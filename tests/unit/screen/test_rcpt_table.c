@@ -81,10 +81,15 @@ static void check_lookups(const struct rcpt_table *t, const struct want *w, size
 				 w[i].found ? "found" : "not found");
 }
 
+/* Room for a temporary file's path: meson's TMPDIR is the build folder,
+ * which can be deep. */
+#define TPATH 1024
+
 /* A temporary file holding text; its path goes in path. */
-static void write_file(char path[64], const char *text, size_t len)
+static void write_file(char path[TPATH], const char *text, size_t len)
 {
-	snprintf(path, 64, "%s/mxring-rcpt-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	const char *dir = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	assert_true((size_t)snprintf(path, TPATH, "%s/mxring-rcpt-XXXXXX", dir) < TPATH);
 	int fd = mkstemp(path);
 	assert_true(fd >= 0);
 	FILE *f = fdopen(fd, "w");
@@ -350,7 +355,7 @@ static void empty(void **state)
 static void load_files(void **state)
 {
 	(void)state;
-	char p1[64], p2[64], p3[64], list[256];
+	char p1[TPATH], p2[TPATH], p3[TPATH], list[3 * TPATH + 16];
 	const char *a = "alice@example.com OK\nshared@example.com\n";
 	const char *b = "# second\nbob@example.org\r\nSHARED@example.com\n";
 	const char *c = "ok@example.net\n\nbroken\n";
@@ -378,7 +383,7 @@ static void load_files(void **state)
 	snprintf(list, sizeof(list), "%s,%s", p1, p3);
 	assert_int_equal(rcpt_table_load(list, &t, e.f), -1);
 	assert_null(t);
-	char want[256];
+	char want[TPATH + 128];
 	snprintf(want, sizeof(want), "mxring: %s:3: key 'broken': no '@'\n", p3);
 	assert_string_equal(err_text(&e), want);
 	err_close(&e);
@@ -480,7 +485,7 @@ static void many_files_and_duplicates(void **state)
 	size_t l1, l2;
 	char *t1 = gen_text(0, count, 3, &l1);
 	char *t2 = gen_text(count / 2, count, 1, &l2);
-	char p1[64], p2[64], list[160];
+	char p1[TPATH], p2[TPATH], list[2 * TPATH + 8];
 	write_file(p1, t1, l1);
 	write_file(p2, t2, l2);
 	free(t1);
@@ -534,7 +539,7 @@ static void chunks(void **state)
 		keys++;
 		lines++;
 	}
-	char p[64];
+	char p[TPATH];
 	write_file(p, text, n);
 	struct rcpt_table *t = NULL;
 	struct errbuf e;
@@ -558,7 +563,7 @@ static void chunks(void **state)
 	write_file(p, text, n + 6);
 	err_open(&e);
 	assert_int_equal(rcpt_table_load(p, &t, e.f), -1);
-	char want[160];
+	char want[TPATH + 128];
 	snprintf(want, sizeof(want), "mxring: %s:%zu: key 'nokey': ", p, lines + 1);
 	if (strncmp(err_text(&e), want, strlen(want)) != 0)
 		fail_msg("got '%s', want '%s...'", err_text(&e), want);

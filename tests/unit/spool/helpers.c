@@ -21,7 +21,8 @@
 void t_mkdtemp(char *dir, size_t cap)
 {
 	const char *base = getenv("TMPDIR");
-	snprintf(dir, cap, "%s/mxspool-test-XXXXXX", base && *base ? base : "/tmp");
+	assert_true((size_t)snprintf(dir, cap, "%s/mxspool-test-XXXXXX",
+				     base && *base ? base : "/tmp") < cap);
 	assert_non_null(mkdtemp(dir));
 }
 
