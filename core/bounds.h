@@ -11,33 +11,36 @@
 #include <assert.h>
 #include <limits.h>
 
-#define LISTEN_MAX	   16	 /* listen addresses */
-#define SHARDS_MAX	   256	 /* shard threads */
-#define WRITERS_MAX	   64	 /* writer threads */
-#define DOMAIN_MAX	   255	 /* RFC 5321 4.5.3.1.2 */
-#define LOCAL_PART_MAX	   64	 /* RFC 5321 4.5.3.1.1 */
-#define PATH_MAX_OCTETS	   256	 /* RFC 5321 4.5.3.1.3 (incl. brackets) */
-#define HELO_MAX	   255	 /* HELO/EHLO argument kept */
-#define QID_LEN		   16	 /* queue id characters */
-#define TLS_DESC_MAX	   64	 /* "TLSv1.3 TLS_AES_128_GCM_SHA256" */
-#define CLIENT_ADDR_MAX	   48	 /* textual IPv4/IPv6 address */
-#define CMD_LINE_LIMIT_MIN 512	 /* RFC 5321 4.5.3.1.4 */
-#define CMD_LINE_LIMIT_MAX 4096	 /* what command_line_limit may be set to */
-#define REPLY_MAX	   512	 /* one reply, multi-line EHLO included */
-#define RCPT_LIMIT_MAX	   10000 /* what recipient_limit may be set to */
-#define RECV_BUF_SIZE_MIN  1024	 /* recv_buffer_size range */
-#define RECV_BUF_SIZE_MAX  (1 << 20)
-#define RECV_BUFS_MAX	   32768 /* provided-buffer ring entries (kernel limit) */
-#define RING_SIZE_MAX	   65536 /* shard -> writer ring entries */
-#define ACCEPT_DOMAINS_MAX 4096
-#define CIDR_LIST_MAX	   64 /* prefixes of an address list (connection_limit_exceptions) */
-#define DNS_SERVERS_MAX	   8  /* dns_servers */
-#define DNSBL_CACHE_MAX	   (1u << 24) /* dnsbl_cache_size */
-#define RATE_LIMIT_MAX	   65535      /* client_*_rate_limit, per minute */
-#define NOFILE_RESERVE	   256 /* descriptors kept beside connections, plus per shard and writer */
-#define CONNECTIONS_MAX	   (1u << 20) /* what max_connections may be set to */
-#define PLAIN_BUFS_MAX	   4096	  /* decrypted-input buffers of a shard (a quarter of the ring's) */
-#define IP_BUCKETS	   65536u /* counters of max_connections_per_ip (power of two) */
+#define LISTEN_MAX  16	/* listen addresses */
+#define SHARDS_MAX  256 /* shard threads */
+#define WRITERS_MAX 64	/* writer threads */
+/* Relay worker threads, and the outbound sessions one drives at once. */
+#define RELAY_WORKERS_MAX     16
+#define RELAY_CONNECTIONS_MAX 1000
+#define DOMAIN_MAX	      255   /* RFC 5321 4.5.3.1.2 */
+#define LOCAL_PART_MAX	      64    /* RFC 5321 4.5.3.1.1 */
+#define PATH_MAX_OCTETS	      256   /* RFC 5321 4.5.3.1.3 (incl. brackets) */
+#define HELO_MAX	      255   /* HELO/EHLO argument kept */
+#define QID_LEN		      16    /* queue id characters */
+#define TLS_DESC_MAX	      64    /* "TLSv1.3 TLS_AES_128_GCM_SHA256" */
+#define CLIENT_ADDR_MAX	      48    /* textual IPv4/IPv6 address */
+#define CMD_LINE_LIMIT_MIN    512   /* RFC 5321 4.5.3.1.4 */
+#define CMD_LINE_LIMIT_MAX    4096  /* what command_line_limit may be set to */
+#define REPLY_MAX	      512   /* one reply, multi-line EHLO included */
+#define RCPT_LIMIT_MAX	      10000 /* what recipient_limit may be set to */
+#define RECV_BUF_SIZE_MIN     1024  /* recv_buffer_size range */
+#define RECV_BUF_SIZE_MAX     (1 << 20)
+#define RECV_BUFS_MAX	      32768 /* provided-buffer ring entries (kernel limit) */
+#define RING_SIZE_MAX	      65536 /* shard -> writer ring entries */
+#define ACCEPT_DOMAINS_MAX    4096
+#define CIDR_LIST_MAX	      64 /* prefixes of an address list (connection_limit_exceptions) */
+#define DNS_SERVERS_MAX	      8	 /* dns_servers */
+#define DNSBL_CACHE_MAX	      (1u << 24) /* dnsbl_cache_size */
+#define RATE_LIMIT_MAX	      65535	 /* client_*_rate_limit, per minute */
+#define NOFILE_RESERVE	      256 /* descriptors kept beside connections, plus per shard and writer */
+#define CONNECTIONS_MAX	      (1u << 20) /* what max_connections may be set to */
+#define PLAIN_BUFS_MAX	      4096 /* decrypted-input buffers of a shard (a quarter of the ring's) */
+#define IP_BUCKETS	      65536u /* counters of max_connections_per_ip (power of two) */
 
 /* A shard's connections. */
 #define OUT_CAP		4096u	    /* reply buffer: >= SMTP_OUT_RESERVE + the longest reply */

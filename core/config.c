@@ -68,6 +68,8 @@ enum key_type {
 	K_MS,	       /* a time in milliseconds: "800ms", or seconds as K_TIME */
 	K_DNSBL_SITES, /* zone[=filter][*weight], ... (dnsbl_sites.h) */
 	K_DNS_SERVERS, /* addresses, each with an optional port (default 53) */
+	K_RELAY_HOST,  /* next hops of the relay (relay_dest.h) */
+	K_RETRY,       /* relay_retry_schedule: "first, max" times */
 };
 
 struct key {
@@ -94,6 +96,7 @@ static const char *const tls_level_names[] = {"none", "may", NULL};
 static const char *const proxy_names[] = {"none", "haproxy", NULL};
 static const char *const log_level_names[] = {"info", "debug", NULL};
 static const char *const dnsbl_action_names[] = {"reject", "ignore", NULL};
+static const char *const relay_tls_names[] = {"none", "may", "encrypt", "verify", NULL};
 
 #define FIELD(f) offsetof(struct config, f), sizeof(((struct config *)0)->f)
 
@@ -166,6 +169,18 @@ static const struct key config_keys[] = {
      RATE_LIMIT_MAX, NULL},
     {"client_message_rate_limit", K_COUNT, FIELD(client_message_rate_limit), 0, RATE_LIMIT_MAX,
      NULL},
+    {"relay_host", K_RELAY_HOST, FIELD(relay_host), 0, 0, NULL},
+    {"relay_workers", K_COUNT, FIELD(relay_workers), 1, RELAY_WORKERS_MAX, NULL},
+    {"relay_connections", K_COUNT, FIELD(relay_connections), 1, RELAY_CONNECTIONS_MAX, NULL},
+    {"relay_msgs_per_session", K_COUNT, FIELD(relay_msgs_per_session), 1, 100000, NULL},
+    {"relay_tls", K_ENUM, FIELD(relay_tls), 0, 3, relay_tls_names},
+    {"relay_tls_ca_file", K_TEXT, FIELD(relay_tls_ca_file), 0, 0, NULL},
+    {"relay_tls_server_name", K_TEXT, FIELD(relay_tls_server_name), 0, 0, NULL},
+    {"relay_retry_schedule", K_RETRY, FIELD(relay_retry_min), 1, 7 * 86400, NULL},
+    {"maximal_queue_lifetime", K_TIME, FIELD(maximal_queue_lifetime), 1, 365 * 86400, NULL},
+    {"relay_helo_name", K_TEXT, FIELD(relay_helo_name), 0, 0, NULL},
+    {"relay_connect_timeout", K_TIME, FIELD(relay_connect_timeout), 1, TIMEOUT_MAX, NULL},
+    {"relay_command_timeout", K_TIME, FIELD(relay_command_timeout), 1, TIMEOUT_MAX, NULL},
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -175,6 +190,7 @@ static_assert(sizeof(((struct config *)0)->bare_newline) == sizeof(unsigned), "e
 static_assert(sizeof(((struct config *)0)->proxy_protocol) == sizeof(unsigned), "enum as unsigned");
 static_assert(sizeof(((struct config *)0)->log_level) == sizeof(unsigned), "enum as unsigned");
 static_assert(sizeof(((struct config *)0)->dnsbl_action) == sizeof(unsigned), "enum as unsigned");
+static_assert(sizeof(((struct config *)0)->relay_tls) == sizeof(unsigned), "enum as unsigned");
 
 static char default_domain[] = "localhost";
 static char *default_domains[] = {default_domain};
@@ -390,7 +406,7 @@ static int set_number(struct config *cfg, const struct key *k, const char *v, si
 		      const struct where *w)
 {
 	static const uint64_t size_mult[] = {1024, 1024 * 1024, 1024 * 1024 * 1024};
-	static const uint64_t time_mult[] = {1, 60, 3600};
+	static const uint64_t time_mult[] = {1, 60, 3600, 86400, 7 * 86400};
 	const char *units = NULL, *what = "number";
 	const uint64_t *mult = NULL;
 	char q[CONFIG_QUOTE_MAX];
@@ -406,7 +422,7 @@ static int set_number(struct config *cfg, const struct key *k, const char *v, si
 		mult = size_mult;
 		what = "size";
 	} else if (k->type == K_TIME) {
-		units = "smh";
+		units = "smhdw";
 		mult = time_mult;
 		what = "time";
 	}
@@ -441,8 +457,12 @@ static int set_enum(struct config *cfg, const struct key *k, const char *v, size
 			return 0;
 		}
 	}
-	say(w, k->name, "bad value '%s' (expected %s|%s)", quote(q, v, n), k->names[0],
-	    k->names[1]);
+	char names[128];
+	size_t off = 0;
+	for (i = 0; k->names[i] && off < sizeof(names); i++)
+		off += (size_t)snprintf(names + off, sizeof(names) - off, "%s%s", i ? "|" : "",
+					k->names[i]);
+	say(w, k->name, "bad value '%s' (expected %s)", quote(q, v, n), names);
 	return -1;
 }
 
@@ -843,6 +863,62 @@ fail:
 	return -1;
 }
 
+/* Replaces relay_host's list; an empty value empties it (no relay). */
+static int set_relay_host(struct config *cfg, const struct key *k, const char *v, size_t n,
+			  const struct where *w)
+{
+	char q[CONFIG_QUOTE_MAX];
+	struct relay_dest tmp[RELAY_HOSTS_MAX];
+	size_t pos = 0, tlen;
+	unsigned cnt = 0;
+	const char *t;
+
+	while ((tlen = next_token(v, n, &pos, &t)) > 0) {
+		const char *why = NULL;
+		if (cnt == RELAY_HOSTS_MAX) {
+			say(w, k->name, "more than %d destinations", RELAY_HOSTS_MAX);
+			return -1;
+		}
+		if (relay_dest_parse(t, tlen, &tmp[cnt], &why) != 0) {
+			say(w, k->name, "bad destination '%s': %s", quote(q, t, tlen), why);
+			return -1;
+		}
+		cnt++;
+	}
+	memcpy(cfg->relay_host, tmp, cnt * sizeof(tmp[0]));
+	cfg->nrelay_host = cnt;
+	return 0;
+}
+
+/* relay_retry_schedule = FIRST, MAX: the first retry after FIRST, doubling up to MAX. */
+static int set_retry(struct config *cfg, const struct key *k, const char *v, size_t n,
+		     const struct where *w)
+{
+	static const uint64_t time_mult[] = {1, 60, 3600, 86400, 7 * 86400};
+	char q[CONFIG_QUOTE_MAX];
+	uint64_t x[2];
+	size_t pos = 0, tlen;
+	unsigned cnt = 0;
+	const char *t;
+
+	while ((tlen = next_token(v, n, &pos, &t)) > 0) {
+		if (cnt == 2 || parse_number(t, tlen, "smhdw", time_mult, &x[cnt]) != 0 ||
+		    x[cnt] < k->min || x[cnt] > k->max)
+			goto bad;
+		cnt++;
+	}
+	if (cnt != 2 || x[0] > x[1])
+		goto bad;
+	cfg->relay_retry_min = (unsigned)x[0];
+	cfg->relay_retry_max = (unsigned)x[1];
+	return 0;
+bad:
+	say(w, k->name,
+	    "bad schedule '%s' (expected FIRST, MAX: two times from 1s to 7d, FIRST <= MAX)",
+	    quote(q, v, n));
+	return -1;
+}
+
 /* One name server: "a.b.c.d", "a.b.c.d:port", "v6", "[v6]" or "[v6]:port". */
 static int parse_dns_server(struct listen_addr *a, const char *t, size_t n, const struct where *w)
 {
@@ -927,7 +1003,7 @@ static int set_value(struct config *cfg, const struct key *k, const char *v, siz
 {
 	if (n == 0 && k->type != K_DOMAINS && k->type != K_TEXT && k->type != K_LISTEN_TLS &&
 	    k->type != K_CIDRS && k->type != K_ADDR && k->type != K_DNSBL_SITES &&
-	    k->type != K_DNS_SERVERS) {
+	    k->type != K_DNS_SERVERS && k->type != K_RELAY_HOST) {
 		say(w, k->name, "empty value");
 		return -1;
 	}
@@ -949,6 +1025,10 @@ static int set_value(struct config *cfg, const struct key *k, const char *v, siz
 		return set_dnsbl_sites(cfg, k, v, n, w);
 	case K_DNS_SERVERS:
 		return set_dns_servers(cfg, k, v, n, w);
+	case K_RELAY_HOST:
+		return set_relay_host(cfg, k, v, n, w);
+	case K_RETRY:
+		return set_retry(cfg, k, v, n, w);
 	case K_HOSTNAME:
 		return set_hostname(cfg, k, v, n, w);
 	case K_CIDRS:
@@ -1068,6 +1148,15 @@ void config_defaults(struct config *cfg)
 	cfg->dnsbl_cache_size = 100000;
 	cfg->dnsbl_min_ttl = 60;
 	cfg->dnsbl_max_ttl = 3600;
+	cfg->relay_workers = 1;
+	cfg->relay_connections = 20;
+	cfg->relay_msgs_per_session = 100;
+	cfg->relay_tls = RELAY_TLS_NONE;
+	cfg->relay_retry_min = 60;
+	cfg->relay_retry_max = 4000;
+	cfg->maximal_queue_lifetime = 5 * 86400;
+	cfg->relay_connect_timeout = 30;
+	cfg->relay_command_timeout = 300;
 }
 
 /* Reads the whole file (at most CONFIG_FILE_MAX bytes) into *buf, NUL-terminated. */
@@ -1311,6 +1400,21 @@ static int check_key(const struct config *cfg, const struct key *k, const struct
 			return -1;
 		}
 		return 0;
+	case K_RELAY_HOST:
+		if (cfg->nrelay_host > RELAY_HOSTS_MAX) {
+			say(w, k->name, "%u destinations (at most %d)", cfg->nrelay_host,
+			    RELAY_HOSTS_MAX);
+			return -1;
+		}
+		return 0;
+	case K_RETRY:
+		if (cfg->relay_retry_min < k->min || cfg->relay_retry_max > k->max ||
+		    cfg->relay_retry_min > cfg->relay_retry_max) {
+			say(w, k->name, "%us, %us: expected 1s <= FIRST <= MAX <= 7d",
+			    cfg->relay_retry_min, cfg->relay_retry_max);
+			return -1;
+		}
+		return 0;
 	case K_SHARDS:
 		if (field_get(cfg, k) == 0)
 			return 0;
@@ -1405,6 +1509,24 @@ int config_check(const struct config *cfg, FILE *err)
 		say(&w, "body_flush_bytes", "%llu is less than recv_buffer_size (%u)",
 		    (unsigned long long)cfg->body_flush_bytes, cfg->recv_buffer_size);
 		rc = -1;
+	}
+	if (cfg->nrelay_host && cfg->spool_format == SPOOL_MAILDIR) {
+		say(&w, "relay_host",
+		    "the relay reads the segment spool: spool_format = maildir "
+		    "cannot relay (use spool_format = segment)");
+		rc = -1;
+	}
+	if (cfg->nrelay_host && cfg->relay_tls != RELAY_TLS_NONE) {
+		say(&w, "relay_tls", "only none is built so far (STARTTLS to the hub is not)");
+		rc = -1;
+	}
+	for (i = 0; cfg->relay_helo_name[i]; i++) {
+		unsigned char ch = (unsigned char)cfg->relay_helo_name[i];
+		if (ch < 0x21 || ch > 0x7e || i >= HELO_MAX) {
+			say(&w, "relay_helo_name", "1..%d printable bytes, no spaces", HELO_MAX);
+			rc = -1;
+			break;
+		}
 	}
 	if (cfg->dnsbl_min_ttl > cfg->dnsbl_max_ttl) {
 		say(&w, "dnsbl_min_ttl", "%us is more than dnsbl_max_ttl (%us)", cfg->dnsbl_min_ttl,
@@ -1509,6 +1631,16 @@ static void print_key(const struct config *cfg, const struct key *k, FILE *out)
 	case K_DNS_SERVERS:
 		for (i = 0; i < cfg->ndns_servers && i < DNS_SERVERS_MAX; i++)
 			print_addr(&cfg->dns_servers[i], i == 0, out);
+		break;
+	case K_RELAY_HOST:
+		for (i = 0; i < cfg->nrelay_host && i < RELAY_HOSTS_MAX; i++) {
+			char t[RELAY_DEST_TEXT_MAX];
+			fprintf(out, "%s %s", i ? "," : "",
+				relay_dest_text(&cfg->relay_host[i], t, sizeof(t)));
+		}
+		break;
+	case K_RETRY:
+		fprintf(out, " %us, %us", cfg->relay_retry_min, cfg->relay_retry_max);
 		break;
 	case K_DOMAINS:
 		for (i = 0; i < cfg->naccept_domains && cfg->accept_domains; i++)

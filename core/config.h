@@ -19,6 +19,7 @@
 #include <stdio.h>
 
 #include "bounds.h"
+#include "relay_dest.h"
 
 enum spool_format { SPOOL_SEGMENT = 0, SPOOL_MAILDIR = 1 };
 enum bare_newline { BARE_NEWLINE_NORMALIZE = 0, BARE_NEWLINE_REJECT = 1 };
@@ -26,6 +27,7 @@ enum log_level { LOG_LEVEL_INFO = 0, LOG_LEVEL_DEBUG = 1 };
 enum tls_level { TLS_LEVEL_NONE = 0, TLS_LEVEL_MAY = 1 };
 enum proxy_protocol { PROXY_PROTOCOL_NONE = 0, PROXY_PROTOCOL_HAPROXY = 1 };
 enum dnsbl_action { DNSBL_REJECT = 0, DNSBL_IGNORE = 1 };
+enum relay_tls { RELAY_TLS_NONE = 0, RELAY_TLS_MAY, RELAY_TLS_ENCRYPT, RELAY_TLS_VERIFY };
 
 struct dnsbl_site; /* dnsbl_sites.h */
 
@@ -142,6 +144,21 @@ struct config {
 	 * 0 (default) = no limit; connection_limit_exceptions apply */
 	unsigned client_connection_rate_limit;
 	unsigned client_message_rate_limit;
+	/* The relay to the site's hub (relay_dest.h); none (default) = store only */
+	struct relay_dest relay_host[RELAY_HOSTS_MAX];
+	unsigned nrelay_host;
+	unsigned relay_workers;		 /* threads, default 1 */
+	unsigned relay_connections;	 /* sessions at once per worker, default 20 */
+	unsigned relay_msgs_per_session; /* default 100 */
+	enum relay_tls relay_tls;	 /* default none (may, encrypt, verify: not yet built) */
+	char relay_tls_ca_file[1024];	 /* verify: the CAs of the hub's chain */
+	char relay_tls_server_name[DOMAIN_MAX + 1]; /* verify: the name; "" = the host's */
+	unsigned relay_retry_min;		    /* seconds, default 60: the first retry */
+	unsigned relay_retry_max;		    /* seconds, default 4000: doubling up to */
+	unsigned maximal_queue_lifetime;	    /* seconds, default 5d: then bounced */
+	char relay_helo_name[DOMAIN_MAX + 1];	    /* "" (default) = myhostname */
+	unsigned relay_connect_timeout;		    /* seconds, default 30 */
+	unsigned relay_command_timeout;		    /* seconds, default 300: any reply, any send */
 };
 
 /* Fills cfg with the defaults. Never fails; accept_domains gets "localhost". */

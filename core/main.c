@@ -33,6 +33,7 @@
 #include "metrics.h"
 #include "notify.h"
 #include "priv.h"
+#include "relay.h"
 #include "sandbox.h"
 #include "screen.h"
 #include "setup_check.h"
@@ -253,8 +254,56 @@ struct page_src {
 	struct shard **shards;
 	unsigned nshards;
 	struct writer_set *ws;
+	struct relay *relay; /* NULL: no relay_host */
 	uint64_t start_ms;
 };
+
+/* The relay's part of the /metrics page. */
+static void page_relay(char *buf, size_t cap, size_t *off, struct relay *rl)
+{
+	struct relay_stats r;
+	if (!rl || *off >= cap)
+		return;
+	relay_stats(rl, &r);
+	uint64_t now = real_us();
+	int k = snprintf(
+	    buf + *off, cap - *off,
+	    "# HELP mxring_relay_queue_messages Messages waiting for the hub, in memory.\n"
+	    "# TYPE mxring_relay_queue_messages gauge\nmxring_relay_queue_messages %llu\n"
+	    "# HELP mxring_relay_queue_bytes Stored bytes not yet delivered.\n"
+	    "# TYPE mxring_relay_queue_bytes gauge\nmxring_relay_queue_bytes %llu\n"
+	    "# HELP mxring_relay_oldest_message_age_seconds Age of the oldest message waiting.\n"
+	    "# TYPE mxring_relay_oldest_message_age_seconds gauge\n"
+	    "mxring_relay_oldest_message_age_seconds %llu\n"
+	    "# HELP mxring_relay_sent_total Recipients the hub took.\n"
+	    "# TYPE mxring_relay_sent_total counter\nmxring_relay_sent_total %llu\n"
+	    "# HELP mxring_relay_deferred_total Recipient deliveries deferred.\n"
+	    "# TYPE mxring_relay_deferred_total counter\nmxring_relay_deferred_total %llu\n"
+	    "# HELP mxring_relay_bounced_total Recipients failed or expired.\n"
+	    "# TYPE mxring_relay_bounced_total counter\nmxring_relay_bounced_total %llu\n"
+	    "# HELP mxring_relay_dsn_sent_total Delivery status notifications the hub took.\n"
+	    "# TYPE mxring_relay_dsn_sent_total counter\nmxring_relay_dsn_sent_total %llu\n"
+	    "# HELP mxring_relay_sessions_total Sessions opened to the hub.\n"
+	    "# TYPE mxring_relay_sessions_total counter\nmxring_relay_sessions_total %llu\n"
+	    "# HELP mxring_relay_connect_failures_total Connections to the hub that failed.\n"
+	    "# TYPE mxring_relay_connect_failures_total counter\n"
+	    "mxring_relay_connect_failures_total %llu\n"
+	    "# HELP mxring_relay_segments_deleted_total Segments deleted once all delivered.\n"
+	    "# TYPE mxring_relay_segments_deleted_total counter\n"
+	    "mxring_relay_segments_deleted_total %llu\n"
+	    "# HELP mxring_relay_journal_errors_total Delivery journal syncs that failed.\n"
+	    "# TYPE mxring_relay_journal_errors_total counter\n"
+	    "mxring_relay_journal_errors_total %llu\n",
+	    (unsigned long long)r.queue_msgs, (unsigned long long)r.queue_bytes,
+	    (unsigned long long)(r.oldest_us && now > r.oldest_us ? (now - r.oldest_us) / 1000000
+								  : 0),
+	    (unsigned long long)r.sent, (unsigned long long)r.deferred,
+	    (unsigned long long)r.bounced, (unsigned long long)r.dsn_sent,
+	    (unsigned long long)r.sessions, (unsigned long long)r.connect_fails,
+	    (unsigned long long)r.segments_done, (unsigned long long)r.journal_errors);
+	if (k > 0)
+		*off += (size_t)k < cap - *off ? (size_t)k : cap - *off;
+}
 
 static void page_defs(char *buf, size_t cap, size_t *off, const struct totals *t,
 		      const struct stat_def *defs, size_t n)
@@ -293,6 +342,7 @@ static size_t render_page(void *arg, char *buf, size_t cap)
 	off = (size_t)k < cap ? (size_t)k : cap;
 	page_defs(buf, cap, &off, &t, gauge_defs, NDEFS(gauge_defs));
 	page_defs(buf, cap, &off, &t, counter_defs, NDEFS(counter_defs));
+	page_relay(buf, cap, &off, src->relay);
 	return off;
 }
 
@@ -310,7 +360,8 @@ static rlim_t fd_reserve(const struct config *cfg)
 	if (test)
 		return (rlim_t)strtoul(test, NULL, 10);
 	return NOFILE_RESERVE + (rlim_t)cfg->shards * (cfg->nlisten + cfg->nsmtps_listen + 4) +
-	       (rlim_t)cfg->writers * 16;
+	       (rlim_t)cfg->writers * 16 +
+	       (cfg->nrelay_host ? (rlim_t)cfg->relay_workers * (cfg->relay_connections + 64) : 0);
 }
 
 /*
@@ -388,13 +439,14 @@ static void reload_tls(const struct config *cfg)
  * live stats line every cfg->stats_interval seconds meanwhile.
  */
 static int wait_for_stop(const struct config *cfg, struct shard **shards, unsigned n,
-			 struct writer_set *ws)
+			 struct writer_set *ws, struct relay *relay)
 {
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGUSR1);
 	uint64_t start = mono_ms(), every = (uint64_t)cfg->stats_interval * 1000;
 	uint64_t next = start + every;
 	for (;;) {
@@ -421,6 +473,8 @@ static int wait_for_stop(const struct config *cfg, struct shard **shards, unsign
 			reload_tls(cfg);
 			screen_reload(cfg, shards, n);
 			notify_send("READY=1");
+		} else if (sig == SIGUSR1) {
+			relay_retry_now(relay);
 		} else if (sig == SIGTERM || sig == SIGINT)
 			return sig;
 	}
@@ -447,6 +501,7 @@ static int run(struct config *cfg)
 	unsigned nshards = 0, started = 0;
 	struct priv priv;
 	struct dnsbl *dnsbl = NULL;
+	struct relay *relay = NULL;
 	int rc, mfd = -1;
 
 	rc = priv_plan(cfg, &priv, stderr);
@@ -476,6 +531,11 @@ static int run(struct config *cfg)
 	/* The resolver reads /etc/resolv.conf now; its thread starts later. */
 	if (cfg->ndnsbl_sites && dnsbl_create(cfg, cfg->shards, &dnsbl, stderr) != 0)
 		return 1;
+	/* relay_host's names are resolved now, before the sandbox. */
+	if (cfg->nrelay_host && relay_create(cfg, &relay, stderr) != 0) {
+		dnsbl_release(dnsbl);
+		return 1;
+	}
 	/* What needs root is done (the certificates and keys are read), but for
 	 * the listeners: then root goes, before any thread or client. */
 	char at[LISTEN_TEXT_MAX], mtext[LISTEN_TEXT_MAX + 16] = "";
@@ -497,6 +557,8 @@ static int run(struct config *cfg)
 		goto fail;
 	rc = writers_start(cfg, cfg->shards, &ws);
 	if (rc)
+		goto fail;
+	if (relay && relay_start(relay, ws) != 0)
 		goto fail;
 	for (; nshards < cfg->shards; nshards++) {
 		rc = shard_create(nshards, cfg, &sconf, ws, lfds[nshards], &shards[nshards]);
@@ -522,7 +584,7 @@ static int run(struct config *cfg)
 		}
 	}
 	struct page_src src = {
-	    .shards = shards, .nshards = nshards, .ws = ws, .start_ms = mono_ms()};
+	    .shards = shards, .nshards = nshards, .ws = ws, .relay = relay, .start_ms = mono_ms()};
 	struct metrics *metrics = NULL;
 	if (mfd >= 0) {
 		rc = metrics_start(mfd, render_page, &src, &metrics);
@@ -551,7 +613,13 @@ static int run(struct config *cfg)
 		 shard_uring_restricted(shards[0]) ? "yes" : "no", (int)getpid());
 	notify_send("READY=1\nSTATUS=accepting mail");
 
-	wait_for_stop(cfg, shards, nshards, ws);
+	if (relay) {
+		char t[RELAY_DEST_TEXT_MAX];
+		log_line("relay to=%s workers=%u connections=%u",
+			 relay_dest_text(&cfg->relay_host[0], t, sizeof(t)), cfg->relay_workers,
+			 cfg->relay_connections);
+	}
+	wait_for_stop(cfg, shards, nshards, ws, relay);
 	notify_send("STOPPING=1");
 	unsigned bad = 0;
 	while (bad < nshards && !shard_failed(shards[bad]))
@@ -578,7 +646,10 @@ static int run(struct config *cfg)
 	dnsbl_live = NULL;
 	dnsbl_release(dnsbl);
 	screen_stop();
+	/* The relay reads what the writers publish: it stops first. */
+	relay_stop(relay);
 	writers_stop(ws);
+	relay_free(relay);
 	tls_set_current(NULL);
 	log_line(failed ? "stopped after a shard failed" : "stopped");
 	return failed ? 1 : 0;
@@ -592,7 +663,9 @@ fail:
 	dnsbl_live = NULL;
 	dnsbl_release(dnsbl);
 	screen_stop();
+	relay_stop(relay);
 	writers_stop(ws);
+	relay_free(relay);
 	listen_close(lfds, cfg->shards); /* those no shard took */
 	if (mfd >= 0)
 		close(mfd);
@@ -674,6 +747,7 @@ int main(int argc, char **argv)
 		sigaddset(&set, SIGTERM);
 		sigaddset(&set, SIGINT);
 		sigaddset(&set, SIGHUP);
+		sigaddset(&set, SIGUSR1);
 		sigaddset(&set, SIGPIPE);
 		pthread_sigmask(SIG_BLOCK, &set, NULL);
 		rc = run(&cfg);

@@ -10,10 +10,10 @@
  *
  * Every access right the kernel knows is handled (so denied unless a rule
  * allows it): execution, device nodes, sockets and links in the file system,
- * and from ABI 4 on TCP bind and connect. Rename across folders (active/ to
- * ready/) needs LANDLOCK_ACCESS_FS_REFER, which ABI 1 denies to everyone:
- * below ABI 2 (Linux 5.19) the sandbox stays off. The system calls are
- * made directly: glibc 2.36 has no wrappers.
+ * and from ABI 4 on TCP bind and connect (but to relay_host's ports). Rename across folders
+ * (active/ to ready/) needs LANDLOCK_ACCESS_FS_REFER, which ABI 1 denies to everyone: below ABI 2
+ * (Linux 5.19) the sandbox stays off. The system calls are made directly: glibc 2.36 has no
+ * wrappers.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -78,6 +78,21 @@ static int allow(int ruleset, const char *path, uint64_t access, FILE *err)
 	close(fd);
 	if (rc != 0) {
 		fprintf(err, "mxring: sandbox: a rule for %s: %s\n", path, strerror(e));
+		return -1;
+	}
+	return 0;
+}
+
+/* Allows TCP connections to port (Landlock ABI 4: the relay's hub). 0 or -1 after a message. */
+static int allow_connect(int ruleset, uint16_t port, FILE *err)
+{
+	struct {
+		uint64_t allowed_access;
+		uint64_t port;
+	} np = {.allowed_access = ACCESS_NET_CONNECT_TCP, .port = port};
+	if (syscall(__NR_landlock_add_rule, ruleset, 2 /* LANDLOCK_RULE_NET_PORT */, &np, 0) != 0) {
+		fprintf(err, "mxring: sandbox: a rule for TCP port %u: %s\n", port,
+			strerror(errno));
 		return -1;
 	}
 	return 0;
@@ -166,6 +181,10 @@ int sandbox_enter(const struct config *cfg, char *what, size_t cap, FILE *err)
 	reload_dirs(cfg->recipient_table, dirs, &ndirs);
 	for (unsigned i = 0; rc == 0 && i < ndirs; i++)
 		rc = allow(rs, dirs[i], LANDLOCK_ACCESS_FS_READ_FILE, err);
+	/* The relay connects to its hub's ports, and to no other. */
+	for (unsigned i = 0; rc == 0 && abi >= 4 && i < cfg->nrelay_host; i++)
+		if (!cfg->relay_host[i].unix_path)
+			rc = allow_connect(rs, cfg->relay_host[i].port, err);
 #ifdef __SANITIZE_ADDRESS__
 	/* A sanitizer build (tests only): LeakSanitizer lists /proc/self/task
 	 * and reads /proc/self/maps at exit. */

@@ -443,3 +443,15 @@ int spool_close(struct spool *sp)
 	spool_free(sp);
 	return r;
 }
+
+void spool_position(const struct spool *sp, struct spool_pos *out)
+{
+	unsigned writer;
+	memset(out, 0, sizeof(*out));
+	if (sp->ops != &segment_ops ||
+	    !segment_name_parse(sp->segname, &writer, &out->run_us, &out->seq))
+		return;
+	out->valid = true;
+	out->active = sp->segfd >= 0;
+	out->synced_off = sp->synced_off;
+}

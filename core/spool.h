@@ -184,6 +184,22 @@ int spool_write(struct spool *sp, const struct msg *m) __attribute__((warn_unuse
  */
 int spool_sync(struct spool *sp) __attribute__((warn_unused_result));
 
+/*
+ * How far a segment writer's records are durable, for the relay: the
+ * segment being appended to (writer, run_us, seq as in its name) and the
+ * end of its last synced record. active false: no segment is open (a
+ * rotation's create failed): segment seq and every earlier one is whole.
+ * Maildir: valid false.
+ */
+struct spool_pos {
+	bool valid;
+	bool active;
+	uint64_t run_us;
+	uint32_t seq;
+	uint64_t synced_off;
+};
+void spool_position(const struct spool *sp, struct spool_pos *out);
+
 /* fdatasync calls (segment) or new/ fsyncs (maildir) that succeeded so far. */
 uint64_t spool_syncs(const struct spool *sp);
 

@@ -69,6 +69,10 @@ struct writer {
 	unsigned first;	     /* inbound ring the next batch starts with */
 	unsigned *touched;   /* owned: shards with returns in this batch */
 	uint8_t *is_touched; /* owned: nshards flags for touched */
+	/* What the relay may read of this writer's segments (writers_position). */
+	pthread_mutex_t pos_mu;
+	struct spool_pos pos;
+	_Atomic int relay_efd; /* signalled after each publication; -1: no relay */
 	_Alignas(RING_CACHE_LINE) _Atomic int sleeping;
 	_Alignas(RING_CACHE_LINE) _Atomic uint64_t batches;
 	_Atomic uint64_t finals, parts, errors, bytes;
@@ -136,6 +140,20 @@ static void writer_account(struct writer *w, const struct msg *m)
 		atomic_fetch_add_explicit(&w->bytes, m->part_bytes, memory_order_relaxed);
 }
 
+/* Publishes how far the segment is durable, and wakes the relay. */
+static void writer_publish(struct writer *w)
+{
+	struct spool_pos p;
+	spool_position(w->spool, &p);
+	pthread_mutex_lock(&w->pos_mu);
+	bool moved = memcmp(&p, &w->pos, sizeof(p)) != 0;
+	w->pos = p;
+	pthread_mutex_unlock(&w->pos_mu);
+	int fd = atomic_load_explicit(&w->relay_efd, memory_order_acquire);
+	if (moved && fd >= 0)
+		efd_signal(fd);
+}
+
 static void writer_batch(struct writer *w, unsigned n)
 {
 	struct writer_set *ws = w->ws;
@@ -145,6 +163,7 @@ static void writer_batch(struct writer *w, unsigned n)
 		w->batch[i]->result = spool_write(w->spool, w->batch[i]);
 	int r = spool_sync(w->spool);
 	atomic_fetch_add_explicit(&w->batches, spool_syncs(w->spool) - syncs, memory_order_relaxed);
+	writer_publish(w);
 
 	uint64_t done = real_us();
 	unsigned ntouched = 0;
@@ -186,8 +205,10 @@ static void writer_sleep(struct writer *w)
 		while (read(w->efd, &v, sizeof(v)) < 0 && errno == EINTR)
 			;
 	atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
-	if (n == 0)
+	if (n == 0) {
 		spool_idle(w->spool);
+		writer_publish(w);
+	}
 }
 
 static void *writer_main(void *arg)
@@ -254,6 +275,8 @@ static int writer_init(struct writer_set *ws, struct writer *w, unsigned id,
 {
 	w->ws = ws;
 	w->id = id;
+	pthread_mutex_init(&w->pos_mu, NULL);
+	atomic_init(&w->relay_efd, -1);
 	w->efd = eventfd(0, EFD_CLOEXEC);
 	if (w->efd < 0)
 		return -errno;
@@ -277,7 +300,10 @@ static int writer_init(struct writer_set *ws, struct writer *w, unsigned id,
 	uint64_t inflight = (uint64_t)cfg->max_connections + cap;
 	if (inflight > SPOOL_INFLIGHT_MAX)
 		inflight = SPOOL_INFLIGHT_MAX;
-	return spool_open(cfg, id, w->batch_cap, (unsigned)inflight, &w->spool);
+	int r = spool_open(cfg, id, w->batch_cap, (unsigned)inflight, &w->spool);
+	if (r == 0)
+		spool_position(w->spool, &w->pos);
+	return r;
 }
 
 /* Stops and joins the threads started so far (start failed half-way). */
@@ -409,6 +435,23 @@ unsigned writer_reap(struct writer_set *ws, unsigned shard, struct msg **out, un
 	}
 	sh->reap_next = (sh->reap_next + 1) % ws->nwriters;
 	return n;
+}
+
+int writers_position(struct writer_set *ws, unsigned writer, struct spool_pos *out)
+{
+	if (writer >= ws->nwriters)
+		return -ENOENT;
+	struct writer *w = &ws->w[writer];
+	pthread_mutex_lock(&w->pos_mu);
+	*out = w->pos;
+	pthread_mutex_unlock(&w->pos_mu);
+	return 0;
+}
+
+void writers_set_relay_wake(struct writer_set *ws, unsigned writer, int efd)
+{
+	if (writer < ws->nwriters)
+		atomic_store_explicit(&ws->w[writer].relay_efd, efd, memory_order_release);
 }
 
 int writer_shard_eventfd(struct writer_set *ws, unsigned shard)

@@ -23,6 +23,7 @@
 
 #include "config.h"
 #include "msg.h"
+#include "spool.h"
 
 struct writer_set;
 
@@ -51,6 +52,16 @@ unsigned writer_reap(struct writer_set *ws, unsigned shard, struct msg **out, un
 
 /* Shard side: the eventfd the writers signal after pushing returns to shard. */
 int writer_shard_eventfd(struct writer_set *ws, unsigned shard);
+
+/*
+ * Relay side: how far writer `writer`'s segment is durable (spool_position,
+ * published after each sync and rotation). 0, or -ENOENT for a writer that
+ * does not run (its segments are all whole).
+ */
+int writers_position(struct writer_set *ws, unsigned writer, struct spool_pos *out);
+
+/* Relay side: efd is signalled each time writer `writer` publishes a new position. */
+void writers_set_relay_wake(struct writer_set *ws, unsigned writer, int efd);
 
 /* Capacity of one shard->writer ring (the most msgs a shard keeps out per writer). */
 unsigned writer_ring_size(const struct writer_set *ws);

@@ -301,7 +301,9 @@ static const struct value_case value_cases[] = {
     {"command_timeout = 10m", 1, 600},
     {"command_timeout = 1h", 1, 3600},
     {"command_timeout = 0", 0, 0},
-    {"command_timeout = 1d", 0, 0},
+    {"command_timeout = 1d", 1, 86400},
+    {"command_timeout = 2d", 0, 0},
+    {"command_timeout = 1x", 0, 0},
     {"command_timeout = 25h", 0, 0},
     {"data_timeout = 3M", 1, 180},
     {"shutdown_timeout = 0s", 1, 0},
@@ -448,7 +450,7 @@ static const struct msg_case msg_cases[] = {
     {"recipient_overshoot_limit = 100001\n",
      "mxring: %s:1: key 'recipient_overshoot_limit': '100001' is out of range 0..100000\n"},
     {"command_timeout = 5x\n", "mxring: %s:1: key 'command_timeout': bad time '5x'\n"},
-    {"stats_interval = 2d\n", "mxring: %s:1: key 'stats_interval': bad time '2d'\n"},
+    {"stats_interval = 2x\n", "mxring: %s:1: key 'stats_interval': bad time '2x'\n"},
     {"stats_interval = 100000\n",
      "mxring: %s:1: key 'stats_interval': '100000' is out of range 0..86400\n"},
     {"shards = x\n", "mxring: %s:1: key 'shards': bad number 'x' (expected auto or a number)\n"},
@@ -1059,6 +1061,121 @@ static void test_screening_keys(void **state)
 	err_close(&e);
 }
 
+/* The relay's keys: relay_host's forms, the schedule, and what config_check refuses. */
+static void test_relay_keys(void **state)
+{
+	(void)state;
+	struct config a;
+	struct errbuf e;
+	config_defaults(&a);
+	assert_int_equal(a.nrelay_host, 0);
+	assert_int_equal(a.relay_workers, 1);
+	assert_int_equal(a.relay_connections, 20);
+	assert_int_equal(a.relay_msgs_per_session, 100);
+	assert_int_equal(a.relay_retry_min, 60);
+	assert_int_equal(a.relay_retry_max, 4000);
+	assert_int_equal(a.maximal_queue_lifetime, 5 * 86400);
+	err_open(&e);
+	assert_int_equal(config_set(&a,
+				    "relay_host=smtp:[hub.example.net]:25, smtp:192.0.2.10:2525 "
+				    "lmtp:[127.0.0.1]:24,lmtp:unix:/run/dovecot/lmtp [2001:db8::1] "
+				    "Hub2.example.org lmtp:[::1]",
+				    e.f),
+			 0);
+	assert_string_equal(err_text(&e), "");
+	assert_int_equal(a.nrelay_host, 7);
+	static const struct {
+		uint8_t proto;
+		bool unix_path;
+		const char *host;
+		uint16_t port;
+	} want[] = {
+	    {RELAY_SMTP, false, "hub.example.net", 25},
+	    {RELAY_SMTP, false, "192.0.2.10", 2525},
+	    {RELAY_LMTP, false, "127.0.0.1", 24},
+	    {RELAY_LMTP, true, "/run/dovecot/lmtp", 0},
+	    {RELAY_SMTP, false, "2001:db8::1", 25},
+	    {RELAY_SMTP, false, "Hub2.example.org", 25},
+	    {RELAY_LMTP, false, "::1", 24},
+	};
+	for (unsigned i = 0; i < 7; i++) {
+		assert_int_equal(a.relay_host[i].proto, want[i].proto);
+		assert_int_equal(a.relay_host[i].unix_path, want[i].unix_path);
+		assert_string_equal(a.relay_host[i].host, want[i].host);
+		assert_int_equal(a.relay_host[i].port, want[i].port);
+	}
+	assert_int_equal(config_set(&a, "relay_retry_schedule=1s, 1m", e.f), 0);
+	assert_int_equal(a.relay_retry_min, 1);
+	assert_int_equal(a.relay_retry_max, 60);
+	assert_int_equal(config_set(&a, "maximal_queue_lifetime=2d", e.f), 0);
+	assert_int_equal(a.maximal_queue_lifetime, 2 * 86400);
+	assert_int_equal(config_check(&a, e.f), 0);
+	/* Written back as read again. */
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	config_print(&a, f);
+	fclose(f);
+	assert_non_null(
+	    strstr(text, "relay_host = smtp:[hub.example.net]:25, smtp:[192.0.2.10]:2525, "
+			 "lmtp:[127.0.0.1]:24, lmtp:unix:/run/dovecot/lmtp, "
+			 "smtp:[2001:db8::1]:25, smtp:[Hub2.example.org]:25, lmtp:[::1]:24\n"));
+	assert_non_null(strstr(text, "relay_retry_schedule = 1s, 60s\n"));
+	free(text);
+	/* An empty value: no relay. */
+	assert_int_equal(config_set(&a, "relay_host=", e.f), 0);
+	assert_int_equal(a.nrelay_host, 0);
+	config_free(&a);
+	err_close(&e);
+
+	static const char *const bad[] = {
+	    "relay_host=smtp:2001:db8::1",
+	    "relay_host=smtp:[hub.example.net",
+	    "relay_host=smtp:[hub.example.net]x",
+	    "relay_host=smtp:hub.example.net:0",
+	    "relay_host=smtp:hub.example.net:65536",
+	    "relay_host=smtp:hub..example.net",
+	    "relay_host=lmtp:unix:relative/path",
+	    "relay_host=a,b,c,d,e,f,g,h,i",
+	    "relay_retry_schedule=60s",
+	    "relay_retry_schedule=10s, 5s",
+	    "relay_retry_schedule=0s, 5s",
+	    "relay_retry_schedule=1s, 8d",
+	    "relay_retry_schedule=1s, 2s, 3s",
+	    "relay_tls=sometimes",
+	    "relay_workers=0",
+	    "relay_workers=17",
+	    "relay_connections=0",
+	    "maximal_queue_lifetime=0",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		config_defaults(&a);
+		err_open(&e);
+		if (config_set(&a, bad[i], e.f) != -1)
+			fail_msg("accepted: %s", bad[i]);
+		const char *key_end = strchr(bad[i], '=');
+		char want_key[64];
+		snprintf(want_key, sizeof(want_key), "key '%.*s'", (int)(key_end - bad[i]), bad[i]);
+		assert_non_null(strstr(err_text(&e), want_key));
+		config_free(&a);
+		err_close(&e);
+	}
+	/* Relations: the relay reads segments; TLS to the hub is not built yet. */
+	config_defaults(&a);
+	err_open(&e);
+	assert_int_equal(config_set(&a, "relay_host=[127.0.0.1]:2525", e.f), 0);
+	assert_int_equal(config_set(&a, "spool_format=maildir", e.f), 0);
+	assert_int_equal(config_set(&a, "relay_tls=verify", e.f), 0);
+	assert_int_equal(config_set(&a, "relay_helo_name=bad name", e.f), 0);
+	assert_int_equal(config_check(&a, e.f), -1);
+	assert_non_null(
+	    strstr(err_text(&e), "key 'relay_host': the relay reads the segment spool"));
+	assert_non_null(strstr(err_text(&e), "key 'relay_tls': only none is built so far"));
+	assert_non_null(strstr(err_text(&e), "key 'relay_helo_name'"));
+	config_free(&a);
+	err_close(&e);
+}
+
 /* -o after the file: each -o wins over the file, the last -o over earlier ones. */
 static void test_override(void **state)
 {
@@ -1101,6 +1218,7 @@ int main(void)
 	    cmocka_unit_test(test_round_trip),
 	    cmocka_unit_test(test_override),
 	    cmocka_unit_test(test_screening_keys),
+	    cmocka_unit_test(test_relay_keys),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
