@@ -34,9 +34,15 @@ case "${1:-}" in
 	# config, a free loopback port) as the DNS list server; its postinst may
 	# start the system daemon on port 53 (where there is an init system; it
 	# ignores a failure), which the tests neither use nor mind.
+	# dovecot-core, dovecot-lmtpd: tests/integration/hubs.py runs a private
+	# Dovecot (its own config, base_dir and Maildirs in the test's folder)
+	# as the LMTP hub the relay delivers to; as with unbound, its postinst
+	# may start the system daemon (LMTP on a unix socket under /run only,
+	# with no imapd or pop3d installed), which the tests neither use nor mind.
 	pkgs+=(libcmocka-dev python3 swaks libnet-ssleay-perl postfix testssl.sh gnuplot-nox
 		libfuse3-dev fuse3 python3-prometheus-client prometheus systemd man-db
-		dpkg-dev debhelper build-essential lintian ssl-cert adduser unbound)
+		dpkg-dev debhelper build-essential lintian ssl-cert adduser unbound
+		dovecot-core dovecot-lmtpd)
 	;;
 --bench)
 	pkgs+=("${bench_pkgs[@]}")
