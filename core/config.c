@@ -181,6 +181,7 @@ static const struct key config_keys[] = {
     {"relay_helo_name", K_TEXT, FIELD(relay_helo_name), 0, 0, NULL},
     {"relay_connect_timeout", K_TIME, FIELD(relay_connect_timeout), 1, TIMEOUT_MAX, NULL},
     {"relay_command_timeout", K_TIME, FIELD(relay_command_timeout), 1, TIMEOUT_MAX, NULL},
+    {"spool_max_bytes", K_SIZE, FIELD(spool_max_bytes), 0, SIZE_HUGE, NULL},
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -1157,6 +1158,7 @@ void config_defaults(struct config *cfg)
 	cfg->maximal_queue_lifetime = 5 * 86400;
 	cfg->relay_connect_timeout = 30;
 	cfg->relay_command_timeout = 300;
+	cfg->spool_max_bytes = 10ull << 30;
 }
 
 /* Reads the whole file (at most CONFIG_FILE_MAX bytes) into *buf, NUL-terminated. */

@@ -159,6 +159,7 @@ struct config {
 	char relay_helo_name[DOMAIN_MAX + 1];	    /* "" (default) = myhostname */
 	unsigned relay_connect_timeout;		    /* seconds, default 30 */
 	unsigned relay_command_timeout;		    /* seconds, default 300: any reply, any send */
+	uint64_t spool_max_bytes; /* default 10g: past it MAIL gets 452 4.3.1; 0 = none */
 };
 
 /* Fills cfg with the defaults. Never fails; accept_domains gets "localhost". */

@@ -251,6 +251,8 @@ struct relay {
 	_Atomic bool stop;
 };
 
+_Atomic bool relay_spool_over;
+
 static void efd_signal(int fd)
 {
 	uint64_t one = 1;
@@ -1871,22 +1873,61 @@ static uint64_t next_wait_ms(struct worker *wk)
 	return wait;
 }
 
+static bool seg_file(const char *name, void *arg)
+{
+	return my_segment(name, arg);
+}
+
+/* Bytes of this worker's segments on disk (both folders; a segment moving counts once). */
+static uint64_t spool_bytes(struct worker *wk)
+{
+	uint64_t sum = 0;
+	int dfd[2] = {wk->readyfd, wk->activefd};
+	char **names[2] = {NULL, NULL};
+	uint32_t n[2] = {0, 0};
+	for (int d = 0; d < 2; d++) {
+		if (fsutil_dir_list(dfd[d], seg_file, wk, &names[d], &n[d]) < 0)
+			continue;
+		for (uint32_t i = 0; i < n[d]; i++) {
+			struct stat st;
+			bool dup = false;
+			for (uint32_t k = 0; d == 1 && k < n[0] && !dup; k++)
+				dup = strcmp(names[0][k], names[1][i]) == 0;
+			if (!dup && fstatat(dfd[d], names[d][i], &st, 0) == 0)
+				sum += (uint64_t)st.st_size;
+		}
+	}
+	for (int d = 0; d < 2; d++)
+		fsutil_names_free(names[d], n[d]);
+	return sum;
+}
+
 static void worker_stats(struct worker *wk)
 {
-	uint64_t bytes = 0, oldest = 0;
-	for (struct rseg *sg = wk->segs; sg; sg = sg->next)
-		bytes += sg->unread;
+	uint64_t oldest = 0;
 	for (uint32_t i = 0; i < wk->nheap; i++) {
 		struct rmsg *m = wk->heap[i];
-		if (m->orig)
-			continue;
-		bytes += m->size;
-		if (!oldest || m->time_us < oldest)
+		if (!m->orig && (!oldest || m->time_us < oldest))
 			oldest = m->time_us;
 	}
 	atomic_store_explicit(&wk->queue_msgs, wk->nmsgs, memory_order_relaxed);
-	atomic_store_explicit(&wk->queue_bytes, bytes, memory_order_relaxed);
+	atomic_store_explicit(&wk->queue_bytes, spool_bytes(wk), memory_order_relaxed);
 	atomic_store_explicit(&wk->oldest_us, oldest, memory_order_relaxed);
+	if (wk->id != 0)
+		return;
+	/* Worker 0 decides for all: the sum against spool_max_bytes. */
+	struct relay *rl = wk->rl;
+	uint64_t max = rl->cfg->spool_max_bytes, total = 0;
+	for (unsigned i = 0; i < rl->nworkers; i++)
+		total += atomic_load_explicit(&rl->w[i].queue_bytes, memory_order_relaxed);
+	bool over = max && total >= max;
+	if (over != atomic_load_explicit(&relay_spool_over, memory_order_relaxed)) {
+		atomic_store_explicit(&relay_spool_over, over, memory_order_relaxed);
+		log_line("relay: spool %s spool_max_bytes (%" PRIu64 " of %" PRIu64
+			 " bytes): MAIL %s",
+			 over ? "reached" : "below", total, max,
+			 over ? "gets 452 4.3.1 until the relay drains it" : "is accepted again");
+	}
 }
 
 static void *worker_main(void *arg)

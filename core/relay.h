@@ -45,6 +45,8 @@
 #ifndef MXRING_RELAY_H
 #define MXRING_RELAY_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -91,12 +93,26 @@ struct relay_stats {
 	uint64_t sessions;	 /* sessions opened */
 	uint64_t connect_fails;	 /* connections that failed */
 	uint64_t queue_msgs;	 /* messages in the windows now */
-	uint64_t queue_bytes;	 /* their stored bytes, and the segments not read yet */
+	uint64_t queue_bytes;	 /* bytes of the segments in the spool (not deleted yet) */
 	uint64_t oldest_us;	 /* arrival of the oldest message waiting (0: none) */
 	uint64_t segments_done;	 /* segments deleted */
 	uint64_t journal_syncs;	 /* journal fdatasyncs */
 	uint64_t journal_errors; /* failed journal syncs */
 };
+
+/*
+ * Set while the spool's segments (messages not yet delivered, and the
+ * delivered ones of segments not yet deleted) take spool_max_bytes or
+ * more: the shards answer MAIL with 452 4.3.1 until the relay drained the
+ * spool below it. Summed by the relay once a second, so the bound is
+ * passed by at most a second of intake.
+ */
+extern _Atomic bool relay_spool_over;
+
+static inline bool relay_spool_full(void)
+{
+	return atomic_load_explicit(&relay_spool_over, memory_order_relaxed);
+}
 
 /* Sums the workers' counters (any thread). */
 void relay_stats(struct relay *rl, struct relay_stats *out);

@@ -21,6 +21,7 @@
 
 #include "body.h"
 #include "log.h"
+#include "relay.h"
 #include "screen.h"
 #include "shard_int.h"
 
@@ -156,6 +157,9 @@ static enum smtp_verdict hook_mail(void *ctx, const struct addr *from, uint32_t 
 	ASSERT(!c->env && !c->msg);
 	if (!admit_mail_rate(sh, c))
 		return SMTP_V_RATE;
+	/* The relay's hub is behind: the spool holds spool_max_bytes already. */
+	if (relay_spool_full())
+		return SMTP_V_NOSPACE;
 	struct env_box *b = calloc(1, sizeof(*b));
 	if (!b)
 		return SMTP_V_TEMPFAIL;

@@ -330,6 +330,33 @@ def hub_down_then_up():
 
 
 @suite.case
+def spool_max_bytes_hub_down():
+    hub = hubs.ScriptedHub()
+    hub.start()
+    port = hub.port
+    hub.stop()
+    try:
+        with relay_server("smtp:[127.0.0.1]:%d" % port, spool_max_bytes="64k",
+                          segment_max_age="1", relay_retry_schedule="30s, 30s") as srv:
+            body = "Subject: big\r\n\r\n" + ("x" * 70 + "\r\n") * 300
+            for i in range(4):
+                send(srv, ["r%d@example.com" % i], body)
+            srv.wait_log(r"relay: spool reached spool_max_bytes", 1, 5)
+            c = srv.client()
+            c.ehlo()
+            c.cmd("MAIL FROM:<%s>" % SENDER, "452 4.3.1 Insufficient system storage")
+            c.quit()
+            hub.start()
+            srv.signal(signal.SIGUSR1)
+            wait_relayed(srv, 4, "sent", 10)
+            srv.wait_log(r"relay: spool below spool_max_bytes", 1, 10)
+            send(srv, ["again@example.com"], "Subject: ok\r\n\r\nx\r\n")
+            wait_relayed(srv, 5, "sent", 10)
+    finally:
+        hub.stop()
+
+
+@suite.case
 def hub_stalls_in_data():
     with hubs.ScriptedHub(stall_in_data=True) as hub:
         with relay_server("smtp:[127.0.0.1]:%d" % hub.port, relay_command_timeout="2s") as srv:

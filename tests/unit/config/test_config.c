@@ -1075,6 +1075,7 @@ static void test_relay_keys(void **state)
 	assert_int_equal(a.relay_retry_min, 60);
 	assert_int_equal(a.relay_retry_max, 4000);
 	assert_int_equal(a.maximal_queue_lifetime, 5 * 86400);
+	assert_int_equal(a.spool_max_bytes, 10ull << 30);
 	err_open(&e);
 	assert_int_equal(config_set(&a,
 				    "relay_host=smtp:[hub.example.net]:25, smtp:192.0.2.10:2525 "
