@@ -82,12 +82,14 @@
  *           "host[addr]:port" (JOURNAL_F_RELAY_CUT when cut). Neither holds
  *           a byte below 0x20 or 0x7f; bytes >= 0x80 (UTF-8) pass as they are.
  *
- * BOUNCE, a DSN for this recipient was stored as a new message
+ * BOUNCE, the recipient owes its sender nothing more: the relay's DSN for
+ * it was taken by the hub, refused for good, or could not be made
  * (rec_len 120):
- *  104  16  dsn_qid   the DSN's qid, NUL-padded
+ *  104  16  dsn_qid   what became of the DSN: "sent", "refused", "none"
+ *                     (a qid-shaped word, NUL-padded)
  *
  * SEGDONE, every message of the segment is final and every DSN it owes is
- * stored; the segment (in ready/: never appended to again) may be deleted
+ * handed on; the segment (in ready/: never appended to again) may be deleted
  * (rec_len 72):
  *   32  40  seg       as in the message reference
  *
@@ -128,14 +130,11 @@
  *    directories fsynced). After a crash anywhere in between, replay says
  *    the segment is done (journal_index_done_segments) and the deletion is
  *    completed; without the SEGDONE, the segment is still queued.
- *  - BOUNCE after the DSN is stored, and before the DSN is relayed: the
- *    relay stores the DSN (spool_sync returned 0), appends BOUNCE with its
- *    qid, syncs the journal, and only then queues the DSN. After a crash
- *    between the two syncs, a failed recipient has no BOUNCE but its DSN
- *    is in the spool, not yet relayed: at start, before it relays anything,
- *    the relay looks for it there (its qid made from the message's qid and
- *    the recipient, or a marker in the DSN) and appends the BOUNCE, or makes
- *    the DSN when there is none; so a DSN is neither lost nor made twice.
+ *  - BOUNCE after the DSN is handed on: the relay (relay.h) does not store
+ *    a DSN; it builds it from the stored message, relays it from <>, and
+ *    appends BOUNCE once the hub answered it for good. After a crash
+ *    before that record was synced, a failed recipient has no BOUNCE and
+ *    the DSN is built and sent again: at least once, like messages.
  *
  * COMPACTION (journal_compact). A file of a writer's history keeps every
  * deferral; the journal must stay bounded by the queue. The writer seals
@@ -432,7 +431,7 @@ int journal_replay(const char *spool_dir, journal_rec_fn rec, journal_problem_fn
 
 /* ---- the index: the state the records add up to (see MERGE) ---- */
 
-#define JOURNAL_RCPT_BOUNCED 0x1u /* a DSN was stored for this recipient */
+#define JOURNAL_RCPT_BOUNCED 0x1u /* the recipient's DSN was handed on (BOUNCE) */
 
 struct journal_rcpt {
 	uint64_t time_us;  /* of the deciding record (0: no result yet) */
