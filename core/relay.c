@@ -47,6 +47,7 @@
 
 #define IBUF_SIZE      (8u << 10)	       /* replies: several SMTPC_LINE_MAX lines */
 #define OBUF_SIZE      (8u << 10)	       /* commands (>= SMTPC_OUT_MIN) */
+#define SCANBUF_SIZE   (256u << 10)	       /* segment bytes the scan reads at once */
 #define RBUF_SIZE      (64u << 10)	       /* body bytes read per step */
 #define SBUF_SIZE      (2 * RBUF_SIZE + 8)     /* ... and dot-stuffed: at most doubled */
 #define PEND_MAX       4096u		       /* messages whose parts came, FINAL not yet */
@@ -54,6 +55,9 @@
 #define IDLE_KEEP_MS   1000u		       /* an idle session waits this for work */
 #define QUIT_WAIT_MS   2000u		       /* the 221 to QUIT is awaited this long */
 #define TICK_MAX_MS    1000u		       /* the loop looks around at least this often */
+/* Results wait at most this long for their fdatasync: one per pass would
+ * bound the relay by the disk's sync latency. */
+#define SYNC_EVERY_MS 10u
 
 enum ud_kind { UD_SESS = 1, UD_WAKE = 2, UD_TIMEOUT = 3 };
 
@@ -201,6 +205,7 @@ struct worker {
 	struct smtpc_conf sconf[RELAY_HOSTS_MAX]; /* per relay_host entry */
 	bool scan_due;				  /* a writer published */
 	uint64_t last_scan_ms;
+	uint64_t last_sync_ms;
 	bool window_full;
 	/* Scan. */
 	struct rseg *segs;
@@ -208,7 +213,11 @@ struct worker {
 	struct rseg *cur[WRITERS_MAX];
 	struct pend *pend;
 	unsigned npend;
-	uint8_t *rbuf;	 /* owned: RBUF_SIZE (also record checks) */
+	uint8_t *rbuf;	  /* owned: RBUF_SIZE (also record checks) */
+	uint8_t *scanbuf; /* owned: SCANBUF_SIZE, bytes [scan_off, +scan_len) of scan_seg */
+	struct rseg *scan_seg;
+	uint64_t scan_off;
+	size_t scan_len;
 	uint8_t *envbuf; /* owned: envelopes */
 	size_t envcap;
 	char *rcptbuf;
@@ -427,6 +436,8 @@ static int wk_sync(struct worker *wk)
 			pp = &(*pp)->next;
 		if (*pp)
 			*pp = sg->next;
+		if (wk->scan_seg == sg)
+			wk->scan_seg = NULL;
 		fsutil_close(&sg->fd);
 		free(sg);
 	}
@@ -623,7 +634,7 @@ static void msg_owes_dsn(struct worker *wk, struct rmsg *m);
 
 /* A FINAL record at off: the message joins the window (unless the journal says it is done). */
 static void scan_final(struct worker *wk, struct rseg *sg, uint64_t off,
-		       const struct spoolrec_hdr *h)
+		       const struct spoolrec_hdr *h, const uint8_t *rec)
 {
 	if (h->env_len > wk->envcap) {
 		uint8_t *b = realloc(wk->envbuf, h->env_len);
@@ -640,9 +651,9 @@ static void scan_final(struct worker *wk, struct rseg *sg, uint64_t off,
 		wk->rcptcap = h->env_len;
 	}
 	struct spoolrec_env_totals t;
-	if (fsutil_pread_all(sg->fd, wk->envbuf, h->env_len, off + h->hdr_len) < 0 ||
-	    spoolrec_env_decode(wk->envbuf, h->env_len, &wk->env, wk->rcptbuf, wk->rcptcap, &t) <
-		0) {
+	const uint8_t *envp = rec ? rec + h->hdr_len : wk->envbuf;
+	if ((!rec && fsutil_pread_all(sg->fd, wk->envbuf, h->env_len, off + h->hdr_len) < 0) ||
+	    spoolrec_env_decode(envp, h->env_len, &wk->env, wk->rcptbuf, wk->rcptcap, &t) < 0) {
 		log_line("relay: segment=%s offset=%" PRIu64
 			 " qid=%s: unreadable envelope, skipped",
 			 sg->name, off, h->qid);
@@ -770,6 +781,44 @@ static void scan_final(struct worker *wk, struct rseg *sg, uint64_t off,
 		msg_free(wk, m);
 }
 
+/*
+ * The record at sg->off, below lim: 0 and *h, with *rec its bytes in the
+ * scan buffer (NULL for one larger than the buffer, checked from the file).
+ * Records are read SCANBUF_SIZE bytes at a time, not one pread each.
+ */
+static int scan_record(struct worker *wk, struct rseg *sg, uint64_t lim, struct spoolrec_hdr *h,
+		       const uint8_t **rec)
+{
+	*rec = NULL;
+	for (int pass = 0; pass < 2; pass++) {
+		if (wk->scan_seg == sg && sg->off >= wk->scan_off &&
+		    sg->off < wk->scan_off + wk->scan_len) {
+			size_t at = (size_t)(sg->off - wk->scan_off);
+			int r =
+			    spoolrec_check_mem(wk->scanbuf + at, wk->scan_len - at, sg->seed, h);
+			if (r == 0) {
+				*rec = wk->scanbuf + at;
+				return 0;
+			}
+			if (r != -EAGAIN || h->rec_len > SCANBUF_SIZE || pass == 1)
+				break;
+		}
+		uint64_t want = lim - sg->off;
+		if (want > SCANBUF_SIZE)
+			want = SCANBUF_SIZE;
+		if (want < SPOOL_REC_HDR_LEN ||
+		    fsutil_pread_all(sg->fd, wk->scanbuf, (size_t)want, sg->off) < 0) {
+			wk->scan_seg = NULL;
+			break;
+		}
+		wk->scan_seg = sg;
+		wk->scan_off = sg->off;
+		wk->scan_len = (size_t)want;
+	}
+	bool torn;
+	return spoolrec_check(sg->fd, sg->off, lim, sg->seed, h, wk->rbuf, RBUF_SIZE, &torn);
+}
+
 /* Reads what is new in writer w's segments, while the window has room. */
 static void scan_writer(struct worker *wk, unsigned w)
 {
@@ -800,6 +849,8 @@ static void scan_writer(struct worker *wk, unsigned w)
 				while (*pp != sg)
 					pp = &(*pp)->next;
 				*pp = sg->next;
+				if (wk->scan_seg == sg)
+					wk->scan_seg = NULL;
 				fsutil_close(&sg->fd);
 				free(sg);
 				return;
@@ -832,9 +883,8 @@ static void scan_writer(struct worker *wk, unsigned w)
 			continue;
 		}
 		struct spoolrec_hdr h;
-		bool torn = false;
-		int r =
-		    spoolrec_check(sg->fd, sg->off, lim, sg->seed, &h, wk->rbuf, RBUF_SIZE, &torn);
+		const uint8_t *rec = NULL;
+		int r = scan_record(wk, sg, lim, &h, &rec);
 		if (r < 0) {
 			uint64_t found = lim;
 			if (r == -EBADMSG && spoolrec_resync(sg->fd, sg->off, lim, sg->seed, &found,
@@ -871,7 +921,7 @@ static void scan_writer(struct worker *wk, unsigned w)
 				p->seen_ms = mono_ms();
 			}
 		} else if (h.type == SPOOL_REC_FINAL) {
-			scan_final(wk, sg, sg->off, &h);
+			scan_final(wk, sg, sg->off, &h, rec);
 		}
 		sg->off += h.rec_len;
 	}
@@ -1541,9 +1591,12 @@ static int body_fill(struct worker *wk, struct sess *s, bool stuff)
 		if (want > RBUF_SIZE - s->slen)
 			want = RBUF_SIZE - s->slen;
 		const uint8_t *src;
-		if (p->seg) {
-			int r =
-			    fsutil_pread_all(p->seg->fd, wk->rbuf, (size_t)want, p->off + s->boff);
+		uint64_t at = p->off + s->boff;
+		if (p->seg && wk->scan_seg == p->seg && at >= wk->scan_off &&
+		    at + want <= wk->scan_off + wk->scan_len) {
+			src = wk->scanbuf + (at - wk->scan_off); /* read by the scan a moment ago */
+		} else if (p->seg) {
+			int r = fsutil_pread_all(p->seg->fd, wk->rbuf, (size_t)want, at);
 			if (r < 0)
 				return r;
 			src = wk->rbuf;
@@ -1978,8 +2031,21 @@ static void *worker_main(void *arg)
 			}
 			dispatch(wk);
 		}
-		(void)wk_sync(wk);
+		uint64_t now_ms = mono_ms();
+		if (!wk->nunsynced || wk->stopping || now_ms - wk->last_sync_ms >= SYNC_EVERY_MS ||
+		    wk->unsynced_bytes >= UNSYNCED_BYTES / 2) {
+			if (wk->nunsynced)
+				wk->last_sync_ms = now_ms;
+			(void)wk_sync(wk);
+		}
 		uint64_t wait = next_wait_ms(wk);
+		if (wk->nunsynced) {
+			uint64_t left = wk->last_sync_ms + SYNC_EVERY_MS - now_ms;
+			if (now_ms >= wk->last_sync_ms + SYNC_EVERY_MS)
+				left = 0;
+			if (left < wait)
+				wait = left;
+		}
 		struct io_uring_cqe *cqe;
 		wk->ts.tv_sec = (long long)(wait / 1000);
 		wk->ts.tv_nsec = (long long)(wait % 1000) * 1000000;
@@ -2103,9 +2169,10 @@ static int worker_open(struct worker *wk)
 	wk->nsess_cap = cfg->relay_connections;
 	wk->sess = calloc(wk->nsess_cap, sizeof(*wk->sess));
 	wk->rbuf = malloc(RBUF_SIZE);
+	wk->scanbuf = malloc(SCANBUF_SIZE);
 	wk->unsynced_cap = 4096;
 	wk->unsynced = calloc(wk->unsynced_cap, sizeof(*wk->unsynced));
-	if (!wk->sess || !wk->rbuf || !wk->unsynced)
+	if (!wk->sess || !wk->rbuf || !wk->scanbuf || !wk->unsynced)
 		return -ENOMEM;
 	for (unsigned i = 0; i < wk->nsess_cap; i++)
 		wk->sess[i].fd = -1;
@@ -2223,6 +2290,8 @@ void relay_free(struct relay *rl)
 		while (wk->segs) {
 			struct rseg *sg = wk->segs;
 			wk->segs = sg->next;
+			if (wk->scan_seg == sg)
+				wk->scan_seg = NULL;
 			fsutil_close(&sg->fd);
 			free(sg);
 		}
@@ -2235,6 +2304,7 @@ void relay_free(struct relay *rl)
 		free(wk->heap);
 		free(wk->unsynced);
 		free(wk->rbuf);
+		free(wk->scanbuf);
 		free(wk->envbuf);
 		free(wk->rcptbuf);
 		if (wk->ring_ok)

@@ -262,6 +262,22 @@ int spoolrec_check(int fd, uint64_t off, uint64_t size, uint32_t seed, struct sp
 	return c == h->crc ? 0 : -EBADMSG;
 }
 
+int spoolrec_check_mem(const uint8_t *p, size_t len, uint32_t seed, struct spoolrec_hdr *h)
+{
+	h->rec_len = 0;
+	if (len < SPOOL_REC_HDR_LEN)
+		return -EAGAIN;
+	if (rec_hdr_decode(p, h) < 0) {
+		h->rec_len = 0;
+		return -EBADMSG;
+	}
+	if (h->rec_len > len)
+		return -EAGAIN;
+	uint32_t c = spoolrec_crc_start(seed, p, SPOOL_REC_HDR_LEN);
+	c = crc32c(c, p + SPOOL_REC_HDR_LEN, h->rec_len - SPOOL_REC_HDR_LEN);
+	return c == h->crc ? 0 : -EBADMSG;
+}
+
 int spoolrec_resync(int fd, uint64_t off, uint64_t size, uint32_t seed, uint64_t *found,
 		    uint8_t *buf, size_t cap)
 {

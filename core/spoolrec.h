@@ -78,6 +78,15 @@ int spoolrec_check(int fd, uint64_t off, uint64_t size, uint32_t seed, struct sp
 		   uint8_t *buf, size_t cap, bool *torn) __attribute__((warn_unused_result));
 
 /*
+ * The same check of a record at the start of p[0..len), in memory: 0 and
+ * *h when it is whole there and its CRC matches; -EAGAIN when len is too
+ * short for it (h->rec_len says how long it is, once the header is read
+ * and makes sense; 0 before); -EBADMSG when it is not a valid record.
+ */
+int spoolrec_check_mem(const uint8_t *p, size_t len, uint32_t seed, struct spoolrec_hdr *h)
+    __attribute__((warn_unused_result));
+
+/*
  * Looks for the first valid record (CRC seeded with seed) after a bad one at
  * off: 0 and *found, -ENOENT when there is none, -E2BIG when the search gave
  * up (RESYNC_TRIES candidates or RESYNC_BYTES checked: there may be one), or
