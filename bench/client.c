@@ -47,7 +47,7 @@
 
 #include "client.h"
 #include "gen.h"
-#include "tlsc.h"
+#include "tlsclient.h"
 
 #define RX_CAP	      4096u	   /* plaintext replies not yet parsed */
 #define CRX_CAP	      (16u * 1024) /* ciphertext not yet taken by wolfSSL */
@@ -1008,13 +1008,8 @@ static void on_reply(struct conn *c, int code, const char *all, size_t len, size
 		conn_next(c);
 		return;
 	case CS_QUIT:
-		/*
-		 * Keep the session of the last full handshake: with wolfSSL 5.5.4
-		 * a TLS 1.3 session taken after a resumption holds the server's
-		 * new ticket but not the secret it needs, so OpenSSL servers
-		 * (Postfix) refuse the next resumption ("binder does not verify").
-		 */
-		if (c->tls && c->cl->cfg->resume != BENCH_RESUME_NONE && !tlsc_resumed(c->tls))
+		/* The slot keeps the session of the last full handshake (tlsclient.h). */
+		if (c->tls && c->cl->cfg->resume != BENCH_RESUME_NONE)
 			tlsc_session_save(c->tls, &c->sess);
 		conn_close_wait(c);
 		return;

@@ -9,10 +9,10 @@
  *                [--json FILE] ...
  *
  * The main thread parses the options, builds the body template (gen.c) and
- * the TLS context (tlsc.c), starts the client threads (client.c), prints a
- * progress line a second, and at the end the table (report.c). SIGINT or
- * SIGTERM once: no new messages, transactions finish, sessions QUIT; twice:
- * every connection is closed at once.
+ * the TLS context (tls/tlsclient.c), starts the client threads (client.c),
+ * prints a progress line a second, and at the end the table (report.c).
+ * SIGINT or SIGTERM once: no new messages, transactions finish, sessions
+ * QUIT; twice: every connection is closed at once.
  *
  * Exit status: 0 when every message was accepted and nothing failed; 1
  * when a message was not accepted, a connection failed, or the run gave
@@ -40,7 +40,7 @@
 #include "client.h"
 #include "gen.h"
 #include "report.h"
-#include "tlsc.h"
+#include "tlsclient.h"
 
 #define PROGRESS_TICK_NS (100 * 1000000LL)
 
@@ -883,6 +883,19 @@ static int start_threads(struct bench_run *run, struct worker *w)
 	return rc;
 }
 
+/* The TLS client's context: a load tool talks to test servers with
+ * self-signed certificates, so it verifies nothing and sends no SNI. */
+static int tls_setup(const struct bench_cfg *cfg, struct tlsc_ctx **out, char *err, size_t cap)
+{
+	static const enum tlsc_resume resume[] = {
+	    [BENCH_RESUME_NONE] = TLSC_RESUME_NONE,
+	    [BENCH_RESUME_TICKETS] = TLSC_RESUME_TICKETS,
+	    [BENCH_RESUME_IDS] = TLSC_RESUME_IDS,
+	};
+	struct tlsc_opts o = {.version = cfg->tls_version, .resume = resume[cfg->resume]};
+	return tlsc_ctx_new(&o, out, err, cap);
+}
+
 static int setup(struct bench_run *run)
 {
 	const struct bench_cfg *cfg = run->cfg;
@@ -896,7 +909,7 @@ static int setup(struct bench_run *run)
 		fprintf(stderr, BENCH_NAME ": %s\n", err);
 		return 1;
 	}
-	if (cfg->tls && tlsc_ctx_new(cfg, &run->tls, err, sizeof(err)) != 0) {
+	if (cfg->tls && tls_setup(cfg, &run->tls, err, sizeof(err)) != 0) {
 		fprintf(stderr, BENCH_NAME ": TLS: %s\n", err);
 		return 1;
 	}

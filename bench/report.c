@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "report.h"
-#include "tlsc.h"
+#include "tlsclient.h"
 
 const char *const bench_err_names[BENCH_ERR__COUNT] = {
     "refused", "connect-timeout", "connect", "reset", "closed", "timeout", "tls", "protocol", "io",
