@@ -134,16 +134,26 @@ def bench(a, srv, rundir, tag, extra, timeout):
         return json.load(f)
 
 
-def capacity(a, work, sink_port, rnd):
+def proc_cpu(pid):
+    """CPU seconds of one process (all its threads)."""
+    with open("/proc/%d/stat" % pid) as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return (int(rest[11]) + int(rest[12])) / TCK
+
+
+def capacity(a, work, sink, rnd):
+    sink_port = sink.port
     srv, mport, rundir = server(work, "cap%d" % rnd, a, sink_port)
     try:
         bench(a, srv, rundir, "warm", ["--connections", str(a.connections), "--duration", "1"],
               60)
         wait_for(lambda: scrape(mport).get("mxring_relay_queue_messages", 1) == 0, 30)
+        h0 = proc_cpu(sink.root_pid)
         m0, c0, t0 = scrape(mport), thread_cpu(srv.root_pid), time.monotonic()
         rep = bench(a, srv, rundir, "run", ["--connections", str(a.connections),
                                             "--duration", str(a.duration)], a.duration + 60)
         t1, c1, m1 = time.monotonic(), thread_cpu(srv.root_pid), scrape(mport)
+        h1 = proc_cpu(sink.root_pid)
         n = rep["messages"]["accepted"]
         sent = m1["mxring_relay_sent_total"] - m0["mxring_relay_sent_total"]
         backlog = m1["mxring_relay_queue_messages"]
@@ -152,11 +162,12 @@ def capacity(a, work, sink_port, rnd):
         # The relay's CPU per message counts what it sent in the window.
         row = {"intake": rep["msgs_per_s"], "relay": sent / (t1 - t0), "backlog": backlog,
                "recv_us": (r1 - r0) / n * 1e6 if n else 0.0,
-               "relay_us": (l1 - l0) / sent * 1e6 if sent else 0.0}
+               "relay_us": (l1 - l0) / sent * 1e6 if sent else 0.0,
+               "relay_busy": (l1 - l0) / (t1 - t0), "hub_busy": (h1 - h0) / (t1 - t0)}
         log("capacity %d: intake %.0f msgs/s, relay %.0f msgs/s, %d waiting at the end, "
-            "receive %.1f us/msg, relay %.1f us/msg" % (rnd + 1, row["intake"], row["relay"],
-                                                        backlog, row["recv_us"],
-                                                        row["relay_us"]))
+            "receive %.1f us/msg, relay %.1f us/msg; relay thread %.0f%% busy, hub %.0f%%"
+            % (rnd + 1, row["intake"], row["relay"], backlog, row["recv_us"], row["relay_us"],
+               100 * row["relay_busy"], 100 * row["hub_busy"]))
         return row
     finally:
         note = srv.stop()
@@ -267,7 +278,7 @@ def main():
     os.makedirs(sink.workdir)
     sink.start()
     try:
-        rows = [capacity(a, work, sink.port, r) for r in range(a.runs)]
+        rows = [capacity(a, work, sink, r) for r in range(a.runs)]
         med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
         lat = latency(a, work, sink.port, max(1, int(med["intake"] / 2)))
     finally:
@@ -278,9 +289,11 @@ def main():
            "mxring-bench --size 1k --msgs-per-conn 100 --connections %d, %g s, "
            "%d runs (medians)\n" % (a.connections, a.duration, a.runs),
            "| intake msgs/s | relay msgs/s | waiting at the end | receive CPU us/msg | "
-           "relay CPU us/msg |", "|---:|---:|---:|---:|---:|",
-           "| %.0f | %.0f | %.0f | %.1f | %.1f |" % (med["intake"], med["relay"], med["backlog"],
-                                                   med["recv_us"], med["relay_us"]),
+           "relay CPU us/msg | relay thread busy | hub (smtp-sink) busy |",
+           "|---:|---:|---:|---:|---:|---:|---:|",
+           "| %.0f | %.0f | %.0f | %.1f | %.1f | %.0f%% | %.0f%% |"
+           % (med["intake"], med["relay"], med["backlog"], med["recv_us"], med["relay_us"],
+              100 * med["relay_busy"], 100 * med["hub_busy"]),
            "\nrelay / intake: %.3f; relay CPU / receive CPU per message: %.2f\n"
            % (med["relay"] / med["intake"] if med["intake"] else 0,
               med["relay_us"] / med["recv_us"] if med["recv_us"] else 0),

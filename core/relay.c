@@ -128,7 +128,9 @@ struct rmsg {
 	struct rpart *parts;
 	uint64_t next_us; /* due */
 	uint32_t attempts;
-	int heap; /* index in the heap, -1 when not in it */
+	int heap;		/* index in the heap, -1 when not in it */
+	struct rmsg *next_fifo; /* in the FIFO of due messages */
+	bool in_fifo;
 	bool busy;
 	/* A DSN to the sender of orig, for orig's recipients in dsn_idx. */
 	struct rmsg *orig;
@@ -224,9 +226,11 @@ struct worker {
 	size_t rcptcap;
 	struct envelope env;
 	/* Queue. */
-	uint32_t nmsgs; /* messages of the window (DSNs not counted) */
-	struct rmsg **heap;
+	uint32_t nmsgs;	    /* messages of the window (DSNs not counted) */
+	struct rmsg **heap; /* waiting for a later time (retries), by next_us */
 	uint32_t nheap, heapcap;
+	struct rmsg *fifo_head, *fifo_tail; /* due now (fresh from the scan), in order */
+	uint32_t nfifo;
 	struct rmsg *apply_head, **apply_tail;
 	struct journal_rec *unsynced;
 	uint32_t nunsynced, unsynced_cap;
@@ -359,6 +363,63 @@ static struct rmsg *heap_pop(struct worker *wk)
 	}
 	m->heap = -1;
 	return m;
+}
+
+/*
+ * The waiting messages: a FIFO of those due now (what the scan reads is due
+ * at once, in arrival order: no heap work for the common case) and the heap
+ * of those due later.
+ */
+static int q_push(struct worker *wk, struct rmsg *m)
+{
+	if (m->next_us > real_us())
+		return heap_push(wk, m);
+	m->next_fifo = NULL;
+	m->in_fifo = true;
+	if (wk->fifo_tail)
+		wk->fifo_tail->next_fifo = m;
+	else
+		wk->fifo_head = m;
+	wk->fifo_tail = m;
+	wk->nfifo++;
+	return 0;
+}
+
+static bool q_queued(const struct rmsg *m)
+{
+	return m->heap >= 0 || m->in_fifo;
+}
+
+/* The next message due at now (retries first), taken out; NULL when none. */
+static struct rmsg *q_pop_due(struct worker *wk, uint64_t now)
+{
+	if (wk->nheap && wk->heap[0]->next_us <= now)
+		return heap_pop(wk);
+	struct rmsg *m = wk->fifo_head;
+	if (!m)
+		return NULL;
+	wk->fifo_head = m->next_fifo;
+	if (!wk->fifo_head)
+		wk->fifo_tail = NULL;
+	m->next_fifo = NULL;
+	m->in_fifo = false;
+	wk->nfifo--;
+	return m;
+}
+
+/* When the next message is due (0: one is due now; UINT64_MAX: none waits). */
+static uint64_t q_next_us(const struct worker *wk)
+{
+	if (wk->fifo_head)
+		return 0;
+	return wk->nheap ? wk->heap[0]->next_us : UINT64_MAX;
+}
+
+/* Messages due at now, counted up to max. */
+static unsigned q_due(const struct worker *wk, uint64_t now, unsigned max)
+{
+	unsigned n = wk->nfifo < max ? wk->nfifo : max;
+	return n + heap_due(wk, now, max - n);
 }
 
 /* ---- the journal: records of a pass, their sync, and what follows ---- */
@@ -773,7 +834,7 @@ static void scan_final(struct worker *wk, struct rseg *sg, uint64_t off,
 	}
 	if (pending) {
 		m->next_us = due;
-		heap_push(wk, m);
+		q_push(wk, m);
 	}
 	if (owes)
 		msg_owes_dsn(wk, m);
@@ -1197,7 +1258,7 @@ static void msg_owes_dsn(struct worker *wk, struct rmsg *m)
 	d->heap = -1;
 	snprintf(d->qid, sizeof(d->qid), "%s", m->qid);
 	d->next_us = now;
-	heap_push(wk, d);
+	q_push(wk, d);
 }
 
 /*
@@ -1220,7 +1281,7 @@ static void msg_apply(struct worker *wk, struct rmsg *m)
 			m->next_us = now + backoff_us(cfg, m->attempts);
 			if (m->next_us < wk->hub_dead_until_us)
 				m->next_us = wk->hub_dead_until_us;
-			heap_push(wk, m);
+			q_push(wk, m);
 			return;
 		}
 		/* The BOUNCE records went into the journal with the result; now durable. */
@@ -1259,14 +1320,14 @@ static void msg_apply(struct worker *wk, struct rmsg *m)
 	}
 	if (owes)
 		msg_owes_dsn(wk, m);
-	if (pending && m->heap < 0 && !m->busy) {
+	if (pending && !q_queued(m) && !m->busy) {
 		uint64_t next = now + backoff_us(cfg, m->attempts);
 		if (next < wk->hub_dead_until_us)
 			next = wk->hub_dead_until_us;
 		m->next_us = next;
-		heap_push(wk, m);
+		q_push(wk, m);
 	}
-	if (!pending && !owes && !busy_dsn && !m->dsn && m->heap < 0 && !m->busy)
+	if (!pending && !owes && !busy_dsn && !m->dsn && !q_queued(m) && !m->busy)
 		msg_free(wk, m);
 }
 
@@ -1428,8 +1489,8 @@ static void hub_down(struct worker *wk, const char *why, const char *relay)
 	}
 	char reply[256];
 	snprintf(reply, sizeof(reply), "421 4.4.1 %s", why);
-	while (wk->nheap && wk->heap[0]->next_us <= now) {
-		struct rmsg *m = heap_pop(wk);
+	struct rmsg *m;
+	while ((m = q_pop_due(wk, now)) != NULL) {
 		if (m->orig) {
 			m->dsn_class = SMTPC_DEFERRED;
 			queue_apply(wk, m);
@@ -1542,8 +1603,8 @@ static bool msg_expire(struct worker *wk, struct rmsg *m, uint64_t now)
 static bool sess_take(struct worker *wk, struct sess *s)
 {
 	uint64_t now = real_us();
-	while (wk->nheap && wk->heap[0]->next_us <= now && !wk->stopping) {
-		struct rmsg *m = heap_pop(wk);
+	struct rmsg *m;
+	while (!wk->stopping && (m = q_pop_due(wk, now)) != NULL) {
 		if (msg_expire(wk, m, now))
 			continue;
 		uint32_t n = 0;
@@ -1579,7 +1640,7 @@ static bool sess_take(struct worker *wk, struct sess *s)
 static int body_fill(struct worker *wk, struct sess *s, bool stuff)
 {
 	struct rmsg *m = s->job;
-	s->slen = s->ssent = 0;
+	s->ssent = 0;
 	while (s->bpart < m->nparts && s->slen < RBUF_SIZE) {
 		struct rpart *p = &m->parts[s->bpart];
 		if (s->boff >= p->len) {
@@ -1674,10 +1735,14 @@ static void sess_feed(struct worker *wk, struct sess *s)
 static void sess_step(struct worker *wk, struct sess *s, enum smtpc_next nx)
 {
 	s->nx = nx;
-	if (s->out.len > s->osent && s->fd >= 0) {
+	if (s->out.len > s->osent && s->fd >= 0 && nx != SMTPC_BDAT) {
 		sess_submit_send(wk, s, s->out.buf + s->osent, s->out.len - s->osent, OP_SEND);
 		return;
 	}
+	/* BDAT: the commands and the body go out in one send. */
+	size_t pre = nx == SMTPC_BDAT ? s->out.len - s->osent : 0;
+	if (pre && s->sbuf)
+		memcpy(s->sbuf, s->out.buf + s->osent, pre);
 	s->out.len = s->osent = 0;
 	switch (nx) {
 	case SMTPC_MORE:
@@ -1692,6 +1757,7 @@ static void sess_step(struct worker *wk, struct sess *s, enum smtpc_next nx)
 		s->bpart = 0;
 		s->boff = 0;
 		s->bdone = false;
+		s->slen = pre;
 		smtpc_dot_init(&s->dot);
 		if (body_fill(wk, s, nx == SMTPC_DATA) < 0) {
 			smtpc_lost(&s->c, SMTPC_LOST_CLOSED);
@@ -1826,6 +1892,7 @@ static void sess_done(struct worker *wk, struct sess *s, int res)
 			return;
 		}
 		if (!s->bdone) {
+			s->slen = 0;
 			if (body_fill(wk, s, s->nx == SMTPC_DATA) < 0) {
 				smtpc_lost(&s->c, SMTPC_LOST_CLOSED);
 				sess_close(wk, s);
@@ -1879,14 +1946,14 @@ static void sess_timeouts(struct worker *wk)
 static void dispatch(struct worker *wk)
 {
 	uint64_t now = real_us();
-	for (unsigned i = 0; i < wk->nsess_cap && wk->nheap && wk->heap[0]->next_us <= now; i++) {
+	for (unsigned i = 0; i < wk->nsess_cap && q_next_us(wk) <= now; i++) {
 		struct sess *s = &wk->sess[i];
 		if (s->used && s->phase == SP_IDLE && !s->op)
 			sess_take(wk, s);
 	}
 	if (wk->stopping || now < wk->hub_dead_until_us)
 		return;
-	unsigned due = heap_due(wk, now, wk->nsess_cap + 1);
+	unsigned due = q_due(wk, now, wk->nsess_cap + 1);
 	while (due > wk->nconnecting && wk->nsess < wk->nsess_cap) {
 		if (!sess_new(wk))
 			break;
@@ -1915,8 +1982,8 @@ static uint64_t next_wait_ms(struct worker *wk)
 	bool room = wk->nsess < wk->nsess_cap;
 	for (unsigned i = 0; i < wk->nsess_cap && !room; i++)
 		room = wk->sess[i].used && wk->sess[i].phase == SP_IDLE && !wk->sess[i].op;
-	if (wk->nheap && room && !wk->stopping) {
-		uint64_t rnow = real_us(), due = wk->heap[0]->next_us;
+	if (q_next_us(wk) != UINT64_MAX && room && !wk->stopping) {
+		uint64_t rnow = real_us(), due = q_next_us(wk);
 		if (due < wk->hub_dead_until_us)
 			due = wk->hub_dead_until_us;
 		uint64_t d = due <= rnow ? 0 : (due - rnow) / 1000 + 1;
@@ -1963,6 +2030,9 @@ static void worker_stats(struct worker *wk)
 		if (!m->orig && (!oldest || m->time_us < oldest))
 			oldest = m->time_us;
 	}
+	for (struct rmsg *m = wk->fifo_head; m; m = m->next_fifo)
+		if (!m->orig && (!oldest || m->time_us < oldest))
+			oldest = m->time_us;
 	atomic_store_explicit(&wk->queue_msgs, wk->nmsgs, memory_order_relaxed);
 	atomic_store_explicit(&wk->queue_bytes, spool_bytes(wk), memory_order_relaxed);
 	atomic_store_explicit(&wk->oldest_us, oldest, memory_order_relaxed);
@@ -2180,7 +2250,7 @@ static int worker_open(struct worker *wk)
 		wk->sconf[i] = (struct smtpc_conf){
 		    .proto = cfg->relay_host[i].proto == RELAY_LMTP ? SMTPC_LMTP : SMTPC_SMTP,
 		    .tls = SMTPC_TLS_OFF,
-		    .bdat = false,
+		    .bdat = true,
 		    .helo_name = wk->rl->helo,
 		};
 	wk->efd = eventfd(0, EFD_CLOEXEC);
@@ -2281,8 +2351,9 @@ void relay_free(struct relay *rl)
 				log_line("relay: worker=%u journal close: %s", i, strerror(-r));
 		}
 		journal_index_free(wk->ix);
-		while (wk->nheap)
-			msg_free(wk, heap_pop(wk));
+		struct rmsg *m;
+		while ((m = q_pop_due(wk, UINT64_MAX)) != NULL)
+			msg_free(wk, m);
 		while (wk->pend) {
 			struct pend **pp = &wk->pend;
 			pend_drop(wk, pp);

@@ -290,7 +290,10 @@ static enum cmd next_command(const struct smtpc *c)
 			return CMD_RCPT;
 		if (!c->bdat && c->data == C_NONE)
 			return CMD_DATA;
-		if (c->bdat && c->data == C_NONE && in_flight(c) == 0 && !c->dead && c->nacc > 0)
+		/* SMTP with PIPELINING: BDAT goes in the group too (RFC 3030 4.2), and
+		 * the body right behind it: one round trip a message. */
+		if (c->bdat && c->data == C_NONE &&
+		    (c->eager || (in_flight(c) == 0 && !c->dead && c->nacc > 0)))
 			return CMD_BDAT;
 		return CMD_NONE;
 	}
@@ -534,6 +537,13 @@ static enum expect expect(const struct smtpc *c)
 			return X_DATA;
 		return c->dot == C_SENT ? X_DOT_ALONE : X_NONE;
 	case SMTPC_S_DOT:
+		/* BDAT pipelined: the group's replies come before its own. */
+		if (c->eager && c->rset == C_SENT)
+			return X_RSET;
+		if (c->eager && c->mail == C_SENT)
+			return X_MAIL;
+		if (c->eager && c->rcpt_out > 0)
+			return X_RCPT;
 		return X_DOT;
 	case SMTPC_S_QUIT:
 		return X_QUIT;
@@ -911,6 +921,7 @@ enum smtpc_next smtpc_send(struct smtpc *c, const struct smtpc_msg *m, struct sm
 	c->msg = *m;
 	c->pipe = c->caps & SMTPC_CAP_PIPELINING;
 	c->bdat = c->conf->bdat && (c->caps & SMTPC_CAP_CHUNKING);
+	c->eager = c->bdat && c->pipe && c->conf->proto == SMTPC_SMTP;
 	c->dead = c->dot_bad = false;
 	c->rset = c->need_rset ? C_TODO : C_NONE;
 	c->mail = C_TODO;

@@ -57,9 +57,14 @@
  *     DATA is written whole, in pieces when out is small, whatever the
  *     replies say, and every one of its replies is read; DATA still refused
  *     (503/554) when no recipient was accepted, and a 354 then is answered
- *     with "." alone (SMTP; in LMTP it is a protocol error). With BDAT the
- *     group stops after the last RCPT and BDAT follows its replies, only if a
- *     recipient was accepted (no round trip is lost: DATA waits for its 354).
+ *     with "." alone (SMTP; in LMTP it is a protocol error). With BDAT in
+ *     SMTP, "BDAT n LAST" ends the group (RFC 3030 4.2) and the host sends
+ *     the body right behind it, before any reply: one round trip a message;
+ *     the group's replies, then BDAT's, are read after the body (a server
+ *     that refused every recipient refuses BDAT too, having read its
+ *     bytes). In LMTP, whose replies after the data depend on how many
+ *     recipients were accepted, the group stops after the last RCPT and
+ *     BDAT follows its replies, only if a recipient was accepted.
  *     Without PIPELINING, one command at a time.
  *   - Checked before MAIL, each failing every recipient locally: a sender
  *     whose path (with <>) is longer than PATH_MAX_OCTETS or that has a
@@ -257,6 +262,7 @@ struct smtpc {
 	bool need_rset;			/* the last transaction may have left the server's open */
 	bool pipe;			/* PIPELINING offered */
 	bool bdat;			/* BDAT, not DATA */
+	bool eager;			/* BDAT pipelined with MAIL and RCPT (SMTP) */
 	bool utf8;			/* SMTPUTF8 needed */
 	bool dead;			/* MAIL refused: the recipients are final */
 	bool dot_bad;			/* an end-of-data reply was not 2xx */
