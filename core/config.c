@@ -1152,7 +1152,7 @@ void config_defaults(struct config *cfg)
 	cfg->relay_workers = 1;
 	cfg->relay_connections = 20;
 	cfg->relay_msgs_per_session = 100;
-	cfg->relay_tls = RELAY_TLS_NONE;
+	cfg->relay_tls = RELAY_TLS_MAY;
 	cfg->relay_retry_min = 60;
 	cfg->relay_retry_max = 4000;
 	cfg->maximal_queue_lifetime = 5 * 86400;
@@ -1518,8 +1518,8 @@ int config_check(const struct config *cfg, FILE *err)
 		    "cannot relay (use spool_format = segment)");
 		rc = -1;
 	}
-	if (cfg->nrelay_host && cfg->relay_tls != RELAY_TLS_NONE) {
-		say(&w, "relay_tls", "only none is built so far (STARTTLS to the hub is not)");
+	if (cfg->nrelay_host && cfg->relay_tls == RELAY_TLS_VERIFY && !cfg->relay_tls_ca_file[0]) {
+		say(&w, "relay_tls_ca_file", "relay_tls = verify needs the CAs of the hub's chain");
 		rc = -1;
 	}
 	for (i = 0; cfg->relay_helo_name[i]; i++) {

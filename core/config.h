@@ -147,11 +147,11 @@ struct config {
 	/* The relay to the site's hub (relay_dest.h); none (default) = store only */
 	struct relay_dest relay_host[RELAY_HOSTS_MAX];
 	unsigned nrelay_host;
-	unsigned relay_workers;		 /* threads, default 1 */
-	unsigned relay_connections;	 /* sessions at once per worker, default 20 */
-	unsigned relay_msgs_per_session; /* default 100 */
-	enum relay_tls relay_tls;	 /* default none (may, encrypt, verify: not yet built) */
-	char relay_tls_ca_file[1024];	 /* verify: the CAs of the hub's chain */
+	unsigned relay_workers;			    /* threads, default 1 */
+	unsigned relay_connections;		    /* sessions at once per worker, default 20 */
+	unsigned relay_msgs_per_session;	    /* default 100 */
+	enum relay_tls relay_tls;		    /* default may: STARTTLS when offered */
+	char relay_tls_ca_file[1024];		    /* verify: the CAs of the hub's chain */
 	char relay_tls_server_name[DOMAIN_MAX + 1]; /* verify: the name; "" = the host's */
 	unsigned relay_retry_min;		    /* seconds, default 60: the first retry */
 	unsigned relay_retry_max;		    /* seconds, default 4000: doubling up to */

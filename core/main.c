@@ -293,14 +293,21 @@ static void page_relay(char *buf, size_t cap, size_t *off, struct relay *rl)
 	    "mxring_relay_segments_deleted_total %llu\n"
 	    "# HELP mxring_relay_journal_errors_total Delivery journal syncs that failed.\n"
 	    "# TYPE mxring_relay_journal_errors_total counter\n"
-	    "mxring_relay_journal_errors_total %llu\n",
+	    "mxring_relay_journal_errors_total %llu\n"
+	    "# HELP mxring_relay_tls_sessions_total STARTTLS handshakes to the hub, by outcome.\n"
+	    "# TYPE mxring_relay_tls_sessions_total counter\n"
+	    "mxring_relay_tls_sessions_total{outcome=\"full\"} %llu\n"
+	    "mxring_relay_tls_sessions_total{outcome=\"resumed\"} %llu\n"
+	    "mxring_relay_tls_sessions_total{outcome=\"failed\"} %llu\n",
 	    (unsigned long long)r.queue_msgs, (unsigned long long)r.queue_bytes,
 	    (unsigned long long)(r.oldest_us && now > r.oldest_us ? (now - r.oldest_us) / 1000000
 								  : 0),
 	    (unsigned long long)r.sent, (unsigned long long)r.deferred,
 	    (unsigned long long)r.bounced, (unsigned long long)r.dsn_sent,
 	    (unsigned long long)r.sessions, (unsigned long long)r.connect_fails,
-	    (unsigned long long)r.segments_done, (unsigned long long)r.journal_errors);
+	    (unsigned long long)r.segments_done, (unsigned long long)r.journal_errors,
+	    (unsigned long long)r.tls_sessions, (unsigned long long)r.tls_resumed,
+	    (unsigned long long)r.tls_failures);
 	if (k > 0)
 		*off += (size_t)k < cap - *off ? (size_t)k : cap - *off;
 }

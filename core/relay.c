@@ -43,6 +43,7 @@
 #include "smtpc.h"
 #include "spool.h"
 #include "spoolrec.h"
+#include "tlsclient.h"
 #include "writer.h"
 
 #define IBUF_SIZE      (8u << 10)	       /* replies: several SMTPC_LINE_MAX lines */
@@ -148,7 +149,17 @@ struct rmsg {
 };
 
 enum sess_phase { SP_CONNECT = 1, SP_TALK, SP_BODY, SP_IDLE, SP_QUIT, SP_CLOSING };
-enum sess_op { OP_NONE = 0, OP_CONNECT, OP_SEND, OP_RECV, OP_BODY };
+enum sess_op {
+	OP_NONE = 0,
+	OP_CONNECT,
+	OP_SEND,   /* commands (out) */
+	OP_RECV,   /* replies (into ibuf) */
+	OP_BODY,   /* the body (sbuf) */
+	OP_TLS_TX, /* ciphertext of a send under TLS: then the send's own completion */
+	OP_TLS_RX, /* ciphertext into cbuf: then replies */
+	OP_HS_TX,  /* the handshake's ciphertext out */
+	OP_HS_RX,  /* the handshake's ciphertext in */
+};
 
 struct worker;
 
@@ -183,6 +194,14 @@ struct sess {
 	uint8_t *sbuf; /* owned: SBUF_SIZE */
 	size_t slen, ssent;
 	char last_err[JOURNAL_RELAY_MAX + 256];
+	/* STARTTLS: the session, and ciphertext received not yet opened. */
+	struct tlsc_conn *tls;
+	bool tls_up;   /* handshake done: every byte goes through tls */
+	uint8_t *cbuf; /* owned while tls: IBUF_SIZE */
+	size_t clen;
+	const uint8_t *tx_p; /* the plaintext send under way */
+	size_t tx_len, tx_done;
+	uint8_t tx_op;
 };
 
 struct dest_addrs {
@@ -204,8 +223,9 @@ struct worker {
 	int spoolfd, activefd, readyfd;
 	struct journal *j;
 	struct journal_index *ix; /* the replay at start; freed once the scan passed it */
-	struct smtpc_conf sconf[RELAY_HOSTS_MAX]; /* per relay_host entry */
-	bool scan_due;				  /* a writer published */
+	struct smtpc_conf sconf[RELAY_HOSTS_MAX];	 /* per relay_host entry */
+	struct tlsc_session *tls_saved[RELAY_HOSTS_MAX]; /* the last session, to resume */
+	bool scan_due;					 /* a writer published */
 	uint64_t last_scan_ms;
 	uint64_t last_sync_ms;
 	bool window_full;
@@ -249,6 +269,7 @@ struct worker {
 	uint64_t stop_deadline_ms;
 	_Atomic bool retry_now;
 	/* Counters. */
+	_Atomic uint64_t tls_sessions, tls_resumed, tls_failures;
 	_Atomic uint64_t sent, deferred, bounced, dsn_sent, dsn_dropped, sessions, connect_fails,
 	    queue_msgs, queue_bytes, oldest_us, segments_done, journal_syncs, journal_errors;
 	/* Sorted names of the last listing, kept while walking it. */
@@ -260,6 +281,7 @@ struct relay {
 	unsigned nworkers;
 	struct worker *w;
 	struct dest_addrs dest[RELAY_HOSTS_MAX];
+	struct tlsc_ctx *tls[RELAY_HOSTS_MAX]; /* per destination; NULL: relay_tls = none */
 	char helo[DOMAIN_MAX + 1];
 	_Atomic bool stop;
 };
@@ -1335,6 +1357,7 @@ static void msg_apply(struct worker *wk, struct rmsg *m)
 
 static void sess_submit_recv(struct worker *wk, struct sess *s);
 static void sess_step(struct worker *wk, struct sess *s, enum smtpc_next nx);
+static void tls_start(struct worker *wk, struct sess *s);
 static void sess_close(struct worker *wk, struct sess *s);
 
 static struct io_uring_sqe *get_sqe(struct worker *wk)
@@ -1383,6 +1406,14 @@ static void sess_cancel(struct worker *wk, struct sess *s)
 
 static void sess_release(struct worker *wk, struct sess *s)
 {
+	/* Saved at the end, not after the handshake: a TLS 1.3 ticket comes later. */
+	if (s->tls_up)
+		tlsc_session_save(s->tls, &wk->tls_saved[s->dest]);
+	tlsc_conn_free(s->tls);
+	s->tls = NULL;
+	s->tls_up = false;
+	free(s->cbuf);
+	s->cbuf = NULL;
 	if (s->fd >= 0)
 		close(s->fd);
 	s->fd = -1;
@@ -1477,7 +1508,7 @@ static struct sess *sess_new(struct worker *wk)
 }
 
 /* Defers every due message: the hub is down (no destination answered). */
-static void hub_down(struct worker *wk, const char *why, const char *relay)
+static void hub_down(struct worker *wk, const char *why, const char *relay, const char *dsn)
 {
 	const struct config *cfg = wk->rl->cfg;
 	uint64_t now = real_us();
@@ -1488,7 +1519,7 @@ static void hub_down(struct worker *wk, const char *why, const char *relay)
 			 why, (wk->hub_dead_until_us - now) / 1000000);
 	}
 	char reply[256];
-	snprintf(reply, sizeof(reply), "421 4.4.1 %s", why);
+	snprintf(reply, sizeof(reply), "421 %s %s", dsn, why);
 	struct rmsg *m;
 	while ((m = q_pop_due(wk, now)) != NULL) {
 		if (m->orig) {
@@ -1501,7 +1532,7 @@ static void hub_down(struct worker *wk, const char *why, const char *relay)
 			if (m->r[i].state != R_PENDING)
 				continue;
 			m->r[i].state = R_TRYING;
-			rcpt_outcome(wk, m, i, JOURNAL_DEFERRED, "4.4.1", reply, relay);
+			rcpt_outcome(wk, m, i, JOURNAL_DEFERRED, dsn, reply, relay);
 			n++;
 		}
 		m->ntry = n;
@@ -1694,8 +1725,8 @@ static int body_fill(struct worker *wk, struct sess *s, bool stuff)
 	return 0;
 }
 
-static void sess_submit_send(struct worker *wk, struct sess *s, const uint8_t *p, size_t len,
-			     enum sess_op op)
+static void raw_send(struct worker *wk, struct sess *s, const uint8_t *p, size_t len,
+		     enum sess_op op)
 {
 	struct io_uring_sqe *sqe = get_sqe(wk);
 	io_uring_prep_send(sqe, s->fd, p, len, MSG_NOSIGNAL);
@@ -1704,11 +1735,93 @@ static void sess_submit_send(struct worker *wk, struct sess *s, const uint8_t *p
 	sess_arm(wk, s, wk->rl->cfg->relay_command_timeout);
 }
 
+/* Under TLS: encrypts what of the send under way fits, and sends the ciphertext. */
+static bool tls_tx(struct worker *wk, struct sess *s)
+{
+	size_t olen;
+	tlsc_output(s->tls, &olen);
+	while (s->tx_done < s->tx_len && olen + TLSC_PLAIN_STEP + 1024 <= TLSC_OUT_MAX) {
+		size_t n = s->tx_len - s->tx_done;
+		if (n > TLSC_PLAIN_STEP)
+			n = TLSC_PLAIN_STEP;
+		if (tlsc_write(s->tls, s->tx_p + s->tx_done, n) != TLSC_OK)
+			return false;
+		s->tx_done += n;
+		tlsc_output(s->tls, &olen);
+	}
+	const uint8_t *o = tlsc_output(s->tls, &olen);
+	raw_send(wk, s, o, olen, OP_TLS_TX);
+	return true;
+}
+
+static void sess_submit_send(struct worker *wk, struct sess *s, const uint8_t *p, size_t len,
+			     enum sess_op op)
+{
+	if (s->tls_up) {
+		s->tx_p = p;
+		s->tx_len = len;
+		s->tx_done = 0;
+		s->tx_op = (uint8_t)op;
+		if (!tls_tx(wk, s)) {
+			smtpc_lost(&s->c, SMTPC_LOST_TLS);
+			sess_close(wk, s);
+		}
+		return;
+	}
+	struct io_uring_sqe *sqe = get_sqe(wk);
+	io_uring_prep_send(sqe, s->fd, p, len, MSG_NOSIGNAL);
+	io_uring_sqe_set_data64(sqe, ud_make(UD_SESS, sess_idx(wk, s), s->gen));
+	s->op = (uint8_t)op;
+	sess_arm(wk, s, wk->rl->cfg->relay_command_timeout);
+}
+
+static void sess_feed(struct worker *wk, struct sess *s);
+
+/* Under TLS: replies from the ciphertext received so far, else more of it. */
+static void tls_rx(struct worker *wk, struct sess *s)
+{
+	size_t n = 0;
+	enum tlsc_status st = TLSC_AGAIN;
+	if (s->clen) {
+		tlsc_input(s->tls, s->cbuf, s->clen);
+		st = tlsc_read(s->tls, s->ibuf + s->ilen, IBUF_SIZE - s->ilen, &n);
+		size_t used = tlsc_input_used(s->tls);
+		memmove(s->cbuf, s->cbuf + used, s->clen - used);
+		s->clen -= used;
+	}
+	if (n > 0) {
+		s->ilen += n;
+		sess_feed(wk, s);
+		return;
+	}
+	if (st == TLSC_CLOSED || st == TLSC_ERROR) {
+		smtpc_lost(&s->c, st == TLSC_ERROR ? SMTPC_LOST_TLS : SMTPC_LOST_CLOSED);
+		sess_close(wk, s);
+		return;
+	}
+	if (s->clen >= IBUF_SIZE) { /* a record larger than the buffer: not from a sane hub */
+		smtpc_lost(&s->c, SMTPC_LOST_TLS);
+		sess_close(wk, s);
+		return;
+	}
+	struct io_uring_sqe *sqe = get_sqe(wk);
+	io_uring_prep_recv(sqe, s->fd, s->cbuf + s->clen, IBUF_SIZE - s->clen, 0);
+	io_uring_sqe_set_data64(sqe, ud_make(UD_SESS, sess_idx(wk, s), s->gen));
+	s->op = OP_TLS_RX;
+	sess_arm(wk, s,
+		 s->c.state == SMTPC_S_QUIT ? QUIT_WAIT_MS / 1000 + 1
+					    : wk->rl->cfg->relay_command_timeout);
+}
+
 static void sess_submit_recv(struct worker *wk, struct sess *s)
 {
 	if (s->ilen >= IBUF_SIZE) { /* cannot happen: smtpc consumes whole lines */
 		smtpc_lost(&s->c, SMTPC_LOST_CLOSED);
 		sess_step(wk, s, SMTPC_CLOSE);
+		return;
+	}
+	if (s->tls_up) {
+		tls_rx(wk, s);
 		return;
 	}
 	struct io_uring_sqe *sqe = get_sqe(wk);
@@ -1729,6 +1842,65 @@ static void sess_feed(struct worker *wk, struct sess *s)
 		s->ilen -= used;
 	}
 	sess_step(wk, s, nx);
+}
+
+/* The handshake as far as it goes: sends its output, or reads the server's. */
+static void hs_step(struct worker *wk, struct sess *s)
+{
+	tlsc_input(s->tls, s->cbuf, s->clen);
+	enum tlsc_status st = tlsc_handshake(s->tls);
+	size_t used = tlsc_input_used(s->tls);
+	memmove(s->cbuf, s->cbuf + used, s->clen - used);
+	s->clen -= used;
+	size_t olen;
+	const uint8_t *o = tlsc_output(s->tls, &olen);
+	if (olen) {
+		raw_send(wk, s, o, olen, OP_HS_TX); /* then the handshake goes on */
+		return;
+	}
+	if (st == TLSC_AGAIN) {
+		struct io_uring_sqe *sqe = get_sqe(wk);
+		io_uring_prep_recv(sqe, s->fd, s->cbuf + s->clen, IBUF_SIZE - s->clen, 0);
+		io_uring_sqe_set_data64(sqe, ud_make(UD_SESS, sess_idx(wk, s), s->gen));
+		s->op = OP_HS_RX;
+		sess_arm(wk, s, wk->rl->cfg->relay_command_timeout);
+		return;
+	}
+	if (st != TLSC_OK) {
+		char why[256];
+		tlsc_error(s->tls, why, sizeof(why));
+		log_line("relay: tls to=%s failed: %s", s->relay, why);
+		atomic_fetch_add_explicit(&wk->tls_failures, 1, memory_order_relaxed);
+		smtpc_lost(&s->c, SMTPC_LOST_TLS);
+		sess_close(wk, s);
+		return;
+	}
+	char desc[128];
+	bool resumed = tlsc_resumed(s->tls);
+	tlsc_describe(s->tls, desc, sizeof(desc));
+	log_line("relay: tls to=%s %s resumed=%s verified=%s", s->relay, desc,
+		 resumed ? "yes" : "no", tlsc_verified(s->tls) ? "yes" : "no");
+	atomic_fetch_add_explicit(resumed ? &wk->tls_resumed : &wk->tls_sessions, 1,
+				  memory_order_relaxed);
+	s->tls_up = true;
+	sess_step(wk, s, smtpc_tls_started(&s->c, &s->out));
+}
+
+/* STARTTLS was answered 220: bytes received before the handshake are dropped
+ * (RFC 3207 5), and the handshake starts. */
+static void tls_start(struct worker *wk, struct sess *s)
+{
+	struct tlsc_ctx *ctx = wk->rl->tls[s->dest];
+	s->ilen = 0;
+	s->clen = 0;
+	s->cbuf = ctx ? malloc(IBUF_SIZE) : NULL;
+	s->tls = s->cbuf ? tlsc_conn_new(ctx, wk->tls_saved[s->dest]) : NULL;
+	if (!s->tls) {
+		smtpc_lost(&s->c, SMTPC_LOST_TLS);
+		sess_close(wk, s);
+		return;
+	}
+	hs_step(wk, s);
 }
 
 /* Does what smtpc asks, once out's bytes are sent. */
@@ -1766,9 +1938,8 @@ static void sess_step(struct worker *wk, struct sess *s, enum smtpc_next nx)
 		}
 		sess_submit_send(wk, s, s->sbuf, s->slen, OP_BODY);
 		return;
-	case SMTPC_TLS: /* never asked for: conf.tls is off */
-		smtpc_lost(&s->c, SMTPC_LOST_TLS);
-		sess_step(wk, s, SMTPC_CLOSE);
+	case SMTPC_TLS:
+		tls_start(wk, s);
 		return;
 	case SMTPC_READY:
 		if (!s->greeted) {
@@ -1816,7 +1987,10 @@ static void sess_close(struct worker *wk, struct sess *s)
 		if (!wk->stopping && sess_connect(wk, s) == 0)
 			return;
 		if (!wk->stopping)
-			hub_down(wk, s->last_err, "");
+			hub_down(wk, s->last_err, "",
+				 s->c.fail.stage == SMTPC_STAGE_TLS && s->c.fail.enh[0] == '4'
+				     ? s->c.fail.enh
+				     : "4.4.1");
 	}
 	job_end(wk, s);
 	if (never)
@@ -1848,7 +2022,7 @@ static void sess_done(struct worker *wk, struct sess *s, int res)
 			if (!wk->stopping && sess_connect(wk, s) == 0)
 				return;
 			if (!wk->stopping)
-				hub_down(wk, s->last_err, "");
+				hub_down(wk, s->last_err, "", "4.4.1");
 			wk->nconnecting--;
 			sess_release(wk, s);
 			return;
@@ -1861,6 +2035,59 @@ static void sess_done(struct worker *wk, struct sess *s, int res)
 			return;
 		}
 		sess_submit_recv(wk, s);
+		return;
+	case OP_TLS_TX:
+		if (res < 0) {
+			smtpc_lost(&s->c, SMTPC_LOST_CLOSED);
+			sess_close(wk, s);
+			return;
+		}
+		tlsc_output_consumed(s->tls, (size_t)res);
+		{
+			size_t left;
+			const uint8_t *o = tlsc_output(s->tls, &left);
+			if (left) {
+				raw_send(wk, s, o, left, OP_TLS_TX);
+				return;
+			}
+		}
+		if (s->tx_done < s->tx_len) {
+			if (!tls_tx(wk, s)) {
+				smtpc_lost(&s->c, SMTPC_LOST_TLS);
+				sess_close(wk, s);
+			}
+			return;
+		}
+		/* The whole plaintext went: the send's own completion. */
+		s->op = s->tx_op;
+		sess_done(wk, s, (int)s->tx_len);
+		return;
+	case OP_TLS_RX:
+		if (res <= 0) {
+			smtpc_lost(&s->c, SMTPC_LOST_CLOSED);
+			sess_close(wk, s);
+			return;
+		}
+		s->clen += (size_t)res;
+		tls_rx(wk, s);
+		return;
+	case OP_HS_TX:
+		if (res < 0) {
+			smtpc_lost(&s->c, SMTPC_LOST_CLOSED);
+			sess_close(wk, s);
+			return;
+		}
+		tlsc_output_consumed(s->tls, (size_t)res);
+		hs_step(wk, s);
+		return;
+	case OP_HS_RX:
+		if (res <= 0) {
+			smtpc_lost(&s->c, SMTPC_LOST_CLOSED);
+			sess_close(wk, s);
+			return;
+		}
+		s->clen += (size_t)res;
+		hs_step(wk, s);
 		return;
 	case OP_RECV:
 		if (res <= 0) {
@@ -2193,6 +2420,39 @@ static int resolve(struct relay *rl, FILE *err)
 	return 0;
 }
 
+/*
+ * A TLS client context per destination (relay_tls may, encrypt, verify):
+ * the CA file is read now, before the sandbox. The name checked and sent
+ * as SNI is relay_tls_server_name, else the destination's host name.
+ */
+static int tls_contexts(struct relay *rl, FILE *err)
+{
+	const struct config *cfg = rl->cfg;
+	if (cfg->relay_tls == RELAY_TLS_NONE)
+		return 0;
+	for (unsigned i = 0; i < cfg->nrelay_host; i++) {
+		const struct relay_dest *d = &cfg->relay_host[i];
+		const char *name = cfg->relay_tls_server_name[0] ? cfg->relay_tls_server_name
+				   : d->unix_path		 ? NULL
+								 : d->host;
+		struct tlsc_opts o = {
+		    .version = 0,
+		    .resume = TLSC_RESUME_TICKETS,
+		    .verify = cfg->relay_tls == RELAY_TLS_VERIFY,
+		    .ca_file = cfg->relay_tls_ca_file[0] ? cfg->relay_tls_ca_file : NULL,
+		    .server_name = name,
+		};
+		char why[256];
+		if (tlsc_ctx_new(&o, &rl->tls[i], why, sizeof(why)) < 0) {
+			char t[RELAY_DEST_TEXT_MAX];
+			fprintf(err, "mxring: relay_tls for %s: %s\n",
+				relay_dest_text(d, t, sizeof(t)), why);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 int relay_create(const struct config *cfg, struct relay **out, FILE *err)
 {
 	struct relay *rl = calloc(1, sizeof(*rl));
@@ -2204,13 +2464,13 @@ int relay_create(const struct config *cfg, struct relay **out, FILE *err)
 	rl->nworkers = cfg->relay_workers;
 	snprintf(rl->helo, sizeof(rl->helo), "%s",
 		 cfg->relay_helo_name[0] ? cfg->relay_helo_name : cfg->myhostname);
-	if (resolve(rl, err) != 0) {
-		free(rl);
+	if (resolve(rl, err) != 0 || tls_contexts(rl, err) != 0) {
+		relay_free(rl);
 		return -1;
 	}
 	rl->w = calloc(rl->nworkers, sizeof(*rl->w));
 	if (!rl->w) {
-		free(rl);
+		relay_free(rl);
 		fprintf(err, "mxring: relay: out of memory\n");
 		return -1;
 	}
@@ -2249,7 +2509,9 @@ static int worker_open(struct worker *wk)
 	for (unsigned i = 0; i < cfg->nrelay_host; i++)
 		wk->sconf[i] = (struct smtpc_conf){
 		    .proto = cfg->relay_host[i].proto == RELAY_LMTP ? SMTPC_LMTP : SMTPC_SMTP,
-		    .tls = SMTPC_TLS_OFF,
+		    .tls = cfg->relay_tls == RELAY_TLS_NONE  ? SMTPC_TLS_OFF
+			   : cfg->relay_tls == RELAY_TLS_MAY ? SMTPC_TLS_IF_OFFERED
+							     : SMTPC_TLS_REQUIRED,
 		    .bdat = true,
 		    .helo_name = wk->rl->helo,
 		};
@@ -2374,6 +2636,8 @@ void relay_free(struct relay *rl)
 		free(wk->sess);
 		free(wk->heap);
 		free(wk->unsynced);
+		for (unsigned d = 0; d < RELAY_HOSTS_MAX; d++)
+			tlsc_session_free(wk->tls_saved[d]);
 		free(wk->rbuf);
 		free(wk->scanbuf);
 		free(wk->envbuf);
@@ -2390,6 +2654,8 @@ void relay_free(struct relay *rl)
 			close(wk->spoolfd);
 	}
 	free(rl->w);
+	for (unsigned d = 0; d < RELAY_HOSTS_MAX; d++)
+		tlsc_ctx_free(rl->tls[d]);
 	free(rl);
 }
 
@@ -2411,6 +2677,9 @@ void relay_stats(struct relay *rl, struct relay_stats *out)
 		ADD(segments_done);
 		ADD(journal_syncs);
 		ADD(journal_errors);
+		ADD(tls_sessions);
+		ADD(tls_resumed);
+		ADD(tls_failures);
 #undef ADD
 		uint64_t o = atomic_load_explicit(&wk->oldest_us, memory_order_relaxed);
 		if (o && (!out->oldest_us || o < out->oldest_us))

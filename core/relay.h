@@ -98,6 +98,9 @@ struct relay_stats {
 	uint64_t segments_done;	 /* segments deleted */
 	uint64_t journal_syncs;	 /* journal fdatasyncs */
 	uint64_t journal_errors; /* failed journal syncs */
+	uint64_t tls_sessions;	 /* STARTTLS handshakes to the hub, full */
+	uint64_t tls_resumed;	 /* ... resumed (a ticket) */
+	uint64_t tls_failures;	 /* ... failed (certificate checks among them) */
 };
 
 /*

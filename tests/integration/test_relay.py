@@ -34,6 +34,7 @@ import email
 import email.policy
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -240,6 +241,79 @@ def dovecot_case(tag, unix):
             check(b"Return-Path: <>" in raw, "the DSN comes from <>")
             check(b"Message-ID: <three@example.com>" in parts[2].as_bytes(),
                   "the original headers are in part 3")
+
+
+def make_ca(d, name="hub.test"):
+    """A CA, and a certificate for name (and 127.0.0.1) that it signed: paths."""
+    def run(*args):
+        r = subprocess.run(["openssl"] + list(args), cwd=d, capture_output=True, text=True,
+                           timeout=60)
+        check(r.returncode == 0, "openssl %s: %s" % (args[0], r.stderr[-500:]))
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Test hub CA")
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "hub.key", "-out", "hub.csr", "-subj", "/CN=%s" % name)
+    with open(os.path.join(d, "ext.cnf"), "w") as f:
+        f.write("subjectAltName=DNS:%s,IP:127.0.0.1\n" % name)
+    run("x509", "-req", "-in", "hub.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "hub.pem", "-days", "2", "-extfile", "ext.cnf")
+    return [os.path.join(d, f) for f in ("ca.pem", "hub.pem", "hub.key")]
+
+
+@suite.case
+def postfix_hub_starttls_verify():
+    if not shutil.which("openssl"):
+        raise h.Skip("openssl is not installed")
+    tmp = h.new_tmpdir("pf-tls")
+    ca, cert, key = make_ca(tmp)
+    with hubs.PostfixHub(os.path.join(tmp, "hub"), tls_cert=cert, tls_key=key) as hub:
+        spec = "smtp:[127.0.0.1]:%d" % hub.port
+        with relay_server(spec, relay_tls="verify", relay_tls_ca_file=ca,
+                          relay_tls_server_name="hub.test", relay_msgs_per_session="1") as srv:
+            for i in range(3):  # one after the other: each session may resume the last
+                send(srv, ["tls%d@example.com" % i], "Subject: tls %d\r\n\r\nx\r\n" % i)
+                wait_relayed(srv, i + 1, "sent", 20)
+            hub.wait_count(3, 20)
+            for path, data in hub.messages():
+                check(re.search(rb"by hub\.test \(Postfix\) with ESMTPS", data),
+                      "%s: not received over TLS" % path)
+            log = srv.log()
+            check(re.search(r"relay: tls to=\S+ TLSv1\.[23] \S+ resumed=no verified=yes", log),
+                  "a verified full handshake is logged")
+            check(re.search(r"relay: tls to=\S+ TLSv1\.[23] \S+ resumed=yes verified=yes", log),
+                  "a later session resumed by ticket")
+        # The wrong name: no message goes, it is deferred, and the log says why.
+        with relay_server(spec, relay_tls="verify", relay_tls_ca_file=ca,
+                          relay_tls_server_name="other.test") as srv:
+            n = len(hub.messages())
+            qid = send(srv, ["wrong@example.com"], "Subject: wrong name\r\n\r\nx\r\n")
+            d = wait_relayed(srv, 1, "deferred", 10)
+            check_eq((d[0][0], d[0][5]), (qid, "4.7.5"), "deferred for TLS")
+            srv.wait_log(r"relay: tls to=\S+ failed: certificate name mismatch", 1, 5)
+            time.sleep(0.5)
+            check_eq(len(hub.messages()), n, "nothing delivered to a hub that failed the check")
+        # Another CA: refused the same way.
+        other = h.new_tmpdir("ca2")
+        ca2 = make_ca(other)[0]
+        with relay_server(spec, relay_tls="verify", relay_tls_ca_file=ca2,
+                          relay_tls_server_name="hub.test") as srv:
+            send(srv, ["ca@example.com"], "Subject: other CA\r\n\r\nx\r\n")
+            wait_relayed(srv, 1, "deferred", 10)
+            srv.wait_log(r"relay: tls to=\S+ failed: certificate verify failed", 1, 5)
+
+
+@suite.case
+def tls_may_and_encrypt_without_starttls():
+    with hubs.ScriptedHub() as hub:
+        spec = "smtp:[127.0.0.1]:%d" % hub.port
+        with relay_server(spec, relay_tls="may") as srv:
+            send(srv, ["plain@example.com"], "Subject: may\r\n\r\nx\r\n")
+            wait_relayed(srv, 1, "sent", 10)
+        with relay_server(spec, relay_tls="encrypt") as srv:
+            qid = send(srv, ["enc@example.com"], "Subject: encrypt\r\n\r\nx\r\n")
+            d = wait_relayed(srv, 1, "deferred", 10)
+            check_eq((d[0][0], d[0][5]), (qid, "4.7.4"), "deferred: no STARTTLS offered")
+            check_eq(len(hub.transactions), 1, "nothing sent in plain text")
 
 
 @suite.case

@@ -1076,6 +1076,7 @@ static void test_relay_keys(void **state)
 	assert_int_equal(a.relay_retry_max, 4000);
 	assert_int_equal(a.maximal_queue_lifetime, 5 * 86400);
 	assert_int_equal(a.spool_max_bytes, 10ull << 30);
+	assert_int_equal(a.relay_tls, RELAY_TLS_MAY);
 	err_open(&e);
 	assert_int_equal(config_set(&a,
 				    "relay_host=smtp:[hub.example.net]:25, smtp:192.0.2.10:2525 "
@@ -1161,7 +1162,7 @@ static void test_relay_keys(void **state)
 		config_free(&a);
 		err_close(&e);
 	}
-	/* Relations: the relay reads segments; TLS to the hub is not built yet. */
+	/* Relations: the relay reads segments; verify needs the CAs. */
 	config_defaults(&a);
 	err_open(&e);
 	assert_int_equal(config_set(&a, "relay_host=[127.0.0.1]:2525", e.f), 0);
@@ -1171,7 +1172,7 @@ static void test_relay_keys(void **state)
 	assert_int_equal(config_check(&a, e.f), -1);
 	assert_non_null(
 	    strstr(err_text(&e), "key 'relay_host': the relay reads the segment spool"));
-	assert_non_null(strstr(err_text(&e), "key 'relay_tls': only none is built so far"));
+	assert_non_null(strstr(err_text(&e), "key 'relay_tls_ca_file': relay_tls = verify needs"));
 	assert_non_null(strstr(err_text(&e), "key 'relay_helo_name'"));
 	config_free(&a);
 	err_close(&e);
