@@ -6,8 +6,11 @@ usage: bench/relay.py [--mxring PATH] [--bench PATH] [--duration S] [--runs K]
                       [--connections N] [--queued N] [--relay KEY=VALUE]...
                       [--out FILE] [--work DIR]
 
-The hub is Postfix's smtp-sink (it answers and stores nothing), so what is
-measured is mxring: its shards and writers taking 1 KiB messages in
+The hub is Postfix's smtp-sink (it answers and stores nothing, and offers
+no CHUNKING: the relay sends DATA, two round trips a message), or with
+--hub postfix a private Postfix smtpd that queues each message with an
+fsync (it offers CHUNKING: BDAT, one round trip). What is measured is
+mxring: its shards and writers taking 1 KiB messages in
 (mxring-bench, plaintext, 100 per session), and its relay handing each one
 on (relay_host = smtp:[127.0.0.1]:SINK).
 
@@ -134,13 +137,6 @@ def bench(a, srv, rundir, tag, extra, timeout):
         return json.load(f)
 
 
-def proc_cpu(pid):
-    """CPU seconds of one process (all its threads)."""
-    with open("/proc/%d/stat" % pid) as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / TCK
-
-
 def capacity(a, work, sink, rnd):
     sink_port = sink.port
     srv, mport, rundir = server(work, "cap%d" % rnd, a, sink_port)
@@ -148,12 +144,12 @@ def capacity(a, work, sink, rnd):
         bench(a, srv, rundir, "warm", ["--connections", str(a.connections), "--duration", "1"],
               60)
         wait_for(lambda: scrape(mport).get("mxring_relay_queue_messages", 1) == 0, 30)
-        h0 = proc_cpu(sink.root_pid)
+        h0 = benchutil.tree_cpu(sink.root_pid)
         m0, c0, t0 = scrape(mport), thread_cpu(srv.root_pid), time.monotonic()
         rep = bench(a, srv, rundir, "run", ["--connections", str(a.connections),
                                             "--duration", str(a.duration)], a.duration + 60)
         t1, c1, m1 = time.monotonic(), thread_cpu(srv.root_pid), scrape(mport)
-        h1 = proc_cpu(sink.root_pid)
+        h1 = benchutil.tree_cpu(sink.root_pid)
         n = rep["messages"]["accepted"]
         sent = m1["mxring_relay_sent_total"] - m0["mxring_relay_sent_total"]
         backlog = m1["mxring_relay_queue_messages"]
@@ -264,6 +260,9 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--queued", type=int, default=1000000)
+    ap.add_argument("--hub", choices=("smtp-sink", "postfix"), default="smtp-sink",
+                    help="smtp-sink (stores nothing; no CHUNKING: DATA) or a private "
+                         "Postfix smtpd (queues with fsync; CHUNKING: BDAT)")
     ap.add_argument("--relay", action="append", default=[], metavar="KEY=VALUE",
                     help="a relay_KEY setting of mxring (e.g. connections=100)")
     ap.add_argument("--out")
@@ -274,7 +273,10 @@ def main():
             raise SystemExit("relay: %s is not there (build, or tools/deps.sh --bench)" % p)
     work = a.work or tempfile.mkdtemp(prefix="mxring-relay-")
     os.makedirs(work, exist_ok=True)
-    sink = S.SmtpSink(os.path.join(work, "sink"))
+    if a.hub == "postfix":
+        sink = S.PostfixSmtpd(os.path.join(work, "hub"))
+    else:
+        sink = S.SmtpSink(os.path.join(work, "sink"))
     os.makedirs(sink.workdir)
     sink.start()
     try:
@@ -285,11 +287,11 @@ def main():
         sink.stop()
     q = queued(a, work) if a.queued else None
 
-    out = ["# The relay to the hub (Postfix smtp-sink), 1 KiB messages\n",
+    out = ["# The relay to the hub (%s), 1 KiB messages\n" % sink.label,
            "mxring-bench --size 1k --msgs-per-conn 100 --connections %d, %g s, "
            "%d runs (medians)\n" % (a.connections, a.duration, a.runs),
            "| intake msgs/s | relay msgs/s | waiting at the end | receive CPU us/msg | "
-           "relay CPU us/msg | relay thread busy | hub (smtp-sink) busy |",
+           "relay CPU us/msg | relay thread busy | hub busy |",
            "|---:|---:|---:|---:|---:|---:|---:|",
            "| %.0f | %.0f | %.0f | %.1f | %.1f | %.0f%% | %.0f%% |"
            % (med["intake"], med["relay"], med["backlog"], med["recv_us"], med["relay_us"],
