@@ -81,6 +81,7 @@ struct rseg {
 	uint64_t off;	  /* the next record to read */
 	bool scanned;	  /* read to its end, and no record will be added */
 	bool done_queued; /* SEGDONE appended, deletion after the sync */
+	bool keep;	  /* unreadable: never deleted */
 	uint32_t refs;	  /* parts and messages in memory that point into it */
 	uint64_t unread;  /* bytes past off, last looked at (queue_bytes) */
 };
@@ -226,6 +227,10 @@ struct worker {
 	struct smtpc_conf sconf[RELAY_HOSTS_MAX];	 /* per relay_host entry */
 	struct tlsc_session *tls_saved[RELAY_HOSTS_MAX]; /* the last session, to resume */
 	bool scan_due;					 /* a writer published */
+	char **lnames[2]; /* ready/ and active/, for this scan (listing) */
+	uint32_t ln[2];
+	bool listed, list_due;
+	uint64_t last_list_ms;
 	uint64_t last_scan_ms;
 	uint64_t last_sync_ms;
 	bool window_full;
@@ -562,7 +567,7 @@ static void seg_unref(struct worker *wk, struct rseg *sg)
 /* A segment read to its end, no message of which is waiting: SEGDONE, then deleted. */
 static void seg_maybe_done(struct worker *wk, struct rseg *sg)
 {
-	if (!sg->scanned || sg->refs || sg->done_queued)
+	if (!sg->scanned || sg->refs || sg->done_queued || sg->keep)
 		return;
 	if (wk->ndone_segs == sizeof(wk->done_segs) / sizeof(wk->done_segs[0]))
 		(void)wk_sync(wk);
@@ -629,18 +634,51 @@ static uint64_t seg_limit(struct worker *wk, struct rseg *sg, bool *whole)
 }
 
 /* Opens the next segment of writer w after wk->last[w], or NULL. */
+/*
+ * The folders' listing for this scan: made at most once a scan, and only
+ * when one is due (at start, once a second, after a segment was read to
+ * its end), not at every wake-up of a writer.
+ */
+static bool listing(struct worker *wk)
+{
+	if (wk->listed)
+		return true;
+	if (!wk->list_due)
+		return false;
+	int dfd[2] = {wk->readyfd, wk->activefd};
+	for (int d = 0; d < 2; d++)
+		if (fsutil_dir_list(dfd[d], my_segment, wk, &wk->lnames[d], &wk->ln[d]) < 0) {
+			wk->lnames[d] = NULL;
+			wk->ln[d] = 0;
+		}
+	wk->listed = true;
+	wk->list_due = false;
+	wk->last_list_ms = mono_ms();
+	return true;
+}
+
+static void listing_free(struct worker *wk)
+{
+	for (int d = 0; d < 2; d++) {
+		fsutil_names_free(wk->lnames[d], wk->ln[d]);
+		wk->lnames[d] = NULL;
+		wk->ln[d] = 0;
+	}
+	wk->listed = false;
+}
+
 static struct rseg *seg_next(struct worker *wk, unsigned w)
 {
-	char **names[2] = {NULL, NULL};
-	uint32_t n[2] = {0, 0};
+	if (!listing(wk))
+		return NULL;
+	char **const *names = wk->lnames;
+	const uint32_t *n = wk->ln;
 	int dfd[2] = {wk->readyfd, wk->activefd};
 	const char *best = NULL;
 	int best_dir = -1;
 	char prefix[8];
 	snprintf(prefix, sizeof(prefix), "w%02u-", w);
 	for (int d = 0; d < 2; d++) {
-		if (fsutil_dir_list(dfd[d], my_segment, wk, &names[d], &n[d]) < 0)
-			continue;
 		for (uint32_t i = 0; i < n[d]; i++) {
 			const char *nm = names[d][i];
 			if (strncmp(nm, prefix, 4) != 0 || strcmp(nm, wk->last[w]) <= 0)
@@ -669,8 +707,6 @@ static struct rseg *seg_next(struct worker *wk, unsigned w)
 			}
 		}
 	}
-	for (int d = 0; d < 2; d++)
-		fsutil_names_free(names[d], n[d]);
 	return sg;
 }
 
@@ -911,6 +947,8 @@ static void scan_writer(struct worker *wk, unsigned w)
 			sg = seg_next(wk, w);
 			if (!sg)
 				return;
+			char before[SEGMENT_NAME_LEN + 1];
+			memcpy(before, wk->last[w], sizeof(before));
 			snprintf(wk->last[w], sizeof(wk->last[w]), "%s", sg->name);
 			sg->next = wk->segs;
 			wk->segs = sg;
@@ -920,14 +958,16 @@ static void scan_writer(struct worker *wk, unsigned w)
 				bool whole;
 				uint64_t lim = seg_limit(wk, sg, &whole);
 				if (whole && lim > 0) {
+					/* Kept for the operator (mxring-spool verify), never
+					 * deleted. */
 					log_line("relay: segment=%s: bad header, not relayed",
 						 sg->name);
 					sg->scanned = true;
-					seg_maybe_done(wk, sg);
+					sg->keep = true;
 					continue;
 				}
 				/* Try again at the next pass. */
-				wk->last[w][0] = '\0';
+				memcpy(wk->last[w], before, sizeof(before));
 				struct rseg **pp = &wk->segs;
 				while (*pp != sg)
 					pp = &(*pp)->next;
@@ -962,6 +1002,7 @@ static void scan_writer(struct worker *wk, unsigned w)
 				return;
 			sg->scanned = true;
 			wk->cur[w] = NULL;
+			wk->list_due = true; /* its successor is in the folders by now */
 			seg_maybe_done(wk, sg);
 			continue;
 		}
@@ -1012,8 +1053,11 @@ static void scan_writer(struct worker *wk, unsigned w)
 
 static void scan(struct worker *wk)
 {
+	if (mono_ms() - wk->last_list_ms >= TICK_MAX_MS)
+		wk->list_due = true;
 	for (unsigned w = wk->id; w < WRITERS_MAX; w += wk->rl->nworkers)
 		scan_writer(wk, w);
+	listing_free(wk);
 	/* Unfinished messages of an aborted transaction: forgotten after a while. */
 	uint64_t keep = 2000ull * (wk->rl->cfg->data_timeout + 60), t = mono_ms();
 	struct pend **pp = &wk->pend;
@@ -2288,6 +2332,7 @@ static void *worker_main(void *arg)
 	pthread_setname_np(pthread_self(), name);
 	arm_wake(wk);
 	wk->scan_due = true;
+	wk->list_due = true;
 	uint64_t last_stats = 0;
 	for (;;) {
 		if (atomic_exchange_explicit(&wk->retry_now, false, memory_order_acq_rel)) {
