@@ -46,11 +46,12 @@
 #include "tlsclient.h"
 #include "writer.h"
 
-#define IBUF_SIZE      (8u << 10)	       /* replies: several SMTPC_LINE_MAX lines */
-#define OBUF_SIZE      (8u << 10)	       /* commands (>= SMTPC_OUT_MIN) */
-#define SCANBUF_SIZE   (256u << 10)	       /* segment bytes the scan reads at once */
-#define RBUF_SIZE      (64u << 10)	       /* body bytes read per step */
-#define SBUF_SIZE      (2 * RBUF_SIZE + 8)     /* ... and dot-stuffed: at most doubled */
+#define IBUF_SIZE    (8u << 10)	  /* replies: several SMTPC_LINE_MAX lines */
+#define OBUF_SIZE    (8u << 10)	  /* commands (>= SMTPC_OUT_MIN) */
+#define SCANBUF_SIZE (256u << 10) /* segment bytes the scan reads at once */
+#define RBUF_SIZE    (64u << 10)  /* body bytes read per step */
+/* ... dot-stuffed (at most doubled), with the next message's commands behind */
+#define SBUF_SIZE      (2 * RBUF_SIZE + OBUF_SIZE + 16)
 #define PEND_MAX       4096u		       /* messages whose parts came, FINAL not yet */
 #define UNSYNCED_BYTES (JOURNAL_BUF_BYTES / 2) /* journal bytes between two syncs */
 #define IDLE_KEEP_MS   1000u		       /* an idle session waits this for work */
@@ -184,6 +185,9 @@ struct sess {
 	size_t ilen;
 	enum smtpc_next nx; /* what to do once out is sent */
 	struct rmsg *job;
+	struct rmsg *next_job; /* pipelined behind job's end of data (smtpc_send_next) */
+	uint32_t job_results;  /* results of job so far */
+	bool body_sent_early;  /* smtpc_body_sent was called when the body was queued */
 	struct smtpc_msg sm;
 	unsigned nmsgs;
 	char relay[JOURNAL_RELAY_MAX + 1];
@@ -1366,6 +1370,7 @@ static void msg_apply(struct worker *wk, struct rmsg *m)
 			case JOURNAL_DELIVERED:
 				rr->state = R_DONE;
 				break;
+			case 0: /* no result came: tried again */
 			case JOURNAL_DEFERRED:
 				rr->state = R_PENDING;
 				break;
@@ -1535,6 +1540,13 @@ static struct sess *sess_new(struct worker *wk)
 		s->out = (struct smtpc_out){.buf = s->obuf, .len = 0, .cap = OBUF_SIZE};
 		s->osent = 0;
 		s->job = NULL;
+		s->next_job = NULL;
+		s->job_results = 0;
+		s->body_sent_early = false;
+		s->tls = NULL;
+		s->tls_up = false;
+		s->cbuf = NULL;
+		s->clen = 0;
 		s->nmsgs = 0;
 		s->relay[0] = '\0';
 		s->last_err[0] = '\0';
@@ -1621,9 +1633,22 @@ static void job_end(struct worker *wk, struct sess *s)
 	queue_apply(wk, m);
 }
 
+/* The job's last result came with a message pipelined behind it: that one
+ * is the session's job now (its body is the next to go). */
+static void job_next(struct worker *wk, struct sess *s)
+{
+	if (!s->job || !s->next_job || s->job_results < s->job->ntry)
+		return;
+	job_end(wk, s);
+	s->job = s->next_job;
+	s->next_job = NULL;
+	s->job_results = 0;
+}
+
 static void sess_result(struct worker *wk, struct sess *s, uint32_t i, const struct smtpc_reply *r)
 {
 	struct rmsg *m = s->job;
+	s->job_results++;
 	if (!m || i >= m->ntry)
 		return;
 	char reply[SMTPC_TEXT_MAX + SMTPC_ENH_MAX + 8];
@@ -1650,6 +1675,7 @@ static void on_result(void *ctx, uint32_t i, const struct smtpc_reply *r)
 {
 	struct sess *s = ctx;
 	sess_result(s->wk, s, i, r);
+	job_next(s->wk, s);
 }
 
 /* Expires m when its queue lifetime is over: true when it did. */
@@ -1675,7 +1701,9 @@ static bool msg_expire(struct worker *wk, struct rmsg *m, uint64_t now)
 }
 
 /* Gives session s (READY) the next due message: true when it took one. */
-static bool sess_take(struct worker *wk, struct sess *s)
+/* The next due message with recipients to try, marked as tried (R_TRYING),
+ * with sm set for smtpc; NULL when none is due. */
+static struct rmsg *take_due(struct worker *wk, struct smtpc_msg *sm)
 {
 	uint64_t now = real_us();
 	struct rmsg *m;
@@ -1687,6 +1715,7 @@ static bool sess_take(struct worker *wk, struct sess *s)
 			if (m->r[i].state != R_PENDING)
 				continue;
 			m->r[i].state = R_TRYING;
+			m->r[i].outcome = 0;
 			m->try_idx[n] = i;
 			m->try_addr[n] = m->r[i].addr;
 			n++;
@@ -1697,18 +1726,66 @@ static bool sess_take(struct worker *wk, struct sess *s)
 		}
 		m->ntry = n;
 		m->busy = true;
-		s->job = m;
-		s->nmsgs++;
-		s->sm = (struct smtpc_msg){.from = m->from,
-					   .env_flags = m->flags,
-					   .nrcpt = n,
-					   .size = m->size,
-					   .rcpt = m->try_addr};
-		s->phase = SP_TALK;
-		sess_step(wk, s, smtpc_send(&s->c, &s->sm, &s->out));
-		return true;
+		*sm = (struct smtpc_msg){.from = m->from,
+					 .env_flags = m->flags,
+					 .nrcpt = n,
+					 .size = m->size,
+					 .rcpt = m->try_addr};
+		return m;
 	}
-	return false;
+	return NULL;
+}
+
+/* take_due undone: m waits again (smtpc would not take it now). */
+static void untake(struct worker *wk, struct rmsg *m)
+{
+	for (uint32_t k = 0; k < m->ntry; k++)
+		m->r[m->try_idx[k]].state = R_PENDING;
+	m->ntry = 0;
+	m->busy = false;
+	m->next_us = 0;
+	q_push(wk, m);
+}
+
+static bool sess_take(struct worker *wk, struct sess *s)
+{
+	struct rmsg *m = take_due(wk, &s->sm);
+	if (!m)
+		return false;
+	s->job = m;
+	s->job_results = 0;
+	s->nmsgs++;
+	s->phase = SP_TALK;
+	sess_step(wk, s, smtpc_send(&s->c, &s->sm, &s->out));
+	return true;
+}
+
+/*
+ * The body and its end are queued in sbuf: the next due message goes right
+ * behind them (smtpc_send_next), so that one write and one round trip
+ * serve the end of this message and the start of the next.
+ */
+static void pipeline_next(struct worker *wk, struct sess *s)
+{
+	if (s->next_job || s->nmsgs >= wk->rl->cfg->relay_msgs_per_session || wk->stopping ||
+	    s->c.state != SMTPC_S_BODY || !(s->c.caps & SMTPC_CAP_PIPELINING) || s->c.bdat ||
+	    s->c.conf->proto != SMTPC_SMTP || q_next_us(wk) > real_us())
+		return;
+	(void)smtpc_body_sent(&s->c);
+	s->body_sent_early = true;
+	struct smtpc_msg sm;
+	struct rmsg *m = take_due(wk, &sm);
+	if (!m)
+		return;
+	if (!smtpc_send_next(&s->c, &sm, &s->out)) {
+		untake(wk, m);
+		return;
+	}
+	memcpy(s->sbuf + s->slen, s->out.buf, s->out.len);
+	s->slen += s->out.len;
+	s->out.len = 0;
+	s->next_job = m;
+	s->nmsgs++;
 }
 
 /* Fills sbuf with the next body bytes (dot-stuffed for DATA). 0, or -errno. */
@@ -1765,6 +1842,8 @@ static int body_fill(struct worker *wk, struct sess *s, bool stuff)
 			s->slen += elen;
 		}
 		s->bdone = true;
+		if (stuff)
+			pipeline_next(wk, s);
 	}
 	return 0;
 }
@@ -2037,6 +2116,11 @@ static void sess_close(struct worker *wk, struct sess *s)
 				     : "4.4.1");
 	}
 	job_end(wk, s);
+	if (s->next_job) { /* never: its results come before the session ends */
+		s->job = s->next_job;
+		s->next_job = NULL;
+		job_end(wk, s);
+	}
 	if (never)
 		wk->nconnecting--;
 	sess_release(wk, s);
@@ -2175,6 +2259,11 @@ static void sess_done(struct worker *wk, struct sess *s, int res)
 			}
 		}
 		s->phase = SP_TALK;
+		if (s->body_sent_early) {
+			s->body_sent_early = false;
+			sess_step(wk, s, SMTPC_MORE);
+			return;
+		}
 		sess_step(wk, s, smtpc_body_sent(&s->c));
 		return;
 	}

@@ -242,6 +242,14 @@ static void fail_session(struct smtpc *c, const struct smtpc_reply *r, bool quit
 	c->failed = true;
 	if (in_transaction(c))
 		finish_all(c, NOT_FINAL, r);
+	if (c->has_next) {
+		/* The transaction written behind this one gets the same end. */
+		c->has_next = false;
+		c->msg = c->next;
+		c->nfinal = 0;
+		memset(c->rstate, SMTPC_R_PENDING, c->msg.nrcpt);
+		finish_all(c, NOT_FINAL, r);
+	}
 	if (quit) {
 		put_now(out, "QUIT", NULL);
 		enter(c, SMTPC_S_QUIT);
@@ -273,6 +281,27 @@ static void txn_end(struct smtpc *c, bool need_rset)
 	c->msg.rcpt = NULL;
 	c->msg.from = NULL;
 	enter(c, SMTPC_S_READY);
+	if (!c->has_next)
+		return;
+	/* The next transaction's MAIL, RCPTs and DATA went behind the end of
+	 * data (smtpc_send_next): their replies come now. */
+	ASSERT(!need_rset);
+	c->has_next = false;
+	c->msgs++;
+	c->msg = c->next;
+	c->bdat = c->eager = false;
+	c->dead = c->dot_bad = false;
+	c->rset = C_NONE;
+	c->mail = C_SENT;
+	c->data = C_SENT;
+	c->dot = C_NONE;
+	c->utf8 = c->next_utf8;
+	c->rcpt_send = c->msg.nrcpt;
+	c->rcpt_reply = 0;
+	c->rcpt_out = c->msg.nrcpt;
+	c->nacc = c->nfinal = c->lmtp_next = 0;
+	memset(c->rstate, SMTPC_R_PENDING, c->msg.nrcpt);
+	enter(c, SMTPC_S_ENVELOPE);
 }
 
 enum cmd { CMD_NONE = 0, CMD_RSET, CMD_MAIL, CMD_RCPT, CMD_DATA, CMD_BDAT };
@@ -971,6 +1000,51 @@ enum smtpc_next smtpc_body_sent(struct smtpc *c)
 	c->dot_left = c->conf->proto == SMTPC_LMTP ? c->nacc : 1;
 	enter(c, SMTPC_S_DOT);
 	return SMTPC_MORE;
+}
+
+bool smtpc_send_next(struct smtpc *c, const struct smtpc_msg *m, struct smtpc_out *out)
+{
+	ASSERT(m->nrcpt >= 1 && m->nrcpt <= RCPT_LIMIT_MAX && m->from && m->rcpt);
+	/* Only behind an SMTP DATA (a BDAT may need RSET after it; LMTP's
+	 * replies after the data are counted by its recipients). */
+	if (c->state != SMTPC_S_DOT || c->has_next || !c->pipe || c->bdat ||
+	    c->conf->proto != SMTPC_SMTP)
+		return false;
+	if (c->conf->bdat && (c->caps & SMTPC_CAP_CHUNKING))
+		return false; /* it would go as BDAT: one round trip already */
+	bool utf8 = m->env_flags & ENV_SMTPUTF8;
+	if (!path_ok(m->from, true, &utf8))
+		return false;
+	size_t need = 0;
+	for (uint32_t i = 0; i < m->nrcpt; i++) {
+		if (!path_ok(m->rcpt[i], false, &utf8))
+			return false; /* refused here: it goes the usual way */
+		need += sizeof("RCPT TO:<>\r\n") - 1 + strlen(m->rcpt[i]);
+	}
+	if ((c->caps & SMTPC_CAP_SIZE) && c->size_max > 0 && m->size > c->size_max)
+		return false;
+	if (utf8 && !(c->caps & SMTPC_CAP_SMTPUTF8))
+		return false;
+	char size[32] = "";
+	if (c->caps & SMTPC_CAP_SIZE)
+		snprintf(size, sizeof(size), " SIZE=%" PRIu64, m->size);
+	bool body8 = (m->env_flags & ENV_8BITMIME) && (c->caps & SMTPC_CAP_8BITMIME);
+	const char *smtputf8 = utf8 && (c->caps & SMTPC_CAP_SMTPUTF8) ? " SMTPUTF8" : "";
+	need += sizeof("MAIL FROM:<>\r\n") - 1 + strlen(m->from) + strlen(size) +
+		(body8 ? sizeof(" BODY=8BITMIME") - 1 : 0) + strlen(smtputf8) + sizeof("DATA\r\n") -
+		1;
+	if (need > room(out))
+		return false;
+	bool ok = put(out, 0, "MAIL FROM:<%s>%s%s%s\r\n", m->from, size,
+		      body8 ? " BODY=8BITMIME" : "", smtputf8);
+	for (uint32_t i = 0; ok && i < m->nrcpt; i++)
+		ok = put(out, 0, "RCPT TO:<%s>\r\n", m->rcpt[i]);
+	ok = ok && put(out, 0, "DATA\r\n");
+	ASSERT(ok); /* room was counted */
+	c->next = *m;
+	c->next_utf8 = utf8;
+	c->has_next = true;
+	return true;
 }
 
 enum smtpc_next smtpc_quit(struct smtpc *c, struct smtpc_out *out)

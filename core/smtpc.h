@@ -258,25 +258,28 @@ struct smtpc {
 	uint16_t tlen;	 /* bytes in r.text */
 
 	/* Private: the transaction. */
-	struct smtpc_msg msg;		/* pointers borrowed */
-	bool need_rset;			/* the last transaction may have left the server's open */
-	bool pipe;			/* PIPELINING offered */
-	bool bdat;			/* BDAT, not DATA */
-	bool eager;			/* BDAT pipelined with MAIL and RCPT (SMTP) */
-	bool utf8;			/* SMTPUTF8 needed */
-	bool dead;			/* MAIL refused: the recipients are final */
-	bool dot_bad;			/* an end-of-data reply was not 2xx */
-	uint8_t rset;			/* C_* in smtpc.c: RSET */
-	uint8_t mail;			/* MAIL */
-	uint8_t data;			/* DATA, or BDAT */
-	uint8_t dot;			/* "." alone after a 354 with no accepted recipient */
-	uint32_t rcpt_send;		/* next recipient to write RCPT for */
-	uint32_t rcpt_reply;		/* recipient the next RCPT reply is for */
-	uint32_t rcpt_out;		/* RCPTs written, replies not read */
-	uint32_t nacc;			/* recipients accepted at RCPT */
-	uint32_t nfinal;		/* recipients with their result */
-	uint32_t dot_left;		/* end-of-data replies still to read */
-	uint32_t lmtp_next;		/* LMTP: recipient the next end-of-data reply is for */
+	struct smtpc_msg msg;  /* pointers borrowed */
+	bool need_rset;	       /* the last transaction may have left the server's open */
+	bool pipe;	       /* PIPELINING offered */
+	bool bdat;	       /* BDAT, not DATA */
+	bool eager;	       /* BDAT pipelined with MAIL and RCPT (SMTP) */
+	bool utf8;	       /* SMTPUTF8 needed */
+	bool dead;	       /* MAIL refused: the recipients are final */
+	bool dot_bad;	       /* an end-of-data reply was not 2xx */
+	uint8_t rset;	       /* C_* in smtpc.c: RSET */
+	uint8_t mail;	       /* MAIL */
+	uint8_t data;	       /* DATA, or BDAT */
+	uint8_t dot;	       /* "." alone after a 354 with no accepted recipient */
+	uint32_t rcpt_send;    /* next recipient to write RCPT for */
+	uint32_t rcpt_reply;   /* recipient the next RCPT reply is for */
+	uint32_t rcpt_out;     /* RCPTs written, replies not read */
+	uint32_t nacc;	       /* recipients accepted at RCPT */
+	uint32_t nfinal;       /* recipients with their result */
+	uint32_t dot_left;     /* end-of-data replies still to read */
+	uint32_t lmtp_next;    /* LMTP: recipient the next end-of-data reply is for */
+	struct smtpc_msg next; /* smtpc_send_next's message (pointers borrowed) */
+	bool has_next;	       /* written behind the end of data */
+	bool next_utf8;
 	uint8_t rstate[RCPT_LIMIT_MAX]; /* SMTPC_R_* of each recipient */
 };
 
@@ -300,6 +303,20 @@ enum smtpc_next smtpc_send(struct smtpc *c, const struct smtpc_msg *m, struct sm
 
 /* The body is sent (after DATA or BDAT): the replies to it are awaited. */
 enum smtpc_next smtpc_body_sent(struct smtpc *c);
+
+/*
+ * Pipelines the next message behind this one's end of data (RFC 2920 3.1:
+ * the content may start a group): in state DOT, after an SMTP DATA, with
+ * PIPELINING, writes m's MAIL, RCPTs and DATA into out, for the host to
+ * send right behind the body and its terminator (the host may call
+ * smtpc_body_sent as soon as the body is queued, before it is sent). Then
+ * the current transaction ends without a READY: its results come, then
+ * m's, as for a smtpc_send at the next READY. false, and nothing written,
+ * when m cannot go this way (BDAT, LMTP, no PIPELINING, a recipient or
+ * sender refused here, SIZE, SMTPUTF8, no room in out): send it at READY.
+ * If the session fails first, m's recipients get its failure too.
+ */
+bool smtpc_send_next(struct smtpc *c, const struct smtpc_msg *m, struct smtpc_out *out);
 
 /* Ends the session (state READY): QUIT. out needs SMTPC_CMD_MAX free. */
 enum smtpc_next smtpc_quit(struct smtpc *c, struct smtpc_out *out);

@@ -377,6 +377,37 @@ def scripted_replies_per_recipient():
 
 
 @suite.case
+def pipelined_messages_keep_their_bodies():
+    """Without CHUNKING, each next message's MAIL, RCPT and DATA go behind the
+    end of data of the one before: every body must still reach its own
+    envelope."""
+    with hubs.ScriptedHub() as hub:
+        with relay_server("smtp:[127.0.0.1]:%d" % hub.port, relay_connections="2") as srv:
+            tmp = h.new_tmpdir("pipe")
+            ack = os.path.join(tmp, "ack.log")
+            r = subprocess.run([BENCH, "--server", srv.hostport(), "--connections", "4",
+                                "--messages", "400", "--msgs-per-conn", "50", "--size-dist",
+                                "mix", "--to", "rcpt%n@example.com", "--ack-log", ack,
+                                "--quiet"], capture_output=True, text=True, timeout=120)
+            check(r.returncode == 0, "mxring-bench: %s" % r.stderr[-2000:])
+            wait_relayed(srv, 400, "sent", 60)
+            done = hub.wait_transactions(400, 30)
+            for t in done:
+                seq, ok = bench_sums(t.body)
+                check(ok, "a body does not match its X-Bench-Sum")
+                to = re.search(rb"\r\nTo: <([^>]+)>", t.body)
+                check(to and [a for a, _ in t.rcpts] == [to.group(1).decode()],
+                      "the body of <%s> went with envelope %s" %
+                      (to and to.group(1).decode(), t.rcpts))
+            check_eq(len({bench_sums(t.body)[0] for t in done}), 400, "distinct messages")
+            # Behind an end of data: a MAIL read in the same batch as the data's end.
+            piped = sum(1 for c in hub.connections for (b, line) in c.commands
+                        if line.startswith("MAIL") and
+                        any(b2 == b and l2.startswith("DATA") for b2, l2 in c.commands))
+            check(piped > 0, "no MAIL was pipelined with a DATA")
+
+
+@suite.case
 def hub_down_then_up():
     hub = hubs.ScriptedHub()
     hub.start()

@@ -16,6 +16,8 @@
  *   #conf lmtp             LMTP (default SMTP)
  *   #conf tls=MODE         off, if_offered or required (default off)
  *   #conf bdat             BDAT when CHUNKING is offered
+ *   #conf next             after each DATA, the host offers the next message
+ *                          to smtpc_send_next (event "next" when taken)
  *   #msg K=V ...           a message for the host to send at the next READY
  *                          (in order; QUIT when none is left): from=ADDR
  *                          (empty: null sender), size=N, flags=8BITMIME,SMTPUTF8,
@@ -139,6 +141,7 @@ struct tscript {
 	size_t in_len, in_cap;
 	struct tlines expect;
 	bool by_kind; /* compare C and E lines apart under every plan */
+	bool next;    /* the host pipelines the next message (smtpc_send_next) */
 };
 
 static void in_add(struct tscript *t, const void *p, size_t n)
@@ -284,6 +287,8 @@ static int tscript_parse(struct tscript *t, const char *name, char *text, char *
 				t->conf.proto = SMTPC_LMTP;
 			else if (strcmp(v, "bdat") == 0)
 				t->conf.bdat = true;
+			else if (strcmp(v, "next") == 0)
+				t->next = true;
 			else if (strcmp(v, "tls=off") == 0)
 				t->conf.tls = SMTPC_TLS_OFF;
 			else if (strcmp(v, "tls=if_offered") == 0)
@@ -346,10 +351,12 @@ struct host {
 	uint8_t *outbuf;
 	size_t out_seen; /* bytes of out already logged */
 	struct tlines got;
-	int cur;	 /* message in flight, or -1 */
-	uint8_t *given;	 /* results given to each recipient of cur */
-	uint32_t ngiven; /* its size */
-	const char *bad; /* the first broken invariant */
+	int cur;	   /* message in flight, or -1 */
+	uint8_t *given;	   /* results given to each recipient of cur */
+	uint32_t ngiven;   /* its size */
+	int pending;	   /* message pipelined behind cur (smtpc_send_next), or -1 */
+	uint32_t nresults; /* results of cur so far */
+	const char *bad;   /* the first broken invariant */
 	char bad_buf[256];
 	unsigned writes; /* WRITE returns */
 	unsigned feeds;
@@ -422,17 +429,22 @@ static void check_reply(struct host *h, const struct smtpc_reply *r)
 		host_bad(h, "enhanced code %s with reply %u", r->enh, (unsigned)r->code);
 }
 
+static void next_current(struct host *h);
+
 static void on_result(void *ctx, uint32_t rcpt, const struct smtpc_reply *r)
 {
 	struct host *h = ctx;
 	flush(h);
 	check_reply(h, r);
+	if (h->cur >= 0 && h->nresults == h->ngiven && h->pending >= 0)
+		next_current(h); /* cur is complete: these are the next one's */
 	if (h->cur < 0 || rcpt >= h->ngiven) {
 		host_bad(h, "a result for recipient %u with no such recipient in flight", rcpt);
 		return;
 	}
 	if (h->given[rcpt]++)
 		host_bad(h, "a second result for recipient %u", rcpt);
+	h->nresults++;
 	/* A delivery is only ever the server's word after the content. */
 	if (smtpc_classify(r) == SMTPC_DELIVERED &&
 	    (r->local || (r->stage != SMTPC_STAGE_DATA && r->stage != SMTPC_STAGE_LMTP_DATA)))
@@ -457,23 +469,44 @@ static void msg_done(struct host *h)
 	h->cur = -1;
 }
 
-static enum smtpc_next send_msg(struct host *h, unsigned k, const char **ptrs)
+/* Message k becomes the one in flight. */
+static void set_current(struct host *h, unsigned k)
 {
 	const struct tmsg *m = &h->t->msgs[k];
 	h->cur = (int)k;
 	h->ngiven = m->nrcpt;
+	h->nresults = 0;
 	h->given = calloc(m->nrcpt, 1);
 	if (!h->given)
 		abort();
+}
+
+/* The message in flight is complete; the pipelined one takes its place. */
+static void next_current(struct host *h)
+{
+	int k = h->pending;
+	msg_done(h);
+	h->pending = -1;
+	set_current(h, (unsigned)k);
+}
+
+static struct smtpc_msg tmsg_of(const struct tmsg *m, const char **ptrs)
+{
 	for (uint32_t i = 0; i < m->nrcpt; i++)
 		ptrs[i] = m->rcpt[i];
-	struct smtpc_msg sm = {
+	return (struct smtpc_msg){
 	    .from = m->from,
 	    .env_flags = m->flags,
 	    .nrcpt = m->nrcpt,
 	    .size = m->size,
 	    .rcpt = ptrs,
 	};
+}
+
+static enum smtpc_next send_msg(struct host *h, unsigned k, const char **ptrs)
+{
+	set_current(h, k);
+	struct smtpc_msg sm = tmsg_of(&h->t->msgs[k], ptrs);
 	return smtpc_send(&h->c, &sm, &h->out);
 }
 
@@ -502,6 +535,7 @@ static void run(const struct tscript *t, const struct plan *p, struct host *h)
 	memset(h, 0, sizeof(*h));
 	h->t = t;
 	h->cur = -1;
+	h->pending = -1;
 	h->outbuf = xalloc(p->cap);
 	h->out.buf = h->outbuf;
 	h->out.cap = p->cap;
@@ -513,7 +547,10 @@ static void run(const struct tscript *t, const struct plan *p, struct host *h)
 	for (unsigned k = 0; k < t->nmsgs; k++)
 		if (t->msgs[k].nrcpt > maxr)
 			maxr = t->msgs[k].nrcpt;
-	const char **ptrs = xalloc(maxr * sizeof(*ptrs));
+	/* Two: a pipelined message's pointers must not overwrite those in flight. */
+	const char **ptrs_by[2] = {xalloc(maxr * sizeof(*ptrs_by[0])),
+				   xalloc(maxr * sizeof(*ptrs_by[0]))};
+	const char **ptrs = ptrs_by[0];
 	size_t pos = 0, avail = 0, used;
 	unsigned nrecv = 0, nmsg = 0;
 	bool fed = true; /* the engine has seen every byte received */
@@ -556,17 +593,31 @@ static void run(const struct tscript *t, const struct plan *p, struct host *h)
 		case SMTPC_BDAT:
 			tlines_addf(&h->got, 'E', nx == SMTPC_DATA ? "data" : "bdat");
 			nx = smtpc_body_sent(&h->c);
+			if (t->next && nmsg < t->nmsgs) {
+				const char **np = ptrs_by[nmsg % 2];
+				struct smtpc_msg sm = tmsg_of(&t->msgs[nmsg], np);
+				if (smtpc_send_next(&h->c, &sm, &h->out)) {
+					flush(h);
+					tlines_addf(&h->got, 'E', "next");
+					h->pending = (int)nmsg++;
+				}
+			}
 			break;
 		case SMTPC_READY:
 			msg_done(h);
 			tlines_addf(&h->got, 'E', "ready");
-			if (nmsg < t->nmsgs)
+			if (h->pending >= 0)
+				host_bad(h, "READY with message %d pipelined", h->pending);
+			if (nmsg < t->nmsgs) {
+				ptrs = ptrs_by[nmsg % 2];
 				nx = send_msg(h, nmsg++, ptrs);
-			else
+			} else
 				nx = smtpc_quit(&h->c, &h->out);
 			break;
 		case SMTPC_CLOSE:
 			msg_done(h);
+			if (h->pending >= 0)
+				host_bad(h, "message %d pipelined got no result", h->pending);
 			if (h->c.failed) {
 				char buf[SMTPC_TEXT_MAX + 64];
 				check_reply(h, &h->c.fail);
@@ -575,13 +626,15 @@ static void run(const struct tscript *t, const struct plan *p, struct host *h)
 			} else {
 				tlines_addf(&h->got, 'E', "close");
 			}
-			free(ptrs);
+			free(ptrs_by[0]);
+			free(ptrs_by[1]);
 			drain(h);
 			return;
 		}
 		fed = false;
 	}
-	free(ptrs);
+	free(ptrs_by[0]);
+	free(ptrs_by[1]);
 }
 
 static void host_free(struct host *h)
