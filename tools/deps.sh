@@ -39,10 +39,14 @@ case "${1:-}" in
 	# as the LMTP hub the relay delivers to; as with unbound, its postinst
 	# may start the system daemon (LMTP on a unix socket under /run only,
 	# with no imapd or pop3d installed), which the tests neither use nor mind.
+	# haproxy: tests/integration/test_edge_pair.py runs a private one (its
+	# own config in the test's folder, in the foreground) in front of two
+	# nodes; its postinst may start the system daemon, which the tests
+	# neither use nor mind.
 	pkgs+=(libcmocka-dev python3 swaks libnet-ssleay-perl postfix testssl.sh gnuplot-nox
 		libfuse3-dev fuse3 python3-prometheus-client prometheus systemd man-db
 		dpkg-dev debhelper build-essential lintian ssl-cert adduser unbound
-		dovecot-core dovecot-lmtpd)
+		dovecot-core dovecot-lmtpd haproxy)
 	;;
 --bench)
 	pkgs+=("${bench_pkgs[@]}")
