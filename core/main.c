@@ -479,6 +479,7 @@ static int wait_for_stop(const struct config *cfg, struct shard **shards, unsign
 			notify_reloading();
 			reload_tls(cfg);
 			screen_reload(cfg, shards, n);
+			(void)relay_reload(relay);
 			notify_send("READY=1");
 		} else if (sig == SIGUSR1) {
 			relay_retry_now(relay);

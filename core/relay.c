@@ -284,12 +284,24 @@ struct worker {
 	/* Sorted names of the last listing, kept while walking it. */
 };
 
+struct addr_set {
+	struct dest_addrs dest[RELAY_HOSTS_MAX];
+	uint64_t retired_ms; /* when it was replaced */
+};
+
+#define RETIRED_MAX 4
+#define RETIRED_MS  1000u /* a connect reads its set for microseconds */
+
 struct relay {
 	const struct config *cfg;
 	struct writer_set *ws;
 	unsigned nworkers;
 	struct worker *w;
-	struct dest_addrs dest[RELAY_HOSTS_MAX];
+	/* relay_host's addresses: resolved at start and on SIGHUP (relay_reload),
+	 * read by the workers as they connect. A replaced set is freed once it
+	 * has been out of use for a while (RETIRED_MAX sets are kept). */
+	_Atomic(struct addr_set *) addrs;
+	struct addr_set *retired[RETIRED_MAX];
 	struct tlsc_ctx *tls[RELAY_HOSTS_MAX]; /* per destination; NULL: relay_tls = none */
 	char helo[DOMAIN_MAX + 1];
 	_Atomic bool stop;
@@ -1430,14 +1442,14 @@ static void sess_arm(struct worker *wk, struct sess *s, unsigned timeout_s)
 	(void)wk;
 }
 
-static void dest_relay_text(struct worker *wk, struct sess *s)
+static void dest_relay_text(struct worker *wk, struct sess *s, const struct addr_set *set)
 {
 	const struct relay_dest *d = &wk->rl->cfg->relay_host[s->dest];
 	if (d->unix_path)
 		snprintf(s->relay, sizeof(s->relay), "unix:%s", d->host);
 	else
 		snprintf(s->relay, sizeof(s->relay), "%s[%s]:%u", d->host,
-			 wk->rl->dest[s->dest].text[s->addr], d->port);
+			 set->dest[s->dest].text[s->addr], d->port);
 }
 
 /* Asks for the operation in flight to end now (it completes with -ECANCELED or its result). */
@@ -1477,9 +1489,10 @@ static void sess_release(struct worker *wk, struct sess *s)
 static int sess_connect(struct worker *wk, struct sess *s)
 {
 	const struct config *cfg = wk->rl->cfg;
+	const struct addr_set *set = atomic_load_explicit(&wk->rl->addrs, memory_order_acquire);
 	for (; s->dest < cfg->nrelay_host; s->dest++, s->addr = 0) {
 		const struct relay_dest *d = &cfg->relay_host[s->dest];
-		const struct dest_addrs *da = &wk->rl->dest[s->dest];
+		const struct dest_addrs *da = &set->dest[s->dest];
 		struct sockaddr_storage ss;
 		socklen_t len;
 		if (d->unix_path) {
@@ -1509,7 +1522,7 @@ static int sess_connect(struct worker *wk, struct sess *s)
 		memcpy(s->ibuf, &ss, sizeof(ss));
 		s->fd = fd;
 		s->phase = SP_CONNECT;
-		dest_relay_text(wk, s);
+		dest_relay_text(wk, s, set);
 		struct io_uring_sqe *sqe = get_sqe(wk);
 		io_uring_prep_connect(sqe, fd, (struct sockaddr *)s->ibuf, len);
 		io_uring_sqe_set_data64(sqe, ud_make(UD_SESS, sess_idx(wk, s), s->gen));
@@ -2517,13 +2530,21 @@ static void *worker_main(void *arg)
 
 /* ---- set-up ---- */
 
-static int resolve(struct relay *rl, FILE *err)
+/*
+ * relay_host's names resolved (A and AAAA; addresses as they are): a new
+ * set, or NULL after a line on err. Blocking: the main thread calls it, at
+ * start and on SIGHUP, never a worker.
+ */
+static struct addr_set *resolve(const struct config *cfg, FILE *err)
 {
-	const struct config *cfg = rl->cfg;
+	struct addr_set *set = calloc(1, sizeof(*set));
+	if (!set) {
+		fprintf(err, "mxring: relay_host: out of memory\n");
+		return NULL;
+	}
 	for (unsigned i = 0; i < cfg->nrelay_host; i++) {
 		const struct relay_dest *d = &cfg->relay_host[i];
-		struct dest_addrs *da = &rl->dest[i];
-		da->n = 0;
+		struct dest_addrs *da = &set->dest[i];
 		if (d->unix_path)
 			continue;
 		struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM},
@@ -2532,8 +2553,10 @@ static int resolve(struct relay *rl, FILE *err)
 		snprintf(port, sizeof(port), "%u", d->port);
 		int r = getaddrinfo(d->host, port, &hints, &res);
 		if (r != 0) {
-			fprintf(err, "mxring: relay_host %s: %s\n", d->host, gai_strerror(r));
-			return -1;
+			fprintf(err, "mxring: relay_host %s: %s\n", d->host,
+				r == EAI_SYSTEM ? strerror(errno) : gai_strerror(r));
+			free(set);
+			return NULL;
 		}
 		for (struct addrinfo *a = res; a && da->n < RELAY_ADDRS_MAX; a = a->ai_next) {
 			memcpy(&da->sa[da->n], a->ai_addr, a->ai_addrlen);
@@ -2548,8 +2571,60 @@ static int resolve(struct relay *rl, FILE *err)
 		freeaddrinfo(res);
 		if (da->n == 0) {
 			fprintf(err, "mxring: relay_host %s: no address\n", d->host);
+			free(set);
+			return NULL;
+		}
+	}
+	return set;
+}
+
+int relay_reload(struct relay *rl)
+{
+	if (!rl)
+		return 0;
+	char *text = NULL;
+	size_t len = 0;
+	FILE *err = open_memstream(&text, &len);
+	struct addr_set *set = err ? resolve(rl->cfg, err) : NULL;
+	if (err)
+		fclose(err);
+	if (!set) {
+		log_line("reload: relay_host not resolved, keeping the addresses in use: \"%s\"",
+			 text ? strtok(text, "\n") : "out of memory");
+		free(text);
+		return -1;
+	}
+	free(text);
+	/* Room for the set being replaced: the oldest retired one goes when its
+	 * last reader is surely done. */
+	uint64_t now = mono_ms();
+	unsigned k = 0;
+	while (k < RETIRED_MAX && rl->retired[k])
+		k++;
+	if (k == RETIRED_MAX) {
+		if (now - rl->retired[0]->retired_ms < RETIRED_MS) {
+			log_line(
+			    "reload: relay_host resolved again too soon; keeping the addresses "
+			    "in use");
+			free(set);
 			return -1;
 		}
+		free(rl->retired[0]);
+		memmove(rl->retired, rl->retired + 1, (RETIRED_MAX - 1) * sizeof(rl->retired[0]));
+		k = RETIRED_MAX - 1;
+	}
+	struct addr_set *old = atomic_exchange_explicit(&rl->addrs, set, memory_order_acq_rel);
+	old->retired_ms = now;
+	rl->retired[k] = old;
+	for (unsigned i = 0; i < rl->cfg->nrelay_host; i++) {
+		char t[RELAY_DEST_TEXT_MAX], list[RELAY_ADDRS_MAX * (INET6_ADDRSTRLEN + 1)] = "";
+		size_t off = 0;
+		for (unsigned a = 0; a < set->dest[i].n && off < sizeof(list); a++)
+			off += (size_t)snprintf(list + off, sizeof(list) - off, "%s%s",
+						a ? "," : "", set->dest[i].text[a]);
+		log_line("reload: relay_host %s addresses=%s",
+			 relay_dest_text(&rl->cfg->relay_host[i], t, sizeof(t)),
+			 rl->cfg->relay_host[i].unix_path ? "(socket)" : list);
 	}
 	return 0;
 }
@@ -2598,7 +2673,9 @@ int relay_create(const struct config *cfg, struct relay **out, FILE *err)
 	rl->nworkers = cfg->relay_workers;
 	snprintf(rl->helo, sizeof(rl->helo), "%s",
 		 cfg->relay_helo_name[0] ? cfg->relay_helo_name : cfg->myhostname);
-	if (resolve(rl, err) != 0 || tls_contexts(rl, err) != 0) {
+	struct addr_set *set = resolve(cfg, err);
+	atomic_init(&rl->addrs, set);
+	if (!set || tls_contexts(rl, err) != 0) {
 		relay_free(rl);
 		return -1;
 	}
@@ -2790,6 +2867,9 @@ void relay_free(struct relay *rl)
 	free(rl->w);
 	for (unsigned d = 0; d < RELAY_HOSTS_MAX; d++)
 		tlsc_ctx_free(rl->tls[d]);
+	free(atomic_load_explicit(&rl->addrs, memory_order_relaxed));
+	for (unsigned k = 0; k < RETIRED_MAX; k++)
+		free(rl->retired[k]);
 	free(rl);
 }
 

@@ -74,6 +74,13 @@ int relay_create(const struct config *cfg, struct relay **out, FILE *err)
  */
 int relay_start(struct relay *rl, struct writer_set *ws) __attribute__((warn_unused_result));
 
+/*
+ * SIGHUP (main thread): relay_host's names are resolved again; new
+ * connections use the new addresses. A name that does not resolve keeps
+ * the addresses in use (logged). 0 or -1.
+ */
+int relay_reload(struct relay *rl);
+
 /* SIGUSR1: every waiting message and the hub are tried again now. */
 void relay_retry_now(struct relay *rl);
 

@@ -15,10 +15,12 @@
  * (Linux 5.19) the sandbox stays off. The system calls are made directly: glibc 2.36 has no
  * wrappers.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/landlock.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +98,42 @@ static int allow_connect(int ruleset, uint16_t port, FILE *err)
 		return -1;
 	}
 	return 0;
+}
+
+/* Allows reading one file (and the file its links resolve to), when it exists. */
+static int allow_file(int ruleset, const char *path, FILE *err)
+{
+	char real[PATH_MAX];
+	const char *paths[2] = {path, realpath(path, real) ? real : NULL};
+	for (int i = 0; i < 2 && paths[i]; i++) {
+		int fd = open(paths[i], O_PATH | O_CLOEXEC);
+		if (fd < 0)
+			continue; /* not there: nothing to read */
+		struct landlock_path_beneath_attr pb = {
+		    .allowed_access = LANDLOCK_ACCESS_FS_READ_FILE, .parent_fd = fd};
+		long rc =
+		    syscall(__NR_landlock_add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH, &pb, 0);
+		int e = errno;
+		close(fd);
+		if (rc != 0) {
+			fprintf(err, "mxring: sandbox: a rule for %s: %s\n", paths[i], strerror(e));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Whether relay_host names a host (resolved again on SIGHUP), not only addresses. */
+static bool relay_names(const struct config *cfg)
+{
+	for (unsigned i = 0; i < cfg->nrelay_host; i++) {
+		const struct relay_dest *d = &cfg->relay_host[i];
+		unsigned char bin[16];
+		if (!d->unix_path && inet_pton(AF_INET, d->host, bin) != 1 &&
+		    inet_pton(AF_INET6, d->host, bin) != 1)
+			return true;
+	}
+	return false;
 }
 
 /* The folder of path into dir (PATH_MAX): "." for a bare name. */
@@ -181,6 +219,12 @@ int sandbox_enter(const struct config *cfg, char *what, size_t cap, FILE *err)
 	reload_dirs(cfg->recipient_table, dirs, &ndirs);
 	for (unsigned i = 0; rc == 0 && i < ndirs; i++)
 		rc = allow(rs, dirs[i], LANDLOCK_ACCESS_FS_READ_FILE, err);
+	/* The resolver's files, for relay_host's names on SIGHUP. */
+	static const char *const resolver_files[] = {"/etc/hosts", "/etc/resolv.conf",
+						     "/etc/nsswitch.conf", "/etc/host.conf",
+						     "/etc/gai.conf"};
+	for (unsigned i = 0; rc == 0 && relay_names(cfg) && i < 5; i++)
+		rc = allow_file(rs, resolver_files[i], err);
 	/* The relay connects to its hub's ports, and to no other. */
 	for (unsigned i = 0; rc == 0 && abi >= 4 && i < cfg->nrelay_host; i++)
 		if (!cfg->relay_host[i].unix_path)

@@ -466,6 +466,22 @@ def spool_max_bytes_hub_down():
 
 
 @suite.case
+def host_names_resolved_again_on_sighup():
+    """relay_host by name: resolved at start, and again on SIGHUP inside the
+    sandbox (the resolver's files are readable, nothing else)."""
+    with hubs.ScriptedHub() as hub:
+        with relay_server("smtp:[localhost]:%d" % hub.port) as srv:
+            check("sandbox=landlock" in srv.log() or "sandbox=unavailable" in srv.log() or
+                  "sandbox=off" in srv.log(), "the ready line names the sandbox")
+            srv.signal(signal.SIGHUP)
+            srv.wait_log(r"reload: relay_host smtp:\[localhost\]:%d addresses=127\.0\.0\.1"
+                         % hub.port, 1, 5)
+            send(srv, ["named@example.com"], "Subject: by name\r\n\r\nx\r\n")
+            sent = wait_relayed(srv, 1, "sent", 10)
+            check(sent[0][2].startswith("localhost[127.0.0.1]:"), "relay= %s" % sent[0][2])
+
+
+@suite.case
 def hub_stalls_in_data():
     with hubs.ScriptedHub(stall_in_data=True) as hub:
         with relay_server("smtp:[127.0.0.1]:%d" % hub.port, relay_command_timeout="2s") as srv:
