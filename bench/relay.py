@@ -232,7 +232,7 @@ def queued(a, work):
     t0 = time.monotonic()
     srv.start()
     try:
-        ready_s = time.monotonic() - t0
+        ready_s = time.monotonic() - t0  # process start to its ready line
         time.sleep(3)
         rss2 = rss_kib(srv.root_pid)
         m2 = scrape(mport_of(srv))

@@ -889,9 +889,10 @@ static void scan_final(struct worker *wk, struct rseg *sg, uint64_t off,
 		if (jr->attempts > m->attempts)
 			m->attempts = jr->attempts;
 		if (jr->state == JOURNAL_DEFERRED) {
+			/* Tried again now, not at the journal's next_us: a restart is a
+			 * retry point, and deferred messages at the head of the window
+			 * must not hold fresh mail behind them for hours. */
 			pending = true;
-			if (jr->next_us > due)
-				due = jr->next_us;
 		} else if (jr->state == JOURNAL_DELIVERED || null_sender ||
 			   (jr->flags & JOURNAL_RCPT_BOUNCED)) {
 			rr->state = R_DONE;
@@ -1419,6 +1420,7 @@ static void msg_apply(struct worker *wk, struct rmsg *m)
 static void sess_submit_recv(struct worker *wk, struct sess *s);
 static void sess_step(struct worker *wk, struct sess *s, enum smtpc_next nx);
 static void tls_start(struct worker *wk, struct sess *s);
+static void retry_all(struct worker *wk, const char *why);
 static void sess_close(struct worker *wk, struct sess *s);
 
 static struct io_uring_sqe *get_sqe(struct worker *wk)
@@ -2081,8 +2083,10 @@ static void sess_step(struct worker *wk, struct sess *s, enum smtpc_next nx)
 		if (!s->greeted) {
 			s->greeted = true;
 			wk->nconnecting--;
-			wk->hub_dead_count = 0;
-			wk->hub_dead_until_us = 0;
+			/* Messages deferred only because the hub was away go now. */
+			if (wk->hub_dead_count)
+				retry_all(wk,
+					  "the hub answers again: retrying every waiting message");
 		}
 		job_end(wk, s);
 		s->phase = SP_IDLE;
@@ -2316,6 +2320,17 @@ static void sess_timeouts(struct worker *wk)
 	}
 }
 
+/* Every waiting message is due now, and the hub is tried at once. */
+static void retry_all(struct worker *wk, const char *why)
+{
+	uint64_t now = real_us();
+	wk->hub_dead_until_us = 0;
+	wk->hub_dead_count = 0;
+	for (uint32_t i = 0; i < wk->nheap; i++)
+		wk->heap[i]->next_us = now;
+	log_line("relay: worker=%u %s (%u)", wk->id, why, wk->nheap + wk->nfifo);
+}
+
 static void dispatch(struct worker *wk)
 {
 	uint64_t now = real_us();
@@ -2437,14 +2452,8 @@ static void *worker_main(void *arg)
 	wk->list_due = true;
 	uint64_t last_stats = 0;
 	for (;;) {
-		if (atomic_exchange_explicit(&wk->retry_now, false, memory_order_acq_rel)) {
-			uint64_t now = real_us();
-			wk->hub_dead_until_us = 0;
-			wk->hub_dead_count = 0;
-			for (uint32_t i = 0; i < wk->nheap; i++)
-				wk->heap[i]->next_us = now;
-			log_line("relay: worker=%u retrying every waiting message now", wk->id);
-		}
+		if (atomic_exchange_explicit(&wk->retry_now, false, memory_order_acq_rel))
+			retry_all(wk, "retrying every waiting message now");
 		if (!wk->stopping && atomic_load_explicit(&wk->rl->stop, memory_order_acquire)) {
 			wk->stopping = true;
 			wk->stop_deadline_ms =

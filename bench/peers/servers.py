@@ -202,12 +202,18 @@ class Mxring(Server):
 
     def _start(self):
         cpus = self.cpus
+        log_path = os.path.join(self.workdir, "mxring.log")
+        start = os.path.getsize(log_path) if os.path.exists(log_path) else 0
         self._spawn(self.argv(), "mxring.log",
                     preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            if re.search(r"^.*\bready\b", tail(self.log_path, 50), re.M):
-                return
+            # From this start on, not the last lines: a relay with a queue may
+            # log thousands of lines right after its ready line.
+            with open(log_path, "rb") as f:
+                f.seek(start)
+                if re.search(rb"^\S+ mxring: ready\b", f.read(), re.M):
+                    return
             if self.proc.poll() is not None:
                 raise StartError("mxring exited (%d) before logging 'ready':\n%s"
                                  % (self.proc.returncode, tail(self.log_path)))
