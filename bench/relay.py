@@ -273,6 +273,7 @@ def main():
             raise SystemExit("relay: %s is not there (build, or tools/deps.sh --bench)" % p)
     work = a.work or tempfile.mkdtemp(prefix="mxring-relay-")
     os.makedirs(work, exist_ok=True)
+    os.chmod(work, 0o711)  # Postfix's own users must reach its queue under it
     if a.hub == "postfix":
         sink = S.PostfixSmtpd(os.path.join(work, "hub"))
     else:
