@@ -2152,6 +2152,14 @@ static void sess_done(struct worker *wk, struct sess *s, int res)
 		sess_close(wk, s);
 		return;
 	}
+	/* A send that failed, a receive that failed or met the end: the
+	 * connection is gone (a connect is judged below). */
+	bool recv = op == OP_RECV || op == OP_TLS_RX || op == OP_HS_RX;
+	if (op != OP_CONNECT && op != OP_NONE && (res < 0 || (recv && res == 0))) {
+		smtpc_lost(&s->c, SMTPC_LOST_CLOSED);
+		sess_close(wk, s);
+		return;
+	}
 	switch (op) {
 	case OP_NONE:
 		return;
@@ -2182,11 +2190,6 @@ static void sess_done(struct worker *wk, struct sess *s, int res)
 		sess_submit_recv(wk, s);
 		return;
 	case OP_TLS_TX:
-		if (res < 0) {
-			smtpc_lost(&s->c, SMTPC_LOST_CLOSED);
-			sess_close(wk, s);
-			return;
-		}
 		tlsc_output_consumed(s->tls, (size_t)res);
 		{
 			size_t left;
@@ -2208,56 +2211,26 @@ static void sess_done(struct worker *wk, struct sess *s, int res)
 		sess_done(wk, s, (int)s->tx_len);
 		return;
 	case OP_TLS_RX:
-		if (res <= 0) {
-			smtpc_lost(&s->c, SMTPC_LOST_CLOSED);
-			sess_close(wk, s);
-			return;
-		}
 		s->clen += (size_t)res;
 		tls_rx(wk, s);
 		return;
 	case OP_HS_TX:
-		if (res < 0) {
-			smtpc_lost(&s->c, SMTPC_LOST_CLOSED);
-			sess_close(wk, s);
-			return;
-		}
 		tlsc_output_consumed(s->tls, (size_t)res);
 		hs_step(wk, s);
 		return;
 	case OP_HS_RX:
-		if (res <= 0) {
-			smtpc_lost(&s->c, SMTPC_LOST_CLOSED);
-			sess_close(wk, s);
-			return;
-		}
 		s->clen += (size_t)res;
 		hs_step(wk, s);
 		return;
 	case OP_RECV:
-		if (res <= 0) {
-			smtpc_lost(&s->c, SMTPC_LOST_CLOSED);
-			sess_close(wk, s);
-			return;
-		}
 		s->ilen += (size_t)res;
 		sess_feed(wk, s);
 		return;
 	case OP_SEND:
-		if (res < 0) {
-			smtpc_lost(&s->c, SMTPC_LOST_CLOSED);
-			sess_close(wk, s);
-			return;
-		}
 		s->osent += (size_t)res;
 		sess_step(wk, s, s->nx);
 		return;
 	case OP_BODY:
-		if (res < 0) {
-			smtpc_lost(&s->c, SMTPC_LOST_CLOSED);
-			sess_close(wk, s);
-			return;
-		}
 		s->ssent += (size_t)res;
 		if (s->ssent < s->slen) {
 			sess_submit_send(wk, s, s->sbuf + s->ssent, s->slen - s->ssent, OP_BODY);
