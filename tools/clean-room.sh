@@ -92,6 +92,9 @@ log "debootstrap --variant=minbase bookworm $dir $mirror"
 start=$(date +%s)
 debootstrap --variant=minbase bookworm "$dir" "$mirror" >"$logs/debootstrap.log" 2>&1 ||
 	{ log "debootstrap failed (see $logs/debootstrap.log)"; exit 1; }
+# mktemp -d made the root 0700; a Debian root is 0755, and the tests that
+# drop to nobody (test_priv, test_package) must be able to walk it.
+chmod 0755 "$dir"
 log "root made in $(($(date +%s) - start)) s"
 # The same suites as this machine (updates, security), nothing else.
 echo "$entries" | awk '{ $3 = ($3 == "" ? "main" : $3); print "deb", $0 }' >"$dir/etc/apt/sources.list"
