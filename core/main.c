@@ -177,7 +177,8 @@ static const struct stat_def gauge_defs[] = {
 
 #define NDEFS(a) (sizeof(a) / sizeof((a)[0]))
 
-static uint64_t stat_value(const struct totals *t, const struct stat_def *d)
+/* The uint64_t at d->off of t (a struct totals, or relay_defs' struct relay_stats). */
+static uint64_t stat_value(const void *t, const struct stat_def *d)
 {
 	uint64_t v;
 	memcpy(&v, (const char *)t + d->off, sizeof(v));
@@ -258,61 +259,28 @@ struct page_src {
 	uint64_t start_ms;
 };
 
-/* The relay's part of the /metrics page. */
-static void page_relay(char *buf, size_t cap, size_t *off, struct relay *rl)
-{
-	struct relay_stats r;
-	if (!rl || *off >= cap)
-		return;
-	relay_stats(rl, &r);
-	uint64_t now = real_us();
-	int k = snprintf(
-	    buf + *off, cap - *off,
-	    "# HELP mxring_relay_queue_messages Messages waiting for the hub, in memory.\n"
-	    "# TYPE mxring_relay_queue_messages gauge\nmxring_relay_queue_messages %llu\n"
-	    "# HELP mxring_relay_queue_bytes Stored bytes not yet delivered.\n"
-	    "# TYPE mxring_relay_queue_bytes gauge\nmxring_relay_queue_bytes %llu\n"
-	    "# HELP mxring_relay_oldest_message_age_seconds Age of the oldest message waiting.\n"
-	    "# TYPE mxring_relay_oldest_message_age_seconds gauge\n"
-	    "mxring_relay_oldest_message_age_seconds %llu\n"
-	    "# HELP mxring_relay_sent_total Recipients the hub took.\n"
-	    "# TYPE mxring_relay_sent_total counter\nmxring_relay_sent_total %llu\n"
-	    "# HELP mxring_relay_deferred_total Recipient deliveries deferred.\n"
-	    "# TYPE mxring_relay_deferred_total counter\nmxring_relay_deferred_total %llu\n"
-	    "# HELP mxring_relay_bounced_total Recipients failed or expired.\n"
-	    "# TYPE mxring_relay_bounced_total counter\nmxring_relay_bounced_total %llu\n"
-	    "# HELP mxring_relay_dsn_sent_total Delivery status notifications the hub took.\n"
-	    "# TYPE mxring_relay_dsn_sent_total counter\nmxring_relay_dsn_sent_total %llu\n"
-	    "# HELP mxring_relay_sessions_total Sessions opened to the hub.\n"
-	    "# TYPE mxring_relay_sessions_total counter\nmxring_relay_sessions_total %llu\n"
-	    "# HELP mxring_relay_connect_failures_total Connections to the hub that failed.\n"
-	    "# TYPE mxring_relay_connect_failures_total counter\n"
-	    "mxring_relay_connect_failures_total %llu\n"
-	    "# HELP mxring_relay_segments_deleted_total Segments deleted once all delivered.\n"
-	    "# TYPE mxring_relay_segments_deleted_total counter\n"
-	    "mxring_relay_segments_deleted_total %llu\n"
-	    "# HELP mxring_relay_journal_errors_total Delivery journal syncs that failed.\n"
-	    "# TYPE mxring_relay_journal_errors_total counter\n"
-	    "mxring_relay_journal_errors_total %llu\n"
-	    "# HELP mxring_relay_tls_sessions_total STARTTLS handshakes to the hub, by outcome.\n"
-	    "# TYPE mxring_relay_tls_sessions_total counter\n"
-	    "mxring_relay_tls_sessions_total{outcome=\"full\"} %llu\n"
-	    "mxring_relay_tls_sessions_total{outcome=\"resumed\"} %llu\n"
-	    "mxring_relay_tls_sessions_total{outcome=\"failed\"} %llu\n",
-	    (unsigned long long)r.queue_msgs, (unsigned long long)r.queue_bytes,
-	    (unsigned long long)(r.oldest_us && now > r.oldest_us ? (now - r.oldest_us) / 1000000
-								  : 0),
-	    (unsigned long long)r.sent, (unsigned long long)r.deferred,
-	    (unsigned long long)r.bounced, (unsigned long long)r.dsn_sent,
-	    (unsigned long long)r.sessions, (unsigned long long)r.connect_fails,
-	    (unsigned long long)r.segments_done, (unsigned long long)r.journal_errors,
-	    (unsigned long long)r.tls_sessions, (unsigned long long)r.tls_resumed,
-	    (unsigned long long)r.tls_failures);
-	if (k > 0)
-		*off += (size_t)k < cap - *off ? (size_t)k : cap - *off;
-}
+/* The relay's part of the /metrics page: struct relay_stats, as page_defs writes totals. */
+#define RS(f) offsetof(struct relay_stats, f)
+static const struct stat_def relay_defs[] = {
+    {"relay_queue_messages", RS(queue_msgs), true, "Messages waiting for the hub, in memory."},
+    {"relay_queue_bytes", RS(queue_bytes), true, "Bytes of the spool's segments not deleted yet."},
+    {"relay_oldest_message_age_seconds", RS(oldest_age_s), true,
+     "Age of the oldest message waiting."},
+    {"relay_sent", RS(sent), false, "Recipients the hub took."},
+    {"relay_deferred", RS(deferred), false, "Recipient deliveries deferred."},
+    {"relay_bounced", RS(bounced), false, "Recipients failed or expired."},
+    {"relay_dsn_sent", RS(dsn_sent), false, "Delivery status notifications the hub took."},
+    {"relay_sessions", RS(sessions), false, "Sessions opened to the hub."},
+    {"relay_connect_failures", RS(connect_fails), false, "Connections to the hub that failed."},
+    {"relay_segments_deleted", RS(segments_done), false, "Segments deleted once all delivered."},
+    {"relay_journal_errors", RS(journal_errors), false, "Delivery journal syncs that failed."},
+    {"relay_tls_full", RS(tls_sessions), false, "Full STARTTLS handshakes to the hub."},
+    {"relay_tls_resumed", RS(tls_resumed), false, "Resumed STARTTLS handshakes to the hub."},
+    {"relay_tls_failed", RS(tls_failures), false, "STARTTLS handshakes to the hub that failed."},
+};
+#undef RS
 
-static void page_defs(char *buf, size_t cap, size_t *off, const struct totals *t,
+static void page_defs(char *buf, size_t cap, size_t *off, const void *t,
 		      const struct stat_def *defs, size_t n)
 {
 	for (size_t i = 0; i < n && *off < cap; i++) {
@@ -349,7 +317,11 @@ static size_t render_page(void *arg, char *buf, size_t cap)
 	off = (size_t)k < cap ? (size_t)k : cap;
 	page_defs(buf, cap, &off, &t, gauge_defs, NDEFS(gauge_defs));
 	page_defs(buf, cap, &off, &t, counter_defs, NDEFS(counter_defs));
-	page_relay(buf, cap, &off, src->relay);
+	if (src->relay) {
+		struct relay_stats r;
+		relay_stats(src->relay, &r);
+		page_defs(buf, cap, &off, &r, relay_defs, NDEFS(relay_defs));
+	}
 	return off;
 }
 

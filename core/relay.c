@@ -84,7 +84,6 @@ struct rseg {
 	bool done_queued; /* SEGDONE appended, deletion after the sync */
 	bool keep;	  /* unreadable: never deleted */
 	uint32_t refs;	  /* parts and messages in memory that point into it */
-	uint64_t unread;  /* bytes past off, last looked at (queue_bytes) */
 };
 
 /* Stored bytes of a message: a record's trace and body, or a DSN in memory. */
@@ -111,9 +110,10 @@ struct rrcpt {
 	uint8_t outcome; /* the last attempt's (journal_outcome), until applied */
 	uint32_t attempts;
 	uint64_t last_us; /* last attempt */
+	bool remote;	  /* failed: the hub said so (not a reply made here) */
 	char *reply;	  /* failed: the reply, for the DSN (owned) */
+	char *mta;	  /* failed by a hub reached by name or address: its host (owned) */
 	char dsn[JOURNAL_DSN_MAX + 1];
-	char relay[JOURNAL_RELAY_MAX + 1];
 };
 
 struct rmsg {
@@ -603,8 +603,10 @@ static void msg_free(struct worker *wk, struct rmsg *m)
 			seg_unref(wk, m->parts[i].seg);
 		seg_unref(wk, m->seg);
 		wk->nmsgs--;
-		for (uint32_t i = 0; i < m->nrcpt; i++)
+		for (uint32_t i = 0; i < m->nrcpt; i++) {
 			free(m->r[i].reply);
+			free(m->r[i].mta);
+		}
 	}
 	free(m->parts);
 	free(m->r);
@@ -958,6 +960,11 @@ static int scan_record(struct worker *wk, struct rseg *sg, uint64_t lim, struct 
 /* Reads what is new in writer w's segments, while the window has room. */
 static void scan_writer(struct worker *wk, unsigned w)
 {
+	/* How far the current segment may be read: asked of the writer (a lock,
+	 * and fstat for a whole segment) once, and again only when reached. */
+	struct rseg *lim_seg = NULL;
+	uint64_t lim = 0;
+	bool whole = false;
 	for (unsigned guard = 0; guard < 100000 && wk->nmsgs < RELAY_WINDOW_MSGS; guard++) {
 		struct rseg *sg = wk->cur[w];
 		if (!sg) {
@@ -972,9 +979,8 @@ static void scan_writer(struct worker *wk, unsigned w)
 			if (spoolrec_seg_header(sg->fd, UINT64_MAX, wk->rbuf, RBUF_SIZE,
 						&sg->seed) < 0) {
 				/* Not whole yet (a new segment) or damaged: look again later. */
-				bool whole;
-				uint64_t lim = seg_limit(wk, sg, &whole);
-				if (whole && lim > 0) {
+				bool sg_whole;
+				if (seg_limit(wk, sg, &sg_whole) > 0 && sg_whole) {
 					/* Kept for the operator (mxring-spool verify), never
 					 * deleted. */
 					log_line("relay: segment=%s: bad header, not relayed",
@@ -1011,9 +1017,10 @@ static void scan_writer(struct worker *wk, unsigned w)
 			}
 			wk->cur[w] = sg;
 		}
-		bool whole;
-		uint64_t lim = seg_limit(wk, sg, &whole);
-		sg->unread = lim > sg->off ? lim - sg->off : 0;
+		if (sg != lim_seg || sg->off >= lim) {
+			lim = seg_limit(wk, sg, &whole);
+			lim_seg = sg;
+		}
 		if (sg->off >= lim) {
 			if (!whole)
 				return;
@@ -1178,10 +1185,14 @@ static void rcpt_outcome(struct worker *wk, struct rmsg *m, uint32_t i, int outc
 	wk_record(wk, &r);
 	rr->outcome = (uint8_t)outcome;
 	snprintf(rr->dsn, sizeof(rr->dsn), "%s", dsn);
-	snprintf(rr->relay, sizeof(rr->relay), "%s", relay);
 	if (outcome == JOURNAL_FAILED || outcome == JOURNAL_EXPIRED) {
+		/* Kept for the DSN: the reply, and the host of "host[addr]:port". */
+		const char *br = strchr(relay, '[');
 		free(rr->reply);
+		free(rr->mta);
 		rr->reply = strdup(reply);
+		rr->mta = br ? strndup(relay, (size_t)(br - relay)) : NULL;
+		rr->remote = relay[0] != '\0';
 	}
 	switch (outcome) {
 	case JOURNAL_DELIVERED:
@@ -1262,8 +1273,8 @@ static void msg_owes_dsn(struct worker *wk, struct rmsg *m)
 		    .addr = rr->addr,
 		    .action = DSN_FAILED,
 		    .status = rr->dsn[0] == '4' || rr->dsn[0] == '5' ? rr->dsn : "5.0.0",
-		    .remote_mta = NULL,
-		    .diag_type = rr->relay[0] ? DSN_DIAG_SMTP : DSN_DIAG_LOCAL,
+		    .remote_mta = rr->mta,
+		    .diag_type = rr->remote ? DSN_DIAG_SMTP : DSN_DIAG_LOCAL,
 		    .diag = rr->reply && rr->reply[0] ? rr->reply : "delivery failed",
 		    .last_attempt_s = rr->last_us ? (int64_t)(rr->last_us / 1000000) : 0,
 		};
@@ -1579,7 +1590,22 @@ static struct sess *sess_new(struct worker *wk)
 }
 
 /* Defers every due message: the hub is down (no destination answered). */
-static void hub_down(struct worker *wk, const char *why, const char *relay, const char *dsn)
+/* Gives each recipient of m still waiting the same outcome; how many. */
+static uint32_t pending_outcome(struct worker *wk, struct rmsg *m, int outcome, const char *dsn,
+				const char *reply)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < m->nrcpt; i++) {
+		if (m->r[i].state != R_PENDING)
+			continue;
+		m->r[i].state = R_TRYING;
+		rcpt_outcome(wk, m, i, outcome, dsn, reply, "");
+		n++;
+	}
+	return n;
+}
+
+static void hub_down(struct worker *wk, const char *why, const char *dsn)
 {
 	const struct config *cfg = wk->rl->cfg;
 	uint64_t now = real_us();
@@ -1598,15 +1624,7 @@ static void hub_down(struct worker *wk, const char *why, const char *relay, cons
 			queue_apply(wk, m);
 			continue;
 		}
-		uint32_t n = 0;
-		for (uint32_t i = 0; i < m->nrcpt; i++) {
-			if (m->r[i].state != R_PENDING)
-				continue;
-			m->r[i].state = R_TRYING;
-			rcpt_outcome(wk, m, i, JOURNAL_DEFERRED, dsn, reply, relay);
-			n++;
-		}
-		m->ntry = n;
+		m->ntry = pending_outcome(wk, m, JOURNAL_DEFERRED, dsn, reply); /* an attempt */
 		queue_apply(wk, m);
 	}
 }
@@ -1702,15 +1720,8 @@ static bool msg_expire(struct worker *wk, struct rmsg *m, uint64_t now)
 	char reply[128];
 	snprintf(reply, sizeof(reply), "message expired after %us in the queue",
 		 cfg->maximal_queue_lifetime);
-	uint32_t n = 0;
-	for (uint32_t i = 0; i < m->nrcpt; i++) {
-		if (m->r[i].state != R_PENDING)
-			continue;
-		m->r[i].state = R_TRYING;
-		rcpt_outcome(wk, m, i, JOURNAL_EXPIRED, "4.4.7", reply, "");
-		n++;
-	}
-	m->ntry = 0;
+	(void)pending_outcome(wk, m, JOURNAL_EXPIRED, "4.4.7", reply);
+	m->ntry = 0; /* not an attempt */
 	queue_apply(wk, m);
 	return true;
 }
@@ -1895,22 +1906,42 @@ static bool tls_tx(struct worker *wk, struct sess *s)
 static void sess_submit_send(struct worker *wk, struct sess *s, const uint8_t *p, size_t len,
 			     enum sess_op op)
 {
-	if (s->tls_up) {
-		s->tx_p = p;
-		s->tx_len = len;
-		s->tx_done = 0;
-		s->tx_op = (uint8_t)op;
-		if (!tls_tx(wk, s)) {
-			smtpc_lost(&s->c, SMTPC_LOST_TLS);
-			sess_close(wk, s);
-		}
+	if (!s->tls_up) {
+		raw_send(wk, s, p, len, op);
+		return;
+	}
+	s->tx_p = p;
+	s->tx_len = len;
+	s->tx_done = 0;
+	s->tx_op = (uint8_t)op;
+	if (!tls_tx(wk, s)) {
+		smtpc_lost(&s->c, SMTPC_LOST_TLS);
+		sess_close(wk, s);
+	}
+}
+
+/*
+ * A receive: replies into ibuf (OP_RECV), or ciphertext into cbuf (OP_TLS_RX,
+ * OP_HS_RX). A full buffer means the peer sent what no sane hub sends (a
+ * reply line or a TLS record longer than the buffer): the session is lost.
+ */
+static void raw_recv(struct worker *wk, struct sess *s, enum sess_op op)
+{
+	bool plain = op == OP_RECV;
+	uint8_t *buf = plain ? s->ibuf : s->cbuf;
+	size_t len = plain ? s->ilen : s->clen;
+	if (len >= IBUF_SIZE) {
+		smtpc_lost(&s->c, plain ? SMTPC_LOST_CLOSED : SMTPC_LOST_TLS);
+		sess_close(wk, s);
 		return;
 	}
 	struct io_uring_sqe *sqe = get_sqe(wk);
-	io_uring_prep_send(sqe, s->fd, p, len, MSG_NOSIGNAL);
+	io_uring_prep_recv(sqe, s->fd, buf + len, IBUF_SIZE - len, 0);
 	io_uring_sqe_set_data64(sqe, ud_make(UD_SESS, sess_idx(wk, s), s->gen));
 	s->op = (uint8_t)op;
-	sess_arm(wk, s, wk->rl->cfg->relay_command_timeout);
+	sess_arm(wk, s,
+		 s->c.state == SMTPC_S_QUIT ? QUIT_WAIT_MS / 1000 + 1
+					    : wk->rl->cfg->relay_command_timeout);
 }
 
 static void sess_feed(struct worker *wk, struct sess *s);
@@ -1937,38 +1968,15 @@ static void tls_rx(struct worker *wk, struct sess *s)
 		sess_close(wk, s);
 		return;
 	}
-	if (s->clen >= IBUF_SIZE) { /* a record larger than the buffer: not from a sane hub */
-		smtpc_lost(&s->c, SMTPC_LOST_TLS);
-		sess_close(wk, s);
-		return;
-	}
-	struct io_uring_sqe *sqe = get_sqe(wk);
-	io_uring_prep_recv(sqe, s->fd, s->cbuf + s->clen, IBUF_SIZE - s->clen, 0);
-	io_uring_sqe_set_data64(sqe, ud_make(UD_SESS, sess_idx(wk, s), s->gen));
-	s->op = OP_TLS_RX;
-	sess_arm(wk, s,
-		 s->c.state == SMTPC_S_QUIT ? QUIT_WAIT_MS / 1000 + 1
-					    : wk->rl->cfg->relay_command_timeout);
+	raw_recv(wk, s, OP_TLS_RX);
 }
 
 static void sess_submit_recv(struct worker *wk, struct sess *s)
 {
-	if (s->ilen >= IBUF_SIZE) { /* cannot happen: smtpc consumes whole lines */
-		smtpc_lost(&s->c, SMTPC_LOST_CLOSED);
-		sess_step(wk, s, SMTPC_CLOSE);
-		return;
-	}
-	if (s->tls_up) {
+	if (s->tls_up)
 		tls_rx(wk, s);
-		return;
-	}
-	struct io_uring_sqe *sqe = get_sqe(wk);
-	io_uring_prep_recv(sqe, s->fd, s->ibuf + s->ilen, IBUF_SIZE - s->ilen, 0);
-	io_uring_sqe_set_data64(sqe, ud_make(UD_SESS, sess_idx(wk, s), s->gen));
-	s->op = OP_RECV;
-	sess_arm(wk, s,
-		 s->c.state == SMTPC_S_QUIT ? QUIT_WAIT_MS / 1000 + 1
-					    : wk->rl->cfg->relay_command_timeout);
+	else
+		raw_recv(wk, s, OP_RECV);
 }
 
 static void sess_feed(struct worker *wk, struct sess *s)
@@ -1997,11 +2005,7 @@ static void hs_step(struct worker *wk, struct sess *s)
 		return;
 	}
 	if (st == TLSC_AGAIN) {
-		struct io_uring_sqe *sqe = get_sqe(wk);
-		io_uring_prep_recv(sqe, s->fd, s->cbuf + s->clen, IBUF_SIZE - s->clen, 0);
-		io_uring_sqe_set_data64(sqe, ud_make(UD_SESS, sess_idx(wk, s), s->gen));
-		s->op = OP_HS_RX;
-		sess_arm(wk, s, wk->rl->cfg->relay_command_timeout);
+		raw_recv(wk, s, OP_HS_RX);
 		return;
 	}
 	if (st != TLSC_OK) {
@@ -2051,7 +2055,7 @@ static void sess_step(struct worker *wk, struct sess *s, enum smtpc_next nx)
 	}
 	/* BDAT: the commands and the body go out in one send. */
 	size_t pre = nx == SMTPC_BDAT ? s->out.len - s->osent : 0;
-	if (pre && s->sbuf)
+	if (pre)
 		memcpy(s->sbuf, s->out.buf + s->osent, pre);
 	s->out.len = s->osent = 0;
 	switch (nx) {
@@ -2127,7 +2131,7 @@ static void sess_close(struct worker *wk, struct sess *s)
 		if (!wk->stopping && sess_connect(wk, s) == 0)
 			return;
 		if (!wk->stopping)
-			hub_down(wk, s->last_err, "",
+			hub_down(wk, s->last_err,
 				 s->c.fail.stage == SMTPC_STAGE_TLS && s->c.fail.enh[0] == '4'
 				     ? s->c.fail.enh
 				     : "4.4.1");
@@ -2175,7 +2179,7 @@ static void sess_done(struct worker *wk, struct sess *s, int res)
 			if (!wk->stopping && sess_connect(wk, s) == 0)
 				return;
 			if (!wk->stopping)
-				hub_down(wk, s->last_err, "", "4.4.1");
+				hub_down(wk, s->last_err, "4.4.1");
 			wk->nconnecting--;
 			sess_release(wk, s);
 			return;
@@ -2857,6 +2861,7 @@ void relay_free(struct relay *rl)
 
 void relay_stats(struct relay *rl, struct relay_stats *out)
 {
+	uint64_t oldest = 0, now = real_us();
 	memset(out, 0, sizeof(*out));
 	for (unsigned i = 0; rl && i < rl->nworkers; i++) {
 		struct worker *wk = &rl->w[i];
@@ -2878,7 +2883,8 @@ void relay_stats(struct relay *rl, struct relay_stats *out)
 		ADD(tls_failures);
 #undef ADD
 		uint64_t o = atomic_load_explicit(&wk->oldest_us, memory_order_relaxed);
-		if (o && (!out->oldest_us || o < out->oldest_us))
-			out->oldest_us = o;
+		if (o && (!oldest || o < oldest))
+			oldest = o;
 	}
+	out->oldest_age_s = oldest && now > oldest ? (now - oldest) / 1000000 : 0;
 }

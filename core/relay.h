@@ -101,7 +101,7 @@ struct relay_stats {
 	uint64_t connect_fails;	 /* connections that failed */
 	uint64_t queue_msgs;	 /* messages in the windows now */
 	uint64_t queue_bytes;	 /* bytes of the segments in the spool (not deleted yet) */
-	uint64_t oldest_us;	 /* arrival of the oldest message waiting (0: none) */
+	uint64_t oldest_age_s;	 /* age of the oldest message waiting (0: none) */
 	uint64_t segments_done;	 /* segments deleted */
 	uint64_t journal_syncs;	 /* journal fdatasyncs */
 	uint64_t journal_errors; /* failed journal syncs */

@@ -339,6 +339,21 @@ static enum cmd next_command(const struct smtpc *c)
 	return c->bdat ? CMD_BDAT : CMD_DATA;
 }
 
+/* m's MAIL command, with the parameters the server offers, into line
+ * (SMTPC_CMD_MAX + 1 bytes: the path was bounded by smtpc_send); its length. */
+static size_t mail_line(const struct smtpc *c, const struct smtpc_msg *m, bool utf8, char *line)
+{
+	char size[32] = "";
+	if (c->caps & SMTPC_CAP_SIZE)
+		snprintf(size, sizeof(size), " SIZE=%" PRIu64, m->size);
+	bool body8 = (m->env_flags & ENV_8BITMIME) && (c->caps & SMTPC_CAP_8BITMIME);
+	int n = snprintf(line, SMTPC_CMD_MAX + 1, "MAIL FROM:<%s>%s%s%s\r\n", m->from, size,
+			 body8 ? " BODY=8BITMIME" : "",
+			 utf8 && (c->caps & SMTPC_CAP_SMTPUTF8) ? " SMTPUTF8" : "");
+	ASSERT(n > 0 && (size_t)n <= SMTPC_CMD_MAX);
+	return (size_t)n;
+}
+
 static bool write_command(struct smtpc *c, enum cmd cmd, struct smtpc_out *out)
 {
 	const size_t keep = SMTPC_CMD_MAX; /* for the answer to a reply (the feed loop) */
@@ -349,13 +364,9 @@ static bool write_command(struct smtpc *c, enum cmd cmd, struct smtpc_out *out)
 		c->rset = C_SENT;
 		return true;
 	case CMD_MAIL: {
-		char size[32] = "";
-		if (c->caps & SMTPC_CAP_SIZE)
-			snprintf(size, sizeof(size), " SIZE=%" PRIu64, c->msg.size);
-		bool body8 = (c->msg.env_flags & ENV_8BITMIME) && (c->caps & SMTPC_CAP_8BITMIME);
-		bool utf8 = c->utf8 && (c->caps & SMTPC_CAP_SMTPUTF8);
-		if (!put(out, keep, "MAIL FROM:<%s>%s%s%s\r\n", c->msg.from, size,
-			 body8 ? " BODY=8BITMIME" : "", utf8 ? " SMTPUTF8" : ""))
+		char line[SMTPC_CMD_MAX + 1];
+		mail_line(c, &c->msg, c->utf8, line);
+		if (!put(out, keep, "%s", line))
 			return false;
 		c->mail = C_SENT;
 		return true;
@@ -1025,18 +1036,11 @@ bool smtpc_send_next(struct smtpc *c, const struct smtpc_msg *m, struct smtpc_ou
 		return false;
 	if (utf8 && !(c->caps & SMTPC_CAP_SMTPUTF8))
 		return false;
-	char size[32] = "";
-	if (c->caps & SMTPC_CAP_SIZE)
-		snprintf(size, sizeof(size), " SIZE=%" PRIu64, m->size);
-	bool body8 = (m->env_flags & ENV_8BITMIME) && (c->caps & SMTPC_CAP_8BITMIME);
-	const char *smtputf8 = utf8 && (c->caps & SMTPC_CAP_SMTPUTF8) ? " SMTPUTF8" : "";
-	need += sizeof("MAIL FROM:<>\r\n") - 1 + strlen(m->from) + strlen(size) +
-		(body8 ? sizeof(" BODY=8BITMIME") - 1 : 0) + strlen(smtputf8) + sizeof("DATA\r\n") -
-		1;
+	char line[SMTPC_CMD_MAX + 1];
+	need += mail_line(c, m, utf8, line) + sizeof("DATA\r\n") - 1;
 	if (need > room(out))
 		return false;
-	bool ok = put(out, 0, "MAIL FROM:<%s>%s%s%s\r\n", m->from, size,
-		      body8 ? " BODY=8BITMIME" : "", smtputf8);
+	bool ok = put(out, 0, "%s", line);
 	for (uint32_t i = 0; ok && i < m->nrcpt; i++)
 		ok = put(out, 0, "RCPT TO:<%s>\r\n", m->rcpt[i]);
 	ok = ok && put(out, 0, "DATA\r\n");

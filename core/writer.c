@@ -146,7 +146,9 @@ static void writer_publish(struct writer *w)
 	struct spool_pos p;
 	spool_position(w->spool, &p);
 	pthread_mutex_lock(&w->pos_mu);
-	bool moved = memcmp(&p, &w->pos, sizeof(p)) != 0;
+	bool moved = p.valid != w->pos.valid || p.active != w->pos.active ||
+		     p.run_us != w->pos.run_us || p.seq != w->pos.seq ||
+		     p.synced_off != w->pos.synced_off;
 	w->pos = p;
 	pthread_mutex_unlock(&w->pos_mu);
 	int fd = atomic_load_explicit(&w->relay_efd, memory_order_acquire);
