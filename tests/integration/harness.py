@@ -139,6 +139,17 @@ class Paths:
     explicit = False
 
 
+def take_bench_arg(argv):
+    """Removes --bench PATH from argv (parse_args reads the rest); returns the
+    path of mxring-bench: that, else $MXRING_BENCH, else build/ in the repository."""
+    path = os.environ.get("MXRING_BENCH") or os.path.join(REPO, "build/bench/mxring-bench")
+    if "--bench" in argv:
+        i = argv.index("--bench")
+        path = argv[i + 1]
+        del argv[i:i + 2]
+    return os.path.abspath(path)
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--mxring", default=os.environ.get("MXRING"))

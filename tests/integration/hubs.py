@@ -72,6 +72,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections import deque
 
 import harness as h
@@ -289,6 +290,36 @@ def _tail(text, n=40):
 
 
 # ---------------------------------------------------------------- daemon base
+
+
+def read_acks(path):
+    """{RUNID-N: QID} of an mxring-bench --ack-log file (its # lines are comments)."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            if line.startswith("#") or not line.strip():
+                continue
+            seq, qid, _size = line.split()
+            out[seq] = qid
+    return out
+
+
+def crlf(data):
+    """A Maildir file's lines (LF) as they went over SMTP (CRLF)."""
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def bench_sums(data):
+    """(seq, ok) of a message mxring-bench made, as a hub stored it: X-Bench-Sum
+    checks what follows its own line, and X-Bench-Seq names the message."""
+    data = crlf(data)
+    m = re.search(rb"X-Bench-Sum: ([0-9a-f]{8})\r\n", data)
+    if not m:
+        return None, False
+    rest = data[m.end():]
+    seq = re.search(rb"X-Bench-Seq: (\S+)\r\n", rest)
+    return (seq.group(1).decode() if seq else None,
+            "%08x" % zlib.crc32(rest) == m.group(1).decode())
 
 
 class _DaemonHub:

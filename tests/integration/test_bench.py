@@ -70,16 +70,6 @@ CERT_TOOL = os.path.join(h.REPO, "tools", "mxring-cert.sh")
 RUN_TIMEOUT_S = 60
 
 
-def take_bench_arg(argv):
-    """Removes --bench PATH from argv (harness parses the rest); returns the path."""
-    path = os.environ.get("MXRING_BENCH") or os.path.join(h.REPO, "build/bench/mxring-bench")
-    if "--bench" in argv:
-        i = argv.index("--bench")
-        path = argv[i + 1]
-        del argv[i:i + 2]
-    return os.path.abspath(path)
-
-
 def bench(*args, timeout=RUN_TIMEOUT_S):
     if not os.path.exists(BENCH):
         raise h.Fail("mxring-bench not found at %s" % BENCH)
@@ -641,7 +631,7 @@ def scale_quick():
 
 if __name__ == "__main__":
     argv = sys.argv[1:]
-    BENCH = take_bench_arg(argv)
+    BENCH = h.take_bench_arg(argv)
     if not os.path.exists(BENCH):
         print("1..0 # SKIP mxring-bench not built (%s)" % BENCH)
         sys.exit(77)

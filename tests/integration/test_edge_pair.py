@@ -63,7 +63,6 @@ import subprocess
 import sys
 import threading
 import time
-import zlib
 
 import harness as h
 import hubs
@@ -88,50 +87,11 @@ BENCH_TIMEOUT_S = 60
 HUB_TIMEOUT_S = 60
 
 
-def take_bench_arg(argv):
-    """Removes --bench PATH from argv (harness parses the rest); returns the path."""
-    path = os.environ.get("MXRING_BENCH") or os.path.join(h.REPO, "build/bench/mxring-bench")
-    if "--bench" in argv:
-        i = argv.index("--bench")
-        path = argv[i + 1]
-        del argv[i:i + 2]
-    return os.path.abspath(path)
-
-
 # -- as in test_relay.py
-
-def read_acks(path):
-    """{RUNID-N: QID} of an --ack-log file (its # lines are comments)."""
-    out = {}
-    with open(path) as f:
-        for line in f:
-            if line.startswith("#") or not line.strip():
-                continue
-            seq, qid, _size = line.split()
-            out[seq] = qid
-    return out
-
 
 def count_queued(srv):
     """Messages srv logged as queued (acknowledged) so far."""
     return len(re.findall(r"\bqueued qid=", srv.log()))
-
-
-def crlf(data):
-    """A Maildir file's lines (LF) as they went over SMTP (CRLF)."""
-    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-
-
-def bench_sums(data):
-    """(seq, ok) of a message mxring-bench made: X-Bench-Sum checks what follows its line."""
-    data = crlf(data)
-    m = re.search(rb"X-Bench-Sum: ([0-9a-f]{8})\r\n", data)
-    if not m:
-        return None, False
-    rest = data[m.end():]
-    seq = re.search(rb"X-Bench-Seq: (\S+)\r\n", rest)
-    return (seq.group(1).decode() if seq else None,
-            "%08x" % zlib.crc32(rest) == m.group(1).decode())
 
 
 # -- HAProxy
@@ -491,7 +451,7 @@ def edge_pair_behind_haproxy():
                     bench_text = f.read().decode("utf-8", "replace")
                 served = lb.served_by()
 
-            acked = read_acks(ack)
+            acked = hubs.read_acks(ack)
             check(len(acked) >= MESSAGES // 2, "only %d of %d messages acknowledged; "
                   "mxring-bench exit %d:\n%s" % (len(acked), MESSAGES, rc, bench_text[-3000:]))
             with open(report) as f:
@@ -505,7 +465,7 @@ def edge_pair_behind_haproxy():
                 for path, data in hub.messages():
                     if os.path.basename(path) in parsed:
                         continue
-                    seq, ok = bench_sums(data)
+                    seq, ok = hubs.bench_sums(data)
                     check(ok, "%s: X-Bench-Sum does not match the body" % path)
                     m = EDGE_RECEIVED_RE.search(data)
                     check(m, "%s: no Received: header of an edge node:\n%s"
@@ -627,5 +587,5 @@ def edge_pair_behind_haproxy():
 
 
 if __name__ == "__main__":
-    BENCH = take_bench_arg(sys.argv)
+    BENCH = h.take_bench_arg(sys.argv)
     suite.main()

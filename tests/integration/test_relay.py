@@ -45,7 +45,6 @@ import signal
 import subprocess
 import time
 import urllib.request
-import zlib
 
 import harness as h
 import hubs
@@ -55,16 +54,6 @@ check, check_eq = h.check, h.check_eq
 
 SENDER = "sender@example.com"
 BENCH = None
-
-
-def take_bench_arg(argv):
-    """Removes --bench PATH from argv (harness parses the rest); returns the path."""
-    path = os.environ.get("MXRING_BENCH") or os.path.join(h.REPO, "build/bench/mxring-bench")
-    if "--bench" in argv:
-        i = argv.index("--bench")
-        path = argv[i + 1]
-        del argv[i:i + 2]
-    return os.path.abspath(path)
 
 
 def relay_server(hub_spec, spool_dir=None, **cfg):
@@ -123,35 +112,6 @@ def scrape(port):
     return out
 
 
-def read_acks(path):
-    """{RUNID-N: QID} of an --ack-log file (its # lines are comments)."""
-    out = {}
-    with open(path) as f:
-        for line in f:
-            if line.startswith("#") or not line.strip():
-                continue
-            seq, qid, _size = line.split()
-            out[seq] = qid
-    return out
-
-
-def crlf(data):
-    """A Maildir file's lines (LF) as they went over SMTP (CRLF)."""
-    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-
-
-def bench_sums(data):
-    """(seq, ok) of a message mxring-bench made: X-Bench-Sum checks what follows its line."""
-    data = crlf(data)
-    m = re.search(rb"X-Bench-Sum: ([0-9a-f]{8})\r\n", data)
-    if not m:
-        return None, False
-    rest = data[m.end():]
-    seq = re.search(rb"X-Bench-Seq: (\S+)\r\n", rest)
-    return (seq.group(1).decode() if seq else None,
-            "%08x" % zlib.crc32(rest) == m.group(1).decode())
-
-
 @suite.case
 def postfix_hub_every_message_once():
     tmp = h.new_tmpdir("pf")
@@ -167,13 +127,13 @@ def postfix_hub_every_message_once():
                                 "--size-dist", "mix", "--ack-log", ack, "--quiet"],
                                capture_output=True, text=True, timeout=120 + n // 50)
             check(r.returncode == 0, "mxring-bench: %s" % r.stderr[-2000:])
-            acked = read_acks(ack)
+            acked = hubs.read_acks(ack)
             check_eq(len(acked), n, "messages acknowledged")
             got = hub.wait_count(n, timeout=120 + n // 50)
             check(got >= n, "%d of %d messages at the hub" % (got, n))
             seen = {}
             for path, data in hub.messages():
-                seq, ok = bench_sums(data)
+                seq, ok = hubs.bench_sums(data)
                 check(ok, "%s: X-Bench-Sum does not match the body" % path)
                 seen[seq] = seen.get(seq, 0) + 1
                 check(re.search(rb"\nReceived: from \S+ \(\[127\.0\.0\.1\]:\d+\)\n\tby mx\.test "
@@ -396,13 +356,13 @@ def pipelined_messages_keep_their_bodies():
             wait_relayed(srv, 400, "sent", 60)
             done = hub.wait_transactions(400, 30)
             for t in done:
-                seq, ok = bench_sums(t.body)
+                seq, ok = hubs.bench_sums(t.body)
                 check(ok, "a body does not match its X-Bench-Sum")
                 to = re.search(rb"\r\nTo: <([^>]+)>", t.body)
                 check(to and [a for a, _ in t.rcpts] == [to.group(1).decode()],
                       "the body of <%s> went with envelope %s" %
                       (to and to.group(1).decode(), t.rcpts))
-            check_eq(len({bench_sums(t.body)[0] for t in done}), 400, "distinct messages")
+            check_eq(len({hubs.bench_sums(t.body)[0] for t in done}), 400, "distinct messages")
             # Behind an end of data: a MAIL read in the same batch as the data's end.
             piped = sum(1 for c in hub.connections for (b, line) in c.commands
                         if line.startswith("MAIL") and
@@ -567,14 +527,14 @@ def crash_while_relaying():
             time.sleep(rng.uniform(0.3, 2.0))  # a random moment of receiving and relaying
             srv.kill()
             p.wait(timeout=60)
-            acked.update(read_acks(ack))
+            acked.update(hubs.read_acks(ack))
         with relay_server("smtp:[127.0.0.1]:%d" % hub.port, spool_dir=spool):
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 seen = {}
                 for t in hub.transactions:
                     if t.state == "done" and t.body:
-                        seq, ok = bench_sums(t.body)
+                        seq, ok = hubs.bench_sums(t.body)
                         check(ok, "a body arrived damaged")
                         seen[seq] = seen.get(seq, 0) + 1
                 if all(s in seen for s in acked):
@@ -590,5 +550,5 @@ def crash_while_relaying():
 
 if __name__ == "__main__":
     import sys
-    BENCH = take_bench_arg(sys.argv)
+    BENCH = h.take_bench_arg(sys.argv)
     suite.main()

@@ -35,15 +35,6 @@ BENCH = None
 SOAK = os.path.join(h.REPO, "bench", "soak")
 
 
-def take_bench_arg(argv):
-    path = os.environ.get("MXRING_BENCH") or os.path.join(h.REPO, "build/bench/mxring-bench")
-    if "--bench" in argv:
-        i = argv.index("--bench")
-        path = argv[i + 1]
-        del argv[i:i + 2]
-    return os.path.abspath(path)
-
-
 def wait_live(srv, pred, what, timeout=10.0):
     """The first 'stats live' line for which pred holds, waiting (bounded) for it."""
     deadline = time.monotonic() + timeout
@@ -175,5 +166,5 @@ def short_soak():
 
 if __name__ == "__main__":
     argv = sys.argv[1:]
-    BENCH = take_bench_arg(argv)
+    BENCH = h.take_bench_arg(argv)
     suite.main(argv)
