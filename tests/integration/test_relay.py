@@ -205,6 +205,9 @@ def dovecot_case(tag, unix):
             check(re.search(r"Diagnostic-Code:\s*smtp;\s*550 5\.1\.1", ds),
                   "Diagnostic-Code with the 550: %s" % ds)
             check(re.search(r"Action: failed", ds), "Action: failed")
+            if not unix:  # the hub reached by address is named; a socket is not
+                check(re.search(r"Remote-MTA: dns;\s*127\.0\.0\.1", ds),
+                      "Remote-MTA names the hub: %s" % ds)
             check(b"Return-Path: <>" in raw, "the DSN comes from <>")
             check(b"Message-ID: <three@example.com>" in parts[2].as_bytes(),
                   "the original headers are in part 3")
